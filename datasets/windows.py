@@ -1,0 +1,125 @@
+"""Training and inference windows cut from a list of series."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def left_pad(values: np.ndarray, length: int) -> np.ndarray:
+    """The last `length` values, left-padded with NaN when the series is shorter. Shape (length,)."""
+    out = np.full(length, np.nan, dtype=np.float32)
+    tail = values[-length:] if length > 0 else values[:0]
+    out[length - len(tail):] = tail
+    return out
+
+
+def context_windows(series: list[np.ndarray], context_length: int) -> dict[str, torch.Tensor]:
+    """The last context window of each series, as a model batch.
+
+    Returns:
+        {"past_target": (N, L) with NaN replaced by 0, "past_observed": (N, L) float mask}.
+    """
+    past = np.stack([left_pad(v, context_length) for v in series])  # (N, L)
+    observed = ~np.isnan(past)
+    return {
+        "past_target": torch.from_numpy(np.nan_to_num(past, nan=0.0)),
+        "past_observed": torch.from_numpy(observed.astype(np.float32)),
+    }
+
+
+class WindowSampler(torch.utils.data.IterableDataset):
+    """An endless stream of random training batches (past context + future target) from a list of series.
+
+    A window ends its context at a cut point `t` (exclusive) and its target covers `t .. t + F - 1`. Cut points are
+    drawn uniformly over all (series, t) pairs with at least `min_past` observed steps before the cut and a full
+    target after it, so long series are sampled in proportion to their length. Context before a series' start is
+    NaN-padded and masked.
+
+    Args:
+        series: One float32 array per series (NaN = missing).
+        context_length: L, steps of context per window.
+        prediction_length: F, steps of target per window.
+        batch_size: Windows per batch.
+        seed: Seed of the window sampler (the stream is fully determined by it).
+        min_past: Minimum number of past steps before a cut point. Default: 1.
+    """
+
+    def __init__(self, series: list[np.ndarray], context_length: int, prediction_length: int, batch_size: int,
+                 seed: int = 0, min_past: int = 1):
+        super().__init__()
+        self.context_length = context_length
+        self.prediction_length = prediction_length
+        self.batch_size = batch_size
+        self.seed = seed
+        lengths = np.array([len(v) for v in series])
+        n_cuts = lengths - prediction_length - min_past + 1  # cut points per series
+        usable = n_cuts > 0
+        if not usable.any():
+            raise ValueError(
+                f"No series is long enough for training: need at least {min_past + prediction_length} rows "
+                f"(min_past={min_past} + prediction_length={prediction_length}), the longest has {lengths.max()}. "
+                "Lower prediction_length or provide longer series."
+            )
+        # each series padded on the left with L NaNs so any context slice is in range
+        self._padded = [np.concatenate([np.full(context_length, np.nan, np.float32), v.astype(np.float32)])
+                        for v in series]
+        self._series_idx = np.flatnonzero(usable)
+        self._offsets = np.concatenate([[0], np.cumsum(n_cuts[usable])])
+        self._min_past = min_past
+
+    @property
+    def num_windows(self) -> int:
+        """Number of distinct training windows."""
+        return int(self._offsets[-1])
+
+    def batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One random batch: past_target (B, L), past_observed (B, L), future_target (B, F), future_observed (B, F)."""
+        L, F = self.context_length, self.prediction_length
+        flat = rng.integers(0, self.num_windows, size=self.batch_size)
+        which = np.searchsorted(self._offsets, flat, side="right") - 1
+        cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
+        past = np.empty((self.batch_size, L), np.float32)
+        future = np.empty((self.batch_size, F), np.float32)
+        for row, (s, t) in enumerate(zip(self._series_idx[which], cuts)):
+            padded = self._padded[s]
+            past[row] = padded[t:t + L]  # padded index t+L == original t
+            future[row] = padded[t + L:t + L + F]
+        return _to_batch(past, future)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        rng = np.random.default_rng([self.seed, worker])
+        while True:
+            yield self.batch(rng)
+
+
+def _to_batch(past: np.ndarray, future: np.ndarray) -> dict[str, torch.Tensor]:
+    past_obs, fut_obs = ~np.isnan(past), ~np.isnan(future)
+    return {
+        "past_target": torch.from_numpy(np.nan_to_num(past, nan=0.0)),  # (B, L)
+        "past_observed": torch.from_numpy(past_obs.astype(np.float32)),  # (B, L)
+        "future_target": torch.from_numpy(np.nan_to_num(future, nan=0.0)),  # (B, F)
+        "future_observed": torch.from_numpy(fut_obs.astype(np.float32)),  # (B, F)
+    }
+
+
+def sliding_windows(values: np.ndarray, context_length: int, prediction_length: int, start: int, stop: int,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Every window whose target starts in [start, stop - F], stride 1.
+
+    Args:
+        values: (S, C) array of C channels (a 1-D array is treated as one channel).
+        start, stop: Row range of the evaluation split; contexts may reach `context_length` rows before `start`.
+
+    Returns:
+        past (N * C, L) and future (N * C, F), ordered window-major then channel, with N = stop - start - F + 1.
+    """
+    values = values[:, None] if values.ndim == 1 else values
+    L, F = context_length, prediction_length
+    if start < L:
+        raise ValueError(f"The split starts at row {start}, but a context of {L} rows needs start >= {L}.")
+    view = np.lib.stride_tricks.sliding_window_view(values[start - L:stop], L + F, axis=0)  # (N, C, L+F)
+    view = view.reshape(-1, L + F)
+    return view[:, :L].astype(np.float32), view[:, L:].astype(np.float32)

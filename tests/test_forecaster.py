@@ -1,0 +1,97 @@
+"""The fit/predict API end to end, with tiny budgets."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from xlstm_ts import XLSTMForecaster
+from xlstm_ts.datasets import make_synthetic_panel
+
+TINY = dict(model="tiny", max_steps=3, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return make_synthetic_panel(n_series=3, length=150, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(panel):
+    return XLSTMForecaster(prediction_length=6, context_length=24, quantiles=(0.1, 0.5, 0.9), **TINY).fit(panel)
+
+
+def test_init_only_stores_and_clone_roundtrips():
+    f = XLSTMForecaster(prediction_length=5, quantiles=(0.2, 0.8), trainer_kwargs={"accelerator": "cpu"})
+    assert f.get_params()["quantiles"] == (0.2, 0.8)
+    assert clone(f).get_params() == f.get_params()
+    assert not hasattr(f, "net_")
+
+
+def test_predict_before_fit_raises():
+    with pytest.raises(NotFittedError):
+        XLSTMForecaster().predict()
+
+
+def test_predict_frame_contract(fitted, panel):
+    out = fitted.predict()
+    assert list(out.columns) == ["unique_id", "ds", "mean", "q0.1", "q0.5", "q0.9"]
+    assert len(out) == 3 * 6
+    for uid, group in out.groupby("unique_id"):
+        last = panel[panel.unique_id == uid].ds.max()
+        assert list(group.ds) == list(pd.date_range(last, periods=7, freq="h")[1:])
+    assert (out["q0.1"] <= out["q0.5"]).all() and (out["q0.5"] <= out["q0.9"]).all()
+    np.testing.assert_allclose(out["mean"], out["q0.5"])
+
+
+def test_fit_returns_self_and_is_deterministic(panel):
+    f = XLSTMForecaster(prediction_length=6, context_length=24, random_state=7, **TINY)
+    assert f.fit(panel) is f
+    first = f.predict()
+    again = XLSTMForecaster(prediction_length=6, context_length=24, random_state=7, **TINY).fit(panel).predict()
+    pd.testing.assert_frame_equal(first, again)
+    refit = f.fit(panel).predict()
+    pd.testing.assert_frame_equal(first, refit)
+    other = XLSTMForecaster(prediction_length=6, context_length=24, random_state=8, **TINY).fit(panel).predict()
+    assert not np.allclose(first["mean"], other["mean"])
+
+
+def test_predict_on_new_ids_short_and_missing_context(fitted):
+    new = pd.DataFrame({
+        "unique_id": ["new"] * 10 + ["gappy"] * 30,
+        "ds": list(pd.date_range("2025-01-01", periods=10, freq="h")) + list(pd.date_range("2025-03-01", periods=30,
+                                                                                           freq="h")),
+        "y": np.r_[np.linspace(0, 1, 10), np.where(np.arange(30) % 4 == 0, np.nan, np.arange(30.0))],
+    })
+    out = fitted.predict(new)
+    assert list(out.unique_id.unique()) == ["new", "gappy"] and len(out) == 12
+    assert np.isfinite(out[["mean", "q0.1", "q0.9"]].to_numpy()).all()
+    assert out.ds.iloc[0] == pd.Timestamp("2025-01-01 10:00")
+
+
+def test_custom_column_names_and_input_not_mutated():
+    df = make_synthetic_panel(n_series=2, length=80).rename(columns={"unique_id": "item", "ds": "t", "y": "v"})
+    before = df.copy()
+    f = XLSTMForecaster(prediction_length=4, context_length=16, id_col="item", time_col="t", target_col="v",
+                        quantiles=(0.25, 0.75), **TINY).fit(df)
+    out = f.predict()
+    pd.testing.assert_frame_equal(df, before)
+    assert list(out.columns) == ["item", "t", "mean", "q0.25", "q0.75"]
+
+
+def test_invalid_params_raise_in_fit(panel):
+    with pytest.raises(ValueError, match="quantiles"):
+        XLSTMForecaster(quantiles=(0.5, 1.5), **TINY).fit(panel)
+    with pytest.raises(ValueError, match="prediction_length"):
+        XLSTMForecaster(prediction_length=0, **TINY).fit(panel)
+    with pytest.raises(ValueError, match="Unknown model preset"):
+        XLSTMForecaster(model="huge").fit(panel)
+
+
+def test_predict_array_matches_predict(fitted, panel):
+    values = np.stack([panel[panel.unique_id == uid].y.to_numpy() for uid in fitted.panel_.ids])
+    arr = fitted.predict_array(values)
+    out = fitted.predict()
+    np.testing.assert_allclose(arr["mean"].reshape(-1), out["mean"].to_numpy(), rtol=1e-6)
+    assert arr["quantiles"].shape == (3, 6, 3)

@@ -1,0 +1,118 @@
+"""Model configuration: a dataclass is the source of truth, YAML presets in `configs/model/` are serialized instances."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the forecasting network: patch encoder -> xLSTM block stack -> head."""
+
+    patch_length: int = 16
+    """P: steps per patch (token)."""
+    patch_stride: int | None = None
+    """Steps between patch starts. Default: `patch_length` (non-overlapping patches)."""
+    embed_dim: int = 64
+    """D: width of the residual stream."""
+    num_heads: int = 4
+    """Heads of every mLSTM/sLSTM layer; `embed_dim` must be divisible by it."""
+    pattern: str = "msm"
+    """Block types in order: 'm' = mLSTM block (pre-up-projection), 's' = sLSTM block (post-up-projection)."""
+    mlstm_proj_factor: float = 2.0
+    """mLSTM block up-projection factor (inner width = factor * D, rounded up to a multiple of the heads)."""
+    slstm_ffn_factor: float = 4.0 / 3.0
+    """sLSTM block gated-MLP width factor."""
+    conv_kernel: int = 4
+    """Width of the causal depthwise convolutions."""
+    qkv_blocksize: int = 4
+    """Block size of the block-diagonal q/k/v projections of the mLSTM block."""
+    dropout: float = 0.1
+    """Dropout on block outputs and on the head input."""
+    mlstm_kernel: str = "auto"
+    """Registry name of the mLSTM sequence kernel, or 'auto' (see `xlstm_ts.kernels.available_kernels()`)."""
+    slstm_kernel: str = "auto"
+    """Registry name of the sLSTM kernel, or 'auto'."""
+    chunk_size: int = 64
+    """Chunk length of chunkwise mLSTM kernels."""
+    linear_skip: bool = True
+    """Add a linear map of the scaled context to the forecast (the stack then models the residual)."""
+    scaling: str = "std"
+    """Per-window instance scaling: 'std' (mean/std), 'mean' (mean absolute value) or 'none'."""
+
+    def __post_init__(self) -> None:
+        bad = set(self.pattern) - {"m", "s"}
+        if not self.pattern or bad:
+            raise ValueError(f"ModelConfig.pattern must be a non-empty string of 'm'/'s', got {self.pattern!r}.")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})."
+            )
+        for name in ("patch_length", "embed_dim", "num_heads", "conv_kernel", "qkv_blocksize", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.patch_stride is not None and self.patch_stride < 1:
+            raise ValueError(f"ModelConfig.patch_stride must be >= 1 or None, got {self.patch_stride}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}.")
+        if self.scaling not in ("std", "mean", "none"):
+            raise ValueError(f"ModelConfig.scaling must be 'std', 'mean' or 'none', got {self.scaling!r}.")
+
+    @property
+    def stride(self) -> int:
+        return self.patch_stride or self.patch_length
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(data: dict, source: str = "dict") -> ModelConfig:
+    """Build a ModelConfig, refusing unknown keys with a suggestion."""
+    if not isinstance(data, dict):
+        raise ValueError(f"Expected a mapping of ModelConfig fields in {source}, got {type(data).__name__}.")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {sorted(fields)}."
+            raise ValueError(f"Unknown key {key!r} in ModelConfig ({source}).{hint}")
+    return ModelConfig(**data)
+
+
+def preset_names() -> list[str]:
+    """Names of the model presets shipped in configs/model/."""
+    folder = resources.files("xlstm_ts.configs") / "model"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path) -> ModelConfig:
+    """A ModelConfig from a preset name (e.g. 'small') or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ValueError(f"Config file {str(path)!r} does not exist.")
+        text, source = path.read_text(), str(path)
+    else:
+        names = preset_names()
+        if str(name_or_path) not in names:
+            raise ValueError(f"Unknown model preset {str(name_or_path)!r}. Available presets: {names}, or a .yaml path.")
+        text = (resources.files("xlstm_ts.configs") / "model" / f"{name_or_path}.yaml").read_text()
+        source = f"configs/model/{name_or_path}.yaml"
+    return config_from_dict(yaml.safe_load(text) or {}, source)
+
+
+def resolve_config(model: ModelConfig | dict | str | Path) -> ModelConfig:
+    """Accept a ModelConfig, a dict of its fields, a preset name or a YAML path."""
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, dict):
+        return config_from_dict(model)
+    if isinstance(model, (str, Path)):
+        return load_config(model)
+    raise TypeError(f"model must be a ModelConfig, dict, preset name or YAML path, got {type(model).__name__}.")

@@ -1,0 +1,193 @@
+"""`XLSTMForecaster`: the scikit-learn style fit/predict API over long pandas frames."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from xlstm_ts.config import ModelConfig, resolve_config
+from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
+from xlstm_ts.datasets.windows import WindowSampler, context_windows
+from xlstm_ts.heads import check_quantiles, with_median
+from xlstm_ts.lightning_module import LitForecaster
+from xlstm_ts.model import XLSTMForecastNet
+
+
+def quantile_column(level: float) -> str:
+    """Column name of a quantile level in forecast frames: 0.1 -> 'q0.1'."""
+    return f"q{level:g}"
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Silence Lightning's info logs and hint warnings unless `verbose`."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+class XLSTMForecaster(BaseEstimator):
+    """Probabilistic xLSTM forecaster for panels of univariate series, with a scikit-learn style API.
+
+    Args:
+        prediction_length: F, number of future steps to forecast.
+        context_length: L, number of past steps the model sees. Default: 4 * prediction_length.
+        quantiles: Quantile levels reported by `predict`, each in (0, 1). The median is always trained too;
+            it is the point forecast reported as `mean`.
+        model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
+            "mlstm_only") or a YAML path. Default: "small".
+        max_steps: Optimizer steps.
+        batch_size: Windows per step.
+        learning_rate: Peak AdamW learning rate (linear warm-up, cosine decay).
+        weight_decay: AdamW weight decay on matrices.
+        gradient_clip_val: Gradient norm clip (None disables).
+        random_state: Seed for weights, window sampling and dropout; the same seed gives identical forecasts on CPU.
+        id_col, time_col, target_col: Column names of the long frame.
+        freq: Frequency of the series (pandas alias or integer step). Default: inferred in `fit`.
+        verbose: Show Lightning's progress bar and logs.
+        trainer_kwargs: Extra keyword arguments for `lightning.Trainer` (e.g. {"accelerator": "gpu"}).
+
+    Examples:
+        >>> from xlstm_ts import XLSTMForecaster
+        >>> from xlstm_ts.datasets import make_synthetic_panel
+        >>> df = make_synthetic_panel(n_series=2, length=200)
+        >>> f = XLSTMForecaster(prediction_length=12, context_length=48, model="tiny", max_steps=2).fit(df)
+        >>> f.predict().shape
+        (24, 6)
+    """
+
+    def __init__(self, prediction_length: int = 24, context_length: int | None = None,
+                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), model: ModelConfig | dict | str = "small",
+                 max_steps: int = 200, batch_size: int = 64, learning_rate: float = 1e-3,
+                 weight_decay: float = 1e-4, gradient_clip_val: float | None = 1.0, random_state: int | None = 0,
+                 id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y",
+                 freq: str | int | None = None, verbose: bool = False, trainer_kwargs: dict | None = None):
+        self.prediction_length = prediction_length
+        self.context_length = context_length
+        self.quantiles = quantiles
+        self.model = model
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.gradient_clip_val = gradient_clip_val
+        self.random_state = random_state
+        self.id_col = id_col
+        self.time_col = time_col
+        self.target_col = target_col
+        self.freq = freq
+        self.verbose = verbose
+        self.trainer_kwargs = trainer_kwargs
+
+    def _check_params(self) -> tuple[int, int, tuple[float, ...], ModelConfig]:
+        for name in ("prediction_length", "max_steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        context = 4 * self.prediction_length if self.context_length is None else self.context_length
+        if not isinstance(context, (int, np.integer)) or context < 1:
+            raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
+        return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
+
+    def _trainer(self) -> L.Trainer:
+        kwargs = dict(max_steps=self.max_steps, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=self.verbose, enable_model_summary=self.verbose,
+                      gradient_clip_val=self.gradient_clip_val, accelerator="cpu", devices=1,
+                      default_root_dir=str(Path.cwd()))
+        kwargs.update(self.trainer_kwargs or {})
+        return L.Trainer(**kwargs)
+
+    def fit(self, df: pd.DataFrame) -> XLSTMForecaster:
+        """Train on every series of the long frame `df` (columns id_col, time_col, target_col). Returns self."""
+        horizon, context, levels, cfg = self._check_params()
+        panel = validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        with _quiet(self.verbose):
+            L.seed_everything(seed, verbose=False)
+            net = XLSTMForecastNet(cfg, context, horizon, with_median(levels))
+            sampler = WindowSampler(panel.values, context, horizon, self.batch_size, seed=seed)
+            loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
+            module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
+            trainer = self._trainer()
+            trainer.fit(module, train_dataloaders=loader)
+        net.eval()
+        self.net_, self.config_, self.levels_ = net, cfg, levels
+        self.context_length_, self.freq_, self.panel_ = context, panel.freq, panel
+        self.train_loss_ = float(trainer.callback_metrics.get("train_loss", torch.tensor(float("nan"))))
+        self.n_series_ = len(panel)
+        return self
+
+    def predict_array(self, context: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Forecast from raw context arrays.
+
+        Args:
+            context: (N, S) array; the last `context_length` steps of each row are used (NaN = missing; rows
+                shorter than the context are left-padded as missing).
+            batch_size: windows per forward pass.
+
+        Returns:
+            {"mean": (N, F), "quantiles": (N, F, Q)} with Q the requested `quantiles` in sorted order.
+        """
+        check_is_fitted(self)
+        rows = np.asarray(context, dtype=np.float32)
+        rows = rows[None, :] if rows.ndim == 1 else rows
+        return self._predict_series(list(rows))
+
+    def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024) -> dict[str, np.ndarray]:
+        trained = with_median(self.levels_)
+        device = next(self.net_.parameters()).device
+        outs = []
+        for start in range(0, len(series), batch_size):
+            batch = context_windows(series[start:start + batch_size], self.context_length_)
+            q = self.net_.predict(batch["past_target"].to(device), batch["past_observed"].to(device))  # (b, F, Q)
+            outs.append(q.float().cpu().numpy())
+        q_all = np.concatenate(outs) if outs else np.zeros((0, self.prediction_length, len(trained)), np.float32)
+        pick = [trained.index(level) for level in self.levels_]
+        return {"mean": q_all[..., trained.index(0.5)], "quantiles": q_all[..., pick]}
+
+    def predict(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast the `prediction_length` steps after the end of each series.
+
+        Args:
+            df: A long frame of context series (same or new ids). Default: the series seen in `fit`.
+
+        Returns:
+            Long frame with columns id_col, time_col, "mean" and one "q<level>" column per quantile level;
+            `n_series * prediction_length` rows, series in input order, time ascending.
+        """
+        check_is_fitted(self)
+        panel: Panel = self.panel_ if df is None else validate_long_frame(
+            df, self.id_col, self.time_col, self.target_col, self.freq_)
+        out = self._predict_series(panel.values)
+        horizon = self.prediction_length
+        frame = {
+            self.id_col: np.repeat(np.asarray(panel.ids, dtype=object), horizon),
+            self.time_col: np.concatenate([future_times(end, panel.freq, horizon) for end in panel.ends]),
+            "mean": out["mean"].reshape(-1),
+        }
+        for j, level in enumerate(self.levels_):
+            frame[quantile_column(level)] = out["quantiles"][..., j].reshape(-1)
+        return pd.DataFrame(frame)

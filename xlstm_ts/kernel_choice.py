@@ -1,0 +1,37 @@
+"""Pick the sequence kernel for a tensor: the registry name, or 'auto' (Triton on CUDA when available)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import Callable
+
+import torch
+
+from xlstm_ts.kernels import available_kernels, get_kernel
+
+_AUTO = {
+    # op -> (fast name used on CUDA when registered and triton imports, portable fallback)
+    "mlstm": ("mlstm_chunkwise--triton", "mlstm_chunkwise--torch"),
+    "slstm": ("slstm--triton", "slstm--torch"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_kernel_name(name: str, op: str, device: torch.device) -> str:
+    """The registry name that `name` stands for on `device` ('auto' is resolved, other names pass through)."""
+    if name != "auto":
+        return name
+    fast, portable = _AUTO[op]
+    if device.type == "cuda" and _triton_available() and fast in available_kernels():
+        return fast
+    return portable
+
+
+def kernel_for(name: str, op: str, device: torch.device) -> Callable:
+    """The kernel function for `name` on `device`."""
+    return get_kernel(resolve_kernel_name(name, op, device))

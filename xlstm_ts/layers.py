@@ -1,0 +1,69 @@
+"""Small building blocks shared by the xLSTM blocks: causal depthwise conv, block-diagonal linear, head-wise norm."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalConv1d(nn.Module):
+    """Depthwise causal convolution over time: output t sees inputs t - kernel + 1 .. t."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, C)
+        y = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # (B, C, T + K - 1)
+        return self.conv(y).transpose(1, 2)  # (B, T, C)
+
+
+class BlockDiagonalLinear(nn.Module):
+    """A linear map whose weight is block diagonal: `num_blocks` independent (block x block) maps."""
+
+    def __init__(self, features: int, block_size: int, bias: bool = False, std: float | None = None):
+        super().__init__()
+        if features % block_size:
+            raise ValueError(f"features ({features}) must be divisible by block_size ({block_size}).")
+        self.num_blocks, self.block_size = features // block_size, block_size
+        std = std if std is not None else 1.0 / math.sqrt(block_size)
+        self.weight = nn.Parameter(torch.randn(self.num_blocks, block_size, block_size) * std)  # (NB, in, out)
+        self.bias = nn.Parameter(torch.zeros(features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., features)
+        shape = x.shape
+        x = x.reshape(-1, self.num_blocks, self.block_size).transpose(0, 1)  # (NB, N, bs)
+        y = torch.bmm(x, self.weight).transpose(0, 1).reshape(shape)  # (..., features)
+        return y if self.bias is None else y + self.bias
+
+
+class MultiHeadNorm(nn.Module):
+    """Layer norm applied per head (no mean mixing across heads), with a learnable scale over all features."""
+
+    def __init__(self, num_heads: int, head_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_heads, self.head_dim, self.eps = num_heads, head_dim, eps
+        self.weight = nn.Parameter(torch.ones(num_heads * head_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # h (B, T, NH, DH)
+        B, T = h.shape[:2]
+        y = F.layer_norm(h.float(), (self.head_dim,), eps=self.eps).to(h.dtype)  # (B, T, NH, DH)
+        return y.reshape(B, T, self.num_heads * self.head_dim) * self.weight  # (B, T, NH * DH)
+
+
+def small_init_(weight: torch.Tensor, dim: int) -> None:
+    """Normal init with std sqrt(2 / (5 dim)), the usual choice for xLSTM input projections."""
+    nn.init.normal_(weight, mean=0.0, std=math.sqrt(2.0 / (5.0 * dim)))
+
+
+def wang_init_(weight: torch.Tensor, dim: int, num_blocks: int) -> None:
+    """Normal init with std 2 / (num_blocks sqrt(dim)) for output projections into the residual stream."""
+    nn.init.normal_(weight, mean=0.0, std=2.0 / (max(num_blocks, 1) * math.sqrt(dim)))
+
+
+def round_up(value: float, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)

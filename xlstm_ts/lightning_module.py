@@ -1,0 +1,45 @@
+"""LightningModule: training loop glue around `XLSTMForecastNet` (no data logic here)."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from xlstm_ts.model import XLSTMForecastNet
+
+
+class LitForecaster(L.LightningModule):
+    """Trains the network with AdamW and a linear-warmup cosine learning-rate schedule over `max_steps`."""
+
+    def __init__(self, net: XLSTMForecastNet, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
+                 max_steps: int = 1000, warmup_fraction: float = 0.05):
+        super().__init__()
+        self.net = net
+        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.max_steps, self.warmup_fraction = max_steps, warmup_fraction
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.net.loss(**batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["past_target"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.net.named_parameters():
+            (decay if param.ndim >= 2 and "recurrent" not in name else no_decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.learning_rate,
+        )
+        warmup = max(1, int(self.warmup_fraction * self.max_steps))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, self.max_steps - warmup))
+            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

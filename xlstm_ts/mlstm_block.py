@@ -1,0 +1,75 @@
+"""mLSTM block with pre-up-projection (xLSTM paper, Fig. 10): the matrix-memory cell inside a gated MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xlstm_ts.kernel_choice import kernel_for
+from xlstm_ts.layers import BlockDiagonalLinear, CausalConv1d, MultiHeadNorm, round_up, small_init_, wang_init_
+
+
+class MLSTMBlock(nn.Module):
+    """x + down(MHNorm(mLSTM(q, k, v)) + skip * conv(x_m)) * silu(z)), with (x_m, z) = up(LayerNorm(x)).
+
+    q and k come from the causal-conv branch, v from the un-convolved branch; input and forget gates are linear
+    maps of concat(q, k, v) to one pre-activation per head.
+
+    Args:
+        embed_dim: D, width of the residual stream.
+        num_heads: NH.
+        proj_factor: inner width = round_up(proj_factor * D, NH * qkv_blocksize).
+        conv_kernel: causal conv width.
+        qkv_blocksize: block size of the block-diagonal q/k/v projections.
+        dropout: dropout on the block output.
+        kernel: registry name of the mLSTM kernel or 'auto'.
+        chunk_size: chunk length for chunkwise kernels.
+        block_index, num_blocks: position in the stack (used by initialization).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, proj_factor: float = 2.0, conv_kernel: int = 4,
+                 qkv_blocksize: int = 4, dropout: float = 0.0, kernel: str = "auto", chunk_size: int = 64,
+                 block_index: int = 0, num_blocks: int = 1):
+        super().__init__()
+        inner = round_up(proj_factor * embed_dim, num_heads * qkv_blocksize)
+        self.num_heads, self.inner, self.kernel, self.chunk_size = num_heads, inner, kernel, chunk_size
+        self.norm = nn.LayerNorm(embed_dim)
+        self.up = nn.Linear(embed_dim, 2 * inner, bias=False)
+        self.conv = CausalConv1d(inner, conv_kernel)
+        self.q_proj = BlockDiagonalLinear(inner, qkv_blocksize)
+        self.k_proj = BlockDiagonalLinear(inner, qkv_blocksize)
+        self.v_proj = BlockDiagonalLinear(inner, qkv_blocksize)
+        self.gates = nn.Linear(3 * inner, 2 * num_heads)  # -> (input gate, forget gate) pre-activations
+        self.out_norm = MultiHeadNorm(num_heads, inner // num_heads)
+        self.skip = nn.Parameter(torch.ones(inner))
+        self.down = nn.Linear(inner, embed_dim, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self._init(embed_dim, num_blocks)
+
+    def _init(self, embed_dim: int, num_blocks: int) -> None:
+        small_init_(self.up.weight, embed_dim)
+        wang_init_(self.down.weight, self.inner, num_blocks)
+        nn.init.zeros_(self.gates.weight)
+        with torch.no_grad():
+            nh = self.num_heads
+            self.gates.bias[:nh].normal_(0.0, 0.1)  # input gate
+            self.gates.bias[nh:] = torch.linspace(3.0, 6.0, nh)  # forget gate: long memory at init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
+        B, T, _ = x.shape
+        NH, DH = self.num_heads, self.inner // self.num_heads
+        x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
+        x_c = F.silu(self.conv(x_m))  # (B, T, inner)
+        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_m)  # (B, T, inner) each
+        i_pre, f_pre = self.gates(torch.cat([q, k, v], dim=-1)).chunk(2, dim=-1)  # (B, T, NH) each
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)
+
+        cell = kernel_for(self.kernel, "mlstm", x.device)
+        h = cell(heads(q), heads(k), heads(v), i_pre.transpose(1, 2), f_pre.transpose(1, 2),
+                 chunk_size=self.chunk_size)  # (B, NH, T, DH)
+        h = self.out_norm(h.transpose(1, 2))  # (B, T, inner)
+        h = (h + self.skip * x_c) * F.silu(z)
+        return x + self.drop(self.down(h))

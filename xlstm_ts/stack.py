@@ -1,0 +1,33 @@
+"""A residual stack of xLSTM blocks built from a pattern string such as "msmm"."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xlstm_ts.config import ModelConfig
+from xlstm_ts.mlstm_block import MLSTMBlock
+from xlstm_ts.slstm_block import SLSTMBlock
+
+
+class XLSTMStack(nn.Module):
+    """Blocks in the order of `cfg.pattern` ('m' = mLSTM block, 's' = sLSTM block), then a final LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n = len(cfg.pattern)
+        blocks = []
+        for idx, kind in enumerate(cfg.pattern):
+            if kind == "m":
+                blocks.append(MLSTMBlock(cfg.embed_dim, cfg.num_heads, cfg.mlstm_proj_factor, cfg.conv_kernel,
+                                         cfg.qkv_blocksize, cfg.dropout, cfg.mlstm_kernel, cfg.chunk_size, idx, n))
+            else:
+                blocks.append(SLSTMBlock(cfg.embed_dim, cfg.num_heads, cfg.slstm_ffn_factor, cfg.conv_kernel,
+                                         cfg.dropout, cfg.slstm_kernel, idx, n))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)  # (B, T, D)
