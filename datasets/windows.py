@@ -43,11 +43,13 @@ class WindowSampler(torch.utils.data.IterableDataset):
         batch_size: Windows per batch.
         seed: Seed of the window sampler (the stream is fully determined by it).
         min_past: Minimum number of past steps before a cut point. Default: 1.
+        holdout: Steps at the end of every series that no training target may reach (a validation tail).
     """
 
     def __init__(self, series: list[np.ndarray], context_length: int, prediction_length: int, batch_size: int,
-                 seed: int = 0, min_past: int = 1):
+                 seed: int = 0, min_past: int = 1, holdout: int = 0):
         super().__init__()
+        series = [v[:len(v) - holdout] for v in series] if holdout > 0 else series
         self.context_length = context_length
         self.prediction_length = prediction_length
         self.batch_size = batch_size
@@ -58,8 +60,8 @@ class WindowSampler(torch.utils.data.IterableDataset):
         if not usable.any():
             raise ValueError(
                 f"No series is long enough for training: need at least {min_past + prediction_length} rows "
-                f"(min_past={min_past} + prediction_length={prediction_length}), the longest has {lengths.max()}. "
-                "Lower prediction_length or provide longer series."
+                f"(min_past={min_past} + prediction_length={prediction_length}) before the validation holdout of "
+                f"{holdout}, the longest has {lengths.max()}. Lower prediction_length/val_size or use longer series."
             )
         # each series padded on the left with L NaNs so any context slice is in range
         self._padded = [np.concatenate([np.full(context_length, np.nan, np.float32), v.astype(np.float32)])
@@ -75,12 +77,21 @@ class WindowSampler(torch.utils.data.IterableDataset):
 
     def batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One random batch: past_target (B, L), past_observed (B, L), future_target (B, F), future_observed (B, F)."""
+        return self.windows(rng.integers(0, self.num_windows, size=self.batch_size))
+
+    def sample(self, max_windows: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Every distinct window if there are at most `max_windows`, else `max_windows` drawn without replacement."""
+        if self.num_windows <= max_windows:
+            return self.windows(np.arange(self.num_windows))
+        return self.windows(np.sort(rng.choice(self.num_windows, size=max_windows, replace=False)))
+
+    def windows(self, flat: np.ndarray) -> dict[str, torch.Tensor]:
+        """The windows with the given flat indices in [0, num_windows), as a batch dict."""
         L, F = self.context_length, self.prediction_length
-        flat = rng.integers(0, self.num_windows, size=self.batch_size)
         which = np.searchsorted(self._offsets, flat, side="right") - 1
         cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
-        past = np.empty((self.batch_size, L), np.float32)
-        future = np.empty((self.batch_size, F), np.float32)
+        past = np.empty((len(flat), L), np.float32)
+        future = np.empty((len(flat), F), np.float32)
         for row, (s, t) in enumerate(zip(self._series_idx[which], cuts)):
             padded = self._padded[s]
             past[row] = padded[t:t + L]  # padded index t+L == original t
@@ -123,3 +134,30 @@ def sliding_windows(values: np.ndarray, context_length: int, prediction_length: 
     view = np.lib.stride_tricks.sliding_window_view(values[start - L:stop], L + F, axis=0)  # (N, C, L+F)
     view = view.reshape(-1, L + F)
     return view[:, :L].astype(np.float32), view[:, L:].astype(np.float32)
+
+
+def tail_windows(series: list[np.ndarray], context_length: int, prediction_length: int, tail: int,
+                 stride: int = 1) -> dict[str, torch.Tensor]:
+    """Every window whose target lies inside the last `tail` steps of its series (cut points every `stride` steps,
+    the last one always included). Used for validation: the training sampler stops before the tail.
+
+    Returns:
+        A batch dict as `WindowSampler.batch`, with N = sum over series of the cut points.
+    """
+    L, F = context_length, prediction_length
+    if tail < F:
+        raise ValueError(f"The validation tail ({tail} steps) must hold at least one horizon of {F} steps.")
+    pasts, futures = [], []
+    for values in series:
+        n = len(values)
+        if n < tail + 1:
+            continue
+        padded = np.concatenate([np.full(L, np.nan, np.float32), values.astype(np.float32)])
+        cuts = np.arange(n - F, n - tail - 1, -stride)[::-1]  # cut points, the last one is n - F
+        idx = cuts[:, None] + np.arange(L + F)[None, :]  # padded coordinates of [t - L, t + F)
+        win = padded[idx]  # (n_cuts, L + F)
+        pasts.append(win[:, :L])
+        futures.append(win[:, L:])
+    if not pasts:
+        raise ValueError(f"No series is longer than the validation tail ({tail} steps); lower val_size.")
+    return _to_batch(np.concatenate(pasts), np.concatenate(futures))

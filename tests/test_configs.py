@@ -16,7 +16,7 @@ def test_every_preset_builds_and_runs_forward(name):
     torch.manual_seed(42)
     cfg = load_config(name)
     net = XLSTMForecastNet(cfg, context_length=48, prediction_length=12, levels=(0.1, 0.5, 0.9)).eval()
-    q = net.predict(torch.randn(2, 48), torch.ones(2, 48))
+    q = net.predict(torch.randn(2, 48), torch.ones(2, 48))["quantiles"]
     assert q.shape == (2, 12, 3) and torch.isfinite(q).all()
 
 

@@ -151,3 +151,14 @@ def test_data_dir_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XLSTM_TS_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="ETTh1.csv"):
         read_ett("ETTh1")
+
+
+def test_tail_windows_and_holdout_do_not_overlap():
+    from xlstm_ts.datasets.windows import tail_windows
+
+    series = [np.arange(40, dtype=np.float32)]
+    val = tail_windows(series, context_length=5, prediction_length=3, tail=10)
+    targets = val["future_target"].numpy()
+    assert targets.min() == 30 and targets.max() == 39 and len(targets) == 10 - 3 + 1
+    sampler = WindowSampler(series, 5, 3, batch_size=256, seed=0, holdout=10)
+    assert sampler.batch(np.random.default_rng(0))["future_target"].numpy().max() <= 29

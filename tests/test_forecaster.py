@@ -87,6 +87,16 @@ def test_invalid_params_raise_in_fit(panel):
         XLSTMForecaster(prediction_length=0, **TINY).fit(panel)
     with pytest.raises(ValueError, match="Unknown model preset"):
         XLSTMForecaster(model="huge").fit(panel)
+    with pytest.raises(ValueError, match="head"):
+        XLSTMForecaster(head="gamma", **TINY).fit(panel)
+
+
+def test_normal_head_forecaster(panel):
+    out = XLSTMForecaster(prediction_length=6, context_length=24, head="normal", quantiles=(0.05, 0.5, 0.95),
+                          **TINY).fit(panel).predict()
+    assert list(out.columns) == ["unique_id", "ds", "mean", "q0.05", "q0.5", "q0.95"]
+    np.testing.assert_allclose(out["mean"], out["q0.5"], rtol=1e-5)  # symmetric distribution
+    assert (out["q0.05"] < out["q0.95"]).all()
 
 
 def test_predict_array_matches_predict(fitted, panel):
@@ -95,3 +105,23 @@ def test_predict_array_matches_predict(fitted, panel):
     out = fitted.predict()
     np.testing.assert_allclose(arr["mean"].reshape(-1), out["mean"].to_numpy(), rtol=1e-6)
     assert arr["quantiles"].shape == (3, 6, 3)
+
+
+def test_validation_tail_restores_best_weights(panel):
+    import torch
+
+    from xlstm_ts.datasets.windows import tail_windows
+
+    f = XLSTMForecaster(prediction_length=6, context_length=24, model="tiny", max_steps=20, batch_size=8,
+                        learning_rate=3e-2, val_size=18, val_check_steps=5).fit(panel)
+    assert f.best_step_ in (0, 5, 10, 15, 20)
+    batch = tail_windows(f.panel_.values, 24, 6, 18)
+    assert len(batch["past_target"]) == 3 * (18 - 6 + 1)
+    with torch.no_grad():
+        loss = f.net_.loss(**batch).item()
+    assert loss == pytest.approx(f.best_val_loss_, rel=1e-4)  # the restored weights are the best ones
+
+
+def test_val_size_must_cover_a_horizon(panel):
+    with pytest.raises(ValueError, match="val_size"):
+        XLSTMForecaster(prediction_length=6, val_size=3, **TINY).fit(panel)

@@ -108,12 +108,37 @@ def test_net_forward_shapes_loss_and_gradients():
     grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     pred = net.predict(past, observed)
-    torch.testing.assert_close(pred, q.detach() * scale.unsqueeze(-1) + loc.unsqueeze(-1))
+    torch.testing.assert_close(pred["quantiles"], q.detach() * scale.unsqueeze(-1) + loc.unsqueeze(-1))
+    torch.testing.assert_close(pred["mean"], pred["quantiles"][..., 1])
 
 
 def test_net_is_scale_equivariant():
     torch.manual_seed(42)
     net = XLSTMForecastNet(ModelConfig(patch_length=4, embed_dim=8, num_heads=2, pattern="m"), 16, 4, (0.5,)).eval()
     past, obs = torch.randn(2, 16), torch.ones(2, 16)
-    torch.testing.assert_close(net.predict(past * 100 + 7, obs), net.predict(past, obs) * 100 + 7, rtol=1e-4,
-                               atol=1e-3)
+    big, small = net.predict(past * 100 + 7, obs), net.predict(past, obs)
+    torch.testing.assert_close(big["quantiles"], small["quantiles"] * 100 + 7, rtol=1e-4, atol=1e-3)
+
+
+def test_normal_head_loss_and_quantiles_match_scipy():
+    from scipy import stats
+
+    from xlstm_ts.heads import NormalHead
+
+    torch.manual_seed(42)
+    head = NormalHead(6, 4)
+    params = head(torch.randn(5, 6))
+    target, observed = torch.randn(5, 4), torch.ones(5, 4)
+    mu, sd = params[..., 0].detach().numpy(), params[..., 1].detach().numpy()
+    expected = -stats.norm.logpdf(target.numpy(), mu, sd).mean()
+    assert head.loss(target, params, observed).item() == pytest.approx(expected, rel=1e-5)
+    q = head.quantiles(params, (0.1, 0.5, 0.9)).detach().numpy()
+    np.testing.assert_allclose(q, stats.norm.ppf([0.1, 0.5, 0.9], mu[..., None], sd[..., None]), rtol=1e-5, atol=1e-5)
+    assert (params[..., 1] > 0).all()
+
+
+def test_unknown_head_raises():
+    from xlstm_ts.heads import make_head
+
+    with pytest.raises(ValueError, match="Unknown head"):
+        make_head("gamma", 4, 2, (0.5,))

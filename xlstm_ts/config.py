@@ -43,6 +43,8 @@ class ModelConfig:
     """Chunk length of chunkwise mLSTM kernels."""
     linear_skip: bool = True
     """Add a linear map of the scaled context to the forecast (the stack then models the residual)."""
+    linear_skip_init: str = "lstsq"
+    """'lstsq': start the linear skip at the ridge solution on training windows (in fit); 'random': default init."""
     scaling: str = "std"
     """Per-window instance scaling: 'std' (mean/std), 'mean' (mean absolute value) or 'none'."""
 
@@ -61,6 +63,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.patch_stride must be >= 1 or None, got {self.patch_stride}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}.")
+        if self.linear_skip_init not in ("lstsq", "random"):
+            raise ValueError(f"ModelConfig.linear_skip_init must be 'lstsq' or 'random', got {self.linear_skip_init!r}.")
         if self.scaling not in ("std", "mean", "none"):
             raise ValueError(f"ModelConfig.scaling must be 'std', 'mean' or 'none', got {self.scaling!r}.")
 

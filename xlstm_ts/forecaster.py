@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
 import numpy as np
 import pandas as pd
 import torch
@@ -17,9 +18,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from xlstm_ts.config import ModelConfig, resolve_config
 from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
-from xlstm_ts.datasets.windows import WindowSampler, context_windows
-from xlstm_ts.heads import check_quantiles, with_median
-from xlstm_ts.lightning_module import LitForecaster
+from xlstm_ts.datasets.windows import WindowSampler, context_windows, tail_windows
+from xlstm_ts.heads import HEADS, check_quantiles
+from xlstm_ts.lightning_module import LitForecaster, RestoreBestWeights
 from xlstm_ts.model import XLSTMForecastNet
 
 
@@ -42,11 +43,33 @@ def _quiet(verbose: bool):
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
         try:
             yield
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+
+
+def _batches(batch: dict[str, torch.Tensor], size: int = 1024) -> torch.utils.data.DataLoader:
+    """A loader that yields a big batch dict in slices of `size` windows (for validation)."""
+    n = len(batch["past_target"])
+    chunks = [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
+    return torch.utils.data.DataLoader(chunks, batch_size=None, shuffle=False)
+
+
+@torch.no_grad()
+def _mean_loss(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> float:
+    """The network's loss over a validation loader, weighted by batch size as Lightning logs it."""
+    was_training = net.training
+    net.eval()
+    total, count = 0.0, 0
+    for batch in loader:
+        n = len(batch["past_target"])
+        total += float(net.loss(**batch)) * n
+        count += n
+    net.train(was_training)
+    return total / max(count, 1)
 
 
 class XLSTMForecaster(BaseEstimator):
@@ -55,8 +78,9 @@ class XLSTMForecaster(BaseEstimator):
     Args:
         prediction_length: F, number of future steps to forecast.
         context_length: L, number of past steps the model sees. Default: 4 * prediction_length.
-        quantiles: Quantile levels reported by `predict`, each in (0, 1). The median is always trained too;
-            it is the point forecast reported as `mean`.
+        quantiles: Quantile levels reported by `predict`, each in (0, 1).
+        head: "quantile" (pinball loss on the levels plus the median; `mean` is the median) or "normal"
+            (Gaussian likelihood; `mean` is the mean, quantiles come from the fitted distribution).
         model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
             "mlstm_only") or a YAML path. Default: "small".
         max_steps: Optimizer steps.
@@ -67,6 +91,11 @@ class XLSTMForecaster(BaseEstimator):
         random_state: Seed for weights, window sampling and dropout; the same seed gives identical forecasts on CPU.
         id_col, time_col, target_col: Column names of the long frame.
         freq: Frequency of the series (pandas alias or integer step). Default: inferred in `fit`.
+        val_size: Steps at the end of each series held out for validation (0: none). Training targets stop before
+            them; every window with its target in the tail is scored every `val_check_steps` steps, and the
+            weights with the lowest validation loss are restored at the end of `fit`.
+        val_check_steps: Training steps between validations.
+        early_stopping_patience: Stop after this many validations without improvement (None: never stop early).
         verbose: Show Lightning's progress bar and logs.
         trainer_kwargs: Extra keyword arguments for `lightning.Trainer` (e.g. {"accelerator": "gpu"}).
 
@@ -80,14 +109,18 @@ class XLSTMForecaster(BaseEstimator):
     """
 
     def __init__(self, prediction_length: int = 24, context_length: int | None = None,
-                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), model: ModelConfig | dict | str = "small",
+                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), head: str = "quantile",
+                 model: ModelConfig | dict | str = "small",
                  max_steps: int = 200, batch_size: int = 64, learning_rate: float = 1e-3,
                  weight_decay: float = 1e-4, gradient_clip_val: float | None = 1.0, random_state: int | None = 0,
                  id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y",
-                 freq: str | int | None = None, verbose: bool = False, trainer_kwargs: dict | None = None):
+                 freq: str | int | None = None, val_size: int = 0, val_check_steps: int = 100,
+                 early_stopping_patience: int | None = None, verbose: bool = False,
+                 trainer_kwargs: dict | None = None):
         self.prediction_length = prediction_length
         self.context_length = context_length
         self.quantiles = quantiles
+        self.head = head
         self.model = model
         self.max_steps = max_steps
         self.batch_size = batch_size
@@ -99,6 +132,9 @@ class XLSTMForecaster(BaseEstimator):
         self.time_col = time_col
         self.target_col = target_col
         self.freq = freq
+        self.val_size = val_size
+        self.val_check_steps = val_check_steps
+        self.early_stopping_patience = early_stopping_patience
         self.verbose = verbose
         self.trainer_kwargs = trainer_kwargs
 
@@ -108,17 +144,33 @@ class XLSTMForecaster(BaseEstimator):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         context = 4 * self.prediction_length if self.context_length is None else self.context_length
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+        if not isinstance(self.val_size, (int, np.integer)) or self.val_size < 0:
+            raise ValueError(f"val_size must be a non-negative integer, got {self.val_size!r}.")
+        if self.val_size and self.val_size < self.prediction_length:
+            raise ValueError(f"val_size ({self.val_size}) must be 0 or at least prediction_length "
+                             f"({self.prediction_length}) so the tail holds one full forecast window.")
         if not isinstance(context, (int, np.integer)) or context < 1:
             raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
         return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
 
-    def _trainer(self) -> L.Trainer:
+    def _trainer(self, validate: bool) -> tuple[L.Trainer, RestoreBestWeights | None]:
+        callbacks, best = [], None
+        if validate:
+            best = RestoreBestWeights("val_loss")
+            callbacks.append(best)
+            if self.early_stopping_patience is not None:
+                callbacks.append(EarlyStopping("val_loss", patience=self.early_stopping_patience,
+                                               check_on_train_epoch_end=False))
         kwargs = dict(max_steps=self.max_steps, logger=False, enable_checkpointing=False,
                       enable_progress_bar=self.verbose, enable_model_summary=self.verbose,
                       gradient_clip_val=self.gradient_clip_val, accelerator="cpu", devices=1,
-                      default_root_dir=str(Path.cwd()))
+                      default_root_dir=str(Path.cwd()), callbacks=callbacks, num_sanity_val_steps=0,
+                      val_check_interval=min(self.val_check_steps, self.max_steps) if validate else None,
+                      check_val_every_n_epoch=None if validate else 1)
         kwargs.update(self.trainer_kwargs or {})
-        return L.Trainer(**kwargs)
+        return L.Trainer(**kwargs), best
 
     def fit(self, df: pd.DataFrame) -> XLSTMForecaster:
         """Train on every series of the long frame `df` (columns id_col, time_col, target_col). Returns self."""
@@ -127,17 +179,25 @@ class XLSTMForecaster(BaseEstimator):
         seed = 0 if self.random_state is None else int(self.random_state)
         with _quiet(self.verbose):
             L.seed_everything(seed, verbose=False)
-            net = XLSTMForecastNet(cfg, context, horizon, with_median(levels))
-            sampler = WindowSampler(panel.values, context, horizon, self.batch_size, seed=seed)
+            net = XLSTMForecastNet(cfg, context, horizon, levels, head=self.head)
+            holdout = int(self.val_size)
+            sampler = WindowSampler(panel.values, context, horizon, self.batch_size, seed=seed, holdout=holdout)
+            if cfg.linear_skip and cfg.linear_skip_init == "lstsq":
+                net.fit_linear_skip(**sampler.sample(100_000, np.random.default_rng([seed, 1])))
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
+            val_loader = _batches(tail_windows(panel.values, context, horizon, holdout)) if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
-            trainer = self._trainer()
-            trainer.fit(module, train_dataloaders=loader)
+            trainer, best = self._trainer(validate=holdout > 0)
+            if best is not None:
+                best.seed(_mean_loss(net, val_loader), net)
+            trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
         net.eval()
         self.net_, self.config_, self.levels_ = net, cfg, levels
         self.context_length_, self.freq_, self.panel_ = context, panel.freq, panel
         self.train_loss_ = float(trainer.callback_metrics.get("train_loss", torch.tensor(float("nan"))))
         self.n_series_ = len(panel)
+        self.best_val_loss_ = best.best_score if best is not None and best.best_step >= 0 else None
+        self.best_step_ = best.best_step if best is not None and best.best_step >= 0 else None
         return self
 
     def predict_array(self, context: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
@@ -157,16 +217,17 @@ class XLSTMForecaster(BaseEstimator):
         return self._predict_series(list(rows))
 
     def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024) -> dict[str, np.ndarray]:
-        trained = with_median(self.levels_)
         device = next(self.net_.parameters()).device
-        outs = []
+        means, quantiles = [], []
         for start in range(0, len(series), batch_size):
             batch = context_windows(series[start:start + batch_size], self.context_length_)
-            q = self.net_.predict(batch["past_target"].to(device), batch["past_observed"].to(device))  # (b, F, Q)
-            outs.append(q.float().cpu().numpy())
-        q_all = np.concatenate(outs) if outs else np.zeros((0, self.prediction_length, len(trained)), np.float32)
-        pick = [trained.index(level) for level in self.levels_]
-        return {"mean": q_all[..., trained.index(0.5)], "quantiles": q_all[..., pick]}
+            out = self.net_.predict(batch["past_target"].to(device), batch["past_observed"].to(device))
+            means.append(out["mean"].float().cpu().numpy())  # (b, F)
+            quantiles.append(out["quantiles"].float().cpu().numpy())  # (b, F, Q)
+        if not means:
+            F, Q = self.prediction_length, len(self.levels_)
+            return {"mean": np.zeros((0, F), np.float32), "quantiles": np.zeros((0, F, Q), np.float32)}
+        return {"mean": np.concatenate(means), "quantiles": np.concatenate(quantiles)}
 
     def predict(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast the `prediction_length` steps after the end of each series.

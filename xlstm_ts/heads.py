@@ -1,4 +1,9 @@
-"""Quantile head: maps features to non-crossing quantiles per horizon step, trained with the pinball loss."""
+"""Output heads. Each maps features (B, in_features) to per-step parameters in scaled units and offers
+`loss`, `point` (the mean forecast) and `quantiles`. `make_head` builds one by name.
+
+- "quantile": non-crossing quantiles trained with the pinball loss; the point forecast is the median.
+- "normal": Gaussian mean and scale trained with the negative log-likelihood; the point forecast is the mean.
+"""
 
 from __future__ import annotations
 
@@ -65,3 +70,59 @@ class QuantileHead(nn.Module):
         """Mean pinball loss over observed targets. target, observed (B, F); quantiles (B, F, Q)."""
         per = pinball_loss(target, quantiles, self.level_tensor.to(quantiles.dtype)).mean(-1)  # (B, F)
         return (per * observed).sum() / observed.sum().clamp(min=1.0)
+
+    def point(self, quantiles: torch.Tensor) -> torch.Tensor:
+        """The median, (B, F)."""
+        return quantiles[..., self.mid]
+
+    def quantiles(self, quantiles: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+        """The columns of the requested (trained) levels, (B, F, len(levels))."""
+        missing = [q for q in levels if q not in self.levels]
+        if missing:
+            raise ValueError(f"The quantile head was trained for levels {self.levels}; {missing} are not among them.")
+        return quantiles[..., [self.levels.index(q) for q in levels]]
+
+
+class NormalHead(nn.Module):
+    """Gaussian per horizon step: mean = linear output (+ offset), std = softplus(linear output) + min_scale.
+
+    Args:
+        in_features: width of the flattened features.
+        prediction_length: F.
+        min_scale: lower bound of the standard deviation in scaled units.
+    """
+
+    def __init__(self, in_features: int, prediction_length: int, min_scale: float = 1e-3):
+        super().__init__()
+        self.prediction_length, self.min_scale = prediction_length, min_scale
+        self.proj = nn.Linear(in_features, prediction_length * 2)
+
+    def forward(self, features: torch.Tensor, centre_offset: torch.Tensor | None = None) -> torch.Tensor:
+        raw = self.proj(features).reshape(features.shape[0], self.prediction_length, 2)  # (B, F, 2)
+        mean = raw[..., 0] if centre_offset is None else raw[..., 0] + centre_offset  # (B, F)
+        std = F.softplus(raw[..., 1]) + self.min_scale  # (B, F)
+        return torch.stack([mean, std], dim=-1)  # (B, F, 2)
+
+    def loss(self, target: torch.Tensor, params: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Mean Gaussian negative log-likelihood over observed targets."""
+        nll = -torch.distributions.Normal(params[..., 0], params[..., 1]).log_prob(target)  # (B, F)
+        return (nll * observed).sum() / observed.sum().clamp(min=1.0)
+
+    def point(self, params: torch.Tensor) -> torch.Tensor:
+        return params[..., 0]
+
+    def quantiles(self, params: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+        z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(levels, dtype=params.dtype, device=params.device))
+        return params[..., :1] + params[..., 1:2] * z  # (B, F, Q)
+
+
+HEADS = ("quantile", "normal")
+
+
+def make_head(name: str, in_features: int, prediction_length: int, levels: Sequence[float]) -> nn.Module:
+    """A head by name; `levels` are the quantile levels to train (quantile head) or to report."""
+    if name == "quantile":
+        return QuantileHead(in_features, prediction_length, with_median(levels))
+    if name == "normal":
+        return NormalHead(in_features, prediction_length)
+    raise ValueError(f"Unknown head {name!r}; expected one of {HEADS}.")

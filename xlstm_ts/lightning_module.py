@@ -25,6 +25,11 @@ class LitForecaster(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["past_target"].shape[0])
         return loss
 
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.net.loss(**batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=batch["past_target"].shape[0])
+        return loss
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.net.named_parameters():
@@ -43,3 +48,30 @@ class LitForecaster(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class RestoreBestWeights(L.Callback):
+    """Keeps a CPU copy of the network weights with the lowest `monitor` value and loads it when training ends."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor = monitor
+        self.best_score = math.inf
+        self.best_step = -1
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def seed(self, score: float, net: torch.nn.Module) -> None:
+        """Record the initial weights with their validation score (step 0) as the first candidate."""
+        self.best_score, self.best_step = score, 0
+        self._state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if score < self.best_score:
+            self.best_score, self.best_step = score, trainer.global_step
+            self._state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._state is not None:
+            pl_module.net.load_state_dict(self._state)
