@@ -1,0 +1,242 @@
+"""GPU timings of the Triton mLSTM / sLSTM kernels next to torch SDPA (flash) and the torch references, one run.
+
+Times forward and forward+backward (`out.sum().backward()`, as the NX-AI anchor script does) with CUDA events:
+median of `--reps` repetitions after `--warmup` calls. Inputs: q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1),
+bf16 unless noted (the anchor recipe in /work/shared/reference/gpu_anchor_timings.md). One sweep of
+(chunk_size, num_warps) for the mLSTM kernel; the table reports the best and the default.
+
+The NX-AI anchors (mlstm_kernels, xlstm sLSTM CUDA) are timed by ../shared/bench/anchor_kernels.py; when that
+script and its wheels are present it is run in a subprocess per kernel and its rows are added, otherwise the run
+records that they were not available.
+
+Usage (needs CUDA):
+    python benchmarks/kernels.py [--out benchmarks/results] [--quick]
+Writes kernels.json and kernels.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+from xlstm_ts.kernels import get_kernel
+
+MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
+SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4)]  # (B, S, D, NH)
+SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
+ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
+# NX-AI figures from /work/shared/reference/gpu_anchor_timings.md (H200, torch 2.11, triton 3.6, do_bench median,
+# 2026-11-22): not measured in this run; quoted for orientation when the anchor script cannot run here
+DOC_ANCHORS = {
+    (1024, 4, 64, 32): ("mlstm_kernels triton_limit_chunk", 0.167, 1.572),
+    (256, 8, 32, 64): ("mlstm_kernels triton_limit_chunk", 0.143, 1.542),
+    (64, 4, 512, 64): ("mlstm_kernels triton_limit_chunk", 0.232, 2.231),
+    (16, 4, 2048, 128): ("mlstm_kernels triton_limit_chunk", 0.292, 2.099),
+    (1024, 64, 128, 4): ("xlstm sLSTMLayer cuda (fp32)", 1.69, 20.99),
+    (256, 32, 256, 4): ("xlstm sLSTMLayer cuda (fp32)", 1.15, 4.63),
+    (64, 512, 256, 4): ("xlstm sLSTMLayer cuda (fp32)", 7.12, 26.2),
+}
+
+
+def median_ms(fn, warmup: int, reps: int) -> float:
+    """Median time of fn() in ms over reps CUDA-event-timed calls after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def fw_fwbw(fn, inputs, warmup: int, reps: int) -> tuple[float, float]:
+    """(forward ms, forward+backward ms) of fn(*inputs) -> tensor; the backward is out.sum().backward()."""
+    t_fw = median_ms(lambda: fn(*inputs), warmup, reps)
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+
+    def fwbw():
+        fn(*leaves).sum().backward()
+
+    return t_fw, median_ms(fwbw, warmup, reps)
+
+
+def mlstm_rows(warmup: int, reps: int, quick: bool) -> list[dict]:
+    from xlstm_ts.kernels.mlstm import triton_chunkwise
+
+    ours, ref = get_kernel("mlstm_chunkwise--triton"), get_kernel("mlstm_chunkwise--torch")
+    rows = []
+    for B, NH, S, DH in MLSTM_SHAPES:
+        shape = {"op": "mlstm", "B": B, "NH": NH, "S": S, "DH": DH, "dtype": "bfloat16"}
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        i = torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)
+        f = 3.0 + torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)
+        for chunk, warps in SWEEP[-2:-1] if quick else SWEEP:
+            triton_chunkwise.NUM_WARPS_OVERRIDE = warps
+            fw, fwbw = fw_fwbw(lambda *x, c=chunk: ours(*x, chunk_size=c), (q, k, v, i, f), warmup, reps)
+            rows.append({**shape, "kernel": "mlstm_chunkwise--triton", "chunk_size": chunk, "num_warps": warps,
+                         "fw_ms": fw, "fwbw_ms": fwbw})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+        triton_chunkwise.NUM_WARPS_OVERRIDE = None
+        fw, fwbw = fw_fwbw(lambda *x: ours(*x, chunk_size=64), (q, k, v, i, f), warmup, reps)
+        rows.append({**shape, "kernel": "mlstm_chunkwise--triton", "chunk_size": 64, "num_warps": "default",
+                     "fw_ms": fw, "fwbw_ms": fwbw})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        fw, fwbw = fw_fwbw(sdpa, (q, k, v), warmup, reps)
+        rows.append({**shape, "kernel": "sdpa_causal", "fw_ms": fw, "fwbw_ms": fwbw})
+        print(json.dumps(rows[-1]), flush=True)
+        if B * NH * S <= 64 * 4 * 512:
+            fw, fwbw = fw_fwbw(lambda *x: ref(*x, chunk_size=64), (q, k, v, i, f), 2, max(3, reps // 4))
+            rows.append({**shape, "kernel": "mlstm_chunkwise--torch", "fw_ms": fw, "fwbw_ms": fwbw})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def slstm_rows(warmup: int, reps: int) -> list[dict]:
+    ours, ref = get_kernel("slstm--triton"), get_kernel("slstm--torch")
+    rows = []
+    for B, S, D, NH in SLSTM_SHAPES:
+        DH = D // NH
+        torch.manual_seed(0)
+        r = torch.randn(NH, 4, DH, DH, device="cuda") / DH**0.5
+        b = torch.zeros(NH, 4, DH, device="cuda")
+        for dtype in (torch.bfloat16, torch.float32):
+            shape = {"op": "slstm", "B": B, "S": S, "D": D, "NH": NH, "DH": DH, "dtype": str(dtype)[6:]}
+            wx = torch.randn(B, S, 4, NH, DH, device="cuda", dtype=dtype)
+            fw, fwbw = fw_fwbw(ours, (wx, r, b), warmup, reps)
+            rows.append({**shape, "kernel": "slstm--triton", "fw_ms": fw, "fwbw_ms": fwbw})
+            print(json.dumps(rows[-1]), flush=True)
+        fw, fwbw = fw_fwbw(ref, (wx, r, b), 1, 3)
+        rows.append({**shape, "kernel": "slstm--torch", "fw_ms": fw, "fwbw_ms": fwbw})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def profile_backward(path: Path) -> None:
+    """Kernel-level breakdown (torch.profiler, CUDA time) of one forward+backward at the two patched shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    B, NH, S, DH = MLSTM_SHAPES[0]
+    q, k, v = (torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    i = torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    f = (3.0 + torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)).requires_grad_()
+    B2, S2, D2, NH2 = SLSTM_SHAPES[0]
+    wx = torch.randn(B2, S2, 4, NH2, D2 // NH2, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    r = (torch.randn(NH2, 4, D2 // NH2, D2 // NH2, device="cuda") / 6).requires_grad_()
+    b = torch.zeros(NH2, 4, D2 // NH2, device="cuda", requires_grad=True)
+    runs = {"mlstm_chunkwise--triton": lambda: get_kernel("mlstm_chunkwise--triton")(q, k, v, i, f),
+            "slstm--triton": lambda: get_kernel("slstm--triton")(wx, r, b)}  # fmt: skip
+    text = []
+    for name, fn in runs.items():
+        for _ in range(3):
+            fn().sum().backward()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                fn().sum().backward()
+            torch.cuda.synchronize()
+        text.append(f"## {name}, 5 x forward+backward\n")
+        text.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    path.write_text("\n".join(text))
+
+
+def anchor_rows() -> tuple[list[dict], str]:
+    """Run the NX-AI anchor script if it and its packages are present; else say why not."""
+    if not ANCHOR.exists():
+        return [], f"anchor script {ANCHOR} not present on this machine (shared/ is not copied here)"
+    missing = [m for m in ("mlstm_kernels", "xlstm") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"
+    rows, tag = [], os.environ.get("OUT", "/tmp")
+    for kernel in ("chunkwise--triton_limit_chunk",):
+        proc = subprocess.run([sys.executable, str(ANCHOR), kernel, "ts_patched,ts_patched_wide,ts_small,ts_long"],
+                              capture_output=True, text=True, env={**os.environ, "TAG": "anchor"})  # fmt: skip
+        rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return rows, f"ran {ANCHOR} (output also in {tag})"
+
+
+def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
+    lines = [
+        "# Kernel timings: Triton mLSTM / sLSTM next to torch SDPA and the torch references",
+        "",
+        f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}. Median of {meta['reps']} "
+        f"CUDA-event-timed calls after {meta['warmup']} warm-up calls; fw+bw = forward + `out.sum().backward()`.",
+        "Written by `benchmarks/kernels.py`. Anchors: " + meta["anchors"] + ".",
+        "",
+        "## mLSTM (bf16, DQK = DHV = DH)",
+        "",
+        "| B, NH, S, DH | ours default fw / fw+bw (ms) | ours best fw / fw+bw (chunk, warps) | SDPA causal fw / fw+bw "
+        "| ours / SDPA fw+bw | torch chunkwise fw / fw+bw | NX-AI limit_chunk fw / fw+bw (doc, not this run) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for B, NH, S, DH in MLSTM_SHAPES:
+        sel = [r for r in rows if r["op"] == "mlstm" and (r["B"], r["NH"], r["S"], r["DH"]) == (B, NH, S, DH)]
+        ours = [r for r in sel if r["kernel"] == "mlstm_chunkwise--triton"]
+        default = next(r for r in ours if r["num_warps"] == "default")
+        best = min(ours, key=lambda r: r["fwbw_ms"])
+        sdpa = next(r for r in sel if r["kernel"] == "sdpa_causal")
+        ref = next((r for r in sel if r["kernel"] == "mlstm_chunkwise--torch"), None)
+        ref_txt = f"{ref['fw_ms']:.3f} / {ref['fwbw_ms']:.3f}" if ref else "–"
+        lines.append(
+            f"| {B}, {NH}, {S}, {DH} | {default['fw_ms']:.3f} / {default['fwbw_ms']:.3f} | {best['fw_ms']:.3f} / "
+            f"{best['fwbw_ms']:.3f} ({best['chunk_size']}, {best['num_warps']}) | {sdpa['fw_ms']:.3f} / "
+            f"{sdpa['fwbw_ms']:.3f} | {best['fwbw_ms'] / sdpa['fwbw_ms']:.1f}x | {ref_txt} | "
+            f"{DOC_ANCHORS[(B, NH, S, DH)][1]} / {DOC_ANCHORS[(B, NH, S, DH)][2]} |"
+        )
+    lines += ["", "## sLSTM (wx in the listed dtype, r and b fp32)", "",
+              "| B, S, D, NH | dtype | ours fw / fw+bw (ms) | torch loop fw / fw+bw (ms) | speed-up fw+bw "
+              "| NX-AI cuda fw / fw+bw (doc, not this run) |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for B, S, D, NH in SLSTM_SHAPES:
+        sel = [r for r in rows if r["op"] == "slstm" and (r["B"], r["S"], r["D"], r["NH"]) == (B, S, D, NH)]
+        ref = next(r for r in sel if r["kernel"] == "slstm--torch")
+        for r in (r for r in sel if r["kernel"] == "slstm--triton"):
+            ratio = f"{ref['fwbw_ms'] / r['fwbw_ms']:.1f}x" if r["dtype"] == "float32" else "–"
+            lines.append(
+                f"| {B}, {S}, {D}, {NH} | {r['dtype']} | {r['fw_ms']:.3f} / {r['fwbw_ms']:.3f} | "
+                f"{ref['fw_ms']:.1f} / {ref['fwbw_ms']:.1f} (fp32) | {ratio} | "
+                f"{DOC_ANCHORS[(B, S, D, NH)][1]} / {DOC_ANCHORS[(B, S, D, NH)][2]} |"
+            )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="one sweep point only")
+    parser.add_argument("--profile", action="store_true", help="also write a torch.profiler breakdown")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/kernels.py needs a CUDA GPU; the Triton interpreter is far too slow to time.")
+    rows = mlstm_rows(args.warmup, args.reps, args.quick) + slstm_rows(args.warmup, args.reps)
+    anchors, note = anchor_rows()
+    if args.profile:
+        profile_backward(Path(args.out) / "profile.txt")
+    meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
+            "warmup": args.warmup, "reps": args.reps, "anchors": note}  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "anchor_rows": anchors}, indent=1))
+    write_markdown(out / "kernels.md", meta, rows)
+    print((out / "kernels.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""sLSTM in Triton: host wrappers, the autograd function and the public `slstm_triton` (same function as slstm--torch).
+
+The forward kernel keeps the head's recurrent matrices in registers and loops over time; it stores the gate
+pre-activations and the states of every step (fp32), which the reverse-time backward kernel reads. The backward is the
+exact chain rule of the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t); dR and db are reduced from
+the gate gradients here with one batched matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from torch import Tensor
+
+from .torch_ref import SLSTMState, _check_inputs, _initial_states
+from .triton_slstm_kernels import _slstm_bwd_kernel_tl, _slstm_fwd_kernel_tl
+
+_LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 1}
+
+
+def _launch_config(B: int, DH: int) -> tuple[int, int, int]:
+    """Batch tile BB, padded head dimension BD and num_warps."""
+    if DH > 128:
+        raise ValueError(
+            f"slstm--triton supports head dimensions DH <= 128, got DH={DH}; use more heads (NH) or slstm--torch."
+        )
+    BD = max(triton.next_power_of_2(DH), 16)
+    BB = 16 if B <= 4096 or BD > 32 else 32
+    num_warps = 4 if BD <= 32 else 8
+    return BB, BD, num_warps
+
+
+def _recurrent_weight_grad(h_prev: Tensor, dg: Tensor) -> Tensor:
+    """dR[h, g] = sum over (b, t) of h_{t-1}^T dg~_t, as a split-K batched matmul.
+
+    One (DH x B*S) @ (B*S x 4*DH) product per head has a tiny output and a huge reduction, for which cuBLAS picks
+    a kernel that runs on a handful of SMs (2.3 ms at B*S = 65536 on an H200); splitting the reduction into KC
+    batches and summing the partial products keeps the GPU busy.
+
+    Args:
+        h_prev: (B, S, NH, DH) states entering each step. dg: (B, S, 4, NH, DH) gate pre-activation gradients.
+
+    Returns:
+        (NH, 4, DH, DH).
+    """
+    B, S, _, NH, DH = dg.shape
+    KC = math.gcd(B * S, 64)
+    rows = B * S // KC
+    hp = h_prev.reshape(KC, rows, NH, DH).permute(2, 0, 3, 1)  # (NH, KC, DH, rows)
+    dgr = dg.reshape(KC, rows, 4 * NH * DH).view(KC, rows, 4, NH, DH).permute(3, 0, 1, 2, 4)  # (NH, KC, rows, 4, DH)
+    dr = torch.matmul(hp, dgr.reshape(NH, KC, rows, 4 * DH)).sum(1)  # (NH, DH, 4 * DH)
+    return dr.view(NH, DH, 4, DH).permute(0, 2, 1, 3)  # (NH, 4, DH, DH)
+
+
+class _SLSTMTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, wx, r, b, h0, c0, n0, m0):
+        B, S, _, NH, DH = wx.shape
+        BB, BD, num_warps = _launch_config(B, DH)
+        wx = wx.contiguous()
+        r32, b32 = r.float().contiguous(), b.float().contiguous()
+        h0, c0, n0, m0 = (x.float().contiguous() for x in (h0, c0, n0, m0))
+        f32 = {"dtype": torch.float32, "device": wx.device}
+        out = torch.empty(B, S, NH, DH, dtype=wx.dtype, device=wx.device)  # (B, S, NH, DH)
+        gates = torch.empty(B, S, 4, NH, DH, **f32)  # (B, S, 4, NH, DH)
+        hs, cs, ns, ms = (torch.empty(B, S, NH, DH, **f32) for _ in range(4))  # (B, S, NH, DH) each
+        grid = (NH, triton.cdiv(B, BB))
+        _slstm_fwd_kernel_tl[grid](
+            wx, r32, b32, h0, c0, n0, m0, out, gates, hs, cs, ns, ms,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_LOWP[wx.dtype], RELOAD_R=BD > 64,
+            num_warps=num_warps, num_stages=1 if BD > 64 else 3,
+        )  # fmt: skip
+        ctx.save_for_backward(r32, gates, h0, c0, n0, m0, hs, cs, ns, ms)
+        ctx.config = (BB, BD, num_warps, wx.dtype, r.dtype, b.dtype)
+        last = tuple(x[:, -1].clone() for x in (hs, cs, ns, ms))  # (B, NH, DH) each
+        return (out, *last)
+
+    @staticmethod
+    def backward(ctx, dout, dh_last, dc_last, dn_last, dm_last):
+        r32, gates, h0, c0, n0, m0, hs, cs, ns, ms = ctx.saved_tensors
+        BB, BD, num_warps, wx_dtype, r_dtype, b_dtype = ctx.config
+        B, S, _, NH, DH = gates.shape
+        dout = dout.contiguous()
+        dh_last, dc_last, dn_last, dm_last = (x.float().contiguous() for x in (dh_last, dc_last, dn_last, dm_last))
+        dg = torch.empty_like(gates)  # (B, S, 4, NH, DH)
+        dh0, dc0, dn0, dm0 = (torch.empty_like(h0) for _ in range(4))  # (B, NH, DH) each
+        _slstm_bwd_kernel_tl[(NH, triton.cdiv(B, BB))](
+            r32, gates, c0, n0, m0, cs, ns, ms, dout, dh_last, dc_last, dn_last, dm_last,
+            dg, dh0, dc0, dn0, dm0,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_LOWP[wx_dtype], RELOAD_R=BD > 64,
+            num_warps=num_warps, num_stages=1 if BD > 64 else 3,
+        )  # fmt: skip
+        h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)  # (B, S, NH, DH)
+        dr = _recurrent_weight_grad(h_prev, dg)  # (NH, 4, DH, DH)
+        db = dg.sum(dim=(0, 1)).transpose(0, 1)  # (NH, 4, DH)
+        return dg.to(wx_dtype), dr.to(r_dtype), db.to(b_dtype), dh0, dc0, dn0, dm0
+
+
+def slstm_triton(
+    wx: Tensor,
+    r: Tensor,
+    b: Tensor,
+    initial_states: SLSTMState | None = None,
+    return_last_states: bool = False,
+) -> Tensor | tuple[Tensor, SLSTMState]:
+    """sLSTM over a sequence in Triton (forward and backward); the same function as slstm--torch.
+
+    Args:
+        wx: (B, S, 4, NH, DH) input parts of the gate pre-activations, gates (i, f, z, o); float32, bfloat16 or
+            float16; DH <= 128.
+        r: (NH, 4, DH, DH) recurrent weights; h (a row vector) multiplies r[head, gate] from the left.
+        b: (NH, 4, DH) gate biases.
+        initial_states: (h, c, n, m), each (B, NH, DH), or None for h = c = n = 0 and m = -inf. Default: None.
+        return_last_states: also return the states after the last step. Default: False.
+
+    Returns:
+        h (B, S, NH, DH) in the dtype of wx; with return_last_states, (h, (h_last, c, n, m)), each state
+        (B, NH, DH) in float32.
+    """
+    B, S, NH, DH = _check_inputs(wx, r, b)
+    if wx.dtype not in _LOWP:
+        raise ValueError(
+            f"slstm--triton takes float32, bfloat16 or float16 wx, got {wx.dtype}; cast it, or use slstm--torch."
+        )
+    if r.device != wx.device or b.device != wx.device:
+        raise ValueError(f"wx, r, b must be on one device, got {wx.device}, {r.device}, {b.device}.")
+    h0, c0, n0, m0 = _initial_states(initial_states, (B, NH, DH), torch.float32, wx.device)
+    out, h, c, n, m = _SLSTMTriton.apply(wx, r, b, h0, c0, n0, m0)
+    if not return_last_states:
+        return out
+    return out, (h, c, n, m)

@@ -1,0 +1,231 @@
+"""Triton device code for the sLSTM: a persistent forward and a persistent reverse-time backward kernel.
+
+One program per (head, batch tile of BB rows) loops over all time steps with the head's four recurrent matrices
+R[head, g] (DH x DH) held in registers (FlashRNN style); for DH > 64 (RELOAD_R) they do not fit on chip next to the
+dot operands and are re-read from L2 at every step, one gate at a time, instead. The forward stores the gate
+pre-activations and the states of every step (fp32); the backward walks back in time from them, so no step is
+recomputed. dR and db are a batched matmul / sum over the stored gate gradients, done by the host wrapper in
+`triton_slstm.py`.
+
+Layouts: wx, gates (B, S, 4, NH, DH); states per step (B, S, NH, DH); initial/last states (B, NH, DH);
+r (NH, 4, DH, DH); b (NH, 4, DH). All contiguous.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rdot(h, r, LOWP: tl.constexpr):
+    """h @ r in fp32: exact (LOWP=0) or TF32 (LOWP=1, for bf16/fp16 inputs)."""
+    if LOWP == 1:
+        out = tl.dot(h, r, input_precision="tf32")
+    else:
+        out = tl.dot(h, r, input_precision="ieee")
+    return out
+
+
+@triton.jit
+def _load_gate_matrices(r_ptr, off, DH, mask_r):
+    """The four (BD, BD) recurrent matrices of one head at offsets `off` (transposed if `off` is)."""
+    r_i = tl.load(r_ptr + off, mask=mask_r, other=0.0)
+    r_f = tl.load(r_ptr + off + DH * DH, mask=mask_r, other=0.0)
+    r_z = tl.load(r_ptr + off + 2 * DH * DH, mask=mask_r, other=0.0)
+    r_o = tl.load(r_ptr + off + 3 * DH * DH, mask=mask_r, other=0.0)
+    return r_i, r_f, r_z, r_o
+
+
+@triton.jit
+def _logsigmoid(x):
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _slstm_fwd_kernel_tl(
+    wx_ptr,  # (B, S, 4, NH, DH)
+    r_ptr,  # (NH, 4, DH, DH) fp32
+    b_ptr,  # (NH, 4, DH) fp32
+    h0_ptr, c0_ptr, n0_ptr, m0_ptr,  # (B, NH, DH) fp32 each
+    out_ptr,  # out (B, S, NH, DH), input dtype
+    gates_ptr,  # out (B, S, 4, NH, DH) fp32 pre-activations
+    hs_ptr, cs_ptr, ns_ptr, ms_ptr,  # out (B, S, NH, DH) fp32 states after each step
+    B,
+    S,
+    NH,
+    DH,
+    BB: tl.constexpr,
+    BD: tl.constexpr,
+    LOWP: tl.constexpr,
+    RELOAD_R: tl.constexpr,
+):  # fmt: skip
+    head = tl.program_id(0)
+    offs_b = (tl.program_id(1) * BB + tl.arange(0, BB)).to(tl.int64)
+    offs_d = tl.arange(0, BD)
+    mask_b = offs_b < B
+    mask_d = offs_d < DH
+    mask = mask_b[:, None] & mask_d[None, :]  # (BB, BD)
+    mask_r = mask_d[:, None] & mask_d[None, :]  # (BD, BD)
+
+    r_off = head * 4 * DH * DH + offs_d[:, None] * DH + offs_d[None, :]  # (BD, BD)
+    if not RELOAD_R:
+        r_i, r_f, r_z, r_o = _load_gate_matrices(r_ptr, r_off, DH, mask_r)
+    b_off = head * 4 * DH + offs_d
+    b_i = tl.load(b_ptr + b_off, mask=mask_d, other=0.0)[None, :]
+    b_f = tl.load(b_ptr + b_off + DH, mask=mask_d, other=0.0)[None, :]
+    b_z = tl.load(b_ptr + b_off + 2 * DH, mask=mask_d, other=0.0)[None, :]
+    b_o = tl.load(b_ptr + b_off + 3 * DH, mask=mask_d, other=0.0)[None, :]
+
+    st_off = offs_b[:, None] * NH * DH + head * DH + offs_d[None, :]  # (BB, BD) into (B, NH, DH)
+    h = tl.load(h0_ptr + st_off, mask=mask, other=0.0)
+    c = tl.load(c0_ptr + st_off, mask=mask, other=0.0)
+    n = tl.load(n0_ptr + st_off, mask=mask, other=1.0)
+    m = tl.load(m0_ptr + st_off, mask=mask, other=0.0)
+
+    for t in range(0, S):
+        seq_off = offs_b[:, None] * S * NH * DH + t * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+        gx_off = offs_b[:, None] * S * 4 * NH * DH + t * 4 * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+        if RELOAD_R:
+            # one (BD, BD) matrix on chip at a time (a runtime loop, not unrolled): the pre-activations go through
+            # the gates buffer and are read back after a barrier
+            for g in range(0, 4):
+                r_g = tl.load(r_ptr + r_off + g * DH * DH, mask=mask_r, other=0.0)  # (BD, BD)
+                b_g = tl.load(b_ptr + b_off + g * DH, mask=mask_d, other=0.0)[None, :]
+                x_g = tl.load(wx_ptr + gx_off + g * NH * DH, mask=mask, other=0.0).to(tl.float32)
+                tl.store(gates_ptr + gx_off + g * NH * DH, x_g + b_g + _rdot(h, r_g, LOWP), mask=mask)
+            tl.debug_barrier()
+            i_pre = tl.load(gates_ptr + gx_off, mask=mask, other=0.0)
+            f_pre = tl.load(gates_ptr + gx_off + NH * DH, mask=mask, other=0.0)
+            z_pre = tl.load(gates_ptr + gx_off + 2 * NH * DH, mask=mask, other=0.0)
+            o_pre = tl.load(gates_ptr + gx_off + 3 * NH * DH, mask=mask, other=0.0)
+        else:
+            x_i = tl.load(wx_ptr + gx_off, mask=mask, other=0.0).to(tl.float32)  # (BB, BD)
+            x_f = tl.load(wx_ptr + gx_off + NH * DH, mask=mask, other=0.0).to(tl.float32)
+            x_z = tl.load(wx_ptr + gx_off + 2 * NH * DH, mask=mask, other=0.0).to(tl.float32)
+            x_o = tl.load(wx_ptr + gx_off + 3 * NH * DH, mask=mask, other=0.0).to(tl.float32)
+            i_pre = x_i + b_i + _rdot(h, r_i, LOWP)
+            f_pre = x_f + b_f + _rdot(h, r_f, LOWP)
+            z_pre = x_z + b_z + _rdot(h, r_z, LOWP)
+            o_pre = x_o + b_o + _rdot(h, r_o, LOWP)
+            tl.store(gates_ptr + gx_off, i_pre, mask=mask)
+            tl.store(gates_ptr + gx_off + NH * DH, f_pre, mask=mask)
+            tl.store(gates_ptr + gx_off + 2 * NH * DH, z_pre, mask=mask)
+            tl.store(gates_ptr + gx_off + 3 * NH * DH, o_pre, mask=mask)
+
+        log_f = _logsigmoid(f_pre)
+        m_new = tl.maximum(log_f + m, i_pre)  # m = -inf on the first step from zero states: m_new = i~
+        i_act = tl.exp(i_pre - m_new)
+        f_act = tl.exp(log_f + m - m_new)
+        c = f_act * c + i_act * (2.0 * tl.sigmoid(2.0 * z_pre) - 1.0)  # tanh
+        n = f_act * n + i_act
+        h = tl.where(mask, tl.sigmoid(o_pre) * c / n, 0.0)  # padded lanes stay 0: they feed the next dot
+        m = m_new
+        tl.store(out_ptr + seq_off, h.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(hs_ptr + seq_off, h, mask=mask)
+        tl.store(cs_ptr + seq_off, c, mask=mask)
+        tl.store(ns_ptr + seq_off, n, mask=mask)
+        tl.store(ms_ptr + seq_off, m, mask=mask)
+
+
+@triton.jit
+def _slstm_bwd_kernel_tl(
+    r_ptr,  # (NH, 4, DH, DH) fp32
+    gates_ptr,  # (B, S, 4, NH, DH) fp32 pre-activations from the forward
+    c0_ptr, n0_ptr, m0_ptr,  # (B, NH, DH) fp32 initial states
+    cs_ptr, ns_ptr, ms_ptr,  # (B, S, NH, DH) fp32 states after each step
+    dout_ptr,  # (B, S, NH, DH) upstream gradient of h
+    dhl_ptr, dcl_ptr, dnl_ptr, dml_ptr,  # (B, NH, DH) fp32 upstream gradients of the last states
+    dg_ptr,  # out (B, S, 4, NH, DH) fp32 gradients of the pre-activations (= dwx)
+    dh0_ptr, dc0_ptr, dn0_ptr, dm0_ptr,  # out (B, NH, DH) fp32
+    B,
+    S,
+    NH,
+    DH,
+    BB: tl.constexpr,
+    BD: tl.constexpr,
+    LOWP: tl.constexpr,
+    RELOAD_R: tl.constexpr,
+):  # fmt: skip
+    head = tl.program_id(0)
+    offs_b = (tl.program_id(1) * BB + tl.arange(0, BB)).to(tl.int64)
+    offs_d = tl.arange(0, BD)
+    mask_b = offs_b < B
+    mask_d = offs_d < DH
+    mask = mask_b[:, None] & mask_d[None, :]  # (BB, BD)
+    mask_r = mask_d[:, None] & mask_d[None, :]  # (BD, BD)
+
+    # transposed recurrent matrices: dh_{t-1} = sum_g dg~ @ R_g^T
+    rt_off = head * 4 * DH * DH + offs_d[None, :] * DH + offs_d[:, None]  # (BD, BD)
+    if not RELOAD_R:
+        rt_i, rt_f, rt_z, rt_o = _load_gate_matrices(r_ptr, rt_off, DH, mask_r)
+
+    st_off = offs_b[:, None] * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+    dh_rec = tl.load(dhl_ptr + st_off, mask=mask, other=0.0)
+    dc = tl.load(dcl_ptr + st_off, mask=mask, other=0.0)
+    dn = tl.load(dnl_ptr + st_off, mask=mask, other=0.0)
+    dm = tl.load(dml_ptr + st_off, mask=mask, other=0.0)
+
+    for tt in range(0, S):
+        t = S - 1 - tt
+        seq_off = offs_b[:, None] * S * NH * DH + t * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+        gx_off = offs_b[:, None] * S * 4 * NH * DH + t * 4 * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+        i_pre = tl.load(gates_ptr + gx_off, mask=mask, other=0.0)
+        f_pre = tl.load(gates_ptr + gx_off + NH * DH, mask=mask, other=0.0)
+        z_pre = tl.load(gates_ptr + gx_off + 2 * NH * DH, mask=mask, other=0.0)
+        o_pre = tl.load(gates_ptr + gx_off + 3 * NH * DH, mask=mask, other=0.0)
+        c = tl.load(cs_ptr + seq_off, mask=mask, other=0.0)
+        n = tl.load(ns_ptr + seq_off, mask=mask, other=1.0)
+        m = tl.load(ms_ptr + seq_off, mask=mask, other=0.0)
+        if t > 0:
+            c_prev = tl.load(cs_ptr + seq_off - NH * DH, mask=mask, other=0.0)
+            n_prev = tl.load(ns_ptr + seq_off - NH * DH, mask=mask, other=0.0)
+            m_prev = tl.load(ms_ptr + seq_off - NH * DH, mask=mask, other=0.0)
+        else:
+            c_prev = tl.load(c0_ptr + st_off, mask=mask, other=0.0)
+            n_prev = tl.load(n0_ptr + st_off, mask=mask, other=0.0)
+            m_prev = tl.load(m0_ptr + st_off, mask=mask, other=0.0)
+        dh = tl.load(dout_ptr + seq_off, mask=mask, other=0.0).to(tl.float32) + dh_rec
+
+        log_f = _logsigmoid(f_pre)
+        i_act = tl.exp(i_pre - m)
+        f_act = tl.exp(log_f + m_prev - m)
+        z_act = 2.0 * tl.sigmoid(2.0 * z_pre) - 1.0
+        o_act = tl.sigmoid(o_pre)
+        ratio = c / n
+        do_pre = dh * ratio * o_act * (1.0 - o_act)
+        dc += dh * o_act / n
+        dn -= dh * o_act * ratio / n
+        d_log_f_act = (dc * c_prev + dn * n_prev) * f_act  # gradient of log f' = log f + m_{t-1} - m_t
+        d_log_i_act = (dc * z_act + dn) * i_act  # gradient of log i' = i~ - m_t
+        dz_pre = dc * i_act * (1.0 - z_act * z_act)
+        dm_t = dm - d_log_f_act - d_log_i_act  # total gradient on m_t
+        forget = (log_f + m_prev) >= i_pre  # the branch max() took
+        d_log_f = d_log_f_act + tl.where(forget, dm_t, 0.0)
+        di_pre = d_log_i_act + tl.where(forget, 0.0, dm_t)
+        df_pre = d_log_f * tl.sigmoid(-f_pre)
+        dm = d_log_f_act + tl.where(forget, dm_t, 0.0)
+        dc = dc * f_act
+        dn = dn * f_act
+        di_pre = tl.where(mask, di_pre, 0.0)
+        df_pre = tl.where(mask, df_pre, 0.0)
+        dz_pre = tl.where(mask, dz_pre, 0.0)
+        do_pre = tl.where(mask, do_pre, 0.0)
+        tl.store(dg_ptr + gx_off, di_pre, mask=mask)
+        tl.store(dg_ptr + gx_off + NH * DH, df_pre, mask=mask)
+        tl.store(dg_ptr + gx_off + 2 * NH * DH, dz_pre, mask=mask)
+        tl.store(dg_ptr + gx_off + 3 * NH * DH, do_pre, mask=mask)
+        if RELOAD_R:
+            # one (BD, BD) matrix on chip at a time: read this step's gate gradients back after a barrier
+            tl.debug_barrier()
+            dh_rec = tl.zeros([BB, BD], dtype=tl.float32)
+            for g in range(0, 4):
+                dg_g = tl.load(dg_ptr + gx_off + g * NH * DH, mask=mask, other=0.0)  # (BB, BD)
+                rt_g = tl.load(r_ptr + rt_off + g * DH * DH, mask=mask_r, other=0.0)  # (BD, BD)
+                dh_rec += _rdot(dg_g, rt_g, LOWP)
+        else:
+            dh_rec = _rdot(di_pre, rt_i, LOWP) + _rdot(df_pre, rt_f, LOWP)
+            dh_rec += _rdot(dz_pre, rt_z, LOWP) + _rdot(do_pre, rt_o, LOWP)
+
+    tl.store(dh0_ptr + st_off, dh_rec, mask=mask)
+    tl.store(dc0_ptr + st_off, dc, mask=mask)
+    tl.store(dn0_ptr + st_off, dn, mask=mask)
+    tl.store(dm0_ptr + st_off, dm, mask=mask)

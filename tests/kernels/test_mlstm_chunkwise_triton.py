@@ -1,0 +1,181 @@
+"""mlstm_chunkwise--triton against the fp64 torch reference: outputs, last states and true gradients (through the
+normalizer), the detached-normalizer gradient, both branches of max(|n.q|, exp(-m)), and GPU shapes/dtypes.
+
+Without CUDA the kernels run in the Triton interpreter (set in conftest.py), on tiny shapes in float32.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from xlstm_ts.kernels import get_kernel
+from xlstm_ts.kernels._testing import TOLERANCES, assert_close, err_ratio, make_mlstm_inputs, make_mlstm_states
+
+pytest.importorskip("triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+OUT_NAMES = ["h", "C", "n", "m"]
+GRAD_NAMES = ["dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
+TOL = {
+    torch.float32: (TOLERANCES["float32-ieee"].ratio, TOLERANCES["float32-ieee-grad"].ratio),
+    torch.bfloat16: (TOLERANCES["bfloat16"].ratio, TOLERANCES["bfloat16-triton-grad"].ratio),
+}
+
+
+def _naive_mlstm(q, k, v, i, f, C, n, m, eps=1e-6, detach=False):
+    """Step-by-step recurrence; with detach, the denominator and m are constants (mlstm_kernels' backward).
+
+    Returns h (B, NH, S, DHV), the last states (C, n, m (B, NH, 1)) and the fraction of rows where |n.q| > exp(-m).
+    """
+    hs, active = [], []
+    m = m.squeeze(-1)
+    for t in range(q.shape[2]):
+        log_f = F.logsigmoid(f[:, :, t])
+        m_new = torch.maximum(log_f + m, i[:, :, t])
+        if detach:
+            m_new = m_new.detach()
+        f_act, i_act = torch.exp(log_f + m - m_new), torch.exp(i[:, :, t] - m_new)
+        C = f_act[..., None, None] * C + i_act[..., None, None] * torch.einsum("bhd,bhe->bhde", k[:, :, t], v[:, :, t])
+        n = f_act[..., None] * n + i_act[..., None] * k[:, :, t]
+        q_t = q[:, :, t] / q.shape[-1] ** 0.5
+        qn = torch.einsum("bhd,bhd->bh", q_t, n).abs()
+        den = torch.maximum(qn, torch.exp(-m_new)) + eps
+        if detach:
+            den = den.detach()
+        hs.append(torch.einsum("bhd,bhde->bhe", q_t, C) / den[..., None])
+        active.append(qn > torch.exp(-m_new))
+        m = m_new
+    return torch.stack(hs, dim=2), (C, n, m.unsqueeze(-1)), torch.stack(active).double().mean().item()
+
+
+def _leaves(B, NH, S, DQK, DHV, i_mean, with_states):
+    inputs = make_mlstm_inputs(B, NH, S, DQK, DHV, i_mean=i_mean)
+    states = make_mlstm_states(B, NH, DQK, DHV) if with_states else (None, None, None)
+    return [x if x is None else x.to(DEVICE).requires_grad_() for x in (*inputs, *states)]
+
+
+def _upstream(B, NH, S, DQK, DHV):
+    shapes = [(B, NH, S, DHV), (B, NH, DQK, DHV), (B, NH, DQK), (B, NH, 1)]
+    return [torch.randn(s, dtype=torch.float64, device=DEVICE) for s in shapes]
+
+
+def _run(fn, leaves, upstream, dtype, **kw):
+    """Outputs (h, C, n, m) and gradients of sum(out * upstream) w.r.t. every leaf (None where unused)."""
+    # q, k, v, i, f in dtype; initial states stay fp32 (fp64 for the reference), as a caller keeps them
+    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    cast = [None if x is None else x.to(dtype if idx < 5 else state_dtype) for idx, x in enumerate(leaves)]
+    h, states = fn(*cast, return_last_states=True, **kw)
+    outs = [h, *states]
+    loss = sum((o.double() * u).sum() for o, u in zip(outs, upstream, strict=True))
+    used = [x for x in leaves if x is not None]
+    grads = iter(torch.autograd.grad(loss, used))
+    return outs, [None if x is None else next(grads) for x in leaves]
+
+
+def _compare(ref, out, tol_out, tol_grad):
+    errors = {}
+    for name, a, b in zip(OUT_NAMES, ref[0], out[0], strict=True):
+        errors[name] = assert_close(name, a, b, tol_out)
+    scale = max(a.double().pow(2).mean().sqrt().item() for a in ref[1] if a is not None)
+    for name, a, b in zip(GRAD_NAMES, ref[1], out[1], strict=True):
+        if a is None:
+            continue
+        if a.double().pow(2).mean().sqrt().item() < 1e-6 * scale:
+            # a (near) zero reference, e.g. df at S=1 from a zero state: compare against the other gradients' size
+            assert (a.double() - b.double()).abs().max().item() <= tol_grad * scale, name
+            continue
+        errors[name] = assert_close(name, a, b, tol_grad)
+    return errors
+
+
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV",
+    [(1, 2, 1, 16, 24), (1, 2, 19, 16, 24), (2, 1, 40, 20, 80), (1, 1, 19, 256, 40)],
+    ids=lambda x: str(x),
+)
+def test_chunkwise_triton_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, nan_poison):
+    torch.manual_seed(42)
+    leaves = _leaves(B, NH, S, DQK, DHV, i_mean, with_states)
+    upstream = _upstream(B, NH, S, DQK, DHV)
+    ref = _run(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = _run(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
+    assert out[0][0].dtype == torch.float32
+    _compare(ref, out, *TOL[torch.float32])
+
+    states = leaves[5:] if with_states else [torch.zeros_like(u, dtype=torch.float64) for u in upstream[1:]]
+    with torch.no_grad():
+        *_, active = _naive_mlstm(*leaves[:5], *states)
+    if S > 1 and i_mean == 0.0:
+        assert active > 0.5, f"|n.q| branch active in only {active:.0%} of rows"
+    if S > 1 and i_mean == -10.0 and DQK <= 64:  # a random 256-wide initial n keeps |n.q| large for a while
+        assert active < 0.05, f"exp(-m) branch expected nearly everywhere, |n.q| branch active in {active:.0%}"
+
+
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_chunkwise_triton_detach_normalizer(i_mean, nan_poison):
+    torch.manual_seed(42)
+    B, NH, S, DQK, DHV = 1, 2, 19, 16, 24
+    leaves = _leaves(B, NH, S, DQK, DHV, i_mean, with_states=True)
+    upstream = _upstream(B, NH, S, DQK, DHV)
+
+    def naive(*args, detach, **kw):
+        h, states, _ = _naive_mlstm(*args, detach=detach)
+        return h, states
+
+    ref = _run(lambda *a, **kw: naive(*a, detach=True), leaves, upstream, torch.float64)
+    out = _run(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, detach_normalizer=True)
+    _compare(ref, out, *TOL[torch.float32])
+    true = _run(lambda *a, **kw: naive(*a, detach=False), leaves, upstream, torch.float64)
+    if i_mean == 0.0:  # the detached gradient must differ where the |n.q| branch is active
+        assert err_ratio(true[1][0], out[1][0]) > 0.1
+
+
+def test_chunkwise_triton_state_passing(nan_poison):
+    torch.manual_seed(42)
+    q, k, v, i, f = (x.float() for x in make_mlstm_inputs(1, 2, 35, 16, 16))
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    h_all, states_all = kernel(q, k, v, i, f, return_last_states=True, chunk_size=16)
+    h1, states = kernel(q[:, :, :20], k[:, :, :20], v[:, :, :20], i[:, :, :20], f[:, :, :20], return_last_states=True)
+    h2, states2 = kernel(q[:, :, 20:], k[:, :, 20:], v[:, :, 20:], i[:, :, 20:], f[:, :, 20:], *states,
+                         return_last_states=True)  # fmt: skip
+    assert_close("h", h_all, torch.cat([h1, h2], dim=2), TOLERANCES["float32-ieee"].ratio)
+    for name, a, b in zip("Cnm", states_all, states2, strict=True):
+        assert_close(name, a, b, TOLERANCES["float32-ieee"].ratio)
+
+
+def test_chunkwise_triton_input_errors():
+    q, k, v, i, f = make_mlstm_inputs(1, 1, 4, 16, 16)
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
+        kernel(q, k, v, i, f)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        kernel(q.float(), k.float(), v.float(), i.float(), f.float(), chunk_size=0)
+    with pytest.raises(ValueError, match="head dimensions up to 256"):
+        kernel(*(x.float() for x in make_mlstm_inputs(1, 1, 2, 300, 16)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("S", [1, 63, 100, 257])
+@pytest.mark.parametrize("DQK,DHV", [(64, 64), (48, 96), (128, 128), (256, 256)], ids=lambda x: str(x))
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_chunkwise_triton_gpu(S, DQK, DHV, dtype, i_mean):
+    torch.manual_seed(42)
+    B, NH = 2, 3
+    leaves = _leaves(B, NH, S, DQK, DHV, i_mean, with_states=True)
+    # bf16: the reference sees the same rounded inputs; states and gates stay fp32 / fp64
+    leaves = [x.detach().to(dtype).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
+    upstream = _upstream(B, NH, S, DQK, DHV)
+    ref = _run(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=64)
+    out = _run(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=64)
+    errors = _compare(ref, out, *TOL[dtype])
+    print(f"mlstm_chunkwise S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean}: " +
+          " ".join(f"{k}={v:.1e}" for k, v in errors.items()))  # fmt: skip
+
+
+def test_triton_kernels_are_registered():
+    from xlstm_ts.kernels import available_kernels
+
+    assert {"mlstm_chunkwise--triton", "mlstm_step--triton", "slstm--triton"} <= set(available_kernels())
