@@ -2,7 +2,7 @@
 
 Times forward and forward+backward (`out.sum().backward()`, as the NX-AI anchor script does) with CUDA events:
 median of `--reps` repetitions after `--warmup` calls. Inputs: q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1),
-bf16 unless noted (the anchor recipe in /work/shared/reference/gpu_anchor_timings.md). One sweep of
+bf16 unless noted (the anchor recipe in ../shared/reference/gpu_anchor_timings.md). One sweep of
 (chunk_size, num_warps) for the mLSTM kernel; the table reports the best and the default.
 
 The NX-AI anchors (mlstm_kernels, xlstm sLSTM CUDA) are timed by ../shared/bench/anchor_kernels.py; when that
@@ -33,7 +33,7 @@ MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2
 SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4)]  # (B, S, D, NH)
 SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
 ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
-# NX-AI figures from /work/shared/reference/gpu_anchor_timings.md (H200, torch 2.11, triton 3.6, do_bench median,
+# NX-AI figures from ../shared/reference/gpu_anchor_timings.md (H200, torch 2.11, triton 3.6, do_bench median,
 # 2026-11-22): not measured in this run; quoted for orientation when the anchor script cannot run here
 DOC_ANCHORS = {
     (1024, 4, 64, 32): ("mlstm_kernels triton_limit_chunk", 0.167, 1.572),
@@ -158,7 +158,7 @@ def profile_backward(path: Path) -> None:
 def anchor_rows() -> tuple[list[dict], str]:
     """Run the NX-AI anchor script if it and its packages are present; else say why not."""
     if not ANCHOR.exists():
-        return [], f"anchor script {ANCHOR} not present on this machine (shared/ is not copied here)"
+        return [], f"anchor script {ANCHOR} not present on this machine (the shared/ folder is not copied to the GPU machine)"
     missing = [m for m in ("mlstm_kernels", "xlstm") if importlib.util.find_spec(m) is None]
     if missing:
         return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"
