@@ -1,4 +1,4 @@
-"""Main job: forecast the embedded synthetic panel, compare with seasonal naive, write a CSV and a plot.
+"""Main job: forecast the embedded synthetic panel, compare with seasonal naive, write a CSV, a plot and the model.
 
 Run from the repository root:  python examples/quickstart.py [--out outputs] [--max-steps 400]
 """
@@ -48,6 +48,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scored.to_csv(out / "forecast.csv", index=False)
+    model.save(out / "model")  # reload with XLSTMForecaster.load(out / "model")
     try:
         import matplotlib
 

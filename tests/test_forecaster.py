@@ -125,3 +125,31 @@ def test_validation_tail_restores_best_weights(panel):
 def test_val_size_must_cover_a_horizon(panel):
     with pytest.raises(ValueError, match="val_size"):
         XLSTMForecaster(prediction_length=6, val_size=3, **TINY).fit(panel)
+
+
+def test_save_load_roundtrip_gives_identical_forecasts(fitted, panel, tmp_path):
+    fitted.save(tmp_path / "model")
+    loaded = XLSTMForecaster.load(tmp_path / "model", map_location="cpu")
+    assert loaded.get_params()["quantiles"] == fitted.get_params()["quantiles"]
+    pd.testing.assert_frame_equal(loaded.predict(), fitted.predict())
+    pd.testing.assert_frame_equal(loaded.predict(panel), fitted.predict(panel))
+
+
+def test_load_refuses_pickled_payload(fitted, tmp_path):
+    import pickle
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("arbitrary code ran",))
+
+    fitted.save(tmp_path / "model")
+    torch.save({"evil": Payload()}, tmp_path / "model" / "weights.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        XLSTMForecaster.load(tmp_path / "model")
+
+
+def test_load_non_model_directory_raises(tmp_path):
+    with pytest.raises(ValueError, match="not a saved forecaster"):
+        XLSTMForecaster.load(tmp_path)

@@ -22,6 +22,7 @@ from xlstm_ts.datasets.windows import WindowSampler, context_windows, tail_windo
 from xlstm_ts.heads import HEADS, check_quantiles
 from xlstm_ts.lightning_module import LitForecaster, RestoreBestWeights
 from xlstm_ts.model import XLSTMForecastNet
+from xlstm_ts.persistence import load_forecaster, save_forecaster
 
 
 def quantile_column(level: float) -> str:
@@ -199,6 +200,18 @@ class XLSTMForecaster(BaseEstimator):
         self.best_val_loss_ = best.best_score if best is not None and best.best_step >= 0 else None
         self.best_step_ = best.best_step if best is not None and best.best_step >= 0 else None
         return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted forecaster to the directory `path`: settings (JSON), weights (weights-only torch file)
+        and the last context window of each training series. `trainer_kwargs` are not saved."""
+        check_is_fitted(self)
+        return save_forecaster(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device | None = None) -> XLSTMForecaster:
+        """A forecaster saved with `save`; `map_location` moves the network (e.g. "cpu", "cuda"). Loading reads
+        tensors with `weights_only=True` and JSON, so it never runs pickled code."""
+        return load_forecaster(cls, path, map_location)
 
     def predict_array(self, context: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
         """Forecast from raw context arrays.
