@@ -153,3 +153,28 @@ def test_load_refuses_pickled_payload(fitted, tmp_path):
 def test_load_non_model_directory_raises(tmp_path):
     with pytest.raises(ValueError, match="not a saved forecaster"):
         XLSTMForecaster.load(tmp_path)
+
+
+def test_cross_validation_windows_cutoffs_and_realized_values(panel):
+    f = XLSTMForecaster(prediction_length=6, context_length=24, **TINY)
+    cv = f.cross_validation(panel, n_windows=3, step_size=4)
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "mean", "q0.1", "q0.5", "q0.9", "y"]
+    assert len(cv) == 3 * 3 * 6
+    merged = cv.merge(panel, on=["unique_id", "ds"], suffixes=("", "_true"))
+    assert len(merged) == len(cv)
+    np.testing.assert_allclose(merged["y"], merged["y_true"])
+    last = panel.ds.max()
+    cutoffs = sorted(cv.cutoff.unique())
+    assert cutoffs == [last - pd.Timedelta(hours=h) for h in (14, 10, 6)]
+    assert (cv.ds > cv.cutoff).all() and (cv.ds <= cv.cutoff + pd.Timedelta(hours=6)).all()
+    assert all(end == cutoffs[0] for end in f.panel_.ends)  # fitted once, on data up to the first cutoff
+    # no refit: the last window equals a prediction from the context up to its cutoff
+    head = panel[panel.ds <= cutoffs[-1]]
+    expected = f.predict(head)
+    got = cv[cv.cutoff == cutoffs[-1]].reset_index(drop=True)
+    np.testing.assert_allclose(got["mean"], expected["mean"], rtol=1e-6)
+
+
+def test_cross_validation_rejects_too_many_windows(panel):
+    with pytest.raises(ValueError, match="too few"):
+        XLSTMForecaster(prediction_length=6, **TINY).cross_validation(panel, n_windows=100)

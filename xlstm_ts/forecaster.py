@@ -16,6 +16,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from xlstm_ts.backtest import cross_validation
 from xlstm_ts.config import ModelConfig, resolve_config
 from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
 from xlstm_ts.datasets.windows import WindowSampler, context_windows, tail_windows
@@ -200,6 +201,12 @@ class XLSTMForecaster(BaseEstimator):
         self.best_val_loss_ = best.best_score if best is not None and best.best_step >= 0 else None
         self.best_step_ = best.best_step if best is not None and best.best_step >= 0 else None
         return self
+
+    def cross_validation(self, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,
+                         refit: bool = False) -> pd.DataFrame:
+        """Rolling-origin backtest over the last `n_windows` windows of every series (see
+        `xlstm_ts.backtest.cross_validation`): columns id, time, cutoff, mean, quantiles and the realized `y`."""
+        return cross_validation(self, df, n_windows, step_size, refit)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted forecaster to the directory `path`: settings (JSON), weights (weights-only torch file)
