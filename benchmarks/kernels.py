@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+
 from xlstm_ts.kernels import get_kernel
 
 MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
@@ -158,7 +159,8 @@ def profile_backward(path: Path) -> None:
 def anchor_rows() -> tuple[list[dict], str]:
     """Run the NX-AI anchor script if it and its packages are present; else say why not."""
     if not ANCHOR.exists():
-        return [], f"anchor script {ANCHOR} not present on this machine (the shared/ folder is not copied to the GPU machine)"
+        return [], (f"anchor script {ANCHOR} not present on this machine "
+                    "(the shared/ folder is not copied to the GPU machine)")
     missing = [m for m in ("mlstm_kernels", "xlstm") if importlib.util.find_spec(m) is None]
     if missing:
         return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"

@@ -178,3 +178,16 @@ def test_cross_validation_windows_cutoffs_and_realized_values(panel):
 def test_cross_validation_rejects_too_many_windows(panel):
     with pytest.raises(ValueError, match="too few"):
         XLSTMForecaster(prediction_length=6, **TINY).cross_validation(panel, n_windows=100)
+
+
+def test_score_is_negative_mase_of_the_last_horizon(fitted, panel):
+    from xlstm_ts.metrics import mase
+
+    score = fitted.score(panel)
+    head = panel[panel.groupby("unique_id").cumcount(ascending=False) >= 6]
+    tail = panel[panel.groupby("unique_id").cumcount(ascending=False) < 6]
+    pred = fitted.predict(head)
+    history = [g.y.to_numpy() for _, g in head.groupby("unique_id", sort=False)]
+    expected = -mase(tail.y.to_numpy().reshape(3, 6), pred["mean"].to_numpy().reshape(3, 6), history, 24)
+    assert score == pytest.approx(expected, rel=1e-5)
+    assert score < 0

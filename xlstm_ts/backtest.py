@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from xlstm_ts.datasets.frame import future_times, validate_long_frame
+from xlstm_ts.training_utils import quantile_column
 
 
 def cross_validation(forecaster, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,
@@ -48,7 +49,7 @@ def cross_validation(forecaster, df: pd.DataFrame, n_windows: int = 1, step_size
             "mean": out["mean"].reshape(-1),
         }
         for j, level in enumerate(forecaster.levels_):
-            frame[f"q{level:g}"] = out["quantiles"][..., j].reshape(-1)
+            frame[quantile_column(level)] = out["quantiles"][..., j].reshape(-1)
         frame["y"] = np.concatenate([v[len(v) - back: len(v) - back + horizon] for v in panel.values])
         frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)

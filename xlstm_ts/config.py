@@ -1,4 +1,5 @@
-"""Model configuration: a dataclass is the source of truth, YAML presets in `configs/model/` are serialized instances."""
+"""Model configuration: the dataclass is the source of truth; YAML presets in `configs/model/` are serialized
+instances."""
 
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}.")
         if self.linear_skip_init not in ("lstsq", "random"):
-            raise ValueError(f"ModelConfig.linear_skip_init must be 'lstsq' or 'random', got {self.linear_skip_init!r}.")
+            raise ValueError(
+                f"ModelConfig.linear_skip_init must be 'lstsq' or 'random', got {self.linear_skip_init!r}."
+            )
         if self.scaling not in ("std", "mean", "none"):
             raise ValueError(f"ModelConfig.scaling must be 'std', 'mean' or 'none', got {self.scaling!r}.")
 
@@ -105,7 +108,9 @@ def load_config(name_or_path: str | Path) -> ModelConfig:
     else:
         names = preset_names()
         if str(name_or_path) not in names:
-            raise ValueError(f"Unknown model preset {str(name_or_path)!r}. Available presets: {names}, or a .yaml path.")
+            raise ValueError(
+                f"Unknown model preset {str(name_or_path)!r}. Available presets: {names}, or a .yaml path."
+            )
         text = (resources.files("xlstm_ts.configs") / "model" / f"{name_or_path}.yaml").read_text()
         source = f"configs/model/{name_or_path}.yaml"
     return config_from_dict(yaml.safe_load(text) or {}, source)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -22,56 +19,10 @@ from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
 from xlstm_ts.datasets.windows import WindowSampler, context_windows, tail_windows
 from xlstm_ts.heads import HEADS, check_quantiles
 from xlstm_ts.lightning_module import LitForecaster, RestoreBestWeights
+from xlstm_ts.metrics import mase, season_length
 from xlstm_ts.model import XLSTMForecastNet
 from xlstm_ts.persistence import load_forecaster, save_forecaster
-
-
-def quantile_column(level: float) -> str:
-    """Column name of a quantile level in forecast frames: 0.1 -> 'q0.1'."""
-    return f"q{level:g}"
-
-
-@contextlib.contextmanager
-def _quiet(verbose: bool):
-    """Silence Lightning's info logs and hint warnings unless `verbose`."""
-    if verbose:
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
-        warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-
-def _batches(batch: dict[str, torch.Tensor], size: int = 1024) -> torch.utils.data.DataLoader:
-    """A loader that yields a big batch dict in slices of `size` windows (for validation)."""
-    n = len(batch["past_target"])
-    chunks = [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
-    return torch.utils.data.DataLoader(chunks, batch_size=None, shuffle=False)
-
-
-@torch.no_grad()
-def _mean_loss(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> float:
-    """The network's loss over a validation loader, weighted by batch size as Lightning logs it."""
-    was_training = net.training
-    net.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        n = len(batch["past_target"])
-        total += float(net.loss(**batch)) * n
-        count += n
-    net.train(was_training)
-    return total / max(count, 1)
+from xlstm_ts.training_utils import batch_loader, mean_loss, quantile_column, quiet
 
 
 class XLSTMForecaster(BaseEstimator):
@@ -179,7 +130,7 @@ class XLSTMForecaster(BaseEstimator):
         horizon, context, levels, cfg = self._check_params()
         panel = validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq)
         seed = 0 if self.random_state is None else int(self.random_state)
-        with _quiet(self.verbose):
+        with quiet(self.verbose):
             L.seed_everything(seed, verbose=False)
             net = XLSTMForecastNet(cfg, context, horizon, levels, head=self.head)
             holdout = int(self.val_size)
@@ -187,11 +138,11 @@ class XLSTMForecaster(BaseEstimator):
             if cfg.linear_skip and cfg.linear_skip_init == "lstsq":
                 net.fit_linear_skip(**sampler.sample(100_000, np.random.default_rng([seed, 1])))
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
-            val_loader = _batches(tail_windows(panel.values, context, horizon, holdout)) if holdout else None
+            val_loader = batch_loader(tail_windows(panel.values, context, horizon, holdout)) if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
             trainer, best = self._trainer(validate=holdout > 0)
             if best is not None:
-                best.seed(_mean_loss(net, val_loader), net)
+                best.seed(mean_loss(net, val_loader), net)
             trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
         net.eval()
         self.net_, self.config_, self.levels_ = net, cfg, levels
@@ -207,6 +158,20 @@ class XLSTMForecaster(BaseEstimator):
         """Rolling-origin backtest over the last `n_windows` windows of every series (see
         `xlstm_ts.backtest.cross_validation`): columns id, time, cutoff, mean, quantiles and the realized `y`."""
         return cross_validation(self, df, n_windows, step_size, refit)
+
+    def score(self, df: pd.DataFrame) -> float:
+        """Negative MASE (higher is better) of forecasts for the last `prediction_length` steps of each series
+        in `df`, made from the steps before them without refitting. The MASE season comes from the frequency
+        (hourly 24, daily 7, ...) and its scale from each series' history before the forecast window."""
+        check_is_fitted(self)
+        panel = validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq_)
+        horizon = self.prediction_length
+        if min(len(v) for v in panel.values) <= horizon + 1:
+            raise ValueError(f"score needs more than prediction_length + 1 = {horizon + 1} rows per series.")
+        history = [v[:-horizon] for v in panel.values]
+        actual = np.stack([v[-horizon:] for v in panel.values])  # (N, F)
+        forecast = self._predict_series(history)["mean"]  # (N, F)
+        return -mase(actual, forecast, history, season_length(self.freq_))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted forecaster to the directory `path`: settings (JSON), weights (weights-only torch file)

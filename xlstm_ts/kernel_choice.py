@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -17,7 +17,7 @@ _AUTO = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 

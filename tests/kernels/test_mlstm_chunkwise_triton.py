@@ -7,6 +7,7 @@ Without CUDA the kernels run in the Triton interpreter (set in conftest.py), on 
 import pytest
 import torch
 import torch.nn.functional as F
+
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close, err_ratio, make_mlstm_inputs, make_mlstm_states
 

@@ -4,6 +4,7 @@ parallel form, an independent naive loop and finite differences; plus the fp32 c
 import pytest
 import torch
 import torch.nn.functional as F
+
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import assert_close, err_ratio, make_mlstm_inputs, make_mlstm_states, tolerance
 

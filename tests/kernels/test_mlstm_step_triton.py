@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close, make_mlstm_inputs, make_mlstm_states
 

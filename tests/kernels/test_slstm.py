@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import assert_close, tolerance
 

@@ -6,6 +6,7 @@ Without CUDA the kernels run in the Triton interpreter (set in conftest.py), on 
 
 import pytest
 import torch
+
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close, err_ratio, tolerance
 
 
