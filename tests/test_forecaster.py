@@ -191,3 +191,18 @@ def test_score_is_negative_mase_of_the_last_horizon(fitted, panel):
     expected = -mase(tail.y.to_numpy().reshape(3, 6), pred["mean"].to_numpy().reshape(3, 6), history, 24)
     assert score == pytest.approx(expected, rel=1e-5)
     assert score < 0
+
+
+@pytest.mark.parametrize("head", ["quantile", "normal"])
+def test_samples_reproduce_the_heads_quantiles(panel, head):
+    levels = (0.1, 0.25, 0.5, 0.75, 0.9)
+    f = XLSTMForecaster(prediction_length=6, context_length=24, head=head, quantiles=levels, **TINY).fit(panel)
+    paths = f.sample(num_samples=4000, random_state=1)
+    assert paths.shape == (3, 4000, 6)
+    out = f.predict()
+    spread = (out["q0.9"] - out["q0.1"]).to_numpy().reshape(3, 6)
+    for level in levels:
+        empirical = np.quantile(paths, level, axis=1)  # (3, 6)
+        expected = out[f"q{level:g}"].to_numpy().reshape(3, 6)
+        assert np.abs(empirical - expected).max() < 0.05 * spread.max()
+    np.testing.assert_array_equal(paths, f.sample(num_samples=4000, random_state=1))

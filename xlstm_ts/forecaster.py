@@ -153,6 +153,27 @@ class XLSTMForecaster(BaseEstimator):
         self.best_step_ = best.best_step if best is not None and best.best_step >= 0 else None
         return self
 
+    def sample(self, df: pd.DataFrame | None = None, num_samples: int = 100,
+               random_state: int | None = None) -> np.ndarray:
+        """Sample paths of the next `prediction_length` steps, shape (series, num_samples, prediction_length).
+
+        Series are in the order of `predict` (first appearance in `df`, or the fitted series). Quantile heads sample
+        by interpolating their quantile function; distribution heads sample their distribution. Steps are sampled
+        independently. `random_state` seeds the draws (default: the forecaster's random_state).
+        """
+        check_is_fitted(self)
+        if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+        panel = self.panel_ if df is None else validate_long_frame(
+            df, self.id_col, self.time_col, self.target_col, self.freq_)
+        device = next(self.net_.parameters()).device
+        seed = random_state if random_state is not None else (self.random_state or 0)
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        batch = context_windows(panel.values, self.context_length_)
+        paths = self.net_.sample(batch["past_target"].to(device), batch["past_observed"].to(device), int(num_samples),
+                                 generator)
+        return paths.float().cpu().numpy()
+
     def cross_validation(self, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,
                          refit: bool = False) -> pd.DataFrame:
         """Rolling-origin backtest over the last `n_windows` windows of every series (see

@@ -82,6 +82,22 @@ class QuantileHead(nn.Module):
             raise ValueError(f"The quantile head was trained for levels {self.levels}; {missing} are not among them.")
         return quantiles[..., [self.levels.index(q) for q in levels]]
 
+    def sample(self, quantiles: torch.Tensor, num_samples: int, generator: torch.Generator | None = None,
+               ) -> torch.Tensor:
+        """Samples (B, N, F): u ~ U(0, 1) through the piecewise-linear quantile function whose knots are the
+        trained levels (segments beyond the outermost levels extend the outermost slopes to u = 0 and 1)."""
+        B, F, Q = quantiles.shape
+        u = torch.rand(B, num_samples, F, generator=generator, device=quantiles.device, dtype=quantiles.dtype)
+        if Q == 1:
+            return quantiles[..., 0].unsqueeze(1).expand(B, num_samples, F).clone()
+        knots = self.level_tensor.to(quantiles)  # (Q,)
+        seg = torch.bucketize(u, knots).clamp(1, Q - 1) - 1  # (B, N, F) left knot of the segment
+        q_t = quantiles.unsqueeze(1).expand(B, num_samples, F, Q)  # (B, N, F, Q)
+        left = q_t.gather(-1, seg.unsqueeze(-1)).squeeze(-1)  # (B, N, F)
+        right = q_t.gather(-1, (seg + 1).unsqueeze(-1)).squeeze(-1)
+        x0, x1 = knots[seg], knots[seg + 1]
+        return left + (right - left) * (u - x0) / (x1 - x0)
+
 
 class NormalHead(nn.Module):
     """Gaussian per horizon step: mean = linear output (+ offset), std = softplus(linear output) + min_scale.
@@ -114,6 +130,13 @@ class NormalHead(nn.Module):
     def quantiles(self, params: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
         z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(levels, dtype=params.dtype, device=params.device))
         return params[..., :1] + params[..., 1:2] * z  # (B, F, Q)
+
+    def sample(self, params: torch.Tensor, num_samples: int, generator: torch.Generator | None = None,
+               ) -> torch.Tensor:
+        """Samples (B, N, F) from the per-step Gaussians (independent across steps)."""
+        B, F, _ = params.shape
+        z = torch.randn(B, num_samples, F, generator=generator, device=params.device, dtype=params.dtype)
+        return params[:, None, :, 0] + params[:, None, :, 1] * z
 
 
 HEADS = ("quantile", "normal")

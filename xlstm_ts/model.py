@@ -104,3 +104,11 @@ class XLSTMForecastNet(nn.Module):
         mean = self.head.point(params) * scale + loc  # (B, F)
         quantiles = self.head.quantiles(params, self.levels) * scale.unsqueeze(-1) + loc.unsqueeze(-1)  # (B, F, Q)
         return {"mean": mean, "quantiles": quantiles}
+
+    @torch.no_grad()
+    def sample(self, past_target: torch.Tensor, past_observed: torch.Tensor, num_samples: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample paths in data units, (B, num_samples, F)."""
+        params, loc, scale = self(past_target, past_observed)
+        draws = self.head.sample(params, num_samples, generator)  # (B, N, F) scaled
+        return draws * scale.unsqueeze(-1) + loc.unsqueeze(-1)
