@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.1, 0.5, 0.9])
-    parser.add_argument("--head", default="quantile", choices=["quantile", "normal"])
+    parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t"])
     parser.add_argument("--val-check-steps", type=int, default=100)
     parser.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
     parser.add_argument("--seed", type=int, default=0)

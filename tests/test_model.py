@@ -137,6 +137,23 @@ def test_normal_head_loss_and_quantiles_match_scipy():
     assert (params[..., 1] > 0).all()
 
 
+def test_student_t_head_loss_and_quantiles_match_scipy():
+    from scipy import stats
+
+    from xlstm_ts.heads import StudentTHead
+
+    torch.manual_seed(42)
+    head = StudentTHead(6, 4).double()
+    params = head(torch.randn(5, 6, dtype=torch.float64))
+    target, observed = torch.randn(5, 4, dtype=torch.float64), torch.ones(5, 4, dtype=torch.float64)
+    loc, sc, dof = (params[..., j].detach().numpy() for j in range(3))
+    assert (dof > 2).all() and (sc > 0).all()
+    expected = -stats.t.logpdf(target.numpy(), dof, loc, sc).mean()
+    assert head.loss(target, params, observed).item() == pytest.approx(expected, rel=1e-10)
+    q = head.quantiles(params, (0.1, 0.9)).detach().numpy()
+    np.testing.assert_allclose(q, stats.t.ppf([0.1, 0.9], dof[..., None], loc[..., None], sc[..., None]), rtol=1e-10)
+
+
 def test_unknown_head_raises():
     from xlstm_ts.heads import make_head
 

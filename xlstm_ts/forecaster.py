@@ -32,8 +32,8 @@ class XLSTMForecaster(BaseEstimator):
         prediction_length: F, number of future steps to forecast.
         context_length: L, number of past steps the model sees. Default: 4 * prediction_length.
         quantiles: Quantile levels reported by `predict`, each in (0, 1).
-        head: "quantile" (pinball loss on the levels plus the median; `mean` is the median) or "normal"
-            (Gaussian likelihood; `mean` is the mean, quantiles come from the fitted distribution).
+        head: "quantile" (pinball loss on the levels plus the median; `mean` is the median), "normal" or
+            "student_t" (likelihood; `mean` is the distribution mean, quantiles come from the distribution).
         model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
             "mlstm_only") or a YAML path. Default: "small".
         max_steps: Optimizer steps.

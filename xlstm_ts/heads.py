@@ -3,14 +3,17 @@
 
 - "quantile": non-crossing quantiles trained with the pinball loss; the point forecast is the median.
 - "normal": Gaussian mean and scale trained with the negative log-likelihood; the point forecast is the mean.
+- "student_t": Student-t location, scale and degrees of freedom (> 2), negative log-likelihood; point = location.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 
@@ -139,7 +142,45 @@ class NormalHead(nn.Module):
         return params[:, None, :, 0] + params[:, None, :, 1] * z
 
 
-HEADS = ("quantile", "normal")
+class StudentTHead(NormalHead):
+    """Student-t per horizon step: location, scale = softplus + min_scale, degrees of freedom = 2 + softplus (> 2,
+    so the mean and variance exist). Trained with the negative log-likelihood; the point forecast is the location."""
+
+    def __init__(self, in_features: int, prediction_length: int, min_scale: float = 1e-3):
+        super().__init__(in_features, prediction_length, min_scale)
+        self.proj = nn.Linear(in_features, prediction_length * 3)
+
+    def forward(self, features: torch.Tensor, centre_offset: torch.Tensor | None = None) -> torch.Tensor:
+        raw = self.proj(features).reshape(features.shape[0], self.prediction_length, 3)  # (B, F, 3)
+        loc = raw[..., 0] if centre_offset is None else raw[..., 0] + centre_offset  # (B, F)
+        scale = F.softplus(raw[..., 1]) + self.min_scale
+        dof = 2.0 + F.softplus(raw[..., 2])
+        return torch.stack([loc, scale, dof], dim=-1)  # (B, F, 3)
+
+    def loss(self, target: torch.Tensor, params: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        dist = torch.distributions.StudentT(params[..., 2], params[..., 0], params[..., 1])
+        nll = -dist.log_prob(target)  # (B, F)
+        return (nll * observed).sum() / observed.sum().clamp(min=1.0)
+
+    def _ppf(self, params: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+        dof = params[..., 2].detach().double().cpu().numpy()
+        z = torch.from_numpy(stats.t.ppf(u, dof[..., None] if u.ndim == 1 else dof[:, None, :]))
+        return z.to(params)
+
+    def quantiles(self, params: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+        z = self._ppf(params, np.asarray(levels, np.float64))  # (B, F, Q)
+        return params[..., :1] + params[..., 1:2] * z
+
+    def sample(self, params: torch.Tensor, num_samples: int, generator: torch.Generator | None = None,
+               ) -> torch.Tensor:
+        """Samples (B, N, F) by inverting the t distribution function at uniform draws."""
+        B, F, _ = params.shape
+        u = torch.rand(B, num_samples, F, generator=generator, device=params.device, dtype=torch.float64)
+        z = self._ppf(params, u.cpu().numpy())  # (B, N, F)
+        return params[:, None, :, 0] + params[:, None, :, 1] * z
+
+
+HEADS = ("quantile", "normal", "student_t")
 
 
 def make_head(name: str, in_features: int, prediction_length: int, levels: Sequence[float]) -> nn.Module:
@@ -148,4 +189,6 @@ def make_head(name: str, in_features: int, prediction_length: int, levels: Seque
         return QuantileHead(in_features, prediction_length, with_median(levels))
     if name == "normal":
         return NormalHead(in_features, prediction_length)
+    if name == "student_t":
+        return StudentTHead(in_features, prediction_length)
     raise ValueError(f"Unknown head {name!r}; expected one of {HEADS}.")
