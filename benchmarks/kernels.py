@@ -33,7 +33,9 @@ from xlstm_ts.kernels import get_kernel
 MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
 SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4)]  # (B, S, D, NH)
 SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
-ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
+# the NX-AI anchor timing script: $XLSTM_TS_ANCHOR, else ../shared/bench/anchor_kernels.py beside the repository
+_DEFAULT_ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
+ANCHOR = Path(os.environ.get("XLSTM_TS_ANCHOR", _DEFAULT_ANCHOR))
 # NX-AI figures from ../shared/reference/gpu_anchor_timings.md (H200, torch 2.11, triton 3.6, do_bench median,
 # 2026-11-22): not measured in this run; quoted for orientation when the anchor script cannot run here
 DOC_ANCHORS = {
