@@ -1,6 +1,7 @@
 """Data adapters: long-frame validation, windows, synthetic panels and benchmark file readers."""
 
 from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
+from xlstm_ts.datasets.gluonts_adapter import from_gluonts, to_gluonts
 from xlstm_ts.datasets.readers import read_ett, read_m4, resolve_data_dir, wide_to_long
 from xlstm_ts.datasets.synthetic import make_synthetic_panel
 from xlstm_ts.datasets.windows import WindowSampler, context_windows, sliding_windows
@@ -9,6 +10,8 @@ __all__ = [
     "Panel",
     "WindowSampler",
     "context_windows",
+    "from_gluonts",
+    "to_gluonts",
     "future_times",
     "make_synthetic_panel",
     "read_ett",

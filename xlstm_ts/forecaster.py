@@ -174,6 +174,13 @@ class XLSTMForecaster(BaseEstimator):
                                  generator)
         return paths.float().cpu().numpy()
 
+    def predict_gluonts(self, dataset) -> list:
+        """Forecasts after each entry of a gluonts dataset as gluonts `QuantileForecast`s (extra `[gluonts]`)."""
+        check_is_fitted(self)
+        from xlstm_ts.datasets.gluonts_adapter import predict_gluonts
+
+        return predict_gluonts(self, dataset)
+
     def cross_validation(self, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,
                          refit: bool = False) -> pd.DataFrame:
         """Rolling-origin backtest over the last `n_windows` windows of every series (see
