@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.5],
                         help="quantile levels; the median is the point forecast scored by MSE/MAE")
-    parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t"])
+    parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t", "negative_binomial"])
     parser.add_argument("--val-check-steps", type=int, default=200)
     parser.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
     parser.add_argument("--seed", type=int, default=0)

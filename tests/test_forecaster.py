@@ -193,7 +193,7 @@ def test_score_is_negative_mase_of_the_last_horizon(fitted, panel):
     assert score < 0
 
 
-@pytest.mark.parametrize("head", ["quantile", "normal", "student_t"])
+@pytest.mark.parametrize("head", ["quantile", "normal", "student_t", "negative_binomial"])
 def test_samples_reproduce_the_heads_quantiles(panel, head):
     levels = (0.1, 0.25, 0.5, 0.75, 0.9)
     f = XLSTMForecaster(prediction_length=6, context_length=24, head=head, quantiles=levels, **TINY).fit(panel)
@@ -202,7 +202,22 @@ def test_samples_reproduce_the_heads_quantiles(panel, head):
     out = f.predict()
     spread = (out["q0.9"] - out["q0.1"]).to_numpy().reshape(3, 6)
     for level in levels:
-        empirical = np.quantile(paths, level, axis=1)  # (3, 6)
+        method = "inverted_cdf" if head == "negative_binomial" else "linear"  # counts: the ppf definition
+        empirical = np.quantile(paths, level, axis=1, method=method)  # (3, 6)
         expected = out[f"q{level:g}"].to_numpy().reshape(3, 6)
         assert np.abs(empirical - expected).max() < 0.05 * spread.max()
     np.testing.assert_array_equal(paths, f.sample(num_samples=4000, random_state=1))
+
+
+def test_negative_binomial_refuses_negative_targets(panel):
+    bad = panel.assign(y=panel.y - 100.0)
+    with pytest.raises(ValueError, match="negative_binomial.*'y'"):
+        XLSTMForecaster(head="negative_binomial", **TINY).fit(bad)
+
+
+def test_negative_binomial_on_counts(panel):
+    counts = panel.assign(y=np.round(panel.y.clip(lower=0)))
+    out = XLSTMForecaster(prediction_length=6, context_length=24, head="negative_binomial", **TINY).fit(
+        counts).predict()
+    assert (out[["q0.1", "q0.5", "q0.9"]] >= 0).all().all() and (out["mean"] > 0).all()
+    np.testing.assert_array_equal(out["q0.9"], np.round(out["q0.9"]))  # count quantiles are integers

@@ -154,6 +154,26 @@ def test_student_t_head_loss_and_quantiles_match_scipy():
     np.testing.assert_allclose(q, stats.t.ppf([0.1, 0.9], dof[..., None], loc[..., None], sc[..., None]), rtol=1e-10)
 
 
+def test_negative_binomial_head_loss_and_quantiles_match_scipy():
+    from scipy import stats
+
+    from xlstm_ts.heads import NegativeBinomialHead
+
+    torch.manual_seed(42)
+    head = NegativeBinomialHead(6, 4).double()
+    params = head(torch.randn(5, 6, dtype=torch.float64))
+    scale = torch.rand(5, 1, dtype=torch.float64) * 10 + 1
+    counts = torch.randint(0, 40, (5, 4)).double()
+    r = params[..., 0].detach().numpy()
+    mean = head.point(params, scale).detach().numpy()
+    p = r / (r + mean)  # scipy: success probability with mean r (1 - p) / p
+    expected = -stats.nbinom.logpmf(counts.numpy(), r, p).mean()
+    loss = head.loss(counts, params, torch.ones_like(counts), scale).item()
+    assert loss == pytest.approx(expected, rel=1e-8)
+    q = head.quantiles(params, (0.1, 0.9), scale).numpy()
+    np.testing.assert_array_equal(q, stats.nbinom.ppf([0.1, 0.9], r[..., None], p[..., None]))
+
+
 def test_unknown_head_raises():
     from xlstm_ts.heads import make_head
 

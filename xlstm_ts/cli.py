@@ -45,7 +45,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, default=24, help="prediction_length: steps to forecast")
     parser.add_argument("--context", type=int, default=None, help="context_length (default: 4 x horizon)")
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="quantile levels")
-    parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t"])
+    parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t", "negative_binomial"])
     parser.add_argument("--max-steps", type=int, default=200, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per step")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate")

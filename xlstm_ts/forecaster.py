@@ -33,7 +33,8 @@ class XLSTMForecaster(BaseEstimator):
         context_length: L, number of past steps the model sees. Default: 4 * prediction_length.
         quantiles: Quantile levels reported by `predict`, each in (0, 1).
         head: "quantile" (pinball loss on the levels plus the median; `mean` is the median), "normal" or
-            "student_t" (likelihood; `mean` is the distribution mean, quantiles come from the distribution).
+            "student_t" (likelihood; `mean` is the distribution mean, quantiles come from the distribution), or
+            "negative_binomial" for non-negative counts (mean scaling, likelihood in data units).
         model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
             "mlstm_only") or a YAML path. Default: "small".
         max_steps: Optimizer steps.
@@ -129,6 +130,11 @@ class XLSTMForecaster(BaseEstimator):
         """Train on every series of the long frame `df` (columns id_col, time_col, target_col). Returns self."""
         horizon, context, levels, cfg = self._check_params()
         panel = validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq)
+        if self.head == "negative_binomial":
+            negative = [uid for uid, v in zip(panel.ids, panel.values) if np.nanmin(v) < 0]
+            if negative:
+                raise ValueError(f"head='negative_binomial' models counts, but target column {self.target_col!r} of "
+                                 f"series {negative[0]!r} has negative values. Use head='normal' or 'student_t'.")
         seed = 0 if self.random_state is None else int(self.random_state)
         with quiet(self.verbose):
             L.seed_everything(seed, verbose=False)

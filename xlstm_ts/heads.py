@@ -4,6 +4,7 @@
 - "quantile": non-crossing quantiles trained with the pinball loss; the point forecast is the median.
 - "normal": Gaussian mean and scale trained with the negative log-likelihood; the point forecast is the mean.
 - "student_t": Student-t location, scale and degrees of freedom (> 2), negative log-likelihood; point = location.
+- "negative_binomial": counts; total count and logits, negative log-likelihood in data units; point = mean.
 """
 
 from __future__ import annotations
@@ -180,7 +181,59 @@ class StudentTHead(NormalHead):
         return params[:, None, :, 0] + params[:, None, :, 1] * z
 
 
-HEADS = ("quantile", "normal", "student_t")
+class NegativeBinomialHead(nn.Module):
+    """Negative binomial per horizon step for counts: total count r = softplus + 1e-3 and logits, so the mean is
+    r * exp(logits). It works in data units: the window scale multiplies the mean (logits + log scale), which needs
+    a zero location (the network uses mean scaling with this head). Point forecast: the mean.
+    """
+
+    affine = False
+
+    def __init__(self, in_features: int, prediction_length: int):
+        super().__init__()
+        self.prediction_length = prediction_length
+        self.proj = nn.Linear(in_features, prediction_length * 2)
+
+    def forward(self, features: torch.Tensor, centre_offset: torch.Tensor | None = None) -> torch.Tensor:
+        raw = self.proj(features).reshape(features.shape[0], self.prediction_length, 2)  # (B, F, 2)
+        mean = F.softplus(raw[..., 0] if centre_offset is None else raw[..., 0] + centre_offset) + 1e-6  # scaled
+        total = F.softplus(raw[..., 1]) + 1e-3  # (B, F)
+        return torch.stack([total, torch.log(mean) - torch.log(total)], dim=-1)  # (B, F, 2): r, logits
+
+    @staticmethod
+    def _in_data_units(params: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return params[..., 0], params[..., 1] + torch.log(scale)  # scale (B, 1) broadcasts over F
+
+    def loss(self, target: torch.Tensor, params: torch.Tensor, observed: torch.Tensor,
+             scale: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the (data-unit) counts `target` (B, F)."""
+        total, logits = self._in_data_units(params, scale)
+        dist = torch.distributions.NegativeBinomial(total_count=total, logits=logits, validate_args=False)
+        nll = -dist.log_prob(target.clamp(min=0.0))
+        return (nll * observed).sum() / observed.sum().clamp(min=1.0)
+
+    def point(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        total, logits = self._in_data_units(params, scale)
+        return total * torch.exp(logits)
+
+    def _ppf(self, params: torch.Tensor, scale: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+        total, logits = (x.detach().double().cpu().numpy() for x in self._in_data_units(params, scale))
+        p_success = 1.0 - 1.0 / (1.0 + np.exp(-logits))  # scipy counts failures before r successes
+        shape = (slice(None), slice(None), None) if u.ndim == 1 else (slice(None), None, slice(None))
+        return torch.from_numpy(stats.nbinom.ppf(u, total[shape], p_success[shape])).to(params)
+
+    def quantiles(self, params: torch.Tensor, levels: Sequence[float], scale: torch.Tensor) -> torch.Tensor:
+        return self._ppf(params, scale, np.asarray(levels, np.float64))  # (B, F, Q)
+
+    def sample(self, params: torch.Tensor, num_samples: int, scale: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Count samples (B, N, F) by inverting the distribution function at uniform draws."""
+        B, F, _ = params.shape
+        u = torch.rand(B, num_samples, F, generator=generator, device=params.device, dtype=torch.float64)
+        return self._ppf(params, scale, u.cpu().numpy())
+
+
+HEADS = ("quantile", "normal", "student_t", "negative_binomial")
 
 
 def make_head(name: str, in_features: int, prediction_length: int, levels: Sequence[float]) -> nn.Module:
@@ -191,4 +244,6 @@ def make_head(name: str, in_features: int, prediction_length: int, levels: Seque
         return NormalHead(in_features, prediction_length)
     if name == "student_t":
         return StudentTHead(in_features, prediction_length)
+    if name == "negative_binomial":
+        return NegativeBinomialHead(in_features, prediction_length)
     raise ValueError(f"Unknown head {name!r}; expected one of {HEADS}.")

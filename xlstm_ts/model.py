@@ -29,7 +29,7 @@ class XLSTMForecastNet(nn.Module):
                  head: str = "quantile"):
         super().__init__()
         self.cfg, self.context_length, self.prediction_length = cfg, context_length, prediction_length
-        self.scaler = InstanceScaler(cfg.scaling)
+        self.scaler = InstanceScaler(cfg.scaling if head != "negative_binomial" else "mean")  # counts: loc 0
         self.encoder = PatchEncoder(context_length, cfg.patch_length, cfg.stride, cfg.embed_dim)
         self.stack = XLSTMStack(cfg)
         self.head_drop = nn.Dropout(cfg.dropout)
@@ -94,6 +94,8 @@ class XLSTMForecastNet(nn.Module):
         """Pinball loss in scaled units, averaged over observed future steps. future_* (B, F)."""
         params, loc, scale = self(past_target, past_observed)
         observed = torch.ones_like(future_target) if future_observed is None else future_observed
+        if not getattr(self.head, "affine", True):
+            return self.head.loss(future_target, params, observed, scale)
         target = (torch.where(observed > 0, future_target, loc) - loc) / scale  # (B, F)
         return self.head.loss(target, params, observed)
 
@@ -101,6 +103,9 @@ class XLSTMForecastNet(nn.Module):
     def predict(self, past_target: torch.Tensor, past_observed: torch.Tensor) -> dict[str, torch.Tensor]:
         """Forecasts in data units: {"mean": (B, F), "quantiles": (B, F, Q)} for the levels given at construction."""
         params, loc, scale = self(past_target, past_observed)
+        if not getattr(self.head, "affine", True):
+            quantiles = self.head.quantiles(params, self.levels, scale)  # (B, F, Q) data units
+            return {"mean": self.head.point(params, scale), "quantiles": quantiles}
         mean = self.head.point(params) * scale + loc  # (B, F)
         quantiles = self.head.quantiles(params, self.levels) * scale.unsqueeze(-1) + loc.unsqueeze(-1)  # (B, F, Q)
         return {"mean": mean, "quantiles": quantiles}
@@ -110,5 +115,7 @@ class XLSTMForecastNet(nn.Module):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample paths in data units, (B, num_samples, F)."""
         params, loc, scale = self(past_target, past_observed)
+        if not getattr(self.head, "affine", True):
+            return self.head.sample(params, num_samples, scale, generator)
         draws = self.head.sample(params, num_samples, generator)  # (B, N, F) scaled
         return draws * scale.unsqueeze(-1) + loc.unsqueeze(-1)
