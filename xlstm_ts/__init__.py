@@ -2,7 +2,9 @@
 
 from xlstm_ts.config import ModelConfig, load_config, preset_names
 from xlstm_ts.forecaster import XLSTMForecaster
+from xlstm_ts.tuning import TuneResult, default_search_space, tune
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelConfig", "XLSTMForecaster", "__version__", "load_config", "preset_names"]
+__all__ = ["ModelConfig", "TuneResult", "XLSTMForecaster", "__version__", "default_search_space", "load_config",
+           "preset_names", "tune"]

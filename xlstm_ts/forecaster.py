@@ -123,7 +123,9 @@ class XLSTMForecaster(BaseEstimator):
                       default_root_dir=str(Path.cwd()), callbacks=callbacks, num_sanity_val_steps=0,
                       val_check_interval=min(self.val_check_steps, self.max_steps) if validate else None,
                       check_val_every_n_epoch=None if validate else 1)
-        kwargs.update(self.trainer_kwargs or {})
+        extra = dict(self.trainer_kwargs or {})
+        kwargs["callbacks"] = callbacks + list(extra.pop("callbacks", []))
+        kwargs.update(extra)
         return L.Trainer(**kwargs), best
 
     def fit(self, df: pd.DataFrame) -> XLSTMForecaster:

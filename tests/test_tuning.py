@@ -1,0 +1,71 @@
+"""Optuna search: pruning of a bad region, persistent studies that resume, journal storage."""
+
+import time
+
+import pytest
+
+from xlstm_ts import XLSTMForecaster, tune
+from xlstm_ts.datasets import make_synthetic_panel
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("optuna_integration")
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return make_synthetic_panel(n_series=3, length=300, seed=0)
+
+
+def bad_lr_space(trial):
+    return {"learning_rate": trial.suggest_categorical("learning_rate", [1e-3, 10.0]),
+            "model": {"embed_dim": 16, "num_heads": 2, "pattern": "m", "patch_length": 8}}
+
+
+def _run(panel, pruner):
+    start = time.perf_counter()
+    result = tune(panel, 12, n_trials=6, search_space=bad_lr_space, max_steps=100, val_check_steps=10, pruner=pruner,
+                  random_state=0, refit=False)
+    return result, time.perf_counter() - start
+
+
+def test_bad_region_is_pruned_and_saves_time(panel):
+    pruned, t_pruned = _run(panel, "median")
+    full, t_full = _run(panel, "none")
+    states = [t.state for t in pruned.study.trials]
+    assert optuna.trial.TrialState.PRUNED in states
+    assert all(t.params["learning_rate"] == 10.0 for t in pruned.study.trials if t.state.name == "PRUNED")
+    assert pruned.best_params["learning_rate"] == 1e-3
+    assert not any(t.state.name == "PRUNED" for t in full.study.trials)
+    assert t_pruned < t_full, (t_pruned, t_full)
+
+
+def test_sqlite_study_resumes_to_the_requested_count(panel, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = tune(panel, 12, n_trials=2, search_space=bad_lr_space, storage=url, study_name="s", max_steps=20,
+                 val_check_steps=10, pruner="none", random_state=0, refit=False)
+    assert len(first.study.trials) == 2
+    again = tune(panel, 12, n_trials=3, search_space=bad_lr_space, storage=url, study_name="s", max_steps=20,
+                 val_check_steps=10, pruner="none", random_state=0)
+    assert len(again.study.trials) == 3
+    assert isinstance(again.forecaster, XLSTMForecaster) and len(again.forecaster.predict()) == 3 * 12
+
+
+def test_journal_storage(panel, tmp_path):
+    result = tune(panel, 12, n_trials=2, search_space=bad_lr_space, storage=str(tmp_path / "study.journal"),
+                  study_name="j", max_steps=20, val_check_steps=10, pruner="none", metric="wql", refit=False)
+    loaded = optuna.load_study(study_name="j", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))
+    assert len(loaded.trials) == 2 and result.study.best_value == loaded.best_value
+
+
+def test_invalid_metric_and_pruner(panel):
+    with pytest.raises(ValueError, match="metric"):
+        tune(panel, 12, n_trials=1, metric="rmse")
+    with pytest.raises(ValueError, match="pruner"):
+        tune(panel, 12, n_trials=1, pruner="asha")
+
+
+def test_default_space_builds_valid_forecasters(panel):
+    result = tune(panel, 12, n_trials=2, max_steps=5, val_check_steps=5, pruner="none", random_state=1, refit=False)
+    assert result.best_params["context_length"] % 12 == 0
+    assert set(result.study.best_trial.params) >= {"learning_rate", "embed_dim", "patch_length", "head"}
