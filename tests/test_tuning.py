@@ -69,3 +69,54 @@ def test_default_space_builds_valid_forecasters(panel):
     result = tune(panel, 12, n_trials=2, max_steps=5, val_check_steps=5, pruner="none", random_state=1, refit=False)
     assert result.best_params["context_length"] % 12 == 0
     assert set(result.study.best_trial.params) >= {"learning_rate", "embed_dim", "patch_length", "head"}
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from xlstm_ts import tune
+from xlstm_ts.datasets import make_synthetic_panel
+
+marker = Path(sys.argv[2])
+
+def space(trial):
+    marker.write_text(str(trial.number))
+    time.sleep(60)  # the parent kills this worker here, mid-trial
+    return {}
+
+tune(make_synthetic_panel(n_series=3, length=300, seed=0), 12, n_trials=2, search_space=space, storage=sys.argv[1],
+     study_name="crash", max_steps=5, val_check_steps=5, pruner="none", refit=False, heartbeat_interval=1,
+     grace_period=2)
+"""
+
+
+def test_killed_worker_trial_is_failed_and_retried(panel, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    marker = tmp_path / "started"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    proc = subprocess.Popen([sys.executable, str(script), url, str(marker)])
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the worker never started a trial"
+    time.sleep(1.5)  # let a heartbeat reach the storage
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # past the grace period: the trial is now stale
+
+    def space(trial):
+        return {"model": {"embed_dim": 16, "num_heads": 2, "pattern": "m", "patch_length": 8}}
+
+    result = tune(panel, 12, n_trials=2, search_space=space, storage=url, study_name="crash", max_steps=5,
+                  val_check_steps=5, pruner="none", refit=False, heartbeat_interval=1, grace_period=2)
+    states = [t.state.name for t in result.study.trials]
+    assert states.count("FAIL") == 1, states
+    assert states.count("COMPLETE") == 2, states
+    failed = next(t for t in result.study.trials if t.state.name == "FAIL")
+    retried = [t for t in result.study.trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert retried, "the stale trial was not retried"

@@ -94,9 +94,10 @@ def _validation_score(forecaster: XLSTMForecaster, series: list[np.ndarray], hor
     return mae(y, pred) if metric == "mae" else mse(y, pred)
 
 
-def make_storage(storage: str | None):
+def make_storage(storage: str | None, heartbeat_interval: int = 10, grace_period: int = 30):
     """An Optuna storage: None (in memory), a journal file ('journal:PATH' or a path ending in .log/.journal), or an
-    RDB URL (sqlite:///..., postgresql://...) with heartbeats so crashed trials are failed and retried."""
+    RDB URL (sqlite:///..., postgresql://...) with heartbeats: a running trial whose worker has sent none for
+    `grace_period` seconds is marked failed and retried (up to 3 times) by the next worker that starts a trial."""
     optuna, _ = _optuna()
     if storage is None:
         return None
@@ -110,9 +111,9 @@ def make_storage(storage: str | None):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
         if retry is not None:  # optuna >= 4.9
-            return RDBStorage(storage, heartbeat_interval=10, grace_period=30,
+            return RDBStorage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                               heartbeat_stale_trial_callback=retry(max_retry=3))
-        return RDBStorage(storage, heartbeat_interval=10, grace_period=30,
+        return RDBStorage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                           failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
 
 
@@ -120,7 +121,7 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
          search_space: Callable | None = None, storage: str | None = None, study_name: str | None = None,
          pruner: str = "hyperband", metric: str = "mase", n_windows: int = 1, random_state: int | None = None,
          max_steps: int = 300, val_check_steps: int = 50, base_params: dict | None = None,
-         refit: bool = True) -> TuneResult:
+         refit: bool = True, heartbeat_interval: int = 10, grace_period: int = 30) -> TuneResult:
     """Search forecaster hyperparameters on the last `n_windows * prediction_length` steps of every series.
 
     Each trial trains on the data before that tail, reports its validation loss every `val_check_steps` steps to
@@ -183,8 +184,9 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
         logger.warning("trial %d %s: %s %s", trial.number, trial.state.name.lower(), value, trial.params)
 
     sampler = optuna.samplers.TPESampler(seed=random_state)
-    study = optuna.create_study(storage=make_storage(storage), study_name=study_name, load_if_exists=True,
-                                direction="minimize", sampler=sampler, pruner=pruners[pruner]())
+    study = optuna.create_study(storage=make_storage(storage, heartbeat_interval, grace_period),
+                                study_name=study_name, load_if_exists=True, direction="minimize", sampler=sampler,
+                                pruner=pruners[pruner]())
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     callbacks = [summary]
     if n_trials is not None:
