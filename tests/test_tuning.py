@@ -120,3 +120,34 @@ def test_killed_worker_trial_is_failed_and_retried(panel, tmp_path):
     failed = next(t for t in result.study.trials if t.state.name == "FAIL")
     retried = [t for t in result.study.trials if t.system_attrs.get("failed_trial") == failed.number]
     assert retried, "the stale trial was not retried"
+
+
+PARALLEL_WORKER = """
+import sys
+from xlstm_ts import tune
+from xlstm_ts.datasets import make_synthetic_panel
+
+def space(trial):
+    return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+            "model": {"embed_dim": 16, "num_heads": 2, "pattern": "m", "patch_length": 8}}
+
+tune(make_synthetic_panel(n_series=3, length=300, seed=0), 12, n_trials=4, search_space=space, storage=sys.argv[1],
+     study_name="shared", max_steps=5, val_check_steps=5, pruner="none", refit=False)
+"""
+
+
+def test_two_workers_share_a_journal_study(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(PARALLEL_WORKER)
+    journal = str(tmp_path / "shared.journal")
+    procs = [subprocess.Popen([sys.executable, str(script), journal]) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    study = optuna.load_study(study_name="shared", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(journal)))
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))  # no duplicated trial
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert 4 <= len(complete) <= 5 and len(complete) == len(study.trials)  # none lost; at most one racing extra
