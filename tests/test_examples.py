@@ -32,3 +32,10 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("test MAE" in o.get("text", "") for o in outputs)
     assert os.environ["XLSTM_TS_SMOKE"] == "1"
+
+
+def test_backtest_script(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "backtest.py"), "--out", str(tmp_path),
+                             "--max-steps", "5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("%") >= 4 and (tmp_path / "backtest.csv").is_file()
