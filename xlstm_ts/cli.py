@@ -11,6 +11,7 @@ import pandas as pd
 
 from xlstm_ts.forecaster import XLSTMForecaster
 from xlstm_ts.metrics import coverage, mae, mse, weighted_quantile_loss
+from xlstm_ts.training_utils import quantile_column
 
 
 def read_frame(path: str) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         cv = model.cross_validation(read_frame(args.data), args.n_windows, args.step_size, args.refit)
         write_frame(cv, out, "cv.csv")
         levels = model.levels_
-        cols = [f"q{level:g}" for level in levels]
+        cols = [quantile_column(level) for level in levels]
         summary = {"mae": mae(cv["y"], cv["mean"]), "mse": mse(cv["y"], cv["mean"]),
                    "wql": weighted_quantile_loss(cv["y"].to_numpy()[:, None], cv[cols].to_numpy()[:, None, :],
                                                  levels)}

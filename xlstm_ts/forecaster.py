@@ -235,7 +235,7 @@ class XLSTMForecaster(BaseEstimator):
         check_is_fitted(self)
         rows = np.asarray(context, dtype=np.float32)
         rows = rows[None, :] if rows.ndim == 1 else rows
-        return self._predict_series(list(rows))
+        return self._predict_series(list(rows), batch_size)
 
     def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024) -> dict[str, np.ndarray]:
         device = next(self.net_.parameters()).device

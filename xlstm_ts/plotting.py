@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from xlstm_ts.training_utils import quantile_column
+
 
 def _pyplot():
     try:
@@ -18,7 +20,7 @@ def _pyplot():
 
 def _interval_columns(frame: pd.DataFrame, level: float) -> tuple[str, str]:
     """Columns of the central `level` % interval, e.g. 80 -> ('q0.1', 'q0.9')."""
-    lo, hi = f"q{(50 - level / 2) / 100:g}", f"q{(50 + level / 2) / 100:g}"
+    lo, hi = quantile_column((50 - level / 2) / 100), quantile_column((50 + level / 2) / 100)
     if lo not in frame.columns or hi not in frame.columns:
         raise ValueError(f"A {level:g}% interval needs columns {lo!r} and {hi!r}; the forecast has "
                          f"{[c for c in frame.columns if c.startswith('q')]}. Fit with those quantile levels.")

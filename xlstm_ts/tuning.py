@@ -65,8 +65,6 @@ def _forecaster_params(space: dict, prediction_length: int, base: dict) -> dict:
     model = resolve_config(base.get("model", "small"))
     if "model" in space:
         model = dataclasses.replace(model, **space["model"])
-    if model.embed_dim % model.num_heads:
-        model = dataclasses.replace(model, num_heads=1)
     params["model"] = model
     if "context_length_multiplier" in space:
         params["context_length"] = int(space["context_length_multiplier"]) * prediction_length
@@ -188,18 +186,12 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
                                 study_name=study_name, load_if_exists=True, direction="minimize", sampler=sampler,
                                 pruner=pruners[pruner]())
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    callbacks = [summary]
-    if n_trials is not None:
+    callbacks, remaining = [summary], None
+    if n_trials is not None:  # counted over the whole study, so resumed and parallel workers stop at n_trials
         callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=finished))
         remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
-        if remaining <= 0:
-            callbacks, run_trials = [], 0
-        else:
-            run_trials = remaining
-    else:
-        run_trials = None
-    if run_trials != 0:
-        study.optimize(objective, n_trials=run_trials, timeout=timeout, callbacks=callbacks, catch=())
+    if remaining is None or remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=callbacks, catch=())
     best = copy.deepcopy(study.best_trial)
     best_params = _forecaster_params(space(optuna.trial.FixedTrial(best.params)), prediction_length, base)
     forecaster = XLSTMForecaster(**best_params)
