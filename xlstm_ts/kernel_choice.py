@@ -33,5 +33,11 @@ def resolve_kernel_name(name: str, op: str, device: torch.device) -> str:
 
 
 def kernel_for(name: str, op: str, device: torch.device) -> Callable:
-    """The kernel function for `name` on `device`."""
-    return get_kernel(resolve_kernel_name(name, op, device))
+    """The kernel function for `name` on `device` (looked up once per name, op and device type: blocks call this
+    on every forward pass)."""
+    return _lookup(name, op, device.type)
+
+
+@functools.cache
+def _lookup(name: str, op: str, device_type: str) -> Callable:
+    return get_kernel(resolve_kernel_name(name, op, torch.device(device_type)))

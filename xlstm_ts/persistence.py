@@ -63,7 +63,6 @@ def save_forecaster(forecaster, path: str | Path) -> Path:
         "context_length": forecaster.context_length_,
         "freq": _encode_freq(forecaster.freq_),
         "ids": [_encode_id(uid) for uid in panel.ids],
-        "starts": [_encode_time(t) for t in panel.starts],
         "ends": [_encode_time(t) for t in panel.ends],
         "train_loss": forecaster.train_loss_,
     }
@@ -103,9 +102,9 @@ def load_forecaster(cls, path: str | Path, map_location: str | torch.device | No
     freq = _decode_freq(settings["freq"])
     forecaster.net_, forecaster.config_, forecaster.levels_ = net, cfg, tuple(sorted(levels))
     forecaster.context_length_, forecaster.freq_ = settings["context_length"], freq
-    forecaster.panel_ = Panel(ids=settings["ids"], values=values,
-                              starts=[_decode_time(t) for t in settings["starts"]],
-                              ends=[_decode_time(t) for t in settings["ends"]], freq=freq)
+    ends = [_decode_time(t) for t in settings["ends"]]
+    starts = [end - (len(v) - 1) * freq for end, v in zip(ends, values)]  # first step of each saved context tail
+    forecaster.panel_ = Panel(ids=settings["ids"], values=values, starts=starts, ends=ends, freq=freq)
     forecaster.train_loss_, forecaster.n_series_ = settings["train_loss"], len(values)
     forecaster.best_val_loss_ = forecaster.best_step_ = None
     return forecaster
