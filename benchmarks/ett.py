@@ -28,9 +28,10 @@ import torch
 
 from xlstm_ts import XLSTMForecaster
 from xlstm_ts.datasets import read_ett, sliding_windows, wide_to_long
+from xlstm_ts.datasets.ltsf import FIXED_BORDERS, fit_linear_lookback, linear_lookback, standard_scaler
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SPLITS = {"h": (8640, 11520, 14400), "m": (34560, 46080, 57600)}
+SPLITS = {"h": FIXED_BORDERS["ett-hourly"], "m": FIXED_BORDERS["ett-minute"]}
 
 
 def split_rows(name: str) -> tuple[int, int, int]:
@@ -43,8 +44,8 @@ def scaled_values(name: str, data_dir: str | None) -> tuple[np.ndarray, pd.Datet
     cols = [c for c in wide.columns if c != "date"]
     values = wide[cols].to_numpy(np.float64)
     train_end = split_rows(name)[0]
-    mean, std = values[:train_end].mean(0), values[:train_end].std(0)
-    return ((values - mean) / std).astype(np.float32), pd.DatetimeIndex(wide["date"]), cols
+    mean, scale = standard_scaler(values, train_end)
+    return ((values - mean) / scale).astype(np.float32), pd.DatetimeIndex(wide["date"]), cols
 
 
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -53,10 +54,7 @@ def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
 
 def linear_baseline(values: np.ndarray, L: int, H: int, train_end: int, test_past: np.ndarray) -> np.ndarray:
-    past, future = sliding_windows(values[:train_end], L, H, L, train_end)  # every training window, all variates
-    design = np.hstack([past, np.ones((len(past), 1), np.float32)]).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(design, future.astype(np.float64), rcond=None)  # (L + 1, H)
-    return np.hstack([test_past, np.ones((len(test_past), 1), np.float32)]) @ coef
+    return linear_lookback(test_past, fit_linear_lookback(values, train_end, L, H))  # every training window
 
 
 def commit_id() -> str:

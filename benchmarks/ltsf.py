@@ -1,0 +1,238 @@
+"""Long-horizon (LTSF) benchmark on any CSV in the ETT/Autoformer layout, with two baselines from the same run.
+
+Protocol (`xlstm_ts.datasets.ltsf`): ETT split borders or 0.7/0.1/0.2, a StandardScaler fitted on the training rows
+only, MSE/MAE on the scaled data over every test window (stride 1, nothing dropped), every step and every variate.
+
+Mode `channel_independent`: each variate is one series of a panel, the network weights are shared (PatchTST style).
+Per seed the forecaster trains on targets in the training rows, scores every validation window every
+`--val-check-steps` steps and keeps the weights with the lowest validation loss; it predicts the median (one quantile,
+pinball loss). Baselines, recorded as modes `baseline:repeat_last` and `baseline:linear`: the last context value
+repeated, and a least-squares linear map from the lookback to the horizon shared by all variates and fitted on every
+training window. Baseline rows have no seed and no epochs.
+
+`epochs` is the optimizer step of the selected weights times the batch size divided by the number of standard
+training windows (variates x (training rows - lookback - horizon + 1)); the sampler also draws windows whose
+context starts before row 0 (padded and masked), so this counts passes in units of the standard training set.
+
+Usage:
+    python benchmarks/ltsf.py --data ../shared/datasets/ETT/ETTh1.csv.gz --split ett-hourly --horizon 96 \\
+        --lookback 336 --seeds 0 1 2
+Appends rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf.md (see --results-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xlstm_ts import XLSTMForecaster
+from xlstm_ts.datasets import wide_to_long
+from xlstm_ts.datasets.ltsf import (
+    SPLITS,
+    LTSFData,
+    fit_linear_lookback,
+    linear_lookback,
+    load_ltsf,
+    n_windows,
+    repeat_last,
+    score_windows,
+    split_windows,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("channel_independent",)
+"""Multivariate modes of the forecaster; each is recorded in the `mode` column."""
+COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_test_windows", "epochs",
+           "train_seconds", "device", "commit", "preset"]
+HORIZONS = (96, 192, 336, 720)
+# Published MSE/MAE at horizons 96/192/336/720, keyed by the Autoformer file name. Sources: PatchTST paper (Nie et
+# al., ICLR 2023) Table 3 for PatchTST/64 (L=512) and DLinear (L=336, re-quoted from Zeng et al., AAAI 2023);
+# xLSTMTime (Alharthi & Mahmood, AI 5(3), 2024) main results table (L=512); xLSTM-Mixer (Kraus et al., arXiv
+# 2410.16928, early version) main results table (L=512-768, recalled values of low confidence). ETTm2, Traffic and
+# ETTh2 have no per-horizon xLSTM-Mixer values.
+ANCHORS = {
+    "ETTh1": {"PatchTST/64": ((0.370, 0.400), (0.413, 0.429), (0.422, 0.440), (0.447, 0.468)),
+              "DLinear": ((0.375, 0.399), (0.405, 0.416), (0.439, 0.443), (0.472, 0.490)),
+              "xLSTMTime": ((0.368, 0.395), (0.401, 0.416), (0.422, 0.437), (0.441, 0.465)),
+              "xLSTM-Mixer": ((0.359, 0.386), (0.402, 0.417), (0.409, 0.428), (0.419, 0.448))},
+    "ETTh2": {"PatchTST/64": ((0.274, 0.337), (0.341, 0.382), (0.329, 0.384), (0.379, 0.422)),
+              "DLinear": ((0.289, 0.353), (0.383, 0.418), (0.448, 0.465), (0.605, 0.551)),
+              "xLSTMTime": ((0.273, 0.333), (0.340, 0.378), (0.373, 0.403), (0.398, 0.430))},
+    "ETTm1": {"PatchTST/64": ((0.293, 0.346), (0.333, 0.370), (0.369, 0.392), (0.416, 0.420)),
+              "DLinear": ((0.299, 0.343), (0.335, 0.365), (0.369, 0.386), (0.425, 0.421)),
+              "xLSTMTime": ((0.286, 0.335), (0.329, 0.361), (0.358, 0.379), (0.416, 0.411)),
+              "xLSTM-Mixer": ((0.275, 0.328), (0.319, 0.354), (0.353, 0.374), (0.409, 0.407))},
+    "ETTm2": {"PatchTST/64": ((0.166, 0.256), (0.223, 0.296), (0.274, 0.329), (0.362, 0.385)),
+              "DLinear": ((0.167, 0.260), (0.224, 0.303), (0.281, 0.342), (0.397, 0.421)),
+              "xLSTMTime": ((0.164, 0.250), (0.218, 0.288), (0.271, 0.322), (0.361, 0.380))},
+    "weather": {"PatchTST/64": ((0.149, 0.198), (0.194, 0.241), (0.245, 0.282), (0.314, 0.334)),
+                "DLinear": ((0.176, 0.237), (0.220, 0.282), (0.265, 0.319), (0.323, 0.362)),
+                "xLSTMTime": ((0.144, 0.187), (0.192, 0.236), (0.237, 0.272), (0.313, 0.326)),
+                "xLSTM-Mixer": ((0.143, 0.184), (0.186, 0.226), (0.236, 0.266), (0.310, 0.323))},
+    "electricity": {"PatchTST/64": ((0.129, 0.222), (0.147, 0.240), (0.163, 0.259), (0.197, 0.290)),
+                    "DLinear": ((0.140, 0.237), (0.153, 0.249), (0.169, 0.267), (0.203, 0.301)),
+                    "xLSTMTime": ((0.128, 0.221), (0.150, 0.243), (0.166, 0.259), (0.185, 0.276)),
+                    "xLSTM-Mixer": ((0.126, 0.218), (0.144, 0.235), (0.157, 0.250), (0.183, 0.276))},
+    "traffic": {"PatchTST/64": ((0.360, 0.249), (0.379, 0.256), (0.392, 0.264), (0.432, 0.286)),
+                "DLinear": ((0.410, 0.282), (0.423, 0.287), (0.436, 0.296), (0.466, 0.315)),
+                "xLSTMTime": ((0.358, 0.242), (0.378, 0.253), (0.392, 0.261), (0.434, 0.287))},
+}
+ANCHOR_MODELS = ("PatchTST/64", "DLinear", "xLSTMTime", "xLSTM-Mixer")
+
+
+def anchor(dataset: str, model: str, horizon: int) -> tuple[float, float] | None:
+    """Published (MSE, MAE) of a model, or None when the table has no value."""
+    rows = ANCHORS.get(dataset, {}).get(model)
+    return rows[HORIZONS.index(horizon)] if rows is not None and horizon in HORIZONS else None
+
+
+def commit_id() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator == "gpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or 'x86'}, {torch.get_num_threads()} threads)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="CSV (or .csv.gz) with a date column and numeric columns, OT")
+    parser.add_argument("--split", required=True, choices=SPLITS, help="ett-hourly, ett-minute (ETT x4) or ratio")
+    parser.add_argument("--horizon", type=int, default=96)
+    parser.add_argument("--lookback", type=int, default=336)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--mode", default=MODES[0], choices=MODES, help="how variates are modelled")
+    parser.add_argument("--model", default="ltsf", help="model preset name or YAML path (recorded as preset)")
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--val-check-steps", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
+    parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
+    return parser.parse_args(argv)
+
+
+def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_past: np.ndarray,
+                    test_future: np.ndarray) -> tuple[dict[str, float], float, float]:
+    """Fit one seed channel-independently and score it. Returns (metrics, epochs, train seconds)."""
+    L, H = args.lookback, args.horizon
+    train_end, val_end, _ = data.borders
+    wide = pd.DataFrame(data.values[:val_end], columns=list(data.columns))  # (val_end, C)
+    # rows are indexed by position: the protocol ignores calendar time, so gaps in `date` cannot matter
+    panel = wide_to_long(wide.assign(date=np.arange(val_end)))
+    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=args.model,
+                            max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
+                            early_stopping_patience=args.patience, trainer_kwargs={"accelerator": args.accelerator})
+    start = time.perf_counter()
+    model.fit(panel)
+    seconds = time.perf_counter() - start
+    scores = score_windows(lambda past: model.predict_array(past, args.eval_batch_size)["mean"], test_past,
+                           test_future, args.eval_batch_size)
+    n_train_windows = len(data.columns) * n_windows(data.borders, "train", L, H)
+    return scores, model.best_step_ * args.batch_size / n_train_windows, seconds
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Train and score every seed plus the baselines; the result rows in `COLUMNS` order."""
+    data = load_ltsf(args.data, args.split)
+    L, H = args.lookback, args.horizon
+    test_past, test_future = split_windows(data, "test", L, H)  # (N * C, L), (N * C, H)
+    common = dict(dataset=data.name, horizon=H, lookback=L, n_test_windows=len(test_past) // len(data.columns),
+                  device=device_name(args.accelerator), commit=commit_id())
+    n_windows(data.borders, "val", L, H)  # fails early, before any training, if validation cannot hold a window
+    start = time.perf_counter()
+    coef = fit_linear_lookback(data.values, data.borders.train_end, L, H)  # (L + 1, H)
+    baselines = {"baseline:repeat_last": (lambda past: repeat_last(past, H), 0.0),
+                 "baseline:linear": (lambda past: linear_lookback(past, coef), time.perf_counter() - start)}
+    rows = []
+    for seed in args.seeds:
+        scores, epochs, seconds = train_and_score(args, data, seed, test_past, test_future)
+        rows.append({**common, "mode": args.mode, "seed": seed, **scores, "epochs": epochs, "train_seconds": seconds,
+                     "preset": args.model})
+    for mode, (predict, seconds) in baselines.items():
+        scores = score_windows(predict, test_past, test_future, args.eval_batch_size)
+        rows.append({**common, "mode": mode, "seed": None, **scores, "epochs": None, "train_seconds": seconds,
+                     "preset": ""})
+    return [{c: row[c] for c in COLUMNS} for row in rows]
+
+
+def _mean_std(values: pd.Series) -> str:
+    if len(values) < 2:
+        return f"{values.mean():.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def _anchor_cells(dataset: str, horizon: int, mse: float) -> list[str]:
+    cells = [f"{a[0]:.3f}/{a[1]:.3f}" if (a := anchor(dataset, m, horizon)) else "–" for m in ANCHOR_MODELS]
+    verdicts = []
+    for model in ("PatchTST/64", "xLSTM-Mixer"):
+        published = anchor(dataset, model, horizon)
+        verdicts.append("–" if published is None else ("yes" if mse <= published[0] else "no"))
+    return cells + [" / ".join(verdicts)]
+
+
+def write_markdown(csv_path: Path) -> Path:
+    """Rewrite ltsf.md next to `csv_path`: one row per (dataset, horizon, mode, lookback, preset); a rerun of the
+    same seed replaces the earlier row."""
+    table = pd.read_csv(csv_path, dtype={"preset": str}, keep_default_na=False, na_values=[""])
+    table["preset"] = table["preset"].fillna("")
+    keys = ["dataset", "horizon", "mode", "lookback", "preset"]
+    table = table.drop_duplicates(keys + ["seed"], keep="last")
+    lines = ["# Long-horizon (LTSF) results", "",
+             "Written by `benchmarks/ltsf.py`. Protocol: standard split, StandardScaler fitted on training rows, "
+             "MSE/MAE on scaled data over every test window (stride 1), step and variate. Our columns are the mean "
+             "± sample std over seeds; baselines are computed in the same runs. Epochs count optimizer steps of the "
+             "selected weights in units of the standard training set. Published numbers are MSE/MAE at their own "
+             "lookbacks: PatchTST/64 L=512, DLinear L=336, xLSTMTime L=512, xLSTM-Mixer L=512-768 (low confidence).",
+             "", "| dataset | H | mode | L | preset | seeds | MSE | MAE | epochs | train s (total) | device | "
+             + " | ".join(ANCHOR_MODELS) + " | MSE ≤ PatchTST/64 / xLSTM-Mixer |",
+             "|" + "---|" * (11 + len(ANCHOR_MODELS) + 1)]
+    table["_baseline"] = table["mode"].str.startswith("baseline:")
+    for key, cell in table.groupby(["dataset", "horizon", "_baseline"] + keys[2:], sort=True):
+        dataset, horizon, _, mode, lookback, preset = key
+        seeds = cell["seed"].notna().sum()
+        epochs = f"{cell['epochs'].mean():.2f}" if cell["epochs"].notna().any() else "–"
+        devices = ", ".join(sorted(set(cell["device"])))
+        lines.append(f"| {dataset} | {horizon} | {mode} | {lookback} | {preset or '–'} | {seeds or '–'} | "
+                     f"{_mean_std(cell['mse'])} | {_mean_std(cell['mae'])} | {epochs} | "
+                     f"{cell['train_seconds'].sum():.0f} | {devices} | "
+                     + " | ".join(_anchor_cells(dataset, int(horizon), cell["mse"].mean())) + " |")
+    path = csv_path.parent / "ltsf.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    rows = run(args)
+    print(json.dumps(rows, indent=1))
+    if not args.no_record:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        csv_path = args.results_dir / "ltsf.csv"
+        frame = pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64"})  # baselines have no seed
+        frame.to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
+        write_markdown(csv_path)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
