@@ -46,3 +46,52 @@ def test_help_documents_every_option(capsys):
 def test_missing_data_file_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         main(["fit", "--data", str(tmp_path / "nope.csv")])
+
+
+def test_tune_prints_the_best_and_saves_the_refit_model(data, tmp_path, capsys):
+    from xlstm_ts import XLSTMForecaster
+
+    pytest.importorskip("optuna")
+    pytest.importorskip("optuna_integration")
+    args = ["tune", "--config", "tiny", "--data", str(data), "--horizon", "6", "--n-trials", "2", "--max-steps", "2",
+            "--val-check-steps", "2", "--pruner", "none", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
+            "--study-name", "cli", "--save-model", "--out", str(tmp_path / "tune")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    best = json.loads((tmp_path / "tune" / "best_params.json").read_text())
+    assert best["n_complete"] == 2 and best["study_name"] == "cli"
+    assert f"best mase = {best['best_value']:.6g}" in printed and '"learning_rate"' in printed
+    assert {"learning_rate", "embed_dim", "patch_length", "head"} <= set(best["params"])
+    model = XLSTMForecaster.load(tmp_path / "tune" / "model")
+    assert model.prediction_length == 6 and len(model.predict()) == 2 * 6
+
+
+SPACE = """
+def space(trial):
+    return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)}
+"""
+
+
+def test_tune_takes_a_search_space_file_and_resumes_the_study(data, tmp_path):
+    pytest.importorskip("optuna")
+    pytest.importorskip("optuna_integration")
+    (tmp_path / "my_space.py").write_text(SPACE)
+    args = ["tune", "--config", "tiny", "--data", str(data), "--horizon", "6", "--max-steps", "2",
+            "--val-check-steps", "2", "--pruner", "none", "--storage", str(tmp_path / "study.journal"),
+            "--search-space", f"{tmp_path / 'my_space.py'}:space", "--out", str(tmp_path)]
+    assert main([*args, "--n-trials", "1"]) == 0
+    assert main([*args, "--n-trials", "2"]) == 0
+    best = json.loads((tmp_path / "best_params.json").read_text())
+    assert best["n_complete"] == 2 and set(best["params"]) == {"learning_rate"}
+    assert best["forecaster_params"]["model"]["embed_dim"] == 32  # the tiny preset, untouched by the space
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "--n-trials, --timeout or both"),
+    (["--n-trials", "1", "--search-space", "no_colon"], "MODULE:FUNCTION or FILE.py:FUNCTION"),
+    (["--n-trials", "1", "--search-space", "json:no_such_function"], "has no function 'no_such_function'"),
+])
+def test_tune_option_errors_say_how_to_fix_them(data, extra, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["tune", "--data", str(data), *extra])

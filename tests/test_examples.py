@@ -1,4 +1,4 @@
-"""Examples run end to end with tiny budgets: the quickstart script and the quickstart notebook."""
+"""Examples run end to end with tiny budgets: quickstart, backtest and tuning scripts, the quickstart notebook."""
 
 import os
 import subprocess
@@ -39,3 +39,14 @@ def test_backtest_script(tmp_path):
                              "--max-steps", "5"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("%") >= 4 and (tmp_path / "backtest.csv").is_file()
+
+
+def test_tuning_script(tmp_path):
+    pytest.importorskip("optuna")
+    pytest.importorskip("optuna_integration")
+    env = {**os.environ, "XLSTM_TS_SMOKE": "1", "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "tuning.py"), "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "best validation MASE" in result.stdout and "learning_rate = " in result.stdout
+    assert (tmp_path / "tuning.db").is_file()

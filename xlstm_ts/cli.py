@@ -1,4 +1,4 @@
-"""Command line: `python -m xlstm_ts fit|predict|cv ...` over CSV or parquet long frames."""
+"""Command line: `python -m xlstm_ts fit|predict|cv|tune ...` over CSV or parquet long frames."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xlstm_ts.cli_tune import add_tune_options, run_tune
 from xlstm_ts.forecaster import XLSTMForecaster
 from xlstm_ts.metrics import coverage, mae, mse, weighted_quantile_loss
 from xlstm_ts.training_utils import quantile_column
@@ -38,12 +39,21 @@ def _forecaster(args: argparse.Namespace) -> XLSTMForecaster:
     )
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="small",
                         help="model preset name from configs/model (tiny, small, base, ...) or a YAML path")
     parser.add_argument("--data", required=True, help="long frame: .csv, .csv.gz or .parquet")
     parser.add_argument("--out", default="outputs", help="output directory")
     parser.add_argument("--horizon", type=int, default=24, help="prediction_length: steps to forecast")
+    parser.add_argument("--seed", type=int, default=0, help="random_state")
+    parser.add_argument("--id-col", default="unique_id", help="series id column")
+    parser.add_argument("--time-col", default="ds", help="timestamp column")
+    parser.add_argument("--target-col", default="y", help="target column")
+    parser.add_argument("--accelerator", default="cpu", help="lightning accelerator: cpu, gpu, auto")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    _add_common_options(parser)
     parser.add_argument("--context", type=int, default=None, help="context_length (default: 4 x horizon)")
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="quantile levels")
     parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t", "negative_binomial"])
@@ -51,11 +61,6 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="windows per step")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--val-size", type=int, default=0, help="validation tail per series (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="random_state")
-    parser.add_argument("--id-col", default="unique_id", help="series id column")
-    parser.add_argument("--time-col", default="ds", help="timestamp column")
-    parser.add_argument("--target-col", default="y", help="target column")
-    parser.add_argument("--accelerator", default="cpu", help="lightning accelerator: cpu, gpu, auto")
     parser.add_argument("--verbose", action="store_true", help="show Lightning's progress bar")
 
 
@@ -73,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--n-windows", type=int, default=3, help="backtest windows per series")
     cv.add_argument("--step-size", type=int, default=None, help="steps between cutoffs (default: horizon)")
     cv.add_argument("--refit", action="store_true", help="refit at every cutoff")
+    search = sub.add_parser("tune", help="Optuna hyperparameter search (extra [tune]); writes best_params.json to "
+                                         "--out; workers sharing --storage and --study-name share the study")
+    _add_common_options(search)
+    add_tune_options(search)
     return parser
 
 
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         model = XLSTMForecaster.load(args.model_dir)
         frame = None if args.data is None else read_frame(args.data)
         print(f"forecast written to {write_frame(model.predict(frame), out, 'forecast.csv')}")
+    elif args.command == "tune":
+        run_tune(args, read_frame(args.data))
     else:
         model = _forecaster(args)
         cv = model.cross_validation(read_frame(args.data), args.n_windows, args.step_size, args.refit)

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import gc
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,16 +104,31 @@ def make_storage(storage: str | None, heartbeat_interval: int = 10, grace_period
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(storage.removeprefix("journal:")))
+    import sqlalchemy.exc
     from optuna.storages import RDBStorage
 
+    # workers that start together on an empty database race to create the same tables; the losers get an error
+    # from the server and succeed on a retry, which finds the tables in place
+    races = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError)
     with warnings.catch_warnings():  # heartbeats are marked experimental in optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
         if retry is not None:  # optuna >= 4.9
-            return RDBStorage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                              heartbeat_stale_trial_callback=retry(max_retry=3))
-        return RDBStorage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+            callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)}
+        else:
+            callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
+        for attempt in range(5):
+            try:
+                return RDBStorage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                  **callback)
+            except ImportError as err:
+                raise ImportError(f"storage {storage.split(':')[0]!r} needs its database driver, which is not "
+                                  "installed: pip install 'xlstm_ts[postgres]' for postgresql:// URLs (psycopg2), "
+                                  "or install the driver that the URL names.") from err
+            except races:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
 
 def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, timeout: float | None = None,
