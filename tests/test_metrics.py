@@ -41,6 +41,15 @@ def test_quantile_metrics_match_gluonts(forecasts):
     assert metrics.coverage(y, np.full_like(y, -np.inf), q[..., 2]) == pytest.approx(_gluonts(ev.Coverage(q=0.9), data))
 
 
+def test_msis_matches_gluonts(forecasts):
+    y, q, _, history = forecasts
+    season = 12
+    data = {"label": y, "0.025": q[..., 0], "0.975": q[..., 2],
+            "seasonal_error": metrics.seasonal_error(history, season)[:, None]}
+    expected = _gluonts(ev.MSIS(alpha=0.05), data)
+    assert metrics.msis(y, q[..., 0], q[..., 2], history, season, alpha=0.05) == pytest.approx(expected)
+
+
 def test_seasonal_error_by_hand():
     history = [np.array([1.0, 2.0, 4.0, 8.0]), np.array([5.0, 3.0])]
     np.testing.assert_allclose(metrics.seasonal_error(history, 2), [(3.0 + 6.0) / 2, 2.0])  # short -> season 1

@@ -92,6 +92,26 @@ def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
     return float(np.mean(inside[~np.isnan(y)]))
 
 
+def msis(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, history: Sequence[np.ndarray], season: int,
+         alpha: float = 0.05) -> float:
+    """Mean scaled interval score of central (1 - alpha) intervals, as the M4 competition defines it.
+
+    Per element (upper - lower) + 2/alpha (lower - y) 1{y < lower} + 2/alpha (y - upper) 1{y > upper}, divided by
+    the series' in-sample seasonal naive error (the MASE scale); the mean over steps, then over series.
+    y, lower, upper (N, F); `history` N in-sample arrays.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie strictly between 0 and 1 (0.05 scores 95 % intervals), got {alpha!r}.")
+    y, lower = _check(y, lower)
+    y, upper = _check(y, upper)
+    if len(history) != len(y):
+        raise ValueError(f"Expected one in-sample history per series ({len(y)}), got {len(history)}.")
+    width = upper - lower  # (N, F)
+    penalty = (2 / alpha) * (np.maximum(lower - y, 0.0) + np.maximum(y - upper, 0.0))  # (N, F)
+    per_series = np.nanmean(width + penalty, axis=1) / seasonal_error(history, season)  # (N,)
+    return float(np.nanmean(per_series))
+
+
 def crps_samples(y: np.ndarray, samples: np.ndarray) -> float:
     """Mean sample CRPS, E|X - y| - 0.5 E|X - X'| per element. y (N, F), samples (N, S, F)."""
     y, samples = np.asarray(y, np.float64), np.sort(np.asarray(samples, np.float64), axis=1)
