@@ -1,4 +1,8 @@
-"""Training and inference windows cut from a list of series."""
+"""Training and inference windows cut from a list of series.
+
+A series is a float32 array of shape (S,) (univariate) or (S, C) (C variates sharing one time index, for the
+variate-mixing mode). Windows of univariate series have shape (B, L); windows of multivariate ones (B, C, L).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,25 @@ import torch
 
 
 def left_pad(values: np.ndarray, length: int) -> np.ndarray:
-    """The last `length` values, left-padded with NaN when the series is shorter. Shape (length,)."""
-    out = np.full(length, np.nan, dtype=np.float32)
+    """The last `length` rows, left-padded with NaN when the series is shorter. Shape (length,) or (length, C)."""
+    out = np.full((length, *values.shape[1:]), np.nan, dtype=np.float32)
     tail = values[-length:] if length > 0 else values[:0]
     out[length - len(tail):] = tail
     return out
+
+
+def _channels_first(windows: np.ndarray) -> np.ndarray:
+    """(N, T) stays; (N, T, C) -> (N, C, T)."""
+    return np.ascontiguousarray(np.moveaxis(windows, 2, 1)) if windows.ndim == 3 else windows
 
 
 def context_windows(series: list[np.ndarray], context_length: int) -> dict[str, torch.Tensor]:
     """The last context window of each series, as a model batch.
 
     Returns:
-        {"past_target": (N, L) with NaN replaced by 0, "past_observed": (N, L) float mask}.
+        {"past_target": (N, L) or (N, C, L) with NaN replaced by 0, "past_observed": float mask of the same shape}.
     """
-    past = np.stack([left_pad(v, context_length) for v in series])  # (N, L)
+    past = _channels_first(np.stack([left_pad(v, context_length) for v in series]))  # (N, L) or (N, C, L)
     observed = ~np.isnan(past)
     return {
         "past_target": torch.from_numpy(np.nan_to_num(past, nan=0.0)),
@@ -64,8 +73,12 @@ class WindowSampler(torch.utils.data.IterableDataset):
                 f"{holdout}, the longest has {lengths.max()}. Lower prediction_length/val_size or use longer series."
             )
         # each series padded on the left with L NaNs so any context slice is in range
-        self._padded = [np.concatenate([np.full(context_length, np.nan, np.float32), v.astype(np.float32)])
-                        for v in series]
+        self._padded = [np.concatenate([np.full((context_length, *v.shape[1:]), np.nan, np.float32),
+                                        v.astype(np.float32)]) for v in series]
+        self._extra = series[0].shape[1:]  # () or (C,)
+        if any(v.shape[1:] != self._extra for v in series):
+            raise ValueError(f"All series must have the same number of variates; got shapes "
+                             f"{sorted({v.shape[1:] for v in series})}.")
         self._series_idx = np.flatnonzero(usable)
         self._offsets = np.concatenate([[0], np.cumsum(n_cuts[usable])])
         self._min_past = min_past
@@ -76,7 +89,8 @@ class WindowSampler(torch.utils.data.IterableDataset):
         return int(self._offsets[-1])
 
     def batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """One random batch: past_target (B, L), past_observed (B, L), future_target (B, F), future_observed (B, F)."""
+        """One random batch: past_target, past_observed (B, L) and future_target, future_observed (B, F); with
+        C variates (B, C, L) and (B, C, F)."""
         return self.windows(rng.integers(0, self.num_windows, size=self.batch_size))
 
     def sample(self, max_windows: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -90,13 +104,13 @@ class WindowSampler(torch.utils.data.IterableDataset):
         L, F = self.context_length, self.prediction_length
         which = np.searchsorted(self._offsets, flat, side="right") - 1
         cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
-        past = np.empty((len(flat), L), np.float32)
-        future = np.empty((len(flat), F), np.float32)
+        past = np.empty((len(flat), L, *self._extra), np.float32)
+        future = np.empty((len(flat), F, *self._extra), np.float32)
         for row, (s, t) in enumerate(zip(self._series_idx[which], cuts)):
             padded = self._padded[s]
             past[row] = padded[t:t + L]  # padded index t+L == original t
             future[row] = padded[t + L:t + L + F]
-        return _to_batch(past, future)
+        return _to_batch(_channels_first(past), _channels_first(future))
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -152,12 +166,12 @@ def tail_windows(series: list[np.ndarray], context_length: int, prediction_lengt
         n = len(values)
         if n < tail + 1:
             continue
-        padded = np.concatenate([np.full(L, np.nan, np.float32), values.astype(np.float32)])
+        padded = np.concatenate([np.full((L, *values.shape[1:]), np.nan, np.float32), values.astype(np.float32)])
         cuts = np.arange(n - F, n - tail - 1, -stride)[::-1]  # cut points, the last one is n - F
         idx = cuts[:, None] + np.arange(L + F)[None, :]  # padded coordinates of [t - L, t + F)
-        win = padded[idx]  # (n_cuts, L + F)
-        pasts.append(win[:, :L])
-        futures.append(win[:, L:])
+        win = _channels_first(padded[idx])  # (n_cuts, L + F) or (n_cuts, C, L + F)
+        pasts.append(win[..., :L])
+        futures.append(win[..., L:])
     if not pasts:
         raise ValueError(f"No series is longer than the validation tail ({tail} steps); lower val_size.")
     return _to_batch(np.concatenate(pasts), np.concatenate(futures))

@@ -16,8 +16,9 @@ def test_every_preset_builds_and_runs_forward(name):
     torch.manual_seed(42)
     cfg = load_config(name)
     net = XLSTMForecastNet(cfg, context_length=48, prediction_length=12, levels=(0.1, 0.5, 0.9)).eval()
-    q = net.predict(torch.randn(2, 48), torch.ones(2, 48))["quantiles"]
-    assert q.shape == (2, 12, 3) and torch.isfinite(q).all()
+    shape = (2, 3, 48) if cfg.mode == "variate_mixing" else (2, 48)  # mixing presets take windows of 3 variates
+    q = net.predict(torch.randn(shape), torch.ones(shape))["quantiles"]
+    assert q.shape == (*shape[:-1], 12, 3) and torch.isfinite(q).all()
 
 
 def test_unknown_key_suggests_the_right_one():
@@ -35,3 +36,11 @@ def test_yaml_path_and_invalid_values(tmp_path):
         ModelConfig(embed_dim=10, num_heads=4)
     with pytest.raises(ValueError, match="Unknown model preset"):
         load_config("nope")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ModelConfig(mode="mixing")
+    with pytest.raises(ValueError, match="loss_scale"):
+        ModelConfig(loss_scale="global")
+    with pytest.raises(ValueError, match="mixing_dim"):
+        ModelConfig(mixing_dim=10, mixing_heads=4)
+    with pytest.raises(ValueError, match="mixing_pattern"):
+        ModelConfig(mixing_pattern="x")

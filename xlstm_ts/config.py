@@ -11,6 +11,9 @@ from pathlib import Path
 
 import yaml
 
+MODES = ("channel_independent", "variate_mixing")
+"""How the series of a panel relate: see `ModelConfig.mode`."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -48,6 +51,20 @@ class ModelConfig:
     """'lstsq': start the linear skip at the ridge solution on training windows (in fit); 'random': default init."""
     scaling: str = "std"
     """Per-window instance scaling: 'std' (mean/std), 'mean' (mean absolute value) or 'none'."""
+    loss_scale: str = "window"
+    """'window': the loss of each window in its own scaled units (every window counts alike); 'data': each window's
+    loss times its scale, i.e. the pinball loss in data units (suits series already on one scale, as in the
+    long-horizon benchmarks, where the metric is computed in data units)."""
+    mode: str = "channel_independent"
+    """'channel_independent': every series is forecast on its own with shared weights. 'variate_mixing': the
+    series of a panel are the variates of one multivariate series (they must share their time index); after the
+    temporal encoder, an xLSTM stack runs across the variate axis (both directions) so variates inform each other."""
+    mixing_dim: int = 64
+    """Width of the variate tokens of the mixing stack (mode 'variate_mixing')."""
+    mixing_pattern: str = "s"
+    """Block types of the variate-mixing stack, as `pattern`."""
+    mixing_heads: int = 4
+    """Heads of the variate-mixing blocks; `mixing_dim` must be divisible by it."""
 
     def __post_init__(self) -> None:
         bad = set(self.pattern) - {"m", "s"}
@@ -68,6 +85,16 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.linear_skip_init must be 'lstsq' or 'random', got {self.linear_skip_init!r}."
             )
+        if self.mode not in MODES:
+            raise ValueError(f"ModelConfig.mode must be one of {MODES}, got {self.mode!r}.")
+        if self.loss_scale not in ("window", "data"):
+            raise ValueError(f"ModelConfig.loss_scale must be 'window' or 'data', got {self.loss_scale!r}.")
+        if not self.mixing_pattern or set(self.mixing_pattern) - {"m", "s"}:
+            raise ValueError(f"ModelConfig.mixing_pattern must be a non-empty string of 'm'/'s', "
+                             f"got {self.mixing_pattern!r}.")
+        if self.mixing_dim < 1 or self.mixing_heads < 1 or self.mixing_dim % self.mixing_heads:
+            raise ValueError(f"ModelConfig.mixing_dim ({self.mixing_dim}) must be a positive multiple of "
+                             f"mixing_heads ({self.mixing_heads}).")
         if self.scaling not in ("std", "mean", "none"):
             raise ValueError(f"ModelConfig.scaling must be 'std', 'mean' or 'none', got {self.scaling!r}.")
 

@@ -18,6 +18,7 @@ from xlstm_ts.config import ModelConfig, resolve_config
 from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
 from xlstm_ts.datasets.windows import WindowSampler, context_windows, tail_windows
 from xlstm_ts.heads import HEADS, check_quantiles
+from xlstm_ts.inference import predict_series, predict_windows, stack_variates, variate_order
 from xlstm_ts.lightning_module import LitForecaster, RestoreBestWeights
 from xlstm_ts.metrics import mase, season_length
 from xlstm_ts.model import XLSTMForecastNet
@@ -36,7 +37,9 @@ class XLSTMForecaster(BaseEstimator):
             "student_t" (likelihood; `mean` is the distribution mean, quantiles come from the distribution), or
             "negative_binomial" for non-negative counts (mean scaling, likelihood in data units).
         model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
-            "mlstm_only") or a YAML path. Default: "small".
+            "mlstm_only") or a YAML path. Default: "small". Its `mode` chooses between channel-independent
+            forecasting and 'variate_mixing', where the series of the frame are the variates of one multivariate
+            series (a shared time index is required) and inform each other's forecasts.
         max_steps: Optimizer steps.
         batch_size: Windows per step.
         learning_rate: Peak AdamW learning rate (linear warm-up, cosine decay).
@@ -142,11 +145,14 @@ class XLSTMForecaster(BaseEstimator):
             L.seed_everything(seed, verbose=False)
             net = XLSTMForecastNet(cfg, context, horizon, levels, head=self.head)
             holdout = int(self.val_size)
-            sampler = WindowSampler(panel.values, context, horizon, self.batch_size, seed=seed, holdout=holdout)
+            series = panel.values
+            if cfg.mode == "variate_mixing":  # one multivariate series (S, C); a window holds every variate
+                series = [stack_variates(panel.values, panel.ids, panel.starts)]
+            sampler = WindowSampler(series, context, horizon, self.batch_size, seed=seed, holdout=holdout)
             if cfg.linear_skip and cfg.linear_skip_init == "lstsq":
                 net.fit_linear_skip(**sampler.sample(100_000, np.random.default_rng([seed, 1])))
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
-            val_loader = batch_loader(tail_windows(panel.values, context, horizon, holdout)) if holdout else None
+            val_loader = batch_loader(tail_windows(series, context, horizon, holdout)) if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
             trainer, best = self._trainer(validate=holdout > 0)
             if best is not None:
@@ -174,13 +180,24 @@ class XLSTMForecaster(BaseEstimator):
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
         panel = self.panel_ if df is None else validate_long_frame(
             df, self.id_col, self.time_col, self.target_col, self.freq_)
+        panel = self._variate_panel(panel)
+        mixing = self.config_.mode == "variate_mixing"
         device = next(self.net_.parameters()).device
         seed = random_state if random_state is not None else (self.random_state or 0)
         generator = torch.Generator(device=device).manual_seed(int(seed))
-        batch = context_windows(panel.values, self.context_length_)
+        batch = context_windows([stack_variates(panel.values)] if mixing else panel.values, self.context_length_)
         paths = self.net_.sample(batch["past_target"].to(device), batch["past_observed"].to(device), int(num_samples),
-                                 generator)
-        return paths.float().cpu().numpy()
+                                 generator)  # (N, num_samples, F), or (1, C, num_samples, F) when mixing
+        return (paths[0] if mixing else paths).float().cpu().numpy()
+
+    def _variate_panel(self, panel: Panel) -> Panel:
+        """In mode 'variate_mixing', the panel's series in fitted variate order (the same ids are required)."""
+        if self.config_.mode != "variate_mixing" or panel is self.panel_:
+            return panel
+        order = variate_order(panel.ids, self.panel_.ids)
+        pick = lambda items: [items[i] for i in order]  # noqa: E731
+        return Panel(ids=pick(panel.ids), values=pick(panel.values), starts=pick(panel.starts),
+                     ends=pick(panel.ends), freq=panel.freq)
 
     def predict_gluonts(self, dataset) -> list:
         """Forecasts after each entry of a gluonts dataset as gluonts `QuantileForecast`s (extra `[gluonts]`)."""
@@ -200,7 +217,7 @@ class XLSTMForecaster(BaseEstimator):
         in `df`, made from the steps before them without refitting. The MASE season comes from the frequency
         (hourly 24, daily 7, ...) and its scale from each series' history before the forecast window."""
         check_is_fitted(self)
-        panel = validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq_)
+        panel = self._variate_panel(validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq_))
         horizon = self.prediction_length
         if min(len(v) for v in panel.values) <= horizon + 1:
             raise ValueError(f"score needs more than prediction_length + 1 = {horizon + 1} rows per series.")
@@ -226,29 +243,29 @@ class XLSTMForecaster(BaseEstimator):
 
         Args:
             context: (N, S) array; the last `context_length` steps of each row are used (NaN = missing; rows
-                shorter than the context are left-padded as missing).
+                shorter than the context are left-padded as missing). In mode 'variate_mixing': (N, C, S), the
+                C variates in fitted order.
             batch_size: windows per forward pass.
 
         Returns:
-            {"mean": (N, F), "quantiles": (N, F, Q)} with Q the requested `quantiles` in sorted order.
+            {"mean": (N, F), "quantiles": (N, F, Q)} with Q the requested `quantiles` in sorted order; (N, C, F) and
+            (N, C, F, Q) in mode 'variate_mixing'.
         """
         check_is_fitted(self)
         rows = np.asarray(context, dtype=np.float32)
+        mixing = self.config_.mode == "variate_mixing"
+        if mixing:
+            rows = rows[None] if rows.ndim == 2 else rows
+            if rows.ndim != 3 or rows.shape[1] != self.n_series_:
+                raise ValueError(f"mode='variate_mixing' expects context of shape (N, {self.n_series_}, S) (the "
+                                 f"fitted variates), got {rows.shape}.")
+            rows = np.moveaxis(rows, 1, 2)  # (N, S, C)
         rows = rows[None, :] if rows.ndim == 1 else rows
-        return self._predict_series(list(rows), batch_size)
+        args = (self.context_length_, len(self.levels_), self.prediction_length, batch_size)
+        return predict_windows(self.net_, list(rows), *args)
 
     def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024) -> dict[str, np.ndarray]:
-        device = next(self.net_.parameters()).device
-        means, quantiles = [], []
-        for start in range(0, len(series), batch_size):
-            batch = context_windows(series[start:start + batch_size], self.context_length_)
-            out = self.net_.predict(batch["past_target"].to(device), batch["past_observed"].to(device))
-            means.append(out["mean"].float().cpu().numpy())  # (b, F)
-            quantiles.append(out["quantiles"].float().cpu().numpy())  # (b, F, Q)
-        if not means:
-            F, Q = self.prediction_length, len(self.levels_)
-            return {"mean": np.zeros((0, F), np.float32), "quantiles": np.zeros((0, F, Q), np.float32)}
-        return {"mean": np.concatenate(means), "quantiles": np.concatenate(quantiles)}
+        return predict_series(self, series, batch_size)
 
     def predict(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast the `prediction_length` steps after the end of each series.
@@ -258,11 +275,13 @@ class XLSTMForecaster(BaseEstimator):
 
         Returns:
             Long frame with columns id_col, time_col, "mean" and one "q<level>" column per quantile level;
-            `n_series * prediction_length` rows, series in input order, time ascending.
+            `n_series * prediction_length` rows, series in input order (in mode 'variate_mixing': the fitted
+            variate order), time ascending.
         """
         check_is_fitted(self)
         panel: Panel = self.panel_ if df is None else validate_long_frame(
             df, self.id_col, self.time_col, self.target_col, self.freq_)
+        panel = self._variate_panel(panel)
         out = self._predict_series(panel.values)
         horizon = self.prediction_length
         frame = {

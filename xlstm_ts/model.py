@@ -12,6 +12,7 @@ from xlstm_ts.heads import make_head
 from xlstm_ts.patching import PatchEncoder
 from xlstm_ts.scaling import InstanceScaler
 from xlstm_ts.stack import XLSTMStack
+from xlstm_ts.variate_mixing import VariateMixer
 
 
 class XLSTMForecastNet(nn.Module):
@@ -34,7 +35,11 @@ class XLSTMForecastNet(nn.Module):
         self.stack = XLSTMStack(cfg)
         self.head_drop = nn.Dropout(cfg.dropout)
         self.levels = tuple(levels)
-        self.head = make_head(head, self.encoder.num_patches * cfg.embed_dim, prediction_length, self.levels)
+        features = self.encoder.num_patches * cfg.embed_dim
+        self.mixer = VariateMixer(cfg, features, prediction_length) if cfg.mode == "variate_mixing" else None
+        if self.mixer is not None:
+            features = self.mixer.out_features
+        self.head = make_head(head, features, prediction_length, self.levels)
         self.skip = nn.Linear(context_length, prediction_length) if cfg.linear_skip else None
         if self.skip is not None:  # the stack starts as a zero correction on top of the linear forecast
             nn.init.zeros_(self.head.proj.weight)
@@ -46,14 +51,22 @@ class XLSTMForecastNet(nn.Module):
 
     def forward(self, past_target: torch.Tensor, past_observed: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Head parameters in scaled units (B, F, P), plus loc (B, 1) and scale (B, 1) to map them back.
+        """Head parameters in scaled units (N, F, P), plus loc (N, 1) and scale (N, 1) to map them back.
 
-        past_target, past_observed: (B, L); unobserved positions may hold any value (NaN included).
+        past_target, past_observed: (B, L), or (B, C, L) for C variates (then N = B * C rows, variate-minor);
+        unobserved positions may hold any value (NaN included). Mode 'variate_mixing' needs the (B, C, L) form.
         """
-        scaled, observed, loc, scale = self.scaled_inputs(past_target, past_observed)
-        tokens = self.encoder(scaled, observed)  # (B, T, D)
-        features = self.head_drop(self.stack(tokens).flatten(1))  # (B, T * D)
-        offset = self.skip(scaled) if self.skip is not None else None  # (B, F)
+        n_variates = past_target.shape[1] if past_target.dim() == 3 else None
+        if self.mixer is not None and n_variates is None:
+            raise ValueError(f"mode='variate_mixing' needs windows of shape (B, C, L), got {tuple(past_target.shape)}.")
+        length = past_target.shape[-1]
+        scaled, observed, loc, scale = self.scaled_inputs(past_target.reshape(-1, length),
+                                                          past_observed.reshape(-1, length))  # (N, L), (N, 1)
+        tokens = self.encoder(scaled, observed)  # (N, T, D)
+        features = self.head_drop(self.stack(tokens).flatten(1))  # (N, T * D)
+        offset = self.skip(scaled) if self.skip is not None else None  # (N, F)
+        if self.mixer is not None:
+            features = self.head_drop(self.mixer(features, offset, n_variates))  # (N, 2 * mixing_dim)
         return self.head(features, offset), loc, scale
 
     def scaled_inputs(self, past_target: torch.Tensor, past_observed: torch.Tensor,
@@ -74,6 +87,9 @@ class XLSTMForecastNet(nn.Module):
         """
         if self.skip is None:
             return
+        L, F = self.context_length, self.prediction_length
+        past_target, past_observed = past_target.reshape(-1, L), past_observed.reshape(-1, L)  # variates as rows
+        future_target, future_observed = future_target.reshape(-1, F), future_observed.reshape(-1, F)
         scaled, _, loc, scale = self.scaled_inputs(past_target, past_observed)
         keep = future_observed.min(dim=1).values > 0  # (N,)
         complete = keep & (past_observed.min(dim=1).values > 0)
@@ -91,31 +107,44 @@ class XLSTMForecastNet(nn.Module):
 
     def loss(self, past_target: torch.Tensor, past_observed: torch.Tensor, future_target: torch.Tensor,
              future_observed: torch.Tensor | None = None) -> torch.Tensor:
-        """Pinball loss in scaled units, averaged over observed future steps. future_* (B, F)."""
+        """The head's loss averaged over observed future steps. future_* (B, F) or (B, C, F).
+
+        With `cfg.loss_scale == "data"` each window's loss is weighted by its scale (for the quantile head: the
+        pinball loss in data units)."""
         params, loc, scale = self(past_target, past_observed)
-        observed = torch.ones_like(future_target) if future_observed is None else future_observed
+        F = self.prediction_length
+        future_target = future_target.reshape(-1, F)  # (N, F)
+        observed = torch.ones_like(future_target) if future_observed is None else future_observed.reshape(-1, F)
         if not getattr(self.head, "affine", True):
             return self.head.loss(future_target, params, observed, scale)
-        target = (torch.where(observed > 0, future_target, loc) - loc) / scale  # (B, F)
+        target = (torch.where(observed > 0, future_target, loc) - loc) / scale  # (N, F)
+        if self.cfg.loss_scale == "data":  # sum(scale * loss * observed) / sum(observed)
+            weights = observed * scale  # (N, F)
+            return self.head.loss(target, params, weights) * weights.sum() / observed.sum().clamp(min=1.0)
         return self.head.loss(target, params, observed)
 
     @torch.no_grad()
     def predict(self, past_target: torch.Tensor, past_observed: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Forecasts in data units: {"mean": (B, F), "quantiles": (B, F, Q)} for the levels given at construction."""
+        """Forecasts in data units: {"mean": (B, F), "quantiles": (B, F, Q)} for the levels given at construction
+        ((B, C, F) and (B, C, F, Q) for windows of C variates)."""
         params, loc, scale = self(past_target, past_observed)
+        lead = past_target.shape[:-1]  # (B,) or (B, C)
         if not getattr(self.head, "affine", True):
-            quantiles = self.head.quantiles(params, self.levels, scale)  # (B, F, Q) data units
-            return {"mean": self.head.point(params, scale), "quantiles": quantiles}
-        mean = self.head.point(params) * scale + loc  # (B, F)
-        quantiles = self.head.quantiles(params, self.levels) * scale.unsqueeze(-1) + loc.unsqueeze(-1)  # (B, F, Q)
-        return {"mean": mean, "quantiles": quantiles}
+            quantiles = self.head.quantiles(params, self.levels, scale)  # (N, F, Q) data units
+            mean = self.head.point(params, scale)
+        else:
+            mean = self.head.point(params) * scale + loc  # (N, F)
+            quantiles = self.head.quantiles(params, self.levels) * scale.unsqueeze(-1) + loc.unsqueeze(-1)
+        return {"mean": mean.reshape(*lead, -1), "quantiles": quantiles.reshape(*lead, *quantiles.shape[1:])}
 
     @torch.no_grad()
     def sample(self, past_target: torch.Tensor, past_observed: torch.Tensor, num_samples: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample paths in data units, (B, num_samples, F)."""
+        """Sample paths in data units, (B, num_samples, F) ((B, C, num_samples, F) for windows of C variates)."""
         params, loc, scale = self(past_target, past_observed)
+        lead = past_target.shape[:-1]  # (B,) or (B, C)
         if not getattr(self.head, "affine", True):
-            return self.head.sample(params, num_samples, scale, generator)
-        draws = self.head.sample(params, num_samples, generator)  # (B, N, F) scaled
-        return draws * scale.unsqueeze(-1) + loc.unsqueeze(-1)
+            draws = self.head.sample(params, num_samples, scale, generator)
+        else:
+            draws = self.head.sample(params, num_samples, generator) * scale.unsqueeze(-1) + loc.unsqueeze(-1)
+        return draws.reshape(*lead, *draws.shape[1:])

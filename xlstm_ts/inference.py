@@ -1,0 +1,68 @@
+"""Batched inference of a fitted forecaster's network, for univariate series or for the variates of one panel.
+
+In mode 'variate_mixing' the series of a panel are the variates of one multivariate series: they are stacked
+time-major into a (S, C) array, in the variate order seen in `fit`, and forecast together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from xlstm_ts.datasets.windows import context_windows
+
+
+def stack_variates(values: list[np.ndarray], ids: list | None = None, starts: list | None = None) -> np.ndarray:
+    """The variates of one multivariate series as a (S, C) array; they must share length (and start)."""
+    names = list(range(len(values))) if ids is None else list(ids)
+    if not values:
+        raise ValueError("mode='variate_mixing' needs at least one series, got none.")
+    lengths = [len(v) for v in values]
+    if len(set(lengths)) != 1:
+        i = int(np.argmax(np.asarray(lengths) != lengths[0]))
+        raise ValueError(f"mode='variate_mixing' treats the series as variates of one multivariate series, so they "
+                         f"must share one time index: series {names[0]!r} has {lengths[0]} rows, series "
+                         f"{names[i]!r} has {lengths[i]}. Align them (NaN for missing values) or use "
+                         "mode='channel_independent'.")
+    if starts is not None and len({str(s) for s in starts}) != 1:
+        i = next(k for k, s in enumerate(starts) if str(s) != str(starts[0]))
+        raise ValueError(f"mode='variate_mixing' needs series that start together: {names[0]!r} starts at "
+                         f"{starts[0]}, {names[i]!r} at {starts[i]}. Align them (NaN for missing values).")
+    return np.stack(values, axis=1)  # (S, C)
+
+
+def variate_order(ids: list, fitted_ids: list) -> np.ndarray:
+    """Positions in `ids` of the fitted variates, in fitted order; the two id sets must be equal."""
+    if set(ids) != set(fitted_ids) or len(ids) != len(fitted_ids):
+        missing = [u for u in fitted_ids if u not in set(ids)][:3]
+        extra = [u for u in ids if u not in set(fitted_ids)][:3]
+        raise ValueError(f"mode='variate_mixing' forecasts the variates seen in fit together, so the frame must hold "
+                         f"exactly those {len(fitted_ids)} series; missing {missing}, unexpected {extra}.")
+    where = {u: k for k, u in enumerate(ids)}
+    return np.array([where[u] for u in fitted_ids])
+
+
+def predict_windows(net: torch.nn.Module, series: list[np.ndarray], context_length: int, n_levels: int,
+                    prediction_length: int, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Forecasts after each series: {"mean": (N, F) or (N, C, F), "quantiles": (N, F, Q) or (N, C, F, Q)}."""
+    device = next(net.parameters()).device
+    means, quantiles = [], []
+    for start in range(0, len(series), batch_size):
+        batch = context_windows(series[start:start + batch_size], context_length)
+        out = net.predict(batch["past_target"].to(device), batch["past_observed"].to(device))
+        means.append(out["mean"].float().cpu().numpy())
+        quantiles.append(out["quantiles"].float().cpu().numpy())
+    if not means:
+        return {"mean": np.zeros((0, prediction_length), np.float32),
+                "quantiles": np.zeros((0, prediction_length, n_levels), np.float32)}
+    return {"mean": np.concatenate(means), "quantiles": np.concatenate(quantiles)}
+
+
+def predict_series(forecaster, series: list[np.ndarray], batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Forecasts after each 1-D series in `series` (in mode 'variate_mixing': the variates, in fitted order):
+    {"mean": (N, F), "quantiles": (N, F, Q)}."""
+    args = (forecaster.context_length_, len(forecaster.levels_), forecaster.prediction_length, batch_size)
+    if forecaster.config_.mode != "variate_mixing":
+        return predict_windows(forecaster.net_, series, *args)
+    out = predict_windows(forecaster.net_, [stack_variates(series)], *args)
+    return {"mean": out["mean"][0], "quantiles": out["quantiles"][0]}  # (C, F), (C, F, Q)
