@@ -4,6 +4,7 @@ Protocol (`xlstm_ts.datasets.ltsf`): ETT split borders or 0.7/0.1/0.2, a Standar
 only, MSE/MAE on the scaled data over every test window (stride 1, nothing dropped), every step and every variate.
 
 Mode `channel_independent`: each variate is one series of a panel, the network weights are shared (PatchTST style).
+Mode `variate_mixing` (preset `ltsf_mixing`): the variates are forecast together, an xLSTM stack runs across them.
 Per seed the forecaster trains on targets in the training rows, scores every validation window every
 `--val-check-steps` steps and keeps the weights with the lowest validation loss; it predicts the median (one quantile,
 pinball loss). Baselines, recorded as modes `baseline:repeat_last` and `baseline:linear`: the last context value
@@ -23,6 +24,7 @@ Appends rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -34,6 +36,7 @@ import pandas as pd
 import torch
 
 from xlstm_ts import XLSTMForecaster
+from xlstm_ts.config import resolve_config
 from xlstm_ts.datasets import wide_to_long
 from xlstm_ts.datasets.ltsf import (
     SPLITS,
@@ -48,7 +51,7 @@ from xlstm_ts.datasets.ltsf import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODES = ("channel_independent",)
+MODES = ("channel_independent", "variate_mixing")
 """Multivariate modes of the forecaster; each is recorded in the `mode` column."""
 COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_test_windows", "epochs",
            "train_seconds", "device", "commit", "preset"]
@@ -116,7 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=int, default=96)
     parser.add_argument("--lookback", type=int, default=336)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--mode", default=MODES[0], choices=MODES, help="how variates are modelled")
+    parser.add_argument("--mode", default=None, choices=MODES,
+                        help="how variates are modelled (default: the preset's mode)")
     parser.add_argument("--model", default="ltsf", help="model preset name or YAML path (recorded as preset)")
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -127,28 +131,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.mode is None:
+        args.mode = resolve_config(args.model).mode
+    return args
 
 
 def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_past: np.ndarray,
                     test_future: np.ndarray) -> tuple[dict[str, float], float, float]:
-    """Fit one seed channel-independently and score it. Returns (metrics, epochs, train seconds)."""
-    L, H = args.lookback, args.horizon
+    """Fit one seed in `args.mode` and score it. Returns (metrics, epochs, train seconds)."""
+    L, H, C = args.lookback, args.horizon, len(data.columns)
+    config = dataclasses.replace(resolve_config(args.model), mode=args.mode)
     train_end, val_end, _ = data.borders
     wide = pd.DataFrame(data.values[:val_end], columns=list(data.columns))  # (val_end, C)
     # rows are indexed by position: the protocol ignores calendar time, so gaps in `date` cannot matter
     panel = wide_to_long(wide.assign(date=np.arange(val_end)))
-    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=args.model,
+    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience, trainer_kwargs={"accelerator": args.accelerator})
     start = time.perf_counter()
     model.fit(panel)
     seconds = time.perf_counter() - start
-    scores = score_windows(lambda past: model.predict_array(past, args.eval_batch_size)["mean"], test_past,
-                           test_future, args.eval_batch_size)
-    n_train_windows = len(data.columns) * n_windows(data.borders, "train", L, H)
-    return scores, model.best_step_ * args.batch_size / n_train_windows, seconds
+    if args.mode == "variate_mixing":  # rows are window-major, so C consecutive rows are one multivariate window
+        def predict(past):  # (b * C, L) -> (b * C, H)
+            return model.predict_array(past.reshape(-1, C, L), args.eval_batch_size)["mean"].reshape(-1, H)
+
+        scores = score_windows(predict, test_past, test_future, args.eval_batch_size * C)
+        per_step = args.batch_size * C  # a batch holds batch_size windows of every variate
+    else:
+        scores = score_windows(lambda past: model.predict_array(past, args.eval_batch_size)["mean"], test_past,
+                               test_future, args.eval_batch_size)
+        per_step = args.batch_size
+    n_train_windows = C * n_windows(data.borders, "train", L, H)
+    return scores, model.best_step_ * per_step / n_train_windows, seconds
 
 
 def run(args: argparse.Namespace) -> list[dict]:
