@@ -12,6 +12,11 @@ records that they were not available.
 Usage (needs CUDA):
     python benchmarks/kernels.py [--out benchmarks/results] [--quick]
 Writes kernels.json and kernels.md to --out.
+
+    python benchmarks/kernels.py --launches
+prints how many kernels one forward and one backward of the mLSTM kernel launch (torch ops that run device work
+plus Triton launches, counted by xlstm_ts.kernels._launches); without CUDA it runs the Triton interpreter on
+shapes cut to one batch-head and at most 32 steps (the count depends on the head sizes only).
 """
 
 from __future__ import annotations
@@ -26,9 +31,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import triton
 
-from xlstm_ts.kernels import get_kernel
+if "--launches" in sys.argv and not torch.cuda.is_available():
+    # count in the Triton interpreter; it must be chosen before triton (whose library is jit code too) is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+
+from xlstm_ts.kernels import get_kernel  # noqa: E402
 
 MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
 SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4)]  # (B, S, D, NH)
@@ -158,6 +168,28 @@ def profile_backward(path: Path) -> None:
     path.write_text("\n".join(text))
 
 
+def launch_rows(device: str) -> list[dict]:
+    """Launches of one forward and one backward (as `out.sum().backward()`, without the loss's own ops) per shape."""
+    from xlstm_ts.kernels._launches import LaunchCounter
+
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    rows = []
+    for B, NH, S, DH in MLSTM_SHAPES:
+        shape = (B, NH, S, DH) if device == "cuda" else (1, 1, min(S, 32), DH)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32  # the interpreter's bf16 dots are garbage
+        torch.manual_seed(0)
+        leaves = [torch.randn(*shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+        leaves += [torch.randn(*shape[:3], device=device, dtype=dtype, requires_grad=True) for _ in range(2)]
+        with LaunchCounter() as forward:
+            h = kernel(*leaves)
+        dh = torch.ones((), device=device, dtype=h.dtype).expand_as(h)  # the stride-0 gradient of h.sum()
+        with LaunchCounter() as backward:
+            torch.autograd.grad(h, leaves, dh)
+        rows.append({"B, NH, S, DH": (B, NH, S, DH), "counted at": shape, "forward": forward.summary(),
+                     "backward": backward.summary()})  # fmt: skip
+    return rows
+
+
 def anchor_rows() -> tuple[list[dict], str]:
     """Run the NX-AI anchor script if it and its packages are present; else say why not."""
     if not ANCHOR.exists():
@@ -226,7 +258,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="one sweep point only")
     parser.add_argument("--profile", action="store_true", help="also write a torch.profiler breakdown")
+    parser.add_argument("--launches", action="store_true", help="only print the mLSTM kernel's launch counts")
     args = parser.parse_args()
+    if args.launches:
+        for row in launch_rows("cuda" if torch.cuda.is_available() else "cpu"):
+            print(json.dumps(row))
+        return
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/kernels.py needs a CUDA GPU; the Triton interpreter is far too slow to time.")
     rows = mlstm_rows(args.warmup, args.reps, args.quick) + slstm_rows(args.warmup, args.reps)

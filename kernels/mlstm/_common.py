@@ -48,6 +48,40 @@ def check_sequence_inputs(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor)
     return B, NH, S, DQK, v.shape[-1]
 
 
+def check_initial_states(
+    c_initial: Tensor | None, n_initial: Tensor | None, m_initial: Tensor | None, shape: tuple[int, int, int, int]
+) -> bool:
+    """Check the shapes of the optional initial states; True if all three are given, False if none is.
+
+    Args:
+        c_initial: (B, NH, DQK, DHV) or None.
+        n_initial: (B, NH, DQK) or None.
+        m_initial: (B, NH, 1) or (B, NH), or None.
+        shape: (B, NH, DQK, DHV).
+    """
+    B, NH, DQK, DHV = shape
+    given = [x is not None for x in (c_initial, n_initial, m_initial)]
+    if not any(given):
+        return False
+    if not all(given):
+        raise ValueError(
+            "c_initial, n_initial and m_initial must be given together, got "
+            f"c_initial={'set' if given[0] else None}, n_initial={'set' if given[1] else None}, "
+            f"m_initial={'set' if given[2] else None}; pass all three states returned by a previous call, or none."
+        )
+    if c_initial.shape != (B, NH, DQK, DHV):
+        raise ValueError(
+            f"c_initial must have shape (B, NH, DQK, DHV) = {(B, NH, DQK, DHV)}, got {tuple(c_initial.shape)}."
+        )
+    if n_initial.shape != (B, NH, DQK):
+        raise ValueError(f"n_initial must have shape (B, NH, DQK) = {(B, NH, DQK)}, got {tuple(n_initial.shape)}.")
+    if m_initial.shape not in ((B, NH, 1), (B, NH)):
+        raise ValueError(
+            f"m_initial must have shape (B, NH, 1) = {(B, NH, 1)} or (B, NH), got {tuple(m_initial.shape)}."
+        )
+    return True
+
+
 def initial_states(
     c_initial: Tensor | None,
     n_initial: Tensor | None,
@@ -70,28 +104,11 @@ def initial_states(
         C0 (B, NH, DQK, DHV), n0 (B, NH, DQK), m0 (B, NH).
     """
     B, NH, DQK, DHV = shape
-    given = [x is not None for x in (c_initial, n_initial, m_initial)]
-    if not any(given):
+    if not check_initial_states(c_initial, n_initial, m_initial, shape):
         C0 = torch.zeros(B, NH, DQK, DHV, dtype=dtype, device=device)  # (B, NH, DQK, DHV)
         n0 = torch.zeros(B, NH, DQK, dtype=dtype, device=device)  # (B, NH, DQK)
         m0 = torch.zeros(B, NH, dtype=dtype, device=device)  # (B, NH)
         return C0, n0, m0
-    if not all(given):
-        raise ValueError(
-            "c_initial, n_initial and m_initial must be given together, got "
-            f"c_initial={'set' if given[0] else None}, n_initial={'set' if given[1] else None}, "
-            f"m_initial={'set' if given[2] else None}; pass all three states returned by a previous call, or none."
-        )
-    if c_initial.shape != (B, NH, DQK, DHV):
-        raise ValueError(
-            f"c_initial must have shape (B, NH, DQK, DHV) = {(B, NH, DQK, DHV)}, got {tuple(c_initial.shape)}."
-        )
-    if n_initial.shape != (B, NH, DQK):
-        raise ValueError(f"n_initial must have shape (B, NH, DQK) = {(B, NH, DQK)}, got {tuple(n_initial.shape)}.")
-    if m_initial.shape not in ((B, NH, 1), (B, NH)):
-        raise ValueError(
-            f"m_initial must have shape (B, NH, 1) = {(B, NH, 1)} or (B, NH), got {tuple(m_initial.shape)}."
-        )
     m0 = m_initial.reshape(B, NH).to(dtype)  # (B, NH)
     return c_initial.to(dtype), n_initial.to(dtype), m0
 

@@ -1,30 +1,36 @@
 """Chunkwise mLSTM in Triton: host wrappers, the autograd function and the public `mlstm_chunkwise_triton`.
 
-Forward: one kernel, one program per (DHV block, batch * head), looping over chunks with the state in registers.
-It writes h and, per time step, z_t = n~_t . q^_t and the stabilizer m_t (no chunk states are stored).
+Launches: the forward is one kernel (`triton_chunkwise_fwd.py`); the backward is one kernel
+(`triton_chunkwise_bwd.py`), plus one that adds the per-block shares when DHV spans several blocks (DHV > 64).
+Inputs, initial states and upstream gradients are read through their strides and cast inside the kernels, zero
+initial states and absent upstream gradients are compile-time flags, so no torch op runs besides allocating outputs.
+
+Forward: one program per (DHV block, batch * head), looping over chunks with the state in registers. It writes h
+and, per time step, z_t = n~_t . q^_t and the stabilizer m_t (no chunk states are stored).
 
 Backward (true gradient): with den_t = max(|z_t|, exp(-m_t)), num_t = C~_t^T q^_t and m held constant,
     dnum_t = dh_t / (den_t + eps),  dden_t = -<dh_t, h_t> / (den_t + eps),  dz_t = dden_t sign(z_t) [|z_t| > e^{-m_t}],
 and num, z are one gated linear-attention readout with V' = [V, 1], so the kernel runs a gated linear-attention
-backward with dH' = [dnum, dz] (recomputing the chunk states). The gate gradients then follow from identities
-(all elementwise or (B, NH, S) work, done here in torch):
+backward with dH' = [dnum, dz] (recomputing the chunk states). The gate gradients follow from identities, computed
+in the same kernel while it walks the chunks backward in time:
     di_s = <k_s, dk_s>;   d(cumsum log f)_t = <dH'_t, H'_t> - di_t  (+ <dC_L, C_L> + <dn_L, n_L> at t = S-1);
     d log f = reverse cumsum of that;  df = d log f * sigmoid(-f);  dm0 = <C0, dC0> + <n0, dn0>.
 The stabilizer enters the output only through eps (dh_t/dm_t = -eps h_t / (den_t + eps)) and the last states
 through C_L = e^{-m_L} C^u; those upstream gradients on m_t are routed back through m_t = max(log f_t + m_{t-1}, i~_t)
-by `_route_stabilizer_grad`, which makes the gradient exact. With detach_normalizer=True, den and m are constants
+(a segmented reverse cumsum), which makes the gradient exact. With detach_normalizer=True, den and m are constants
 (mlstm_kernels' custom backward): dz = 0 and no routing.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 from torch import Tensor
 
-from ._common import MLSTMState, check_sequence_inputs, initial_states, pack_states
-from .triton_chunkwise_kernels import _mlstm_chunkwise_bwd_kernel_tl, _mlstm_chunkwise_fwd_kernel_tl
+from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
+from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
+from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
+from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
@@ -52,31 +58,9 @@ def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dty
     return L, BK, BV, NUM_WARPS_OVERRIDE or num_warps
 
 
-def _route_stabilizer_grad(
-    dm: Tensor, log_f: Tensor, i: Tensor, m: Tensor, m0: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Backpropagate upstream gradients dm (B, NH, S) on m_t through m_t = max(log f_t + m_{t-1}, i~_t).
-
-    A gradient on m_t flows back along the steps where the forget branch was the max, until a step where the input
-    branch was (it goes to that i~) or the start (it goes to m0). This is a segmented reverse cumsum.
-
-    Returns:
-        di (B, NH, S), dlog_f (B, NH, S), dm0 (B, NH).
-    """
-    S = dm.shape[-1]
-    m_prev = torch.cat([m0.unsqueeze(-1), m[..., :-1]], dim=-1)  # (B, NH, S)
-    forget = (log_f + m_prev) >= i  # (B, NH, S)
-    rev = dm.flip(-1).cumsum(-1).flip(-1)  # (B, NH, S) sum of dm over u >= t
-    rev_ext = F.pad(rev, (0, 1))  # (B, NH, S + 1), rev_ext[S] = 0
-    steps = torch.arange(S, device=dm.device).expand_as(dm)
-    input_at = torch.where(forget, S, steps)  # (B, NH, S) index of input-branch steps, S elsewhere
-    input_at = F.pad(input_at, (0, 1), value=S)  # (B, NH, S + 1)
-    next_input = input_at.flip(-1).cummin(-1).values.flip(-1)  # (B, NH, S + 1) first input step >= t
-    carry = rev - rev_ext.gather(-1, next_input[..., 1:])  # (B, NH, S) total gradient reaching m_t
-    di = torch.where(forget, 0.0, carry)
-    dlog_f = torch.where(forget, carry, 0.0)
-    dm0 = rev[..., 0] - rev_ext.gather(-1, next_input[..., :1]).squeeze(-1)  # (B, NH)
-    return di, dlog_f, dm0
+def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
+    """The first `ndim` strides of x; zeros for an absent tensor, which the kernel then does not read."""
+    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
 
 
 class _MLSTMChunkwiseTriton(torch.autograd.Function):
@@ -87,75 +71,88 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         # the backward runs fp32/TF32 dots for every input dtype: size the tiles for fp32 when a gradient is needed
         grad = any(ctx.needs_input_grad)
         L, BK, BV, num_warps = _launch_config(S, DQK, DHV, chunk_size, torch.float32 if grad else q.dtype)
-        q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
-        C0, n0, m0 = C0.float().contiguous(), n0.float().contiguous(), m0.float().contiguous()
+        has_init = C0 is not None
+        f32 = {"dtype": torch.float32, "device": q.device}
         h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
         # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels): with a
         # gradient, bf16/fp16 inputs run the forward dots in TF32 and keep an fp32 copy of h
         store_h32 = grad and q.dtype != torch.float32
-        h32 = torch.empty(B, NH, S, DHV, dtype=torch.float32, device=q.device) if store_h32 else h
-        z = torch.empty(B, NH, S, dtype=torch.float32, device=q.device)  # (B, NH, S)
-        m = torch.empty(B, NH, S, dtype=torch.float32, device=q.device)  # (B, NH, S)
-        C_last = torch.empty(B, NH, DQK, DHV, dtype=torch.float32, device=q.device)  # (B, NH, DQK, DHV)
-        n_last = torch.empty(B, NH, DQK, dtype=torch.float32, device=q.device)  # (B, NH, DQK)
-        m_last = torch.empty(B, NH, dtype=torch.float32, device=q.device)  # (B, NH)
-        grid = (triton.cdiv(DHV, BV), B * NH)
-        _mlstm_chunkwise_fwd_kernel_tl[grid](
-            q, k, v, i, f, C0, n0, m0, h, h32, z, m, C_last, n_last, m_last,
-            S, DQK, DHV, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=3 if store_h32 else _LOWP[q.dtype], STORE_H32=store_h32, num_warps=num_warps,
+        h32 = torch.empty(B, NH, S, DHV, **f32) if store_h32 else h  # (B, NH, S, DHV)
+        z = torch.empty(B, NH, S, **f32)  # (B, NH, S)
+        m = torch.empty(B, NH, S, **f32)  # (B, NH, S)
+        C_last = torch.empty(B, NH, DQK, DHV, **f32)  # (B, NH, DQK, DHV)
+        n_last = torch.empty(B, NH, DQK, **f32)  # (B, NH, DQK)
+        m_last = torch.empty(B, NH, **f32)  # (B, NH)
+        states = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
+        _mlstm_chunkwise_fwd_kernel_tl[(triton.cdiv(DHV, BV), B * NH)](
+            q, k, v, i, f, *states, h, h32, z, m, C_last, n_last, m_last,
+            *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
+            *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
+            NH, S, DQK, DHV, DQK**-0.5, eps,
+            L=L, BK=BK, BV=BV, LOWP=3 if store_h32 else _LOWP[q.dtype], STORE_H32=store_h32, HAS_INIT=has_init,
+            num_warps=num_warps,
         )  # fmt: skip
-        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m, C_last, n_last)
+        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
         ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer)
+        # absent upstream gradients arrive as None and become compile-time flags instead of zero tensors
+        ctx.set_materialize_grads(False)
         return h, C_last, n_last, m_last
 
     @staticmethod
     def backward(ctx, dh, dC_last, dn_last, dm_last):
-        q, k, v, i, f, C0, n0, m0, h, z, m, C_last, n_last = ctx.saved_tensors
+        q, k, v, i, f, C0, n0, m0, h, z, m = ctx.saved_tensors
         eps, L, BK, BV, num_warps, detach = ctx.config
         B, NH, S, DQK = q.shape
         DHV = v.shape[-1]
-        dh = torch.zeros_like(h, dtype=q.dtype) if dh is None else dh.contiguous()
-        dC_last = torch.zeros_like(C_last) if dC_last is None else dC_last.float().contiguous()
-        dn_last = torch.zeros_like(n_last) if dn_last is None else dn_last.float().contiguous()
-
-        denom = torch.maximum(z.abs(), torch.exp(-m)) + eps  # (B, NH, S)
-        dh_dot_h = (dh.float() * h.float()).sum(-1)  # (B, NH, S)
-        dden = -dh_dot_h / denom  # (B, NH, S)
-        if detach:
-            dz = torch.zeros_like(z)
-        else:
-            dz = torch.where(z.abs() > torch.exp(-m), dden * torch.sign(z), 0.0)  # (B, NH, S)
-
         NV = triton.cdiv(DHV, BV)
-        dq_part = torch.empty(NV, B, NH, S, DQK, dtype=torch.float32, device=q.device)
-        dk_part = torch.empty(NV, B, NH, S, DQK, dtype=torch.float32, device=q.device)
-        dv = torch.empty(B, NH, S, DHV, dtype=torch.float32, device=q.device)
-        dC0 = torch.empty_like(C0)
-        dn0 = torch.empty_like(n0)
+        has_init = C0 is not None
+        if dh is None:  # only the last states were used
+            dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
+        # with one DHV block the kernel writes the final gradients; with several, fp32 shares summed below
+        lead = (B, NH) if NV == 1 else (NV, B, NH)
+        share = lambda x: x.dtype if NV == 1 else torch.float32
+        new = lambda shape, x: torch.empty(shape, dtype=share(x), device=q.device)
+        dq, dk = new((*lead, S, DQK), q), new((*lead, S, DQK), k)  # ([NV,] B, NH, S, DQK)
+        di, df = new((*lead, S), i), new((*lead, S), f)  # ([NV,] B, NH, S)
+        dv = torch.empty(v.shape, dtype=v.dtype, device=q.device)  # (B, NH, S, DHV)
+        if has_init:
+            dC0 = torch.empty(C0.shape, dtype=C0.dtype, device=q.device)  # (B, NH, DQK, DHV)
+            dn0 = torch.empty(n0.shape, dtype=n0.dtype, device=q.device)  # (B, NH, DQK)
+            dm0 = new(m0.shape if NV == 1 else (NV, B * NH), m0)  # (B, NH[, 1]) or (NV, B * NH)
+            states, grads0 = (C0, n0, m0), (dC0, dn0, dm0)
+        else:
+            dC0 = dn0 = dm0 = None
+            states, grads0 = (q, q, q), (dv, dv, dv)  # placeholders are never read or written
+        upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
         _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH)](
-            q, k, v, i, f, C0, n0, m0, m, dh, (1.0 / denom).contiguous(), dz.contiguous(), dC_last, dn_last,
-            dq_part, dk_part, dv, dC0, dn0,
-            S, DQK, DHV, B * NH, DQK**-0.5,
-            L=L, BK=BK, BV=BV, LOWP=0 if q.dtype == torch.float32 else 3, num_warps=num_warps,
+            q, k, v, i, f, *states, h, z, m, dh, *upstream, dq, dk, dv, di, df, *grads0,
+            *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
+            *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2), *dh.stride(),
+            *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
+            NH, S, DQK, DHV, B * NH, DQK**-0.5, eps,
+            L=L, BK=BK, BV=BV, LOWP=0 if q.dtype == torch.float32 else 3, HAS_INIT=has_init,
+            HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
+            DETACH=detach,
+            num_warps=num_warps,
         )  # fmt: skip
-        dq, dk = (dq_part[0], dk_part[0]) if NV == 1 else (dq_part.sum(0), dk_part.sum(0))  # (B, NH, S, DQK)
+        if NV > 1:
+            dq, dk, di, df, dm0 = _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK)
+        return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None
 
-        log_f = F.logsigmoid(f.float())  # (B, NH, S)
-        di = (k.float() * dk).sum(-1)  # (B, NH, S)
-        d_cum = dh_dot_h + dz * z - di  # (B, NH, S) gradient of the log-forget cumsum at t
-        last_state_dot = (dC_last * C_last).sum((-2, -1)) + (dn_last * n_last).sum(-1)  # (B, NH)
-        d_cum[..., -1] += last_state_dot
-        dlog_f = d_cum.flip(-1).cumsum(-1).flip(-1)  # (B, NH, S)
-        dm0 = (C0 * dC0).sum((-2, -1)) + (n0 * dn0).sum(-1)  # (B, NH)
-        if not detach:
-            dm = eps * dden  # (B, NH, S) the eps path of h_t through m_t
-            dm[..., -1] += -last_state_dot + (0.0 if dm_last is None else dm_last.float())
-            di_m, dlog_f_m, dm0_m = _route_stabilizer_grad(dm, log_f, i.float(), m, m0)
-            di, dlog_f, dm0 = di + di_m, dlog_f + dlog_f_m, dm0 + dm0_m
-        df = dlog_f * torch.sigmoid(-f.float())  # (B, NH, S)
-        grads = (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), di.to(i.dtype), df.to(f.dtype), dC0, dn0, dm0)
-        return (*grads, None, None, None)
+
+def _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
+    """Add the per-DHV-block fp32 shares (NV, B, NH, ...) of dq, dk, di, df, dm0 in one launch, in the input dtypes."""
+    NV, B, NH, S, DQK = dq.shape
+    out = lambda shape, x: torch.empty(shape, dtype=x.dtype, device=q.device)
+    dq_sum, dk_sum = out((B, NH, S, DQK), q), out((B, NH, S, DQK), k)  # (B, NH, S, DQK)
+    di_sum, df_sum = out((B, NH, S), i), out((B, NH, S), f)  # (B, NH, S)
+    dm0_sum = None if dm0 is None else out(m0.shape, m0)  # (B, NH[, 1])
+    BS = min(128, 2048 // BK)  # (BS, BK) tiles of 2048 elements: no register spills
+    _mlstm_chunkwise_bwd_sum_kernel_tl[(triton.cdiv(S, BS), B * NH)](
+        dq, dk, di, df, dq if dm0 is None else dm0, dq_sum, dk_sum, di_sum, df_sum,
+        dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
+    )  # fmt: skip
+    return dq_sum, dk_sum, di_sum, df_sum, dm0_sum
 
 
 def mlstm_chunkwise_triton(
@@ -205,8 +202,16 @@ def mlstm_chunkwise_triton(
             f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on {q.device}/{k.device}/"
             f"{v.device}; cast them to one dtype."
         )
-    C0, n0, m0 = initial_states(c_initial, n_initial, m_initial, (B, NH, DQK, DHV), torch.float32, q.device)
-    h, C, n, m = _MLSTMChunkwiseTriton.apply(q, k, v, i, f, C0, n0, m0, eps, chunk_size, detach_normalizer)
+    states = (c_initial, n_initial, m_initial)
+    if not check_initial_states(*states, (B, NH, DQK, DHV)):
+        states = (None, None, None)  # zero states, without allocating them
+    for name, x in zip(("i", "f", "c_initial", "n_initial", "m_initial"), (i, f, *states)):
+        if x is not None and (x.device != q.device or not x.is_floating_point()):
+            raise ValueError(
+                f"{name} must be a floating-point tensor on {q.device} like q, got {x.dtype} on {x.device}; "
+                "move or cast it with .to(q.device, torch.float32)."
+            )
+    h, C, n, m = _MLSTMChunkwiseTriton.apply(q, k, v, i, f, *states, eps, chunk_size, detach_normalizer)
     if not return_last_states:
         return h
     return h, pack_states(C, n, m)

@@ -1,0 +1,228 @@
+"""Triton backward kernel of the chunkwise mLSTM: every input gradient, gate gradients included, in one launch.
+
+One program per (DHV block, batch * head), two passes over the chunks with the state in registers:
+1. forward in time: recompute the entering states (C, n) of each chunk from the saved m_t and form dq;
+2. backward in time: carry (dC, dn), the gradient of the state leaving each chunk, and form dk, dv, and the gate
+   gradients with their reverse cumulative sums carried across chunks as scalars (see `triton_chunkwise_gates.py`
+   and the docstring of `triton_chunkwise.py` for the identities).
+With one DHV block the program writes the final gradients in the input dtypes; with several, dq, dk, di, df and
+dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds up.
+"""
+
+import triton
+import triton.language as tl
+
+from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _tile
+from .triton_chunkwise_gates import _route_stabilizer, _row_terms
+
+
+@triton.jit
+def _mlstm_chunkwise_bwd_kernel_tl(
+    q_ptr,  # (B, NH, S, DQK), strides sq_*
+    k_ptr,  # (B, NH, S, DQK), strides sk_*
+    v_ptr,  # (B, NH, S, DHV), strides sv_*
+    i_ptr,  # (B, NH, S), strides si_*
+    f_ptr,  # (B, NH, S), strides sf_*
+    c0_ptr,  # (B, NH, DQK, DHV), strides sc_*; read only if HAS_INIT
+    n0_ptr,  # (B, NH, DQK), strides sn_*
+    m0_ptr,  # (B, NH[, 1]), strides sm_*
+    h_ptr,  # (BNH, S, DHV) contiguous, h from the forward (fp32 for bf16/fp16 inputs)
+    z_ptr,  # (BNH, S) fp32 z_t from the forward
+    m_ptr,  # (BNH, S) fp32 m_t from the forward
+    dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
+    dcl_ptr,  # (B, NH, DQK, DHV) upstream gradient of the last C, strides sdc_*; read only if HAS_DC
+    dnl_ptr,  # (B, NH, DQK) upstream gradient of the last n, strides sdn_*; read only if HAS_DN
+    dml_ptr,  # (B, NH) upstream gradient of the last m, strides sdm_*; read only if HAS_DM
+    dq_ptr,  # out (NV, BNH, S, DQK): fp32 shares, or with NV = 1 the final dq in the dtype of q
+    dk_ptr,  # out (NV, BNH, S, DQK), as dq
+    dv_ptr,  # out (BNH, S, DHV), dtype of v
+    di_ptr,  # out (NV, BNH, S), as dq
+    df_ptr,  # out (NV, BNH, S), as dq
+    dc0_ptr,  # out (BNH, DQK, DHV), dtype of c0; written only if HAS_INIT
+    dn0_ptr,  # out (BNH, DQK), dtype of n0
+    dm0_ptr,  # out (NV, BNH), as dq
+    sq_b, sq_h, sq_s, sq_d,
+    sk_b, sk_h, sk_s, sk_d,
+    sv_b, sv_h, sv_s, sv_d,
+    si_b, si_h, si_s,
+    sf_b, sf_h, sf_s,
+    sc_b, sc_h, sc_k, sc_v,
+    sn_b, sn_h, sn_k,
+    sm_b, sm_h,
+    sdh_b, sdh_h, sdh_s, sdh_d,
+    sdc_b, sdc_h, sdc_k, sdc_v,
+    sdn_b, sdn_h, sdn_k,
+    sdm_b, sdm_h,
+    NH,
+    S,
+    DQK,
+    DHV,
+    BNH,
+    qk_scale,
+    eps,
+    L: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    LOWP: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    HAS_DC: tl.constexpr,
+    HAS_DN: tl.constexpr,
+    HAS_DM: tl.constexpr,
+    MULTI_V: tl.constexpr,
+    DETACH: tl.constexpr,
+):  # fmt: skip
+    pid_v = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    bb, hh = pid_bh // NH, pid_bh % NH
+    offs_l = tl.arange(0, L)
+    offs_k = tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DQK
+    mask_v = offs_v < DHV
+    mask_kv = mask_k[:, None] & mask_v[None, :]
+    # the normalizer column of V' = [V, 1] (and so z, n, m) belongs to the first DHV block only
+    z_on = tl.where(pid_v == 0, 1.0, 0.0)
+    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
+
+    q_base = q_ptr + bb * sq_b + hh * sq_h
+    k_base = k_ptr + bb * sk_b + hh * sk_h
+    v_base = v_ptr + bb * sv_b + hh * sv_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
+    h_base = h_ptr + pid_bh * S * DHV
+    zm_off = pid_bh * S
+    part = pid_v * BNH + pid_bh  # index of this program's share in the (NV, BNH, ...) outputs
+    NC = tl.cdiv(S, L)
+
+    c0_base = c0_ptr + bb * sc_b + hh * sc_h
+    n0_base = n0_ptr + bb * sn_b + hh * sn_h
+    if HAS_INIT:
+        C = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+        m_init = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
+    else:
+        C = tl.zeros((BK, BV), dtype=tl.float32)
+        n = tl.zeros((BK,), dtype=tl.float32)
+        m_init = tl.zeros((), dtype=tl.float32)
+
+    # pass 1, forward in time: recompute the entering states and form dq
+    m_prev = m_init
+    for c in range(0, NC):
+        t = c * L + offs_l  # (L,)
+        mask_t = t < S
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        mask_tv = mask_t[:, None] & mask_v[None, :]
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+        dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
+        z, m_row, inv_den, hd, dz = _row_terms(
+            z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
+            BV, MULTI_V, DETACH,
+        )  # fmt: skip
+        m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
+        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+
+        w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
+        w0 = tl.where(mask_t, tl.exp(b + m_prev - m_row), 0.0)  # (L,)
+        dnum = dh * inv_den[:, None]  # (L, BV)
+        ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
+        dq = _dot(w * ds, k, LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
+        dq = dq * qk_scale  # (L, BK)
+        dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+        tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
+
+        a = g - b + i_g  # (L,)
+        decay = tl.exp(g + m_prev - m_end)
+        k_w = k.to(tl.float32) * tl.exp(a - m_end)[:, None]  # (L, BK)
+        C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
+        n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+        m_prev = m_end
+
+    # pass 2, backward in time: carry dC, dn (gradient of the state leaving each chunk) and form dk, dv, di, df
+    dC = tl.zeros((BK, BV), dtype=tl.float32)
+    dn = tl.zeros((BK,), dtype=tl.float32)
+    if HAS_DC:
+        dC = _tile(dcl_ptr + bb * sdc_b + hh * sdc_h, offs_k, offs_v, sdc_k, sdc_v, mask_kv).to(tl.float32)
+    if HAS_DN:
+        dn = tl.load(dnl_ptr + bb * sdn_b + hh * sdn_h + offs_k * sdn_k, mask=mask_k, other=0.0).to(tl.float32)
+        dn = dn * z_on
+    # C, n are now the last states: <dC_L, C_L> + <dn_L, n_L> is the gradient of the last log-forget cumsum
+    last_dot = tl.sum(tl.sum(dC * C, axis=1), axis=0) + tl.sum(dn * n, axis=0)
+    dm_last = tl.zeros((), dtype=tl.float32)
+    if HAS_DM:
+        dm_last = tl.load(dml_ptr + bb * sdm_b + hh * sdm_h).to(tl.float32) * z_on
+    cum_carry = tl.zeros((), dtype=tl.float32)  # sum of d(cumsum log f) over the later chunks
+    m_carry = tl.zeros((), dtype=tl.float32)  # gradient reaching m at the later chunk's first step
+    for cc in range(0, NC):
+        c = NC - 1 - cc
+        t = c * L + offs_l  # (L,)
+        mask_t = t < S
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        mask_tv = mask_t[:, None] & mask_v[None, :]
+        q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+        dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
+        z, m_row, inv_den, hd, dz = _row_terms(
+            z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
+            BV, MULTI_V, DETACH,
+        )  # fmt: skip
+        m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
+        m_in = tl.load(m_ptr + zm_off + tl.maximum(c * L - 1, 0))
+        m_in = tl.where(c > 0, m_in, m_init)
+        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+
+        w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
+        w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
+        e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
+        decay = tl.exp(g + m_in - m_end)
+        dnum = dh * inv_den[:, None]  # (L, BV)
+        qk = _dot(q, tl.trans(k), LOWP) * qk_scale  # (L, L)
+        ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
+        dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
+        dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
+        dk_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+        tl.store(dk_ptr + dk_off, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+        di = tl.sum(k.to(tl.float32) * dk, axis=1)  # (L,) di_s = <k_s, dk_s>, before the stabilizer terms
+        dv = _dot(tl.trans(w * qk), dnum, LOWP) + e[:, None] * _dot(k, dC, LOWP)  # (L, BV)
+        dv_off = pid_bh * S * DHV + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
+        tl.store(dv_ptr + dv_off, dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
+        q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
+        dC = decay * dC + _dot(tl.trans(q_w), dnum, LOWP)  # (BK, BV)
+        dn = decay * dn + tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
+
+        # d(cumsum log f)_t = <dh_t, h_t> + dz_t z_t - di_t (+ last_dot at S-1); d log f is its reverse cumsum
+        is_last = t == S - 1
+        d_cum = hd + dz * z - di + tl.where(is_last, last_dot, 0.0)  # (L,)
+        dlog_f = tl.cumsum(d_cum, axis=0, reverse=True) + cum_carry  # (L,)
+        cum_carry += tl.sum(d_cum, axis=0)
+        if not DETACH:
+            # m enters h through eps and the last states through e^{-m_L}; route those gradients through the max
+            dm = -eps * hd * inv_den + tl.where(is_last, dm_last - last_dot, 0.0)  # (L,)
+            m_before = tl.load(m_ptr + zm_off + t - 1, mask=mask_t & (offs_l > 0), other=0.0)  # (L,) m_{t-1}
+            m_before = tl.where(offs_l == 0, m_in, m_before)
+            forget = log_f + m_before >= i_g  # (L,) step t took the forget branch of the max
+            has_next = t + 1 < S
+            i_next = tl.load(i_base + (t + 1) * si_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
+            f_next = tl.load(f_base + (t + 1) * sf_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
+            forget_next = has_next & (_logsigmoid(f_next) + m_row >= i_next)  # (L,) the same for step t+1
+            reach, m_carry = _route_stabilizer(dm, tl.where(forget_next, 1.0, 0.0), m_carry)
+            di += tl.where(forget, 0.0, reach)
+            dlog_f += tl.where(forget, reach, 0.0)
+        df = dlog_f * tl.exp(log_f - f_g)  # (L,) d log f / d f~ = sigmoid(-f~) = exp(logsigmoid(f~) - f~)
+        tl.store(di_ptr + part * S + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
+        tl.store(df_ptr + part * S + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
+
+    if HAS_INIT:
+        # dm0 = <C0, dC0> + <n0, dn0> plus the stabilizer gradient that reached the start
+        C0 = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n0 = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+        dm0 = tl.sum(tl.sum(C0 * dC, axis=1), axis=0) + tl.sum(n0 * dn, axis=0)
+        if not DETACH:
+            forget_0 = _logsigmoid(tl.load(f_base).to(tl.float32)) + m_init >= tl.load(i_base).to(tl.float32)
+            dm0 += tl.where(forget_0, m_carry, 0.0)
+        dc0_off = pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
+        tl.store(dc0_ptr + dc0_off, dC.to(dc0_ptr.dtype.element_ty), mask=mask_kv)
+        tl.store(dn0_ptr + pid_bh * DQK + offs_k, dn.to(dn0_ptr.dtype.element_ty), mask=mask_k & (pid_v == 0))
+        tl.store(dm0_ptr + part, dm0.to(dm0_ptr.dtype.element_ty))

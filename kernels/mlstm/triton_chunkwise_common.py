@@ -1,0 +1,55 @@
+"""Triton device helpers shared by the chunkwise mLSTM forward and backward kernels: dots, gates, strided tiles.
+
+Inputs are read through their strides (any layout, e.g. a (B, S, NH, D) tensor viewed as (B, NH, S, D), or an
+expanded upstream gradient with stride 0) and cast to fp32 after loading, so the host never copies or casts them.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot(a, b, LOWP: tl.constexpr):
+    """a @ b with fp32 accumulation; operands cast to bf16 (LOWP=1), fp16 (LOWP=2), TF32 (LOWP=3) or exact fp32 (0).
+
+    The backward of bf16/fp16 inputs uses TF32: the inputs are exact in TF32, and the fp32 intermediates (weighted
+    scores, dh / den, states) keep 3 more mantissa bits, which the cancelling gate-gradient sums need.
+    """
+    if LOWP == 1:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif LOWP == 2:
+        out = tl.dot(a.to(tl.float16), b.to(tl.float16))
+    elif LOWP == 3:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    else:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return out
+
+
+@triton.jit
+def _logsigmoid(x):
+    # min(x, 0) - log(1 + exp(-|x|)): no overflow for large |x|
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _tile(base, rows, cols, stride_row, stride_col, mask):
+    """(len(rows), len(cols)) tile of a strided matrix, zero where masked; loaded in its own dtype."""
+    return tl.load(base + rows[:, None] * stride_row + cols[None, :] * stride_col, mask=mask, other=0.0)
+
+
+@triton.jit
+def _chunk_gates(i_base, f_base, stride_i, stride_f, t, mask_t, causal):
+    """Gate terms of one chunk from the raw pre-activations, in fp32.
+
+    Returns i~ (L,), f~ (L,), log f (L,), the local log-forget cumsum b (L,), the chunk total g and the log-decay
+    matrix (L, L) (row t, column s). Padding (t >= S) gets i~ = -inf and log f = 0: it leaves the state unchanged.
+    """
+    i_g = tl.load(i_base + t * stride_i, mask=mask_t, other=float("-inf")).to(tl.float32)  # (L,)
+    f_g = tl.load(f_base + t * stride_f, mask=mask_t, other=0.0).to(tl.float32)  # (L,)
+    log_f = tl.where(mask_t, _logsigmoid(f_g), 0.0)  # (L,)
+    b = tl.cumsum(log_f, axis=0)  # (L,)
+    g = tl.sum(log_f, axis=0)
+    log_d = b[:, None] - b[None, :] + i_g[None, :]  # (L, L)
+    log_d = tl.where(causal, log_d, float("-inf"))  # (L, L)
+    return i_g, f_g, log_f, b, g, log_d

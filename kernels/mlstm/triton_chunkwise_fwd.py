@@ -1,0 +1,119 @@
+"""Triton forward kernel of the chunkwise mLSTM: the whole forward in one launch.
+
+One program per (DHV block, batch * head) loops over the chunks of the sequence in time order, keeping the
+stabilized state C (DQK x BV block), n (DQK) and its stabilizer m in registers ("limit chunk" layout: the whole
+chunk of L time steps, L x L scores, lives in one program). It reads q, k, v, i, f and the optional initial states
+through their strides in their own dtypes, starts from zero states without any buffer when none are given, and
+writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the last states.
+"""
+
+import triton
+import triton.language as tl
+
+from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+
+
+@triton.jit
+def _mlstm_chunkwise_fwd_kernel_tl(
+    q_ptr,  # (B, NH, S, DQK), strides sq_*
+    k_ptr,  # (B, NH, S, DQK), strides sk_*
+    v_ptr,  # (B, NH, S, DHV), strides sv_*
+    i_ptr,  # (B, NH, S), strides si_*
+    f_ptr,  # (B, NH, S), strides sf_*
+    c0_ptr,  # (B, NH, DQK, DHV) initial C, strides sc_*; read only if HAS_INIT
+    n0_ptr,  # (B, NH, DQK) initial n, strides sn_*
+    m0_ptr,  # (B, NH[, 1]) initial m, strides sm_*
+    h_ptr,  # out (BNH, S, DHV) contiguous, input dtype
+    h32_ptr,  # out (BNH, S, DHV) contiguous fp32 copy of h for the backward, written only if STORE_H32
+    z_ptr,  # out (BNH, S) fp32: n~_t . q^_t before abs/max
+    m_ptr,  # out (BNH, S) fp32: stabilizer m_t
+    cl_ptr,  # out (BNH, DQK, DHV) fp32 last C
+    nl_ptr,  # out (BNH, DQK) fp32 last n
+    ml_ptr,  # out (BNH,) fp32 last m
+    sq_b, sq_h, sq_s, sq_d,
+    sk_b, sk_h, sk_s, sk_d,
+    sv_b, sv_h, sv_s, sv_d,
+    si_b, si_h, si_s,
+    sf_b, sf_h, sf_s,
+    sc_b, sc_h, sc_k, sc_v,
+    sn_b, sn_h, sn_k,
+    sm_b, sm_h,
+    NH,
+    S,
+    DQK,
+    DHV,
+    qk_scale,
+    eps,
+    L: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    LOWP: tl.constexpr,
+    STORE_H32: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+):  # fmt: skip
+    pid_v = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    bb, hh = pid_bh // NH, pid_bh % NH
+    offs_l = tl.arange(0, L)
+    offs_k = tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DQK
+    mask_v = offs_v < DHV
+    mask_kv = mask_k[:, None] & mask_v[None, :]
+    first = pid_v == 0
+    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
+
+    q_base = q_ptr + bb * sq_b + hh * sq_h
+    k_base = k_ptr + bb * sk_b + hh * sk_h
+    v_base = v_ptr + bb * sv_b + hh * sv_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    out_base = pid_bh * S * DHV
+    gate_off = pid_bh * S
+
+    if HAS_INIT:
+        C = _tile(c0_ptr + bb * sc_b + hh * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n = tl.load(n0_ptr + bb * sn_b + hh * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+        m_prev = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
+    else:
+        C = tl.zeros((BK, BV), dtype=tl.float32)
+        n = tl.zeros((BK,), dtype=tl.float32)
+        m_prev = tl.zeros((), dtype=tl.float32)
+
+    for c in range(0, tl.cdiv(S, L)):
+        t = c * L + offs_l  # (L,)
+        mask_t = t < S
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        mask_tv = mask_t[:, None] & mask_v[None, :]
+        q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+
+        m_row = tl.maximum(b + m_prev, tl.max(log_d, axis=1))  # (L,) m_t of the recurrent form
+        w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
+        w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
+        scores = _dot(q, tl.trans(k), LOWP) * qk_scale * w  # (L, L)
+        num = _dot(scores, v, LOWP) + (w0 * qk_scale)[:, None] * _dot(q, C, LOWP)  # (L, BV)
+        z = tl.sum(scores, axis=1) + w0 * qk_scale * tl.sum(q.to(tl.float32) * n[None, :], axis=1)  # (L,)
+        den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
+        h = num / den[:, None]  # (L, BV)
+        h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
+        tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
+        if STORE_H32:
+            tl.store(h32_ptr + h_off, h, mask=mask_tv)
+        tl.store(z_ptr + gate_off + t, z, mask=mask_t & first)
+        tl.store(m_ptr + gate_off + t, m_row, mask=mask_t & first)
+
+        # carry the state to the chunk end: key s enters with log weight g - b_s + i~_s
+        a = g - b + i_g  # (L,)
+        m_new = tl.maximum(g + m_prev, tl.max(a, axis=0))
+        decay = tl.exp(g + m_prev - m_new)
+        k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
+        C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
+        n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+        m_prev = m_new
+
+    tl.store(cl_ptr + pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
+    tl.store(nl_ptr + pid_bh * DQK + offs_k, n, mask=mask_k & first)
+    tl.store(ml_ptr + pid_bh, m_prev, mask=first)

@@ -1,0 +1,132 @@
+"""Triton device code for the gate gradients of the chunkwise mLSTM backward, and the sum over DHV blocks.
+
+The backward kernel (`triton_chunkwise_bwd.py`) walks the chunks backward in time, so the reverse cumulative sums
+of the gate gradients are carried across chunks as scalars and finished within a chunk by the helpers here:
+
+- `_row_terms`: per-step 1 / (den_t + eps), the gradient dz_t of z_t = n~_t . q^_t and <dh_t, h_t>;
+- `_route_stabilizer`: a gradient on m_t flows back through m_t = max(log f_t + m_{t-1}, i~_t) along the steps
+  where the forget branch was the max, until an input-branch step (to its i~) or the start (to m0): a linear
+  recurrence run backward in time, per chunk as a reverse associative scan plus a carried scalar.
+
+Every gate gradient is linear in the upstream gradient of the block's DHV columns, so a program with one DHV block
+computes its share; with several blocks, `_mlstm_chunkwise_bwd_sum_kernel_tl` adds the shares (and those of dq, dk)
+and casts to the input dtypes.
+"""
+
+import triton
+import triton.language as tl
+
+from .triton_chunkwise_common import _tile
+
+
+@triton.jit
+def _row_terms(
+    z_ptr, m_ptr, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
+    BV: tl.constexpr, MULTI_V: tl.constexpr, DETACH: tl.constexpr,
+):  # fmt: skip
+    """Per-step terms of one chunk for one DHV block.
+
+    Args:
+        z_ptr, m_ptr: z_t and m_t of this batch * head (contiguous (S,)). h_base: h (S, DHV) contiguous.
+        dh_base: upstream dh (S, DHV) with strides sdh_s, sdh_d. dh: this block's (L, BV) fp32 tile of dh.
+
+    Returns:
+        z (L,), m (L,), inv_den = 1 / (max(|z|, e^{-m}) + eps) (L,), this block's share of <dh, h> (L,), and
+        dz (L,): nonzero only in block 0, where |z| > e^{-m}, and never with a detached normalizer.
+    """
+    z = tl.load(z_ptr + t, mask=mask_t, other=0.0)  # (L,)
+    m_row = tl.load(m_ptr + t, mask=mask_t, other=0.0)  # (L,)
+    lower = tl.exp(-m_row)  # (L,)
+    inv_den = 1.0 / (tl.maximum(tl.abs(z), lower) + eps)  # (L,)
+    mask_tv = mask_t[:, None] & (offs_v < DHV)[None, :]
+    h = _tile(h_base, t, offs_v, DHV, 1, mask_tv).to(tl.float32)  # (L, BV)
+    hd = tl.sum(dh * h, axis=1)  # (L,)
+    if DETACH:
+        dz = tl.zeros_like(z)
+    else:
+        hd_all = hd
+        if MULTI_V:
+            # dz needs <dh, h> over every column: block 0 adds the other blocks' columns
+            v_end = tl.where(pid_v == 0, DHV, 0)
+            for v0 in range(BV, v_end, BV):
+                cols = v0 + tl.arange(0, BV)  # (BV,)
+                mask_o = mask_t[:, None] & (cols < DHV)[None, :]
+                dh_o = _tile(dh_base, t, cols, sdh_s, sdh_d, mask_o).to(tl.float32)  # (L, BV)
+                h_o = _tile(h_base, t, cols, DHV, 1, mask_o).to(tl.float32)  # (L, BV)
+                hd_all += tl.sum(dh_o * h_o, axis=1)
+        sign = tl.where(z > 0, 1.0, -1.0)  # (L,) z != 0 wherever it is used
+        dz = tl.where((tl.abs(z) > lower) & (pid_v == 0), -hd_all * inv_den * sign, 0.0)  # (L,)
+    return z, m_row, inv_den, hd, dz
+
+
+@triton.jit
+def _then(a1, b1, a2, b2):
+    """Compose two steps of the recurrence z_t = a_t z_{t+1} + b_t, for a reverse associative scan."""
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _route_stabilizer(dm, forget_next, carry):
+    """Gradient reach_t reaching m_t for the steps of one chunk: reach_t = dm_t + forget_{t+1} reach_{t+1}.
+
+    Args:
+        dm: (L,) upstream gradient on m_t.
+        forget_next: (L,) 1.0 where step t+1 took the forget branch (log f_{t+1} + m_t >= i~_{t+1}), else 0.0;
+            its last entry is about the first step of the chunk after (0.0 at t = S-1).
+        carry: reach at the first step of the chunk after (0 for the last chunk).
+
+    Returns:
+        reach (L,), and reach at this chunk's first step, the carry for the chunk before.
+    """
+    gain, reach = tl.associative_scan((forget_next, dm), axis=0, combine_fn=_then, reverse=True)  # (L,), (L,)
+    reach += gain * carry  # gain_t = product of forget_next over [t, L)
+    offs = tl.arange(0, reach.shape[0])
+    return reach, tl.sum(tl.where(offs == 0, reach, 0.0), axis=0)
+
+
+@triton.jit
+def _mlstm_chunkwise_bwd_sum_kernel_tl(
+    dq_part_ptr,  # (NV, BNH, S, DQK) fp32 per-block shares
+    dk_part_ptr,  # (NV, BNH, S, DQK) fp32
+    di_part_ptr,  # (NV, BNH, S) fp32
+    df_part_ptr,  # (NV, BNH, S) fp32
+    dm0_part_ptr,  # (NV, BNH) fp32, read only if HAS_INIT
+    dq_ptr,  # out (BNH, S, DQK), dtype of q
+    dk_ptr,  # out (BNH, S, DQK), dtype of k
+    di_ptr,  # out (BNH, S), dtype of i
+    df_ptr,  # out (BNH, S), dtype of f
+    dm0_ptr,  # out (BNH,), dtype of m0
+    NV,
+    BNH,
+    S,
+    DQK,
+    BS: tl.constexpr,
+    BK: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    t = pid_s * BS + tl.arange(0, BS)  # (BS,)
+    offs_k = tl.arange(0, BK)
+    mask_t = t < S
+    mask_tk = mask_t[:, None] & (offs_k < DQK)[None, :]
+    row_k = t[:, None] * DQK + offs_k[None, :]  # (BS, BK)
+    dq = tl.zeros((BS, BK), dtype=tl.float32)
+    dk = tl.zeros((BS, BK), dtype=tl.float32)
+    di = tl.zeros((BS,), dtype=tl.float32)
+    df = tl.zeros((BS,), dtype=tl.float32)
+    dm0 = tl.zeros((), dtype=tl.float32)
+    for p in range(0, NV):
+        part = p * BNH + pid_bh
+        dq += tl.load(dq_part_ptr + part * S * DQK + row_k, mask=mask_tk, other=0.0)
+        dk += tl.load(dk_part_ptr + part * S * DQK + row_k, mask=mask_tk, other=0.0)
+        di += tl.load(di_part_ptr + part * S + t, mask=mask_t, other=0.0)
+        df += tl.load(df_part_ptr + part * S + t, mask=mask_t, other=0.0)
+        if HAS_INIT:
+            dm0 += tl.load(dm0_part_ptr + part)
+    tl.store(dq_ptr + pid_bh * S * DQK + row_k, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
+    tl.store(dk_ptr + pid_bh * S * DQK + row_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    tl.store(di_ptr + pid_bh * S + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
+    tl.store(df_ptr + pid_bh * S + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
+    if HAS_INIT:
+        tl.store(dm0_ptr + pid_bh, dm0.to(dm0_ptr.dtype.element_ty), mask=pid_s == 0)
