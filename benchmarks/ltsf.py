@@ -16,9 +16,13 @@ training windows (variates x (training rows - lookback - horizon + 1)); the samp
 context starts before row 0 (padded and masked), so this counts passes in units of the standard training set.
 
 Usage:
+    python benchmarks/ltsf.py --preset etth1_96 --seeds 0 1 2 --data-dir ../shared/datasets
     python benchmarks/ltsf.py --data ../shared/datasets/ETT/ETTh1.csv.gz --split ett-hourly --horizon 96 \\
         --lookback 336 --seeds 0 1 2
-Appends rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf.md (see --results-dir).
+A run preset (`configs/ltsf/<name>.yaml`, `xlstm_ts.datasets.ltsf_presets`) sets the file, split, horizon, lookback,
+model preset and training budget; a flag given on the command line overrides its value. The `preset` column records
+`<run preset>/<model preset>`. Appends rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf.md
+(see --results-dir). `benchmarks/ltsf_sweep.py` runs many presets and seeds in parallel.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from xlstm_ts.datasets.ltsf import (
     score_windows,
     split_windows,
 )
+from xlstm_ts.datasets.ltsf_presets import LTSFRunConfig, load_run_config, resolve_data_path, run_preset_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("channel_independent", "variate_mixing")
@@ -89,6 +94,9 @@ ANCHORS = {
                 "xLSTMTime": ((0.358, 0.242), (0.378, 0.253), (0.392, 0.261), (0.434, 0.287))},
 }
 ANCHOR_MODELS = ("PatchTST/64", "DLinear", "xLSTMTime", "xLSTM-Mixer")
+DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_size=128, learning_rate=1e-4,
+                val_check_steps=200, patience=5)
+"""Values of the run settings when neither the command line nor a run preset gives them."""
 
 
 def anchor(dataset: str, model: str, horizon: int) -> tuple[float, float] | None:
@@ -113,27 +121,47 @@ def device_name(accelerator: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="CSV (or .csv.gz) with a date column and numeric columns, OT")
-    parser.add_argument("--split", required=True, choices=SPLITS, help="ett-hourly, ett-minute (ETT x4) or ratio")
-    parser.add_argument("--horizon", type=int, default=96)
-    parser.add_argument("--lookback", type=int, default=336)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"Settings that neither a flag nor --preset gives: {DEFAULTS}")
+    parser.add_argument("--preset", help="run preset name (configs/ltsf/, e.g. etth1_96) or YAML path")
+    parser.add_argument("--data", help="CSV (or .csv.gz) with a date column and numeric columns, OT "
+                        "(default with --preset: the preset's file under --data-dir)")
+    parser.add_argument("--data-dir", help="folder the preset's file is relative to (default: $XLSTM_TS_DATA)")
+    parser.add_argument("--split", choices=SPLITS, help="ett-hourly, ett-minute (ETT x4) or ratio")
+    parser.add_argument("--horizon", type=int)
+    parser.add_argument("--lookback", type=int)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--mode", default=None, choices=MODES,
-                        help="how variates are modelled (default: the preset's mode)")
-    parser.add_argument("--model", default="ltsf", help="model preset name or YAML path (recorded as preset)")
-    parser.add_argument("--max-steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--val-check-steps", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
+                        help="how variates are modelled (default: the model preset's mode)")
+    parser.add_argument("--model", help="model preset name or YAML path (recorded as preset)")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--val-check-steps", type=int)
+    parser.add_argument("--patience", type=int, help="validations without improvement before stopping")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baselines (a sweep records them once)")
     args = parser.parse_args(argv)
-    if args.mode is None:
-        args.mode = resolve_config(args.model).mode
+    try:
+        preset = load_run_config(args.preset) if args.preset is not None else None
+        if preset is not None and args.data is None:
+            args.data = str(resolve_data_path(preset.data, args.data_dir))
+    except ValueError as err:
+        parser.error(str(err))
+    if preset is None and (args.data is None or args.split is None):
+        parser.error("--data and --split are required without --preset; pass e.g. --data path/to/ETTh1.csv.gz "
+                     "--split ett-hourly, or --preset etth1_96 (run presets live in configs/ltsf/).")
+    for field in dataclasses.fields(LTSFRunConfig):
+        if field.name != "data" and getattr(args, field.name) is None:
+            setattr(args, field.name, getattr(preset, field.name) if preset is not None else DEFAULTS[field.name])
+    args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
+    try:
+        args.mode = args.mode or resolve_config(args.model).mode
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
@@ -175,15 +203,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     common = dict(dataset=data.name, horizon=H, lookback=L, n_test_windows=len(test_past) // len(data.columns),
                   device=device_name(args.accelerator), commit=commit_id())
     n_windows(data.borders, "val", L, H)  # fails early, before any training, if validation cannot hold a window
-    start = time.perf_counter()
-    coef = fit_linear_lookback(data.values, data.borders.train_end, L, H)  # (L + 1, H)
-    baselines = {"baseline:repeat_last": (lambda past: repeat_last(past, H), 0.0),
-                 "baseline:linear": (lambda past: linear_lookback(past, coef), time.perf_counter() - start)}
+    baselines = {}
+    if not args.no_baselines:
+        start = time.perf_counter()
+        coef = fit_linear_lookback(data.values, data.borders.train_end, L, H)  # (L + 1, H)
+        baselines = {"baseline:repeat_last": (lambda past: repeat_last(past, H), 0.0),
+                     "baseline:linear": (lambda past: linear_lookback(past, coef), time.perf_counter() - start)}
     rows = []
     for seed in args.seeds:
         scores, epochs, seconds = train_and_score(args, data, seed, test_past, test_future)
         rows.append({**common, "mode": args.mode, "seed": seed, **scores, "epochs": epochs, "train_seconds": seconds,
-                     "preset": args.model})
+                     "preset": args.label})
     for mode, (predict, seconds) in baselines.items():
         scores = score_windows(predict, test_past, test_future, args.eval_batch_size)
         rows.append({**common, "mode": mode, "seed": None, **scores, "epochs": None, "train_seconds": seconds,
@@ -237,16 +267,21 @@ def write_markdown(csv_path: Path) -> Path:
     return path
 
 
+def record(rows: list[dict], results_dir: Path) -> Path:
+    """Append rows (in `COLUMNS`) to `results_dir`/ltsf.csv and rewrite ltsf.md from the whole file."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = results_dir / "ltsf.csv"
+    frame = pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64"})  # baselines have no seed
+    frame.to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
+    return write_markdown(csv_path)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     rows = run(args)
     print(json.dumps(rows, indent=1))
     if not args.no_record:
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = args.results_dir / "ltsf.csv"
-        frame = pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64"})  # baselines have no seed
-        frame.to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
-        write_markdown(csv_path)
+        record(rows, args.results_dir)
     return rows
 
 

@@ -1,0 +1,147 @@
+"""Run presets of the long-horizon benchmark: one YAML file per data set and horizon in `configs/ltsf/`.
+
+A run preset fixes everything `benchmarks/ltsf.py` needs to reproduce one cell of the results table: the file
+(relative to the data directory), its split, the horizon and lookback, the model preset and the training budget.
+
+Examples:
+    >>> config = load_run_config("etth1_96")
+    >>> config.data, config.horizon, config.lookback, config.model
+    ('ETT/ETTh1.csv.gz', 96, 512, 'ltsf_mixing')
+    >>> resolve_data_path(config.data, "path/to/datasets")  # doctest: +SKIP
+    PosixPath('path/to/datasets/ETT/ETTh1.csv.gz')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import numbers
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from xlstm_ts.datasets.ltsf import SPLITS
+from xlstm_ts.datasets.readers import ENV_VAR
+
+_POSITIVE_INTS = ("horizon", "lookback", "batch_size", "max_steps", "val_check_steps", "patience")
+
+
+@dataclass(frozen=True)
+class LTSFRunConfig:
+    """One benchmark run: data, protocol and training budget. YAML presets in `configs/ltsf/` are instances."""
+
+    data: str
+    """Path of the CSV relative to the data directory (e.g. 'ETT/ETTh1.csv.gz'); an absolute path is used as is."""
+    split: str
+    """'ett-hourly', 'ett-minute' or 'ratio' (see `xlstm_ts.datasets.ltsf`)."""
+    horizon: int
+    """Forecast steps H."""
+    lookback: int
+    """Context steps L."""
+    model: str = "ltsf_mixing"
+    """Model preset name (configs/model/) or YAML path; its `mode` is the run's multivariate mode."""
+    batch_size: int = 32
+    """Windows per optimizer step (each holds every variate in mode 'variate_mixing')."""
+    learning_rate: float = 1e-4
+    """Adam learning rate."""
+    max_steps: int = 3000
+    """Most optimizer steps."""
+    val_check_steps: int = 150
+    """Steps between validations; the weights with the lowest validation loss are kept."""
+    patience: int = 5
+    """Validations without improvement before training stops."""
+
+    def __post_init__(self) -> None:
+        for name in ("data", "model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"LTSFRunConfig.{name} must be a non-empty string, got {value!r}.")
+        if self.split not in SPLITS:
+            raise ValueError(f"LTSFRunConfig.split must be one of {SPLITS}, got {self.split!r}.")
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"LTSFRunConfig.{name} must be a positive integer, got {value!r}.")
+        lr = self.learning_rate
+        if isinstance(lr, str):
+            raise ValueError(f"LTSFRunConfig.learning_rate must be a number, got the string {lr!r}; YAML reads "
+                             "exponents without a decimal point as text, so write e.g. 1.0e-4 instead of 1e-4.")
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
+            raise ValueError(f"LTSFRunConfig.learning_rate must be a positive number, got {lr!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run_config_from_dict(data: dict, source: str = "dict") -> LTSFRunConfig:
+    """Build an LTSFRunConfig, refusing unknown keys with a suggestion and naming missing required keys."""
+    if not isinstance(data, dict):
+        raise ValueError(f"Expected a mapping of LTSFRunConfig fields in {source}, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(LTSFRunConfig)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {sorted(fields)}."
+            raise ValueError(f"Unknown key {key!r} in LTSFRunConfig ({source}).{hint}")
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ValueError(f"LTSFRunConfig ({source}) lacks the required keys {missing}; every run preset names "
+                         f"{required}.")
+    return LTSFRunConfig(**data)
+
+
+def run_preset_names() -> list[str]:
+    """Names of the run presets shipped in configs/ltsf/ (e.g. 'etth1_96')."""
+    folder = resources.files("xlstm_ts.configs") / "ltsf"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def run_preset_name(name_or_path: str | Path) -> str:
+    """The name a run is recorded under: the preset name, or the file name without `.yaml` for a path."""
+    path = Path(name_or_path)
+    return path.stem if path.suffix in (".yaml", ".yml") else str(name_or_path)
+
+
+def load_run_config(name_or_path: str | Path) -> LTSFRunConfig:
+    """An LTSFRunConfig from a run preset name (e.g. 'etth1_96') or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ValueError(f"Run preset file {str(path)!r} does not exist; pass an existing .yaml file or one of "
+                             f"the shipped presets {run_preset_names()}.")
+        text, source = path.read_text(), str(path)
+    else:
+        names = run_preset_names()
+        if str(name_or_path) not in names:
+            close = difflib.get_close_matches(str(name_or_path), names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown run preset {str(name_or_path)!r}.{hint} Available presets: {names}, or a "
+                             ".yaml path.")
+        text = (resources.files("xlstm_ts.configs") / "ltsf" / f"{name_or_path}.yaml").read_text()
+        source = f"configs/ltsf/{name_or_path}.yaml"
+    return run_config_from_dict(yaml.safe_load(text) or {}, source)
+
+
+def resolve_data_path(relative: str | Path, data_dir: str | os.PathLike | None = None) -> Path:
+    """The file a run preset names: `relative` under `data_dir`, else under `$XLSTM_TS_DATA`.
+
+    Raises:
+        ValueError: Neither a data directory nor the environment variable is set, or the file does not exist.
+    """
+    if Path(relative).is_absolute():
+        path, where = Path(relative), "an absolute path"
+    else:
+        chosen = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
+        if not chosen:
+            raise ValueError(f"The file {str(relative)!r} is relative to a data directory, but none was given: pass "
+                             f"--data-dir DIR (data_dir=...) or set {ENV_VAR}=DIR, where DIR holds {str(relative)!r}.")
+        path = Path(chosen).expanduser() / relative
+        where = f"{str(relative)!r} under {'--data-dir' if data_dir is not None else '$' + ENV_VAR} {str(chosen)!r}"
+    if not path.is_file():
+        raise ValueError(f"Expected the data file {str(path)!r} ({where}), but it does not exist; point the data "
+                         "directory at the folder that holds it.")
+    return path

@@ -1,0 +1,212 @@
+"""Run presets of the long-horizon benchmark: every cell has one, they are strict and valid, command-line flags win
+over them, and the sweep runner records every run (baselines once per preset) and reports failed runs."""
+
+import fnmatch
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xlstm_ts.config import resolve_config
+from xlstm_ts.datasets.ltsf import load_ltsf, n_windows
+from xlstm_ts.datasets.ltsf_presets import (
+    LTSFRunConfig,
+    load_run_config,
+    resolve_data_path,
+    run_config_from_dict,
+    run_preset_names,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("XLSTM_TS_DATA", ROOT.parent / "shared" / "datasets"))
+MAX_LOOKBACK = 768
+# run preset -> (file, split, lookback): ETT lookbacks of the xLSTM-Mixer scripts, ILI 104 as the protocol sets it
+EXPECTED = {
+    **{f"etth1_{h}": ("ETT/ETTh1.csv.gz", "ett-hourly", L) for h, L in zip((96, 192, 336, 720), (512, 512, 512, 768))},
+    **{f"etth2_{h}": ("ETT/ETTh2.csv.gz", "ett-hourly", L) for h, L in zip((96, 192, 336, 720), (768, 512, 512, 512))},
+    **{f"ettm1_{h}": ("ETT/ETTm1.csv.gz", "ett-minute", 768) for h in (96, 192, 336, 720)},
+    **{f"exchange_rate_{h}": ("exchange_rate/exchange_rate.csv", "ratio", 96) for h in (96, 192, 336, 720)},
+    **{f"ili_{h}": ("illness/national_illness.csv", "ratio", 104) for h in (24, 36, 48, 60)},
+}
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load_script("ltsf")
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return _load_script("ltsf_sweep")
+
+
+def test_every_benchmark_cell_has_a_valid_run_preset():
+    assert set(run_preset_names()) == set(EXPECTED)
+    for name, (data, split, lookback) in EXPECTED.items():
+        config = load_run_config(name)
+        assert (config.data, config.split, config.lookback) == (data, split, lookback), name
+        assert config.horizon == int(name.rsplit("_", 1)[1]) and config.lookback <= MAX_LOOKBACK
+        assert (config.model, config.batch_size, config.learning_rate) == ("ltsf_mixing", 32, 1e-4)
+        assert (config.max_steps, config.val_check_steps, config.patience) == (3000, 150, 5)
+        assert resolve_config(config.model).mode == "variate_mixing"
+
+
+def test_run_presets_ship_with_the_package():
+    tomllib = pytest.importorskip("tomllib")
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(fnmatch.fnmatch("ltsf/etth1_96.yaml", p) for p in package_data["xlstm_ts.configs"])
+
+
+def test_run_presets_name_files_that_hold_every_window():
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"{DATA_DIR} not available (set XLSTM_TS_DATA)")
+    loaded = {}
+    for name in EXPECTED:
+        config = load_run_config(name)
+        path = resolve_data_path(config.data, DATA_DIR)
+        data = loaded.setdefault(path, load_ltsf(path, config.split))
+        for part in ("train", "val", "test"):  # raises if a part cannot hold one window of this lookback and horizon
+            assert n_windows(data.borders, part, config.lookback, config.horizon) >= 1
+
+
+def test_malformed_run_presets_are_rejected(tmp_path):
+    good = {"data": "a.csv", "split": "ratio", "horizon": 8, "lookback": 24}
+    assert run_config_from_dict(good) == LTSFRunConfig(**good)
+    with pytest.raises(ValueError, match="Unknown key 'lookbak'.*Did you mean 'lookback'"):
+        run_config_from_dict({**good, "lookbak": 96})
+    with pytest.raises(ValueError, match=r"lacks the required keys \['horizon'\]"):
+        run_config_from_dict({k: v for k, v in good.items() if k != "horizon"})
+    with pytest.raises(ValueError, match="split must be one of"):
+        run_config_from_dict({**good, "split": "ett"})
+    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+        run_config_from_dict({**good, "horizon": 0})
+    (tmp_path / "p.yaml").write_text("data: a.csv\nsplit: ratio\nhorizon: 8\nlookback: 24\nlearning_rate: 1e-4\n")
+    with pytest.raises(ValueError, match="write e.g. 1.0e-4"):  # YAML reads 1e-4 as a string
+        load_run_config(tmp_path / "p.yaml")
+    with pytest.raises(ValueError, match="Did you mean 'etth1_96'"):
+        load_run_config("etth1_69")
+
+
+def test_command_line_flags_override_the_run_preset(bench, tmp_path, monkeypatch, capsys):
+    (tmp_path / "ETT").mkdir()
+    (tmp_path / "ETT" / "ETTh1.csv.gz").touch()
+    args = bench.parse_args(["--preset", "etth1_96", "--data-dir", str(tmp_path)])
+    assert args.data == str(tmp_path / "ETT" / "ETTh1.csv.gz") and args.split == "ett-hourly"
+    assert (args.horizon, args.lookback, args.batch_size, args.val_check_steps) == (96, 512, 32, 150)
+    assert (args.mode, args.label) == ("variate_mixing", "etth1_96/ltsf_mixing")
+    args = bench.parse_args(["--preset", "etth1_96", "--data-dir", str(tmp_path), "--lookback", "336",
+                             "--max-steps", "10", "--model", "tiny", "--data", "other.csv"])
+    assert (args.lookback, args.max_steps, args.horizon, args.data) == (336, 10, 96, "other.csv")
+    assert (args.mode, args.label) == ("channel_independent", "etth1_96/tiny")  # the mode of the model preset
+    monkeypatch.setenv("XLSTM_TS_DATA", str(tmp_path))
+    assert bench.parse_args(["--preset", "etth1_96"]).data == str(tmp_path / "ETT" / "ETTh1.csv.gz")
+
+    monkeypatch.delenv("XLSTM_TS_DATA")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--preset", "etth1_96"])
+    assert "pass --data-dir DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--preset", "etth2_96", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "ETTh2.csv.gz" in err and "does not exist" in err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--horizon", "96"])
+    assert "--data and --split are required without --preset" in capsys.readouterr().err
+    args = bench.parse_args(["--data", "x.csv", "--split", "ratio"])  # no preset: the defaults as before
+    assert (args.lookback, args.batch_size, args.model, args.label, args.val_check_steps) == (336, 128, "ltsf",
+                                                                                              "ltsf", 200)
+
+
+def _tiny_presets(folder: Path) -> list[str]:
+    """A 300-row CSV (ratio split: train 210, val 30, test 60 rows) and two run presets on it."""
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"date": pd.date_range("2020-01-01", periods=300, freq="h"), "a": np.sin(np.arange(300) / 7),
+                  "OT": np.cumsum(rng.normal(size=300))}).to_csv(folder / "tiny.csv", index=False)
+    paths = []
+    for name, horizon, lookback in [("a_8", 8, 24), ("b_4", 4, 16)]:
+        paths.append(str(folder / f"{name}.yaml"))
+        Path(paths[-1]).write_text(f"data: tiny.csv\nsplit: ratio\nhorizon: {horizon}\nlookback: {lookback}\n"
+                                   "model: tiny\nbatch_size: 8\nmax_steps: 3\nval_check_steps: 2\n")
+    return paths
+
+
+def test_sweep_records_every_run_and_the_baselines_once_per_preset(sweep, bench, tmp_path, capsys):
+    presets, out = _tiny_presets(tmp_path), tmp_path / "results"
+    earlier = dict(dataset="ETTh1", horizon=96, lookback=512, mode="variate_mixing", seed=0, mse=0.4, mae=0.4,
+                   n_test_windows=2785, epochs=1.0, train_seconds=1.0, device="cpu", commit="abc", preset="x/y")
+    bench.record([earlier], out)
+    argv = ["--presets", *presets, "--seeds", "0", "1", "--jobs", "2", "--accelerator", "cpu",
+            "--data-dir", str(tmp_path), "--results-dir", str(out)]
+    assert sweep.main(argv) == 0
+    table = pd.read_csv(out / "ltsf.csv")
+    assert table.iloc[0]["preset"] == "x/y" and len(table) == 1 + 2 * 2 + 2 * 2  # earlier row kept, then appended
+    model = table[table["mode"] == "channel_independent"]
+    assert sorted(zip(model["preset"], model["seed"])) == [("a_8/tiny", 0), ("a_8/tiny", 1), ("b_4/tiny", 0),
+                                                            ("b_4/tiny", 1)]
+    baselines = table[table["mode"].str.startswith("baseline:")]
+    assert baselines.groupby(["horizon", "lookback", "mode"]).size().to_dict() == {
+        (4, 16, "baseline:linear"): 1, (4, 16, "baseline:repeat_last"): 1,
+        (8, 24, "baseline:linear"): 1, (8, 24, "baseline:repeat_last"): 1}
+    threads = max(1, sweep.available_cores() // 2)  # OMP_NUM_THREADS = cores // jobs
+    assert model["device"].str.contains(f"{threads} threads").all()
+    markdown = (out / "ltsf.md").read_text()
+    assert "| tiny | 8 | channel_independent | 24 | a_8/tiny | 2 |" in markdown
+    assert "| tiny | 4 | baseline:linear | 16 | – | – |" in markdown
+    printed = capsys.readouterr().out
+    assert "4/4 runs succeeded; total wall time" in printed and "b_4" in printed
+
+
+FAKE_HARNESS = """import csv, sys
+from pathlib import Path
+preset, seed, results, baselines = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
+if "b_4" in preset:
+    sys.exit("boom: the model diverged")
+results.mkdir(parents=True)
+with open(results / "ltsf.csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, COLUMNS)
+    writer.writeheader()
+    row = dict(dataset="tiny", horizon=8, lookback=24, n_test_windows=53, device="cpu", commit="abc", mse=0.2, mae=0.3)
+    writer.writerow({**row, "mode": "channel_independent", "seed": seed, "epochs": 1.0, "train_seconds": 2.0,
+                     "preset": "a_8/tiny"})
+    if baselines:
+        writer.writerow({**row, "mode": "baseline:linear", "seed": "", "epochs": "", "train_seconds": 0.0,
+                         "preset": ""})
+"""
+
+
+def test_sweep_reports_failed_runs_and_records_the_others(sweep, bench, tmp_path, monkeypatch, capsys):
+    presets, out = _tiny_presets(tmp_path), tmp_path / "results"
+    script = tmp_path / "fake_harness.py"
+    script.write_text(f"COLUMNS = {bench.COLUMNS!r}\n" + FAKE_HARNESS)
+    monkeypatch.setattr(sweep, "command", lambda args, run, extra: [
+        sys.executable, str(script), run.preset, str(run.seed), str(run.folder / "results"), str(int(run.baselines))])
+    argv = ["--presets", *presets, "--seeds", "0", "1", "--jobs", "2", "--data-dir", str(tmp_path),
+            "--results-dir", str(out)]
+    assert sweep.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "b_4 seed 0 failed (exit code 1)" in captured.err and "boom: the model diverged" in captured.err
+    assert "2/4 runs succeeded" in captured.out
+    table = pd.read_csv(out / "ltsf.csv")
+    assert list(table["mode"]) == ["channel_independent", "baseline:linear", "channel_independent"]
+    assert (out / "ltsf.md").is_file()
+
+    args, extra = sweep.parse_args(argv + ["--eval-batch-size", "64"])  # other harness flags are passed on
+    assert extra == ["--eval-batch-size", "64"] and args.presets == presets
+    with pytest.raises(SystemExit):
+        sweep.parse_args(argv + ["--no-baselines"])
+    assert "the sweep sets them for each run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["--presets", "etth1_96", "--data-dir", str(tmp_path / "missing")])
+    assert "run preset 'etth1_96'" in capsys.readouterr().err
