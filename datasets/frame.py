@@ -1,7 +1,8 @@
-"""Long-frame validation: a pandas frame (id, time, target) becomes a validated `Panel` of series."""
+"""Long-frame validation: a pandas frame (id, time, target [, covariates]) becomes a validated `Panel` of series."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ class Panel:
         starts: Timestamp (or integer) of each series' first row.
         ends: Timestamp (or integer) of each series' last row.
         freq: A pandas offset for datetime time columns, or an integer step for integer time columns.
+        covariates: One float32 array (S, K) per series, rows aligned with `values`, holding the K covariate
+            columns asked for (NaN = missing), or None when none were asked for.
     """
 
     ids: list
@@ -25,9 +28,14 @@ class Panel:
     starts: list
     ends: list
     freq: pd.DateOffset | int
+    covariates: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def time_at(self, series: int, position: int):
+        """Timestamp (or integer time) of row `position` of series number `series` (the index is regular)."""
+        return self.starts[series] + int(position) * self.freq
 
 
 def _check_columns(df: pd.DataFrame, columns: dict[str, str]) -> None:
@@ -43,7 +51,8 @@ def _check_columns(df: pd.DataFrame, columns: dict[str, str]) -> None:
         raise ValueError("The frame is empty: expected at least one row per series.")
 
 
-def _time_values(df: pd.DataFrame, time_col: str) -> pd.Series:
+def time_values(df: pd.DataFrame, time_col: str) -> pd.Series:
+    """The time column as datetimes or integers (strings are parsed with pd.to_datetime)."""
     ts = df[time_col]
     if pd.api.types.is_integer_dtype(ts) or pd.api.types.is_datetime64_any_dtype(ts):
         return ts
@@ -93,6 +102,7 @@ def validate_long_frame(
     time_col: str = "ds",
     target_col: str = "y",
     freq: str | int | None = None,
+    covariate_cols: Sequence[str] = (),
 ) -> Panel:
     """Check a long frame and turn it into a `Panel`.
 
@@ -102,22 +112,28 @@ def validate_long_frame(
         time_col: Name of the timestamp column (datetimes or integers). Default: `"ds"`.
         target_col: Name of the numeric target column; NaN marks missing values. Default: `"y"`.
         freq: The frequency (pandas alias such as `"h"`, or an integer step). Default: inferred from the data.
+        covariate_cols: Numeric (or boolean) columns to carry along as `Panel.covariates`, in this order.
 
     Returns:
         The validated panel.
 
     Raises:
         ValueError: on missing columns, an empty frame, duplicate (id, time) pairs, a non-numeric target,
-            an irregular time index, or series with different frequencies.
+            an irregular time index, series with different frequencies, or a missing or non-numeric covariate column.
     """
     _check_columns(df, {"id_col": id_col, "time_col": time_col, "target_col": target_col})
+    covariate_cols = list(covariate_cols)
+    _check_covariate_columns(df, covariate_cols)
     if not pd.api.types.is_numeric_dtype(df[target_col]) or pd.api.types.is_bool_dtype(df[target_col]):
         raise ValueError(
             f"Target column {target_col!r} must be numeric, got dtype {df[target_col].dtype}. "
             "Convert it with pd.to_numeric(df[col], errors='coerce') (unparseable values become NaN = missing)."
         )
-    work = pd.DataFrame({"id": df[id_col].to_numpy(), "t": _time_values(df, time_col).to_numpy(),
+    work = pd.DataFrame({"id": df[id_col].to_numpy(), "t": time_values(df, time_col).to_numpy(),
                          "y": df[target_col].to_numpy(dtype=np.float64)})
+    extra = [f"x{k}" for k in range(len(covariate_cols))]  # positional names: covariates may be called "id" or "t"
+    for name, col in zip(extra, covariate_cols):
+        work[name] = df[col].to_numpy(dtype=np.float64, na_value=np.nan)
     dup = work.duplicated(["id", "t"])
     if dup.any():
         first = work.loc[dup].iloc[0]
@@ -128,7 +144,7 @@ def validate_long_frame(
     work["order"] = pd.factorize(work["id"])[0]  # series keep the order of their first appearance
     work = work.sort_values(["order", "t"], kind="stable")
     given = freq if isinstance(freq, int) or freq is None else pd.tseries.frequencies.to_offset(freq)
-    ids, values, starts, ends, freqs = [], [], [], [], {}
+    ids, values, starts, ends, freqs, covariates = [], [], [], [], {}, []
     for uid, group in work.groupby("id", sort=False):
         times = pd.Index(group["t"].to_numpy())
         f = _series_freq(uid, times)
@@ -136,6 +152,7 @@ def validate_long_frame(
             freqs[uid] = f
         ids.append(uid)
         values.append(group["y"].to_numpy(dtype=np.float32))
+        covariates.append(group[extra].to_numpy(dtype=np.float32))  # (S, K)
         starts.append(times[0])
         ends.append(times[-1])
     found = list(freqs.values())
@@ -151,7 +168,20 @@ def validate_long_frame(
             f"{getattr(given, 'freqstr', given)!r} (mixed frequencies in one frame). "
             "Fit one forecaster per frequency, or resample the series to a common frequency."
         )
-    return Panel(ids=ids, values=values, starts=starts, ends=ends, freq=given)
+    return Panel(ids=ids, values=values, starts=starts, ends=ends, freq=given,
+                 covariates=covariates if covariate_cols else None)
+
+
+def _check_covariate_columns(df: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"The frame has no covariate column(s) {missing}; it has {list(df.columns)}. Add them, or "
+                         "drop them from past_covariates/future_covariates.")
+    for col in columns:
+        if not (pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col])):
+            raise ValueError(f"Covariate column {col!r} must be numeric or boolean, got dtype {df[col].dtype} "
+                             f"(first value {df[col].iloc[0]!r}). Encode it as numbers first, e.g. one column per "
+                             "category with pd.get_dummies, or pd.to_numeric for numbers stored as text.")
 
 
 def future_times(last, freq: pd.DateOffset | int, horizon: int) -> np.ndarray:
@@ -159,3 +189,11 @@ def future_times(last, freq: pd.DateOffset | int, horizon: int) -> np.ndarray:
     if isinstance(freq, int):
         return last + freq * np.arange(1, horizon + 1)
     return pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:].to_numpy()
+
+
+def horizon_index(ids: list, lasts: list, freq: pd.DateOffset | int, horizon: int, id_col: str = "unique_id",
+                  time_col: str = "ds") -> pd.DataFrame:
+    """Long frame of id and time for the `horizon` steps after `lasts[i]` of every series `ids[i]`, series-major."""
+    times = [future_times(last, freq, horizon) for last in lasts]
+    return pd.DataFrame({id_col: np.repeat(np.asarray(ids, dtype=object), horizon),
+                         time_col: np.concatenate(times) if times else np.array([])})

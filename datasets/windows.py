@@ -2,12 +2,69 @@
 
 A series is a float32 array of shape (S,) (univariate) or (S, C) (C variates sharing one time index, for the
 variate-mixing mode). Windows of univariate series have shape (B, L); windows of multivariate ones (B, C, L).
+Univariate series may come with `Covariates`; their windows then add the batch keys "past_covariates" and
+"past_covariates_observed" (B, K, L), "future_covariates" (B, Kf, F) and "static_covariates" (B, Ks).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import torch
+
+
+@dataclass
+class Covariates:
+    """Covariates of a list of N univariate series, in the series' order.
+
+    Attributes:
+        dynamic: One float32 array (S, K) per series, rows aligned with the series (NaN = missing): every covariate
+            known over the context, past-only columns first, then the `n_future` columns also known over the horizon.
+        n_future: Kf, the trailing columns of `dynamic` that are known over the forecast horizon too.
+        static: (N, Ks) float32 static features, or None.
+        future: (N, Kf, F) values of the known-future columns over the horizon after each series (prediction only;
+            training windows cut them from `dynamic`), or None.
+    """
+
+    dynamic: list[np.ndarray]
+    n_future: int = 0
+    static: np.ndarray | None = None
+    future: np.ndarray | None = None
+
+    def before(self, cuts: list[int], horizon: int) -> Covariates:
+        """The covariates of the series cut before row `cuts[i]`, with the `horizon` rows after each cut as
+        `future`."""
+        future = None
+        if self.n_future:
+            future = np.stack([_known_future(d[c:c + horizon], self.n_future).T
+                               for d, c in zip(self.dynamic, cuts)])  # (N, Kf, F)
+        return replace(self, dynamic=[d[:c] for d, c in zip(self.dynamic, cuts)], future=future)
+
+    def rows(self, start: int, stop: int) -> Covariates:
+        """The covariates of series start .. stop - 1."""
+        pick = lambda a: None if a is None else a[start:stop]
+        return replace(self, dynamic=self.dynamic[start:stop], static=pick(self.static), future=pick(self.future))
+
+
+def covariate_batch(past: np.ndarray, future: np.ndarray | None, static: np.ndarray | None,
+                    ) -> dict[str, torch.Tensor]:
+    """Batch entries of covariate windows: past (B, L, K), future (B, F, Kf) or None, static (B, Ks) or None."""
+    out = {}
+    if past.shape[-1]:
+        past = np.ascontiguousarray(np.moveaxis(past, 2, 1))  # (B, K, L)
+        out["past_covariates"] = torch.from_numpy(np.nan_to_num(past, nan=0.0))
+        out["past_covariates_observed"] = torch.from_numpy((~np.isnan(past)).astype(np.float32))
+    if future is not None and future.shape[-1]:
+        out["future_covariates"] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(future, 2, 1)))  # (B, Kf, F)
+    if static is not None:
+        out["static_covariates"] = torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32))  # (B, Ks)
+    return out
+
+
+def _known_future(horizon: np.ndarray, n_future: int) -> np.ndarray | None:
+    """The known-future (last `n_future`) columns of covariate rows over the horizon: (B, F, K) -> (B, F, Kf)."""
+    return horizon[..., horizon.shape[-1] - n_future:] if n_future else None
 
 
 def left_pad(values: np.ndarray, length: int) -> np.ndarray:
@@ -23,18 +80,28 @@ def _channels_first(windows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(windows, 2, 1)) if windows.ndim == 3 else windows
 
 
-def context_windows(series: list[np.ndarray], context_length: int) -> dict[str, torch.Tensor]:
+def context_windows(series: list[np.ndarray], context_length: int,
+                    covariates: Covariates | None = None) -> dict[str, torch.Tensor]:
     """The last context window of each series, as a model batch.
 
     Returns:
-        {"past_target": (N, L) or (N, C, L) with NaN replaced by 0, "past_observed": float mask of the same shape}.
+        {"past_target": (N, L) or (N, C, L) with NaN replaced by 0, "past_observed": float mask of the same shape},
+        plus the covariate entries (their horizon values come from `covariates.future`).
     """
     past = _channels_first(np.stack([left_pad(v, context_length) for v in series]))  # (N, L) or (N, C, L)
     observed = ~np.isnan(past)
-    return {
+    batch = {
         "past_target": torch.from_numpy(np.nan_to_num(past, nan=0.0)),
         "past_observed": torch.from_numpy(observed.astype(np.float32)),
     }
+    if covariates is not None:
+        if covariates.n_future and covariates.future is None:
+            raise ValueError("Forecasting with known-future covariates needs their values over the horizon "
+                             "(Covariates.future of shape (N, Kf, F)); got none.")
+        past_cov = np.stack([left_pad(d, context_length) for d in covariates.dynamic])  # (N, L, K)
+        future = None if covariates.future is None else np.moveaxis(covariates.future, 1, 2)  # (N, F, Kf)
+        batch.update(covariate_batch(past_cov, future, covariates.static))
+    return batch
 
 
 class WindowSampler(torch.utils.data.IterableDataset):
@@ -50,15 +117,20 @@ class WindowSampler(torch.utils.data.IterableDataset):
         context_length: L, steps of context per window.
         prediction_length: F, steps of target per window.
         batch_size: Windows per batch.
-        seed: Seed of the window sampler (the stream is fully determined by it).
+        seed: Seed of the window sampler (the stream is fully determined by it and, inside a torch.distributed
+            process group, by the process rank).
         min_past: Minimum number of past steps before a cut point. Default: 1.
         holdout: Steps at the end of every series that no training target may reach (a validation tail).
+        covariates: Covariates of univariate series (windows then carry them too), or None.
     """
 
     def __init__(self, series: list[np.ndarray], context_length: int, prediction_length: int, batch_size: int,
-                 seed: int = 0, min_past: int = 1, holdout: int = 0):
+                 seed: int = 0, min_past: int = 1, holdout: int = 0, covariates: Covariates | None = None):
         super().__init__()
-        series = [v[:len(v) - holdout] for v in series] if holdout > 0 else series
+        if holdout > 0:
+            series = [v[:len(v) - holdout] for v in series]
+            if covariates is not None:
+                covariates = replace(covariates, dynamic=[d[:len(d) - holdout] for d in covariates.dynamic])
         self.context_length = context_length
         self.prediction_length = prediction_length
         self.batch_size = batch_size
@@ -82,6 +154,10 @@ class WindowSampler(torch.utils.data.IterableDataset):
         self._series_idx = np.flatnonzero(usable)
         self._offsets = np.concatenate([[0], np.cumsum(n_cuts[usable])])
         self._min_past = min_past
+        self.covariates = covariates
+        if covariates is not None:
+            self._padded_cov = [np.concatenate([np.full((context_length, d.shape[1]), np.nan, np.float32), d])
+                                for d in covariates.dynamic]  # (L + S, K) each
 
     @property
     def num_windows(self) -> int:
@@ -90,7 +166,7 @@ class WindowSampler(torch.utils.data.IterableDataset):
 
     def batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One random batch: past_target, past_observed (B, L) and future_target, future_observed (B, F); with
-        C variates (B, C, L) and (B, C, F)."""
+        C variates (B, C, L) and (B, C, F); with covariates also their entries (see the module docstring)."""
         return self.windows(rng.integers(0, self.num_windows, size=self.batch_size))
 
     def sample(self, max_windows: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -104,18 +180,27 @@ class WindowSampler(torch.utils.data.IterableDataset):
         L, F = self.context_length, self.prediction_length
         which = np.searchsorted(self._offsets, flat, side="right") - 1
         cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
+        rows = self._series_idx[which]
         past = np.empty((len(flat), L, *self._extra), np.float32)
         future = np.empty((len(flat), F, *self._extra), np.float32)
-        for row, (s, t) in enumerate(zip(self._series_idx[which], cuts)):
+        for row, (s, t) in enumerate(zip(rows, cuts)):
             padded = self._padded[s]
             past[row] = padded[t:t + L]  # padded index t+L == original t
             future[row] = padded[t + L:t + L + F]
-        return _to_batch(_channels_first(past), _channels_first(future))
+        batch = _to_batch(_channels_first(past), _channels_first(future))
+        if self.covariates is not None:
+            cov = np.stack([self._padded_cov[s][t:t + L + F] for s, t in zip(rows, cuts)])  # (B, L + F, K)
+            static = None if self.covariates.static is None else self.covariates.static[rows]
+            batch.update(covariate_batch(cov[:, :L], _known_future(cov[:, L:], self.covariates.n_future), static))
+        return batch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
-        rng = np.random.default_rng([self.seed, worker])
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        # one stream per (process rank, loader worker): the ranks of a multi-process fit draw different windows
+        rng = np.random.default_rng([self.seed, worker + n_workers * rank])
         while True:
             yield self.batch(rng)
 
@@ -151,7 +236,7 @@ def sliding_windows(values: np.ndarray, context_length: int, prediction_length: 
 
 
 def tail_windows(series: list[np.ndarray], context_length: int, prediction_length: int, tail: int,
-                 stride: int = 1) -> dict[str, torch.Tensor]:
+                 stride: int = 1, covariates: Covariates | None = None) -> dict[str, torch.Tensor]:
     """Every window whose target lies inside the last `tail` steps of its series (cut points every `stride` steps,
     the last one always included). Used for validation: the training sampler stops before the tail.
 
@@ -161,17 +246,26 @@ def tail_windows(series: list[np.ndarray], context_length: int, prediction_lengt
     L, F = context_length, prediction_length
     if tail < F:
         raise ValueError(f"The validation tail ({tail} steps) must hold at least one horizon of {F} steps.")
-    pasts, futures = [], []
-    for values in series:
+    pad = lambda a: np.concatenate([np.full((L, *a.shape[1:]), np.nan, np.float32), a.astype(np.float32)])
+    pasts, futures, covs, statics = [], [], [], []
+    for k, values in enumerate(series):
         n = len(values)
         if n < tail + 1:
             continue
-        padded = np.concatenate([np.full((L, *values.shape[1:]), np.nan, np.float32), values.astype(np.float32)])
         cuts = np.arange(n - F, n - tail - 1, -stride)[::-1]  # cut points, the last one is n - F
         idx = cuts[:, None] + np.arange(L + F)[None, :]  # padded coordinates of [t - L, t + F)
-        win = _channels_first(padded[idx])  # (n_cuts, L + F) or (n_cuts, C, L + F)
+        win = _channels_first(pad(values)[idx])  # (n_cuts, L + F) or (n_cuts, C, L + F)
         pasts.append(win[..., :L])
         futures.append(win[..., L:])
+        if covariates is not None:
+            covs.append(pad(covariates.dynamic[k])[idx])  # (n_cuts, L + F, K)
+            if covariates.static is not None:
+                statics.append(np.repeat(covariates.static[k:k + 1], len(cuts), axis=0))  # (n_cuts, Ks)
     if not pasts:
         raise ValueError(f"No series is longer than the validation tail ({tail} steps); lower val_size.")
-    return _to_batch(np.concatenate(pasts), np.concatenate(futures))
+    batch = _to_batch(np.concatenate(pasts), np.concatenate(futures))
+    if covariates is not None:
+        cov = np.concatenate(covs)  # (N, L + F, K)
+        future = _known_future(cov[:, L:], covariates.n_future)
+        batch.update(covariate_batch(cov[:, :L], future, np.concatenate(statics) if statics else None))
+    return batch

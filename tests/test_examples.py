@@ -1,4 +1,5 @@
-"""Examples run end to end with tiny budgets: quickstart, backtest and tuning scripts, the quickstart notebook."""
+"""Examples run end to end with tiny budgets: quickstart, backtest, covariates and tuning scripts, the quickstart
+notebook."""
 
 import os
 import subprocess
@@ -39,6 +40,16 @@ def test_backtest_script(tmp_path):
                              "--max-steps", "5"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("%") >= 4 and (tmp_path / "backtest.csv").is_file()
+
+
+def test_covariates_script(tmp_path):
+    env = {**os.environ, "XLSTM_TS_SMOKE": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "covariates.py"), "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test MAE without covariates" in result.stdout and "test MAE with covariates" in result.stdout
+    assert (tmp_path / "covariates_forecast.csv").is_file()
+    assert (tmp_path / "covariates_model" / "forecaster.json").is_file()
 
 
 def test_tuning_script(tmp_path):

@@ -1,22 +1,40 @@
-"""Rolling-origin evaluation: forecasts at several cutoffs, with the realized values beside them."""
+"""Rolling-origin evaluation: forecasts at several cutoffs, with the realized values beside them; the score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from xlstm_ts.datasets.frame import future_times, validate_long_frame
-from xlstm_ts.training_utils import quantile_column
+from xlstm_ts import covariates as cov
+from xlstm_ts.datasets.frame import Panel, time_values
+from xlstm_ts.inference import forecast_frame, variate_panel
+from xlstm_ts.metrics import mase, season_length
+
+
+def score(forecaster, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> float:
+    """`XLSTMForecaster.score`: negative MASE of forecasts for the last horizon of each series, no refit."""
+    panel = variate_panel(forecaster, cov.read_panel(forecaster, df, forecaster.covariates_, forecaster.freq_))
+    horizon = forecaster.prediction_length
+    if min(len(v) for v in panel.values) <= horizon + 1:
+        raise ValueError(f"score needs more than prediction_length + 1 = {horizon + 1} rows per series.")
+    cuts = [len(v) - horizon for v in panel.values]
+    history = [v[:c] for v, c in zip(panel.values, cuts)]
+    actual = np.stack([v[c:] for v, c in zip(panel.values, cuts)])  # (N, F)
+    covs = cov.history_covariates(forecaster, panel, df, static_df)
+    covs = None if covs is None else covs.before(cuts, horizon)  # future covariates of the scored steps
+    forecast = forecaster._predict_series(history, covariates=covs)["mean"]  # (N, F)
+    return -mase(actual, forecast, history, season_length(forecaster.freq_))
 
 
 def cross_validation(forecaster, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,
-                     refit: bool = False) -> pd.DataFrame:
+                     refit: bool = False, static_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """Forecast `n_windows` rolling windows at the end of every series.
 
     Window k (0-based, oldest first) has its cutoff `prediction_length + (n_windows - 1 - k) * step_size` steps
     before the end of each series; its forecast covers the `prediction_length` steps after the cutoff. With
     `refit=False` the forecaster is fitted once on the data up to the first cutoff; with `refit=True` it is refitted
-    on the data up to every cutoff. The forecaster keeps the last fit.
+    on the data up to every cutoff. The forecaster keeps the last fit. Covariates come from `df` (the future ones over
+    each window's horizon too, as they were known ahead) and from `static_df`.
 
     Returns:
         Long frame: id, time, "cutoff" (last timestamp of the context), "mean", quantile columns, and "y" (realized).
@@ -27,8 +45,7 @@ def cross_validation(forecaster, df: pd.DataFrame, n_windows: int = 1, step_size
         raise ValueError(f"n_windows must be a positive integer, got {n_windows!r}.")
     if not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step_size must be a positive integer or None, got {step_size!r}.")
-    id_col, time_col, target_col = forecaster.id_col, forecaster.time_col, forecaster.target_col
-    panel = validate_long_frame(df, id_col, time_col, target_col, forecaster.freq)
+    panel = cov.read_panel(forecaster, df, cov.spec_from_params(forecaster), forecaster.freq)
     span = horizon + (n_windows - 1) * step
     short = [uid for uid, v in zip(panel.ids, panel.values) if len(v) <= span]
     if short:
@@ -37,36 +54,22 @@ def cross_validation(forecaster, df: pd.DataFrame, n_windows: int = 1, step_size
     frames = []
     for k in range(n_windows):
         back = span - k * step  # rows after the cutoff, per series
+        cuts = [len(v) - back for v in panel.values]
+        cutoffs = [panel.time_at(idx, c - 1) for idx, c in enumerate(cuts)]
         if refit or k == 0:
-            forecaster.fit(_head_frame(panel, back, id_col, time_col, target_col))
-        contexts = [v[: len(v) - back] for v in panel.values]
-        out = forecaster._predict_series(contexts)
-        cutoffs = [_time_at(panel, idx, len(v) - back - 1) for idx, v in enumerate(panel.values)]
-        frame = {
-            id_col: np.repeat(np.asarray(panel.ids, dtype=object), horizon),
-            time_col: np.concatenate([future_times(c, panel.freq, horizon) for c in cutoffs]),
-            "cutoff": np.repeat(np.asarray(cutoffs), horizon),
-            "mean": out["mean"].reshape(-1),
-        }
-        for j, level in enumerate(forecaster.levels_):
-            frame[quantile_column(level)] = out["quantiles"][..., j].reshape(-1)
-        frame["y"] = np.concatenate([v[len(v) - back: len(v) - back + horizon] for v in panel.values])
-        frames.append(pd.DataFrame(frame))
+            forecaster.fit(_head_frame(df, panel, cutoffs, forecaster.id_col, forecaster.time_col), static_df)
+        covs = cov.history_covariates(forecaster, panel, df, static_df)
+        contexts = [v[:c] for v, c in zip(panel.values, cuts)]
+        out = forecaster._predict_series(contexts, covariates=None if covs is None else covs.before(cuts, horizon))
+        frame = forecast_frame(forecaster, panel.ids, cutoffs, panel.freq, out)
+        frame.insert(2, "cutoff", np.repeat(np.asarray(cutoffs), horizon))
+        frame["y"] = np.concatenate([v[c:c + horizon] for v, c in zip(panel.values, cuts)])
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def _time_at(panel, series: int, position: int):
-    """Timestamp of row `position` of a series (regular frequency)."""
-    start, freq = panel.starts[series], panel.freq
-    return start + position * freq
-
-
-def _head_frame(panel, drop_last: int, id_col: str, time_col: str, target_col: str) -> pd.DataFrame:
-    """The panel without the last `drop_last` rows of each series, as a long frame."""
-    parts = []
-    for idx, (uid, values) in enumerate(zip(panel.ids, panel.values)):
-        n = len(values) - drop_last
-        times = [_time_at(panel, idx, p) for p in range(n)] if isinstance(panel.freq, int) else \
-            pd.date_range(panel.starts[idx], periods=n, freq=panel.freq)
-        parts.append(pd.DataFrame({id_col: [uid] * n, time_col: times, target_col: values[:n]}))
-    return pd.concat(parts, ignore_index=True)
+def _head_frame(df: pd.DataFrame, panel: Panel, cutoffs: list, id_col: str, time_col: str) -> pd.DataFrame:
+    """The rows of `df` up to each series' cutoff, every column kept (covariates included)."""
+    last = pd.Series(cutoffs, index=pd.Index(panel.ids, dtype=object))
+    limit = last.reindex(pd.Index(df[id_col].to_numpy(dtype=object))).to_numpy()
+    return df[time_values(df, time_col).to_numpy() <= limit]

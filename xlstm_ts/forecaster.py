@@ -9,25 +9,25 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from xlstm_ts.backtest import cross_validation
+from xlstm_ts import covariates as cov
+from xlstm_ts.backtest import cross_validation, score
 from xlstm_ts.config import ModelConfig, resolve_config
-from xlstm_ts.datasets.frame import Panel, future_times, validate_long_frame
-from xlstm_ts.datasets.windows import WindowSampler, context_windows, tail_windows
+from xlstm_ts.datasets.frame import Panel
+from xlstm_ts.datasets.windows import Covariates, WindowSampler, context_windows, tail_windows
+from xlstm_ts.distributed import fit_trainer
 from xlstm_ts.heads import HEADS, check_quantiles
-from xlstm_ts.inference import predict_series, predict_windows, stack_variates, variate_order
-from xlstm_ts.lightning_module import LitForecaster, RestoreBestWeights
-from xlstm_ts.metrics import mase, season_length
+from xlstm_ts.inference import forecast_frame, predict_array, predict_series, stack_variates, variate_panel
+from xlstm_ts.lightning_module import LitForecaster
 from xlstm_ts.model import XLSTMForecastNet
 from xlstm_ts.persistence import load_forecaster, save_forecaster
-from xlstm_ts.training_utils import batch_loader, mean_loss, quantile_column, quiet
+from xlstm_ts.training_utils import batch_loader, make_trainer, mean_loss, quiet
 
 
 class XLSTMForecaster(BaseEstimator):
-    """Probabilistic xLSTM forecaster for panels of univariate series, with a scikit-learn style API.
+    """Probabilistic xLSTM forecaster for panels of univariate series with covariates, with a scikit-learn style API.
 
     Args:
         prediction_length: F, number of future steps to forecast.
@@ -53,8 +53,18 @@ class XLSTMForecaster(BaseEstimator):
             weights with the lowest validation loss are restored at the end of `fit`.
         val_check_steps: Training steps between validations.
         early_stopping_patience: Stop after this many validations without improvement (None: never stop early).
-        verbose: Show Lightning's progress bar and logs.
-        trainer_kwargs: Extra keyword arguments for `lightning.Trainer` (e.g. {"accelerator": "gpu"}).
+        verbose: False: silent. True: Lightning's progress bar in a terminal or notebook (a line every tenth of the
+            steps elsewhere), its messages, and a CSV log in ./lightning_logs/version_N/ unless `log_dir` is set.
+        trainer_kwargs: Extra keyword arguments for `lightning.Trainer` (e.g. {"accelerator": "gpu"}, or a
+            "logger" of your choice; see `xlstm_ts.training_utils`). {"devices": N, "strategy": "ddp"} trains on
+            N processes or GPUs, each drawing `batch_size` windows per step; see `xlstm_ts.distributed`.
+        past_covariates: Columns of the frame known only up to each series' end; NaN marks a missing value.
+        future_covariates: Columns known over the context and the horizon (calendar, planned promotions, weather
+            forecasts); `predict` takes their horizon values from `futr_df` (see `make_future_frame`).
+        static_covariates: One value per series, from `static_df` or from columns constant within each series;
+            numeric, or one-hot encoded when not. See `xlstm_ts.covariates` (frames, checks, scaling) and
+            `xlstm_ts.covariate_layers` (how they enter the network).
+        log_dir: Folder for a CSV log of each fit (train_loss, val_loss, learning rate in version_N/metrics.csv).
 
     Examples:
         >>> from xlstm_ts import XLSTMForecaster
@@ -73,7 +83,9 @@ class XLSTMForecaster(BaseEstimator):
                  id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y",
                  freq: str | int | None = None, val_size: int = 0, val_check_steps: int = 100,
                  early_stopping_patience: int | None = None, verbose: bool = False,
-                 trainer_kwargs: dict | None = None):
+                 trainer_kwargs: dict | None = None, past_covariates: Sequence[str] | None = None,
+                 future_covariates: Sequence[str] | None = None, static_covariates: Sequence[str] | None = None,
+                 log_dir: str | Path | None = None):
         self.prediction_length = prediction_length
         self.context_length = context_length
         self.quantiles = quantiles
@@ -94,6 +106,10 @@ class XLSTMForecaster(BaseEstimator):
         self.early_stopping_patience = early_stopping_patience
         self.verbose = verbose
         self.trainer_kwargs = trainer_kwargs
+        self.past_covariates = past_covariates
+        self.future_covariates = future_covariates
+        self.static_covariates = static_covariates
+        self.log_dir = log_dir
 
     def _check_params(self) -> tuple[int, int, tuple[float, ...], ModelConfig]:
         for name in ("prediction_length", "max_steps", "batch_size"):
@@ -112,29 +128,11 @@ class XLSTMForecaster(BaseEstimator):
             raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
         return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
 
-    def _trainer(self, validate: bool) -> tuple[L.Trainer, RestoreBestWeights | None]:
-        callbacks, best = [], None
-        if validate:
-            best = RestoreBestWeights("val_loss")
-            callbacks.append(best)
-            if self.early_stopping_patience is not None:
-                callbacks.append(EarlyStopping("val_loss", patience=self.early_stopping_patience,
-                                               check_on_train_epoch_end=False))
-        kwargs = dict(max_steps=self.max_steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=self.verbose, enable_model_summary=self.verbose,
-                      gradient_clip_val=self.gradient_clip_val, accelerator="cpu", devices=1,
-                      default_root_dir=str(Path.cwd()), callbacks=callbacks, num_sanity_val_steps=0,
-                      val_check_interval=min(self.val_check_steps, self.max_steps) if validate else None,
-                      check_val_every_n_epoch=None if validate else 1)
-        extra = dict(self.trainer_kwargs or {})
-        kwargs["callbacks"] = callbacks + list(extra.pop("callbacks", []))
-        kwargs.update(extra)
-        return L.Trainer(**kwargs), best
-
-    def fit(self, df: pd.DataFrame) -> XLSTMForecaster:
-        """Train on every series of the long frame `df` (columns id_col, time_col, target_col). Returns self."""
+    def fit(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> XLSTMForecaster:
+        """Train on every series of the long frame `df` (columns id_col, time_col, target_col and the covariate
+        columns); `static_df` holds static covariates, one row per series (id_col + the columns). Returns self."""
         horizon, context, levels, cfg = self._check_params()
-        panel = validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq)
+        panel, spec, covs = cov.fit_inputs(self, df, static_df, cfg.mode)
         if self.head == "negative_binomial":
             negative = [uid for uid, v in zip(panel.ids, panel.values) if np.nanmin(v) < 0]
             if negative:
@@ -143,21 +141,27 @@ class XLSTMForecaster(BaseEstimator):
         seed = 0 if self.random_state is None else int(self.random_state)
         with quiet(self.verbose):
             L.seed_everything(seed, verbose=False)
-            net = XLSTMForecastNet(cfg, context, horizon, levels, head=self.head)
+            net = XLSTMForecastNet(cfg, context, horizon, levels, head=self.head, n_past=len(spec.past),
+                                   n_future=len(spec.future), n_static=spec.n_static)
+            if covs is not None:
+                static = None if covs.static is None else torch.from_numpy(covs.static)
+                net.covariates.fit_scaling(torch.from_numpy(np.concatenate(covs.dynamic)), static)
             holdout = int(self.val_size)
             series = panel.values
             if cfg.mode == "variate_mixing":  # one multivariate series (S, C); a window holds every variate
                 series = [stack_variates(panel.values, panel.ids, panel.starts)]
-            sampler = WindowSampler(series, context, horizon, self.batch_size, seed=seed, holdout=holdout)
+            sampler = WindowSampler(series, context, horizon, self.batch_size, seed=seed, holdout=holdout,
+                                    covariates=covs)
             if cfg.linear_skip and cfg.linear_skip_init == "lstsq":
                 net.fit_linear_skip(**sampler.sample(100_000, np.random.default_rng([seed, 1])))
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
-            val_loader = batch_loader(tail_windows(series, context, horizon, holdout)) if holdout else None
+            val_loader = batch_loader(tail_windows(series, context, horizon, holdout, covariates=covs)) \
+                if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
-            trainer, best = self._trainer(validate=holdout > 0)
+            trainer, best = make_trainer(self, validate=holdout > 0)
             if best is not None:
                 best.seed(mean_loss(net, val_loader), net)
-            trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+            fit_trainer(trainer, module, loader, val_loader, best)
         net.eval()
         self.net_, self.config_, self.levels_ = net, cfg, levels
         self.context_length_, self.freq_, self.panel_ = context, panel.freq, panel
@@ -165,39 +169,46 @@ class XLSTMForecaster(BaseEstimator):
         self.n_series_ = len(panel)
         self.best_val_loss_ = best.best_score if best is not None and best.best_step >= 0 else None
         self.best_step_ = best.best_step if best is not None and best.best_step >= 0 else None
+        self.covariates_, self.static_features_ = spec, None if covs is None else covs.static
+        self.log_dir_ = trainer.logger.log_dir if trainer.logger is not None else None
         return self
 
-    def sample(self, df: pd.DataFrame | None = None, num_samples: int = 100,
-               random_state: int | None = None) -> np.ndarray:
+    def _inputs(self, df: pd.DataFrame | None, futr_df: pd.DataFrame | None,
+                static_df: pd.DataFrame | None) -> tuple[Panel, Covariates | None]:
+        """The context panel (fitted series or `df`, fitted variate order when mixing) and its covariates."""
+        panel = self.panel_ if df is None else cov.read_panel(self, df, self.covariates_, self.freq_)
+        panel = variate_panel(self, panel)
+        return panel, cov.prediction_covariates(self, panel, df, futr_df, static_df)
+
+    def sample(self, df: pd.DataFrame | None = None, num_samples: int = 100, random_state: int | None = None,
+               futr_df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None) -> np.ndarray:
         """Sample paths of the next `prediction_length` steps, shape (series, num_samples, prediction_length).
 
-        Series are in the order of `predict` (first appearance in `df`, or the fitted series). Quantile heads sample
-        by interpolating their quantile function; distribution heads sample their distribution. Steps are sampled
-        independently. `random_state` seeds the draws (default: the forecaster's random_state).
+        Series are in the order of `predict` (first appearance in `df`, or the fitted series); `futr_df` and
+        `static_df` as in `predict`. Quantile heads sample by interpolating their quantile function; distribution
+        heads sample their distribution. Steps are sampled independently. `random_state` seeds the draws (default:
+        the forecaster's random_state).
         """
         check_is_fitted(self)
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
-        panel = self.panel_ if df is None else validate_long_frame(
-            df, self.id_col, self.time_col, self.target_col, self.freq_)
-        panel = self._variate_panel(panel)
+        panel, covs = self._inputs(df, futr_df, static_df)
         mixing = self.config_.mode == "variate_mixing"
         device = next(self.net_.parameters()).device
         seed = random_state if random_state is not None else (self.random_state or 0)
         generator = torch.Generator(device=device).manual_seed(int(seed))
-        batch = context_windows([stack_variates(panel.values)] if mixing else panel.values, self.context_length_)
-        paths = self.net_.sample(batch["past_target"].to(device), batch["past_observed"].to(device), int(num_samples),
-                                 generator)  # (N, num_samples, F), or (1, C, num_samples, F) when mixing
+        batch = context_windows([stack_variates(panel.values)] if mixing else panel.values, self.context_length_, covs)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        paths = self.net_.sample(**batch, num_samples=int(num_samples),
+                                 generator=generator)  # (N, num_samples, F), or (1, C, num_samples, F) when mixing
         return (paths[0] if mixing else paths).float().cpu().numpy()
 
-    def _variate_panel(self, panel: Panel) -> Panel:
-        """In mode 'variate_mixing', the panel's series in fitted variate order (the same ids are required)."""
-        if self.config_.mode != "variate_mixing" or panel is self.panel_:
-            return panel
-        order = variate_order(panel.ids, self.panel_.ids)
-        pick = lambda items: [items[i] for i in order]  # noqa: E731
-        return Panel(ids=pick(panel.ids), values=pick(panel.values), starts=pick(panel.starts),
-                     ends=pick(panel.ends), freq=panel.freq)
+    def make_future_frame(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The frame to fill for `predict(futr_df=...)`: id_col and time_col for the next `prediction_length` steps
+        of every series of `df` (default: the fitted series), and one NaN column per future covariate."""
+        check_is_fitted(self)
+        panel = self.panel_ if df is None else cov.read_panel(self, df, cov.CovariateSpec(), self.freq_)
+        return cov.make_future_frame(self, panel)
 
     def predict_gluonts(self, dataset) -> list:
         """Forecasts after each entry of a gluonts dataset as gluonts `QuantileForecast`s (extra `[gluonts]`)."""
@@ -207,24 +218,19 @@ class XLSTMForecaster(BaseEstimator):
         return predict_gluonts(self, dataset)
 
     def cross_validation(self, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,
-                         refit: bool = False) -> pd.DataFrame:
+                         refit: bool = False, static_df: pd.DataFrame | None = None) -> pd.DataFrame:
         """Rolling-origin backtest over the last `n_windows` windows of every series (see
-        `xlstm_ts.backtest.cross_validation`): columns id, time, cutoff, mean, quantiles and the realized `y`."""
-        return cross_validation(self, df, n_windows, step_size, refit)
+        `xlstm_ts.backtest.cross_validation`): columns id, time, cutoff, mean, quantiles and the realized `y`.
+        Covariates come from `df` (future ones over each window's horizon too) and `static_df`."""
+        return cross_validation(self, df, n_windows, step_size, refit, static_df)
 
-    def score(self, df: pd.DataFrame) -> float:
+    def score(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> float:
         """Negative MASE (higher is better) of forecasts for the last `prediction_length` steps of each series
-        in `df`, made from the steps before them without refitting. The MASE season comes from the frequency
-        (hourly 24, daily 7, ...) and its scale from each series' history before the forecast window."""
+        in `df`, made from the steps before them without refitting (future covariates over those steps come from
+        `df`). The MASE season comes from the frequency (hourly 24, daily 7, ...) and its scale from each series'
+        history before the forecast window."""
         check_is_fitted(self)
-        panel = self._variate_panel(validate_long_frame(df, self.id_col, self.time_col, self.target_col, self.freq_))
-        horizon = self.prediction_length
-        if min(len(v) for v in panel.values) <= horizon + 1:
-            raise ValueError(f"score needs more than prediction_length + 1 = {horizon + 1} rows per series.")
-        history = [v[:-horizon] for v in panel.values]
-        actual = np.stack([v[-horizon:] for v in panel.values])  # (N, F)
-        forecast = self._predict_series(history)["mean"]  # (N, F)
-        return -mase(actual, forecast, history, season_length(self.freq_))
+        return score(self, df, static_df)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted forecaster to the directory `path`: settings (JSON), weights (weights-only torch file)
@@ -252,26 +258,23 @@ class XLSTMForecaster(BaseEstimator):
             (N, C, F, Q) in mode 'variate_mixing'.
         """
         check_is_fitted(self)
-        rows = np.asarray(context, dtype=np.float32)
-        mixing = self.config_.mode == "variate_mixing"
-        if mixing:
-            rows = rows[None] if rows.ndim == 2 else rows
-            if rows.ndim != 3 or rows.shape[1] != self.n_series_:
-                raise ValueError(f"mode='variate_mixing' expects context of shape (N, {self.n_series_}, S) (the "
-                                 f"fitted variates), got {rows.shape}.")
-            rows = np.moveaxis(rows, 1, 2)  # (N, S, C)
-        rows = rows[None, :] if rows.ndim == 1 else rows
-        args = (self.context_length_, len(self.levels_), self.prediction_length, batch_size)
-        return predict_windows(self.net_, list(rows), *args)
+        return predict_array(self, context, batch_size)
 
-    def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024) -> dict[str, np.ndarray]:
-        return predict_series(self, series, batch_size)
+    def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024,
+                        covariates: Covariates | None = None) -> dict[str, np.ndarray]:
+        return predict_series(self, series, batch_size, covariates)
 
-    def predict(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
+    def predict(self, df: pd.DataFrame | None = None, futr_df: pd.DataFrame | None = None,
+                static_df: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast the `prediction_length` steps after the end of each series.
 
         Args:
-            df: A long frame of context series (same or new ids). Default: the series seen in `fit`.
+            df: A long frame of context series (same or new ids) with the past and future covariate columns.
+                Default: the series seen in `fit`.
+            futr_df: Values of the future covariates over the horizon: id_col, time_col and one column per future
+                covariate, one row for each of the next `prediction_length` steps of every series (fill the frame
+                of `make_future_frame`). Required when the forecaster has future covariates.
+            static_df: Static covariates, one row per series. Default: the columns of `df`, else the values of fit.
 
         Returns:
             Long frame with columns id_col, time_col, "mean" and one "q<level>" column per quantile level;
@@ -279,16 +282,6 @@ class XLSTMForecaster(BaseEstimator):
             variate order), time ascending.
         """
         check_is_fitted(self)
-        panel: Panel = self.panel_ if df is None else validate_long_frame(
-            df, self.id_col, self.time_col, self.target_col, self.freq_)
-        panel = self._variate_panel(panel)
-        out = self._predict_series(panel.values)
-        horizon = self.prediction_length
-        frame = {
-            self.id_col: np.repeat(np.asarray(panel.ids, dtype=object), horizon),
-            self.time_col: np.concatenate([future_times(end, panel.freq, horizon) for end in panel.ends]),
-            "mean": out["mean"].reshape(-1),
-        }
-        for j, level in enumerate(self.levels_):
-            frame[quantile_column(level)] = out["quantiles"][..., j].reshape(-1)
-        return pd.DataFrame(frame)
+        panel, covs = self._inputs(df, futr_df, static_df)
+        out = self._predict_series(panel.values, covariates=covs)
+        return forecast_frame(self, panel.ids, panel.ends, panel.freq, out)

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import torch
 
+from xlstm_ts.distributed import shard_bounds
 from xlstm_ts.model import XLSTMForecastNet
 
 
@@ -25,10 +26,24 @@ class LitForecaster(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["past_target"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.net.loss(**batch)
-        self.log("val_loss", loss, prog_bar=True, batch_size=batch["past_target"].shape[0])
+    def on_validation_epoch_start(self) -> None:
+        self._val_totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss * windows, windows
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """Scores this rank's share of the batch (all of it in one process); every rank sees every batch, so the
+        processes run the same number of forward passes."""
+        lo, hi = shard_bounds(len(batch["past_target"]), self.global_rank, self.trainer.world_size)
+        if hi == lo:
+            return None
+        loss = self.net.loss(**{k: v[lo:hi] for k, v in batch.items()})
+        self._val_totals += torch.stack([loss.detach().double() * (hi - lo), self._val_totals.new_tensor(hi - lo)])
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """val_loss: the window-weighted mean over all validation windows, summed over the ranks."""
+        loss_sum, windows = self.trainer.strategy.reduce(self._val_totals, reduce_op="sum")
+        # equal on every rank already; sync_dist averages equal values (Lightning asks for it on epoch-level logs)
+        self.log("val_loss", (loss_sum / windows.clamp(min=1)).float(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
@@ -67,7 +82,8 @@ class RestoreBestWeights(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
-        score = float(trainer.callback_metrics[self.monitor])
+        # rank 0's value decides on every rank (the all-reduced loss is equal already; this keeps ranks in step)
+        score = trainer.strategy.broadcast(float(trainer.callback_metrics[self.monitor]), src=0)
         if score < self.best_score:
             self.best_score, self.best_step = score, trainer.global_step
             self._state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
@@ -75,3 +91,12 @@ class RestoreBestWeights(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._state is not None:
             pl_module.net.load_state_dict(self._state)
+        # spawn and fork strategies return callback_metrics (not callbacks) to the calling process: see `recover`
+        trainer.callback_metrics.update(best_val_loss=torch.tensor(self.best_score, dtype=torch.float64),
+                                        best_step=torch.tensor(self.best_step))
+
+    def recover(self, trainer: L.Trainer) -> None:
+        """Take the best score and step from the trainer's metrics (set by the process that trained)."""
+        metrics = trainer.callback_metrics
+        if "best_step" in metrics:
+            self.best_score, self.best_step = float(metrics["best_val_loss"]), int(metrics["best_step"])

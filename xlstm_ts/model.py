@@ -1,4 +1,5 @@
-"""The forecasting network in pure PyTorch: scaling -> patch encoder -> xLSTM stack -> quantile head."""
+"""The forecasting network in pure PyTorch: scaling -> patch encoder -> xLSTM stack -> quantile head (covariates join
+through `xlstm_ts.covariate_layers`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from xlstm_ts.config import ModelConfig
+from xlstm_ts.covariate_layers import STEP_FEATURES, CovariateLayers
 from xlstm_ts.heads import make_head
 from xlstm_ts.patching import PatchEncoder
 from xlstm_ts.scaling import InstanceScaler
@@ -24,18 +26,25 @@ class XLSTMForecastNet(nn.Module):
         prediction_length: F.
         levels: sorted quantile levels to report (and to train, for the quantile head).
         head: output head name, see `xlstm_ts.heads.HEADS`.
+        n_past, n_future, n_static: covariates known over the context only, over the context and the horizon, and
+            static features per series (see `xlstm_ts.covariate_layers`). Default: none.
     """
 
     def __init__(self, cfg: ModelConfig, context_length: int, prediction_length: int, levels: Sequence[float],
-                 head: str = "quantile"):
+                 head: str = "quantile", n_past: int = 0, n_future: int = 0, n_static: int = 0):
         super().__init__()
         self.cfg, self.context_length, self.prediction_length = cfg, context_length, prediction_length
+        has_covariates = n_past + n_future + n_static > 0
+        if has_covariates and cfg.mode == "variate_mixing":
+            raise ValueError("mode='variate_mixing' takes no covariates; use mode='channel_independent'.")
         self.scaler = InstanceScaler(cfg.scaling if head != "negative_binomial" else "mean")  # counts: loc 0
-        self.encoder = PatchEncoder(context_length, cfg.patch_length, cfg.stride, cfg.embed_dim)
+        self.encoder = PatchEncoder(context_length, cfg.patch_length, cfg.stride, cfg.embed_dim,
+                                    extra_channels=2 * (n_past + n_future))
         self.stack = XLSTMStack(cfg)
         self.head_drop = nn.Dropout(cfg.dropout)
         self.levels = tuple(levels)
         features = self.encoder.num_patches * cfg.embed_dim
+        features += prediction_length * STEP_FEATURES if n_future else 0  # the covariates' horizon features
         self.mixer = VariateMixer(cfg, features, prediction_length) if cfg.mode == "variate_mixing" else None
         if self.mixer is not None:
             features = self.mixer.out_features
@@ -43,18 +52,32 @@ class XLSTMForecastNet(nn.Module):
         self.skip = nn.Linear(context_length, prediction_length) if cfg.linear_skip else None
         if self.skip is not None:  # the stack starts as a zero correction on top of the linear forecast
             nn.init.zeros_(self.head.proj.weight)
+        self.covariates = CovariateLayers(n_past, n_future, n_static, cfg.embed_dim, prediction_length) \
+            if has_covariates else None  # built last: networks without covariates initialise as before
 
     def describe_inputs(self, batch_size: int = 2) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Names, shapes and dtypes of the inputs of `forward`."""
-        L = self.context_length
-        return {"past_target": ((batch_size, L), torch.float32), "past_observed": ((batch_size, L), torch.float32)}
+        B, L, F = batch_size, self.context_length, self.prediction_length
+        inputs = {"past_target": ((B, L), torch.float32), "past_observed": ((B, L), torch.float32)}
+        cov = self.covariates
+        if cov is not None and cov.n_context:
+            inputs["past_covariates"] = inputs["past_covariates_observed"] = ((B, cov.n_context, L), torch.float32)
+        if cov is not None and cov.n_future:
+            inputs["future_covariates"] = ((B, cov.n_future, F), torch.float32)
+        if cov is not None and cov.n_static:
+            inputs["static_covariates"] = ((B, cov.n_static), torch.float32)
+        return inputs
 
     def forward(self, past_target: torch.Tensor, past_observed: torch.Tensor,
+                past_covariates: torch.Tensor | None = None, past_covariates_observed: torch.Tensor | None = None,
+                future_covariates: torch.Tensor | None = None, static_covariates: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Head parameters in scaled units (N, F, P), plus loc (N, 1) and scale (N, 1) to map them back.
 
         past_target, past_observed: (B, L), or (B, C, L) for C variates (then N = B * C rows, variate-minor);
         unobserved positions may hold any value (NaN included). Mode 'variate_mixing' needs the (B, C, L) form.
+        Covariates (only for networks built with them, (B, L) windows): past_covariates and their observed mask
+        (B, K, L) over the context, with 0 where unobserved; future_covariates (B, Kf, F); static_covariates (B, Ks).
         """
         n_variates = past_target.shape[1] if past_target.dim() == 3 else None
         if self.mixer is not None and n_variates is None:
@@ -62,9 +85,17 @@ class XLSTMForecastNet(nn.Module):
         length = past_target.shape[-1]
         scaled, observed, loc, scale = self.scaled_inputs(past_target.reshape(-1, length),
                                                           past_observed.reshape(-1, length))  # (N, L), (N, 1)
-        tokens = self.encoder(scaled, observed)  # (N, T, D)
+        terms = None
+        if self.covariates is not None:
+            terms = self.covariates(past_covariates, past_covariates_observed, future_covariates, static_covariates)
+        tokens = self.encoder(scaled, observed, terms.channels if terms else None)  # (N, T, D)
+        if terms and terms.token_shift is not None:
+            tokens = tokens + terms.token_shift  # (N, T, D)
         features = self.head_drop(self.stack(tokens).flatten(1))  # (N, T * D)
         offset = self.skip(scaled) if self.skip is not None else None  # (N, F)
+        if terms and terms.features is not None:
+            features = torch.cat([features, self.head_drop(terms.features)], dim=1)  # (N, T * D + F * W)
+            offset = terms.offset if offset is None else offset + terms.offset  # (N, F)
         if self.mixer is not None:
             features = self.head_drop(self.mixer(features, offset, n_variates))  # (N, 2 * mixing_dim)
         return self.head(features, offset), loc, scale
@@ -79,11 +110,12 @@ class XLSTMForecastNet(nn.Module):
 
     @torch.no_grad()
     def fit_linear_skip(self, past_target: torch.Tensor, past_observed: torch.Tensor, future_target: torch.Tensor,
-                        future_observed: torch.Tensor, ridge: float = 1e-3) -> None:
-        """Set the linear skip to the ridge least-squares map from scaled context to scaled target.
+                        future_observed: torch.Tensor, ridge: float = 1e-3, **covariates: torch.Tensor) -> None:
+        """Set the linear skip to the ridge least-squares map from scaled context to scaled target; with known-future
+        covariates, the map takes their scaled horizon values too (the covariates' linear horizon term).
 
         Windows with a missing target step are left out, and so are windows with missing context steps when
-        enough complete ones exist. past_* (N, L), future_* (N, F).
+        enough complete ones exist. past_* (N, L), future_* (N, F), covariates as in `forward`.
         """
         if self.skip is None:
             return
@@ -96,22 +128,29 @@ class XLSTMForecastNet(nn.Module):
         if complete.sum() > 2 * (self.context_length + 1):
             keep = complete
         x = scaled[keep].double()  # (n, L)
+        horizon = self.covariates.horizon_linear if self.covariates is not None else None
+        if horizon is not None:
+            future = self.covariates.scaled_future(covariates.get("future_covariates"))  # (N, Kf, F)
+            x = torch.cat([x, future[keep].flatten(1).double()], dim=1)  # (n, L + Kf * F)
         y = ((future_target[keep] - loc[keep]) / scale[keep]).double()  # (n, F)
         if len(x) < 2:
             return
-        x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (n, L + 1)
+        x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (n, L [+ Kf * F] + 1)
         gram = x1.T @ x1 + ridge * len(x1) * torch.eye(x1.shape[1], dtype=x1.dtype)
-        coef = torch.linalg.solve(gram, x1.T @ y)  # (L + 1, F)
-        self.skip.weight.copy_(coef[:-1].T.to(self.skip.weight.dtype))
+        coef = torch.linalg.solve(gram, x1.T @ y)  # (L [+ Kf * F] + 1, F)
+        self.skip.weight.copy_(coef[:L].T.to(self.skip.weight.dtype))
         self.skip.bias.copy_(coef[-1].to(self.skip.bias.dtype))
+        if horizon is not None:
+            horizon.weight.copy_(coef[L:-1].T.to(horizon.weight.dtype))
 
     def loss(self, past_target: torch.Tensor, past_observed: torch.Tensor, future_target: torch.Tensor,
-             future_observed: torch.Tensor | None = None) -> torch.Tensor:
-        """The head's loss averaged over observed future steps. future_* (B, F) or (B, C, F).
+             future_observed: torch.Tensor | None = None, **covariates: torch.Tensor) -> torch.Tensor:
+        """The head's loss averaged over observed future steps. future_* (B, F) or (B, C, F); covariates as in
+        `forward`.
 
         With `cfg.loss_scale == "data"` each window's loss is weighted by its scale (for the quantile head: the
         pinball loss in data units)."""
-        params, loc, scale = self(past_target, past_observed)
+        params, loc, scale = self(past_target, past_observed, **covariates)
         F = self.prediction_length
         future_target = future_target.reshape(-1, F)  # (N, F)
         observed = torch.ones_like(future_target) if future_observed is None else future_observed.reshape(-1, F)
@@ -124,10 +163,11 @@ class XLSTMForecastNet(nn.Module):
         return self.head.loss(target, params, observed)
 
     @torch.no_grad()
-    def predict(self, past_target: torch.Tensor, past_observed: torch.Tensor) -> dict[str, torch.Tensor]:
+    def predict(self, past_target: torch.Tensor, past_observed: torch.Tensor,
+                **covariates: torch.Tensor) -> dict[str, torch.Tensor]:
         """Forecasts in data units: {"mean": (B, F), "quantiles": (B, F, Q)} for the levels given at construction
-        ((B, C, F) and (B, C, F, Q) for windows of C variates)."""
-        params, loc, scale = self(past_target, past_observed)
+        ((B, C, F) and (B, C, F, Q) for windows of C variates). Covariates as in `forward`."""
+        params, loc, scale = self(past_target, past_observed, **covariates)
         lead = past_target.shape[:-1]  # (B,) or (B, C)
         if not getattr(self.head, "affine", True):
             quantiles = self.head.quantiles(params, self.levels, scale)  # (N, F, Q) data units
@@ -139,9 +179,10 @@ class XLSTMForecastNet(nn.Module):
 
     @torch.no_grad()
     def sample(self, past_target: torch.Tensor, past_observed: torch.Tensor, num_samples: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample paths in data units, (B, num_samples, F) ((B, C, num_samples, F) for windows of C variates)."""
-        params, loc, scale = self(past_target, past_observed)
+               generator: torch.Generator | None = None, **covariates: torch.Tensor) -> torch.Tensor:
+        """Sample paths in data units, (B, num_samples, F) ((B, C, num_samples, F) for windows of C variates).
+        Covariates as in `forward`."""
+        params, loc, scale = self(past_target, past_observed, **covariates)
         lead = past_target.shape[:-1]  # (B,) or (B, C)
         if not getattr(self.head, "affine", True):
             draws = self.head.sample(params, num_samples, scale, generator)

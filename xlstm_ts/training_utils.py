@@ -1,14 +1,91 @@
-"""Training helpers of the forecaster: quiet Lightning runs, validation loaders, validation loss."""
+"""Training helpers of the forecaster: the Lightning trainer (logger, progress display), quiet runs, validation
+loaders, validation loss.
+
+What a fit shows and writes:
+- verbose=False (default): nothing on screen, no files, unless `log_dir` asks for a CSV log.
+- verbose=True: Lightning's progress bar in interactive runs (a terminal, a Jupyter notebook); elsewhere (pipes,
+  files, CI logs, where a bar would smear carriage returns) one line every tenth of the steps. Lightning's info
+  messages and the model summary are shown.
+- Logs go through Lightning loggers: a `lightning.pytorch.loggers.CSVLogger` writes `metrics.csv` (train_loss,
+  val_loss, learning rate) to `log_dir/version_N/` when `log_dir` is given, or to `./lightning_logs/version_N/` when
+  only verbose=True is; each fit gets a new version, so earlier logs are never overwritten. Any Lightning logger
+  (TensorBoard, W&B, ...) or False can be passed as trainer_kwargs={"logger": ...} instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
+from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
 
+from xlstm_ts.lightning_module import RestoreBestWeights
 from xlstm_ts.model import XLSTMForecastNet
+
+
+def interactive() -> bool:
+    """True in a terminal or a Jupyter kernel (a live progress bar renders there), False in pipes, files, CI logs."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if type(shell).__name__ == "ZMQInteractiveShell":
+        return True
+    return sys.stdout.isatty()
+
+
+class PrintProgress(L.Callback):
+    """Prints `step k/n  train_loss ...  val_loss ...` every `every` steps and at the last one."""
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or (step % self.every and step != trainer.max_steps):
+            return
+        metrics = "  ".join(f"{name} {float(trainer.callback_metrics[name]):.4f}"
+                            for name in ("train_loss", "val_loss") if name in trainer.callback_metrics)
+        print(f"step {step}/{trainer.max_steps}  {metrics}", flush=True)
+
+
+def make_trainer(forecaster, validate: bool) -> tuple[L.Trainer, RestoreBestWeights | None]:
+    """The Lightning trainer of a fit, and the best-weights callback when a validation tail is scored."""
+    verbose, steps = bool(forecaster.verbose), forecaster.max_steps
+    callbacks, best = [], None
+    if validate:
+        best = RestoreBestWeights("val_loss")
+        callbacks.append(best)
+        if forecaster.early_stopping_patience is not None:
+            callbacks.append(EarlyStopping("val_loss", patience=forecaster.early_stopping_patience,
+                                           check_on_train_epoch_end=False))
+    bar = verbose and interactive()
+    if verbose and not bar:
+        callbacks.append(PrintProgress(steps // 10))
+    extra = dict(forecaster.trainer_kwargs or {})
+    root = Path(extra.pop("default_root_dir", Path.cwd()))
+    logger = extra.pop("logger", None)
+    if logger is None and (forecaster.log_dir is not None or verbose):
+        logger = CSVLogger(forecaster.log_dir, name="") if forecaster.log_dir is not None \
+            else CSVLogger(root, name="lightning_logs")
+    if logger:
+        callbacks.append(LearningRateMonitor("step"))
+    kwargs = dict(max_steps=steps, logger=logger or False, log_every_n_steps=max(1, min(50, steps // 20)),
+                  enable_checkpointing=False, enable_progress_bar=bar, enable_model_summary=verbose,
+                  gradient_clip_val=forecaster.gradient_clip_val, accelerator="cpu", devices=1,
+                  default_root_dir=str(root), num_sanity_val_steps=0,
+                  # with several processes each rank scores a share of every validation batch (see LitForecaster);
+                  # a DistributedSampler would hand ranks whole batches and pad them with repeats
+                  use_distributed_sampler=False,
+                  val_check_interval=min(forecaster.val_check_steps, steps) if validate else None,
+                  check_val_every_n_epoch=None if validate else 1)
+    kwargs["callbacks"] = callbacks + list(extra.pop("callbacks", []))
+    kwargs.update(extra)
+    return L.Trainer(**kwargs), best
 
 
 def quantile_column(level: float) -> str:
@@ -16,21 +93,23 @@ def quantile_column(level: float) -> str:
     return f"q{level:g}"
 
 
+# hints about this package's own loaders and module that users cannot act on: hidden in every run
+NOISE = (r".*does not have many workers.*", r".*LeafSpec.*is deprecated.*",
+         r".*defined a `validation_step` but have no `val_dataloader`.*",
+         r".*AccumulateGrad node's stream does not match.*")  # torch's hint under DDP on GPUs
+
+
 @contextlib.contextmanager
 def quiet(verbose: bool):
-    """Silence Lightning's info logs and hint warnings unless `verbose`."""
-    if verbose:
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    """Hide Lightning's hints that do not apply here (always), and its info logs and hardware hints (unless
+    `verbose`)."""
+    loggers = [] if verbose else [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
-        warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
+        for pattern in NOISE if verbose else (*NOISE, r".*GPU available but not used.*"):
+            warnings.filterwarnings("ignore", message=pattern)
         try:
             yield
         finally:
