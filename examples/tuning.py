@@ -75,6 +75,7 @@ def plot_history(study, path: Path) -> None:
         if t.state.name == "PRUNED":
             ax.axvline(t.number, color="0.85", zorder=0)
     ax.set(xlabel="trial (grey: pruned)", ylabel="validation MASE", title=study.study_name)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

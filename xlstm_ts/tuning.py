@@ -194,7 +194,10 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
             gc.collect()
 
     def summary(study, trial) -> None:
-        value = "pruned" if trial.value is None else f"{metric}={trial.value:.4f}"
+        value = f"{metric}={trial.value:.4f}" if trial.state.name == "COMPLETE" else "no score"
+        if trial.state.name == "PRUNED" and trial.intermediate_values:  # optuna keeps the last report as value
+            step = max(trial.intermediate_values)
+            value = f"val_loss={trial.intermediate_values[step]:.4f} at step {step}"
         logger.warning("trial %d %s: %s %s", trial.number, trial.state.name.lower(), value, trial.params)
 
     sampler = optuna.samplers.TPESampler(seed=random_state)
