@@ -1,6 +1,5 @@
 """The ETT benchmark protocol: split rows, train-only scaling, every test window."""
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -14,15 +13,8 @@ DATA_DIR = Path(os.environ.get("XLSTM_TS_DATA", ROOT.parent / "shared" / "datase
 pytestmark = pytest.mark.skipif(not (DATA_DIR / "ETT").is_dir(), reason="benchmark data directory not available")
 
 
-def _ett_module():
-    spec = importlib.util.spec_from_file_location("ett_benchmark", ROOT / "benchmarks" / "ett.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_scaler_uses_train_rows_only_and_counts_every_test_window():
-    ett = _ett_module()
+def test_scaler_uses_train_rows_only_and_counts_every_test_window(load_benchmark):
+    ett = load_benchmark("ett")
     values, dates, cols = ett.scaled_values("ETTh1", DATA_DIR)
     raw = read_ett("ETTh1", DATA_DIR)[cols].to_numpy(np.float64)
     train_end, val_end, test_end = ett.split_rows("ETTh1")

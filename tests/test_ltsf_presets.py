@@ -2,7 +2,6 @@
 over them, and the sweep runner records every run (baselines once per preset) and reports failed runs."""
 
 import fnmatch
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -34,22 +33,14 @@ EXPECTED = {
 }
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("ltsf")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return _load_script("ltsf")
-
-
-@pytest.fixture(scope="module")
-def sweep():
-    return _load_script("ltsf_sweep")
+def sweep(load_benchmark):
+    return load_benchmark("ltsf_sweep")
 
 
 def test_every_benchmark_cell_has_a_valid_run_preset():

@@ -1,7 +1,6 @@
 """The long-horizon protocol: split borders, every test window kept, train-only scaling, batch-size-free metrics, and
 the benchmark script end to end on a tiny file."""
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -39,24 +38,6 @@ def csv_files(tmp_path_factory) -> dict[str, Path]:
     for split, (n_rows, _) in CASES.items():
         _write_csv(paths[split], n_rows)
     return paths
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks run fastest on one thread (no thread start-up per op on a busy machine); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("ltsf_benchmark", ROOT / "benchmarks" / "ltsf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("split", list(CASES))
@@ -154,8 +135,8 @@ def test_lookback_reaching_before_the_file_is_rejected(csv_files):
         load_ltsf(csv_files["ratio"], "ett-hourly")
 
 
-def test_benchmark_script_end_to_end(tmp_path, one_thread):
-    bench = _benchmark_module()
+def test_benchmark_script_end_to_end(tmp_path, one_thread, load_benchmark):
+    bench = load_benchmark("ltsf")
     _write_csv(tmp_path / "tiny.csv", 300)  # ratio split: train 210, val 30, test 60 rows
     out = tmp_path / "results"
     argv = ["--data", str(tmp_path / "tiny.csv"), "--split", "ratio", "--horizon", "8", "--lookback", "24",
@@ -180,8 +161,8 @@ def test_benchmark_script_end_to_end(tmp_path, one_thread):
         bench.parse_args(["--data", "x.csv", "--split", "ratio", "--mode", "no_such_mode"])
 
 
-def test_markdown_summarises_seeds_and_compares_with_published(tmp_path):
-    bench = _benchmark_module()
+def test_markdown_summarises_seeds_and_compares_with_published(tmp_path, load_benchmark):
+    bench = load_benchmark("ltsf")
     common = dict(dataset="ETTh1", horizon=96, lookback=512, mode="channel_independent", n_test_windows=2785,
                   device="cpu", commit="abc", preset="ltsf")
     rows = [dict(common, seed=0, mse=0.9, mae=0.9, epochs=1.0, train_seconds=100.0)]  # replaced by the rerun below

@@ -20,28 +20,9 @@ REQUIRED = ["group", "method", "seed", "n_series", "horizon", "season", "context
 Z95 = 1.959963984540054  # R's qnorm(0.975), used by forecast::naive for its 95 % intervals
 
 
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("m4_benchmark", ROOT / "benchmarks" / "m4.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def bench():
-    return _benchmark_module()
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks run fastest on one thread (no thread start-up per op on a busy machine); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def bench(load_benchmark):
+    return load_benchmark("m4")
 
 
 def test_smape_and_mase_by_hand():
