@@ -14,17 +14,14 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import numbers
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-
-import yaml
 
 from xlstm_ts.datasets.ltsf import SPLITS
 from xlstm_ts.datasets.readers import ENV_VAR
+from xlstm_ts.presets import check_keys, read_preset, shipped_presets
 
 _POSITIVE_INTS = ("horizon", "lookback", "batch_size", "max_steps", "val_check_steps", "patience")
 
@@ -78,15 +75,8 @@ class LTSFRunConfig:
 
 def run_config_from_dict(data: dict, source: str = "dict") -> LTSFRunConfig:
     """Build an LTSFRunConfig, refusing unknown keys with a suggestion and naming missing required keys."""
-    if not isinstance(data, dict):
-        raise ValueError(f"Expected a mapping of LTSFRunConfig fields in {source}, got {type(data).__name__}.")
-    fields = {f.name: f for f in dataclasses.fields(LTSFRunConfig)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {sorted(fields)}."
-            raise ValueError(f"Unknown key {key!r} in LTSFRunConfig ({source}).{hint}")
-    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    check_keys(data, LTSFRunConfig, source)
+    required = [f.name for f in dataclasses.fields(LTSFRunConfig) if f.default is dataclasses.MISSING]
     missing = [n for n in required if n not in data]
     if missing:
         raise ValueError(f"LTSFRunConfig ({source}) lacks the required keys {missing}; every run preset names "
@@ -96,8 +86,7 @@ def run_config_from_dict(data: dict, source: str = "dict") -> LTSFRunConfig:
 
 def run_preset_names() -> list[str]:
     """Names of the run presets shipped in configs/ltsf/ (e.g. 'etth1_96')."""
-    folder = resources.files("xlstm_ts.configs") / "ltsf"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_presets("ltsf")
 
 
 def run_preset_name(name_or_path: str | Path) -> str:
@@ -108,22 +97,7 @@ def run_preset_name(name_or_path: str | Path) -> str:
 
 def load_run_config(name_or_path: str | Path) -> LTSFRunConfig:
     """An LTSFRunConfig from a run preset name (e.g. 'etth1_96') or a YAML file path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ValueError(f"Run preset file {str(path)!r} does not exist; pass an existing .yaml file or one of "
-                             f"the shipped presets {run_preset_names()}.")
-        text, source = path.read_text(), str(path)
-    else:
-        names = run_preset_names()
-        if str(name_or_path) not in names:
-            close = difflib.get_close_matches(str(name_or_path), names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"Unknown run preset {str(name_or_path)!r}.{hint} Available presets: {names}, or a "
-                             ".yaml path.")
-        text = (resources.files("xlstm_ts.configs") / "ltsf" / f"{name_or_path}.yaml").read_text()
-        source = f"configs/ltsf/{name_or_path}.yaml"
-    return run_config_from_dict(yaml.safe_load(text) or {}, source)
+    return run_config_from_dict(*read_preset("ltsf", "run", name_or_path))
 
 
 def resolve_data_path(relative: str | Path, data_dir: str | os.PathLike | None = None) -> Path:

@@ -4,12 +4,10 @@ instances."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-import yaml
+from xlstm_ts.presets import check_keys, read_preset, shipped_presets
 
 MODES = ("channel_independent", "variate_mixing")
 """How the series of a panel relate: see `ModelConfig.mode`."""
@@ -108,39 +106,18 @@ class ModelConfig:
 
 def config_from_dict(data: dict, source: str = "dict") -> ModelConfig:
     """Build a ModelConfig, refusing unknown keys with a suggestion."""
-    if not isinstance(data, dict):
-        raise ValueError(f"Expected a mapping of ModelConfig fields in {source}, got {type(data).__name__}.")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {sorted(fields)}."
-            raise ValueError(f"Unknown key {key!r} in ModelConfig ({source}).{hint}")
+    check_keys(data, ModelConfig, source)
     return ModelConfig(**data)
 
 
 def preset_names() -> list[str]:
     """Names of the model presets shipped in configs/model/."""
-    folder = resources.files("xlstm_ts.configs") / "model"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_presets("model")
 
 
 def load_config(name_or_path: str | Path) -> ModelConfig:
     """A ModelConfig from a preset name (e.g. 'small') or a YAML file path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ValueError(f"Config file {str(path)!r} does not exist.")
-        text, source = path.read_text(), str(path)
-    else:
-        names = preset_names()
-        if str(name_or_path) not in names:
-            raise ValueError(
-                f"Unknown model preset {str(name_or_path)!r}. Available presets: {names}, or a .yaml path."
-            )
-        text = (resources.files("xlstm_ts.configs") / "model" / f"{name_or_path}.yaml").read_text()
-        source = f"configs/model/{name_or_path}.yaml"
-    return config_from_dict(yaml.safe_load(text) or {}, source)
+    return config_from_dict(*read_preset("model", "model", name_or_path))
 
 
 def resolve_config(model: ModelConfig | dict | str | Path) -> ModelConfig:
