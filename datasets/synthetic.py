@@ -45,15 +45,21 @@ def make_synthetic_panel(
         slope = rng.uniform(-0.004, 0.01)
         a1, a2 = rng.uniform(1.0, 3.0), rng.uniform(0.5, 2.0)
         p1, p2 = rng.uniform(0, 2 * np.pi, size=2)
-        eps = rng.normal(0.0, noise, size=length)
-        ar = np.empty(length)
-        ar[0] = eps[0]
-        for i in range(1, length):
-            ar[i] = 0.5 * ar[i - 1] + eps[i]
+        ar = _ar1_noise(rng, noise, length)
         y = (level + slope * t + a1 * np.sin(2 * np.pi * t / seasonalities[0] + p1)
              + a2 * np.sin(2 * np.pi * t / seasonalities[1] + p2) + ar)
         frames.append(pd.DataFrame({"unique_id": f"series_{s}", "ds": ds, "y": y.astype(np.float32)}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _ar1_noise(rng: np.random.Generator, noise: float, length: int) -> np.ndarray:
+    """AR(1) noise with coefficient 0.5 and innovations of standard deviation `noise`, shape (length,)."""
+    eps = rng.normal(0.0, noise, size=length)
+    ar = np.empty(length)
+    ar[0] = eps[0]
+    for i in range(1, length):
+        ar[i] = 0.5 * ar[i - 1] + eps[i]
+    return ar
 
 
 def make_covariate_panel(
@@ -100,11 +106,7 @@ def make_covariate_panel(
             promo[begin:begin + rng.integers(4, 13)] = 1.0
         drift = np.cumsum(rng.normal(0.0, 0.3, size=length))
         temperature = 15.0 + 2.0 * (region == "south") + 5.0 * np.sin(2 * np.pi * (t - 9) / 24) + drift - drift.mean()
-        eps = rng.normal(0.0, noise, size=length)
-        ar = np.empty(length)
-        ar[0] = eps[0]
-        for i in range(1, length):
-            ar[i] = 0.5 * ar[i - 1] + eps[i]
+        ar = _ar1_noise(rng, noise, length)
         y = (rng.uniform(5.0, 20.0) + rng.uniform(1.0, 3.0) * np.sin(2 * np.pi * t / 24 + rng.uniform(0, 2 * np.pi))
              + 1.5 * size * promo + 0.15 * (temperature - 15.0) + ar)
         frames.append(pd.DataFrame({"unique_id": f"store_{s}", "ds": ds, "y": y.astype(np.float32), "promo": promo,
