@@ -75,6 +75,11 @@ def left_pad(values: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
+def _pad_front(values: np.ndarray, length: int) -> np.ndarray:
+    """`length` NaN rows, then the rows of `values`, as float32: (S, ...) -> (length + S, ...)."""
+    return np.concatenate([np.full((length, *values.shape[1:]), np.nan, np.float32), values.astype(np.float32)])
+
+
 def _channels_first(windows: np.ndarray) -> np.ndarray:
     """(N, T) stays; (N, T, C) -> (N, C, T)."""
     return np.ascontiguousarray(np.moveaxis(windows, 2, 1)) if windows.ndim == 3 else windows
@@ -145,8 +150,7 @@ class WindowSampler(torch.utils.data.IterableDataset):
                 f"{holdout}, the longest has {lengths.max()}. Lower prediction_length/val_size or use longer series."
             )
         # each series padded on the left with L NaNs so any context slice is in range
-        self._padded = [np.concatenate([np.full((context_length, *v.shape[1:]), np.nan, np.float32),
-                                        v.astype(np.float32)]) for v in series]
+        self._padded = [_pad_front(v, context_length) for v in series]
         self._extra = series[0].shape[1:]  # () or (C,)
         if any(v.shape[1:] != self._extra for v in series):
             raise ValueError(f"All series must have the same number of variates; got shapes "
@@ -156,8 +160,7 @@ class WindowSampler(torch.utils.data.IterableDataset):
         self._min_past = min_past
         self.covariates = covariates
         if covariates is not None:
-            self._padded_cov = [np.concatenate([np.full((context_length, d.shape[1]), np.nan, np.float32), d])
-                                for d in covariates.dynamic]  # (L + S, K) each
+            self._padded_cov = [_pad_front(d, context_length) for d in covariates.dynamic]  # (L + S, K) each
 
     @property
     def num_windows(self) -> int:
@@ -246,7 +249,6 @@ def tail_windows(series: list[np.ndarray], context_length: int, prediction_lengt
     L, F = context_length, prediction_length
     if tail < F:
         raise ValueError(f"The validation tail ({tail} steps) must hold at least one horizon of {F} steps.")
-    pad = lambda a: np.concatenate([np.full((L, *a.shape[1:]), np.nan, np.float32), a.astype(np.float32)])
     pasts, futures, covs, statics = [], [], [], []
     for k, values in enumerate(series):
         n = len(values)
@@ -254,11 +256,11 @@ def tail_windows(series: list[np.ndarray], context_length: int, prediction_lengt
             continue
         cuts = np.arange(n - F, n - tail - 1, -stride)[::-1]  # cut points, the last one is n - F
         idx = cuts[:, None] + np.arange(L + F)[None, :]  # padded coordinates of [t - L, t + F)
-        win = _channels_first(pad(values)[idx])  # (n_cuts, L + F) or (n_cuts, C, L + F)
+        win = _channels_first(_pad_front(values, L)[idx])  # (n_cuts, L + F) or (n_cuts, C, L + F)
         pasts.append(win[..., :L])
         futures.append(win[..., L:])
         if covariates is not None:
-            covs.append(pad(covariates.dynamic[k])[idx])  # (n_cuts, L + F, K)
+            covs.append(_pad_front(covariates.dynamic[k], L)[idx])  # (n_cuts, L + F, K)
             if covariates.static is not None:
                 statics.append(np.repeat(covariates.static[k:k + 1], len(cuts), axis=0))  # (n_cuts, Ks)
     if not pasts:

@@ -36,9 +36,10 @@ def stack_variates(values: list[np.ndarray], ids: list | None = None, starts: li
 
 def variate_order(ids: list, fitted_ids: list) -> np.ndarray:
     """Positions in `ids` of the fitted variates, in fitted order; the two id sets must be equal."""
-    if set(ids) != set(fitted_ids) or len(ids) != len(fitted_ids):
-        missing = [u for u in fitted_ids if u not in set(ids)][:3]
-        extra = [u for u in ids if u not in set(fitted_ids)][:3]
+    given, fitted = set(ids), set(fitted_ids)
+    if given != fitted or len(ids) != len(fitted_ids):
+        missing = [u for u in fitted_ids if u not in given][:3]
+        extra = [u for u in ids if u not in fitted][:3]
         raise ValueError(f"mode='variate_mixing' forecasts the variates seen in fit together, so the frame must hold "
                          f"exactly those {len(fitted_ids)} series; missing {missing}, unexpected {extra}.")
     where = {u: k for k, u in enumerate(ids)}
