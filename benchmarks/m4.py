@@ -4,8 +4,9 @@ Protocol: the official M4 train/test files (Hourly 414 series, h 48, m 24; Weekl
 tuned on the test part, scored as the competition did (`xlstm_ts.m4_metrics`): sMAPE (%), MASE, OWA against Naive2 on
 the same series, MSIS and coverage of 95 % intervals (quantiles 0.025/0.975); also 80 % coverage and wQL (0.1-0.9).
 
-- xlstm_ts: quantile head, context `--context-multiple` x h; the last h training steps of each series validate, the
-  weights with the lowest validation loss are kept; the point forecast is the median.
+- xlstm_ts: one model per head in `--heads` (default quantile, normal, student_t; recorded as preset `MODEL/HEAD`),
+  context `--context-multiple` x h; the last h training steps of each series validate, the weights with the lowest
+  validation loss are kept; the point forecast is the median (the 0.5 quantile of the head's distribution).
 - DeepAR (gluonts torch `DeepAREstimator`): its defaults (context h, Student-t output, batch 32, 100 sample paths),
   trained on the whole training series for the same number of optimizer steps; point forecast: the sample median.
 - AutoETS (statsforecast, season m, one process): normal intervals at 20/40/60/80/95 %. Needs `pip install
@@ -37,6 +38,7 @@ import torch
 from xlstm_ts import XLSTMForecaster
 from xlstm_ts.datasets import read_m4
 from xlstm_ts.datasets.readers import M4_GROUPS
+from xlstm_ts.heads import HEADS
 from xlstm_ts.m4_metrics import m4_scores, naive2, owa, seasonal_naive
 from xlstm_ts.metrics import coverage, weighted_quantile_loss
 from xlstm_ts.training_utils import quantile_column, quiet
@@ -111,10 +113,10 @@ def by_series(frame: pd.DataFrame, ids: list, column: str) -> np.ndarray:
     return frame[column].to_numpy(np.float64).reshape(len(ids), -1)
 
 
-def run_xlstm(args: argparse.Namespace, data: M4Data, seed: int) -> Forecast:
+def run_xlstm(args: argparse.Namespace, data: M4Data, seed: int, head: str) -> Forecast:
     H = data.y.shape[1]
     model = XLSTMForecaster(prediction_length=H, context_length=args.context_multiple * H, quantiles=QUANTILES,
-                            head="quantile", model=args.model, max_steps=args.max_steps, batch_size=args.batch_size,
+                            head=head, model=args.model, max_steps=args.max_steps, batch_size=args.batch_size,
                             learning_rate=args.learning_rate, random_state=seed, val_size=H,
                             val_check_steps=args.val_check_steps, early_stopping_patience=args.patience,
                             trainer_kwargs={"accelerator": args.accelerator})
@@ -123,7 +125,7 @@ def run_xlstm(args: argparse.Namespace, data: M4Data, seed: int) -> Forecast:
     seconds = time.perf_counter() - start
     frame = model.predict()
     quantiles = np.stack([by_series(frame, data.ids, quantile_column(q)) for q in QUANTILES], axis=-1)  # (N, F, Q)
-    return Forecast(by_series(frame, data.ids, "mean"), quantiles, seconds)
+    return Forecast(quantiles[..., QUANTILES.index(0.5)], quantiles, seconds)
 
 
 def run_deepar(args: argparse.Namespace, data: M4Data, seed: int) -> Forecast:
@@ -196,6 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of xlstm_ts and DeepAR")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--max-series", type=int, default=None, help="use only the first N series (smoke runs)")
+    parser.add_argument("--heads", nargs="+", default=["quantile", "normal", "student_t"], choices=HEADS,
+                        help="xlstm_ts heads, one model each (negative_binomial needs count data)")
     parser.add_argument("--model", default="small", help="xlstm_ts model preset name or YAML path")
     parser.add_argument("--context-multiple", type=int, default=4, help="xlstm_ts context length in horizons")
     parser.add_argument("--max-steps", type=int, default=2000, help="optimizer steps of xlstm_ts and of DeepAR")
@@ -219,12 +223,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     common = dict(group=args.group, n_series=len(data.ids), horizon=H, season=data.season,
                   **provenance(args.accelerator))
     naive2_scores = m4_scores(data.y, naive2(data.history, H, data.season), data.history, data.season)
-    jobs = [(m, None) for m in METHODS if m in args.methods and m not in SEEDED]
-    jobs += [(m, seed) for seed in args.seeds for m in SEEDED if m in args.methods]
+    jobs = [(m, None, None) for m in METHODS if m in args.methods and m not in SEEDED]
+    jobs += [(m, seed, head) for seed in args.seeds for m in SEEDED if m in args.methods
+             for head in (args.heads if m == "xlstm_ts" else [None])]
     rows = []
-    for method, seed in jobs:
+    for method, seed, *head in jobs:
         if method == "xlstm_ts":
-            forecast, setup = run_xlstm(args, data, seed), (args.context_multiple * H, args.max_steps, args.model)
+            forecast = run_xlstm(args, data, seed, head[0])
+            setup = (args.context_multiple * H, args.max_steps, f"{args.model}/{head[0]}")
         elif method == "deepar":
             forecast, setup = run_deepar(args, data, seed), (H, args.max_steps, "default")
         elif method == "autoets":

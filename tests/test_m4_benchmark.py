@@ -162,26 +162,28 @@ def test_benchmark_script_end_to_end(bench, tmp_path, one_thread):
     out = tmp_path / "results"
     argv = ["--group", "Weekly", "--data-dir", str(tmp_path / "data"), "--seeds", "0", "--model", "tiny",
             "--max-steps", "3", "--batch-size", "8", "--val-check-steps", "2", "--max-series", "3",
-            "--results-dir", str(out)]
+            "--heads", "quantile", "student_t", "--results-dir", str(out)]
     bench.main(argv)
     table = pd.read_csv(out / "m4.csv")
     assert list(table.columns) == REQUIRED
-    expected = ["seasonal_naive", "naive2", "xlstm_ts", "deepar"]
+    expected = ["seasonal_naive", "naive2", "xlstm_ts", "xlstm_ts", "deepar"]  # one xlstm_ts row per head
     has_ets = importlib.util.find_spec("statsforecast") is not None
     assert list(table["method"]) == (["autoets"] if has_ets else []) + expected
     assert (table["n_series"] == 3).all() and (table["horizon"] == 13).all() and (table["season"] == 1).all()
-    rows = table.set_index("method")
+    assert list(table.loc[table["method"] == "xlstm_ts", "preset"]) == ["tiny/quantile", "tiny/student_t"]
+    rows = table.drop_duplicates("method").set_index("method")
     assert rows.loc["naive2", "owa"] == pytest.approx(1.0) and rows.loc["seasonal_naive", "owa"] == pytest.approx(1.0)
     assert rows.loc[["naive2", "seasonal_naive"], ["msis", "coverage_95", "wql"]].isna().all().all()
-    assert rows["seed"].isna().sum() == len(table) - 2 and (rows.loc[["xlstm_ts", "deepar"], "seed"] == 0).all()
+    assert table["seed"].isna().sum() == len(table) - 3 and (rows.loc[["xlstm_ts", "deepar"], "seed"] == 0).all()
     probabilistic = rows.loc[["xlstm_ts", "deepar"] + (["autoets"] if has_ets else [])]
     assert probabilistic[["msis", "wql"]].gt(0).all().all()
     assert probabilistic[["coverage_95", "coverage_80"]].apply(lambda c: c.between(0, 1)).all().all()
     assert rows.loc["xlstm_ts", "context_length"] == 4 * 13 and rows.loc["xlstm_ts", "steps"] == 3
-    assert rows.loc["xlstm_ts", "preset"] == "tiny" and rows.loc["xlstm_ts", "train_seconds"] > 0
+    assert rows.loc["xlstm_ts", "train_seconds"] > 0
     markdown = (out / "m4.md").read_text()
     assert "## Weekly (h = 13, m = 1)" in markdown
-    assert "| xlstm_ts | tiny | 3 | 52 | 3 | 1 |" in markdown and "| naive2 | – | 3 | – | – | – | " in markdown
+    assert "| xlstm_ts | tiny/quantile | 3 | 52 | 3 | 1 |" in markdown and "| xlstm_ts | tiny/student_t | 3 |" in markdown
+    assert "| naive2 | – | 3 | – | – | – | " in markdown
     assert "| M4: Naive2 = Naive = sNaive | – | all | – | – | – | 9.161 | 2.777 | 1.000 | 26.358 | 0.9494 |" in markdown
 
     bench.main(argv[:-2] + ["--results-dir", str(tmp_path / "unused"), "--no-record", "--methods", "naive2"])
