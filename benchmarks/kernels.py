@@ -36,27 +36,17 @@ if "--launches" in sys.argv and not torch.cuda.is_available():
     # count in the Triton interpreter; it must be chosen before triton (whose library is jit code too) is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import kernels_report  # noqa: E402
 import triton  # noqa: E402
 
 from xlstm_ts.kernels import get_kernel  # noqa: E402
 
 MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
-SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4)]  # (B, S, D, NH)
+SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4), (16, 2048, 512, 4)]  # (B, S, D, NH)
 SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
 # the NX-AI anchor timing script: $XLSTM_TS_ANCHOR, else ../shared/bench/anchor_kernels.py beside the repository
 _DEFAULT_ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
 ANCHOR = Path(os.environ.get("XLSTM_TS_ANCHOR", _DEFAULT_ANCHOR))
-# NX-AI figures from ../shared/reference/gpu_anchor_timings.md (H200, torch 2.11, triton 3.6, do_bench median,
-# 2026-11-22): not measured in this run; quoted for orientation when the anchor script cannot run here
-DOC_ANCHORS = {
-    (1024, 4, 64, 32): ("mlstm_kernels triton_limit_chunk", 0.167, 1.572),
-    (256, 8, 32, 64): ("mlstm_kernels triton_limit_chunk", 0.143, 1.542),
-    (64, 4, 512, 64): ("mlstm_kernels triton_limit_chunk", 0.232, 2.231),
-    (16, 4, 2048, 128): ("mlstm_kernels triton_limit_chunk", 0.292, 2.099),
-    (1024, 64, 128, 4): ("xlstm sLSTMLayer cuda (fp32)", 1.69, 20.99),
-    (256, 32, 256, 4): ("xlstm sLSTMLayer cuda (fp32)", 1.15, 4.63),
-    (64, 512, 256, 4): ("xlstm sLSTMLayer cuda (fp32)", 7.12, 26.2),
-}
 
 
 def median_ms(fn, warmup: int, reps: int) -> float:
@@ -198,57 +188,28 @@ def anchor_rows() -> tuple[list[dict], str]:
     missing = [m for m in ("mlstm_kernels", "xlstm") if importlib.util.find_spec(m) is None]
     if missing:
         return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"
-    rows, tag = [], os.environ.get("OUT", "/tmp")
-    for kernel in ("chunkwise--triton_limit_chunk",):
-        proc = subprocess.run([sys.executable, str(ANCHOR), kernel, "ts_patched,ts_patched_wide,ts_small,ts_long"],
-                              capture_output=True, text=True, env={**os.environ, "TAG": "anchor"})  # fmt: skip
-        rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return rows, f"ran {ANCHOR} (output also in {tag})"
+    rows = []
+    # mLSTM at the four goal shapes with the long sLSTM shapes; then the patched sLSTM shapes alone (no mLSTM config
+    # is named "none"). One process per call: a Triton compile crash in theirs must not end this run.
+    for configs, extra in (("ts_patched,ts_patched_wide,ts_small,ts_long", {}), ("none", {"SLSTM_PATCHED": "1"})):
+        proc = subprocess.run([sys.executable, str(ANCHOR), "chunkwise--triton_limit_chunk", configs],
+                              capture_output=True, text=True, env={**os.environ, "TAG": "anchor", **extra})  # fmt: skip
+        for line in proc.stdout.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the script also prints version lines and kernel lists
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows, f"ran {ANCHOR.name} in the same device call"
 
 
-def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
-    lines = [
-        "# Kernel timings: Triton mLSTM / sLSTM next to torch SDPA and the torch references",
-        "",
-        f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}. Median of {meta['reps']} "
-        f"CUDA-event-timed calls after {meta['warmup']} warm-up calls; fw+bw = forward + `out.sum().backward()`.",
-        "Written by `benchmarks/kernels.py`. Anchors: " + meta["anchors"] + ".",
-        "",
-        "## mLSTM (bf16, DQK = DHV = DH)",
-        "",
-        "| B, NH, S, DH | ours default fw / fw+bw (ms) | ours best fw / fw+bw (chunk, warps) | SDPA causal fw / fw+bw "
-        "| ours / SDPA fw+bw | torch chunkwise fw / fw+bw | NX-AI limit_chunk fw / fw+bw (doc, not this run) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for B, NH, S, DH in MLSTM_SHAPES:
-        sel = [r for r in rows if r["op"] == "mlstm" and (r["B"], r["NH"], r["S"], r["DH"]) == (B, NH, S, DH)]
-        ours = [r for r in sel if r["kernel"] == "mlstm_chunkwise--triton"]
-        default = next(r for r in ours if r["num_warps"] == "default")
-        best = min(ours, key=lambda r: r["fwbw_ms"])
-        sdpa = next(r for r in sel if r["kernel"] == "sdpa_causal")
-        ref = next((r for r in sel if r["kernel"] == "mlstm_chunkwise--torch"), None)
-        ref_txt = f"{ref['fw_ms']:.3f} / {ref['fwbw_ms']:.3f}" if ref else "–"
-        lines.append(
-            f"| {B}, {NH}, {S}, {DH} | {default['fw_ms']:.3f} / {default['fwbw_ms']:.3f} | {best['fw_ms']:.3f} / "
-            f"{best['fwbw_ms']:.3f} ({best['chunk_size']}, {best['num_warps']}) | {sdpa['fw_ms']:.3f} / "
-            f"{sdpa['fwbw_ms']:.3f} | {best['fwbw_ms'] / sdpa['fwbw_ms']:.1f}x | {ref_txt} | "
-            f"{DOC_ANCHORS[(B, NH, S, DH)][1]} / {DOC_ANCHORS[(B, NH, S, DH)][2]} |"
-        )
-    lines += ["", "## sLSTM (wx in the listed dtype, r and b fp32)", "",
-              "| B, S, D, NH | dtype | ours fw / fw+bw (ms) | torch loop fw / fw+bw (ms) | speed-up fw+bw "
-              "| NX-AI cuda fw / fw+bw (doc, not this run) |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for B, S, D, NH in SLSTM_SHAPES:
-        sel = [r for r in rows if r["op"] == "slstm" and (r["B"], r["S"], r["D"], r["NH"]) == (B, S, D, NH)]
-        ref = next(r for r in sel if r["kernel"] == "slstm--torch")
-        for r in (r for r in sel if r["kernel"] == "slstm--triton"):
-            ratio = f"{ref['fwbw_ms'] / r['fwbw_ms']:.1f}x" if r["dtype"] == "float32" else "–"
-            lines.append(
-                f"| {B}, {S}, {D}, {NH} | {r['dtype']} | {r['fw_ms']:.3f} / {r['fwbw_ms']:.3f} | "
-                f"{ref['fw_ms']:.1f} / {ref['fwbw_ms']:.1f} (fp32) | {ratio} | "
-                f"{DOC_ANCHORS[(B, S, D, NH)][1]} / {DOC_ANCHORS[(B, S, D, NH)][2]} |"
-            )
-    path.write_text("\n".join(lines) + "\n")
+def tests_summary(log: Path | None) -> str | None:
+    """The last line of a pytest log ("90 passed, 129 deselected in 194.36s"), without the '=' frame."""
+    if log is None:
+        return None
+    lines = [x.strip(" =") for x in log.read_text().splitlines() if x.strip()]
+    return lines[-1] if lines else f"empty log {log}"
 
 
 def main() -> None:
@@ -259,6 +220,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one sweep point only")
     parser.add_argument("--profile", action="store_true", help="also write a torch.profiler breakdown")
     parser.add_argument("--launches", action="store_true", help="only print the mLSTM kernel's launch counts")
+    parser.add_argument("--gpu-tests-log", type=Path, help="pytest log of `pytest -m gpu tests/kernels` from this "
+                        "device; its summary line is recorded with the timings")
     args = parser.parse_args()
     if args.launches:
         for row in launch_rows("cuda" if torch.cuda.is_available() else "cpu"):
@@ -271,12 +234,11 @@ def main() -> None:
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
-            "warmup": args.warmup, "reps": args.reps, "anchors": note}  # fmt: skip
+            "warmup": args.warmup, "reps": args.reps, "anchors": note, "gpu_tests": tests_summary(args.gpu_tests_log)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "anchor_rows": anchors}, indent=1))
-    write_markdown(out / "kernels.md", meta, rows)
-    print((out / "kernels.md").read_text())
+    print(kernels_report.write(out / "kernels.json").read_text())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""Render kernels.md from the rows `benchmarks/kernels.py` saved in kernels.json (ours, SDPA, torch references and the
+same-run NX-AI anchors), with each speed goal of the kernel contract judged from ratios measured in that one run.
+
+Usage:
+    python benchmarks/kernels_report.py [benchmarks/results/kernels.json]     # rewrites kernels.md beside it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# goal shapes -> (NX-AI kernel in the anchor rows, ours/theirs goal for forward+backward, goal for forward or None)
+MLSTM_GOALS = {
+    (1024, 4, 64, 32): ("chunkwise--triton_limit_chunk", 0.33, None),
+    (256, 8, 32, 64): ("chunkwise--triton_limit_chunk", 0.33, None),
+    (64, 4, 512, 64): ("chunkwise--triton_limit_chunk", 0.5, 0.5),
+    (16, 4, 2048, 128): ("chunkwise--triton_limit_chunk", 0.5, 0.5),
+}  # (B, NH, S, DH), bf16
+SLSTM_GOALS = {
+    (1024, 64, 128, 4): ("slstm_cuda", 0.33, None),
+    (256, 32, 256, 4): ("slstm_cuda", 0.33, None),
+    (64, 512, 256, 4): ("slstm_cuda", 0.5, 0.5),
+    (16, 2048, 512, 4): ("slstm_cuda", 0.5, 0.5),
+}  # (B, S, D, NH)
+
+
+def _mlstm_key(row: dict) -> tuple:
+    return row["B"], row["NH"], row["S"], row["DH"]
+
+
+def _slstm_key(row: dict) -> tuple:
+    return row["B"], row["S"], row["D"], row["NH"]
+
+
+def _ms(row: dict | None) -> str:
+    return "–" if row is None else f"{row['fw_ms']:.3f} / {row['fwbw_ms']:.3f}"
+
+
+def _verdict(ratio: float, goal: float | None) -> str:
+    if goal is None:
+        return f"{ratio:.2f}x"
+    return f"{ratio:.2f}x ({'met' if ratio <= goal else 'missed'}, goal <= {goal}x)"
+
+
+def mlstm_table(rows: list[dict]) -> list[str]:
+    lines = ["## mLSTM (bf16, DQK = DHV = DH)", "",
+             "| B, NH, S, DH | ours default fw / fw+bw (ms) | ours best fw / fw+bw (chunk, warps) | SDPA causal "
+             "fw / fw+bw | ours / SDPA fw+bw | torch chunkwise fw / fw+bw |", "|---|---|---|---|---|---|"]  # fmt: skip
+    shapes = dict.fromkeys(_mlstm_key(r) for r in rows if r["op"] == "mlstm")
+    for shape in shapes:
+        sel = [r for r in rows if r["op"] == "mlstm" and _mlstm_key(r) == shape]
+        ours = [r for r in sel if r["kernel"] == "mlstm_chunkwise--triton"]
+        default = next((r for r in ours if r["num_warps"] == "default"), None)
+        best = min(ours, key=lambda r: r["fwbw_ms"])
+        sdpa = next(r for r in sel if r["kernel"] == "sdpa_causal")
+        ref = next((r for r in sel if r["kernel"] == "mlstm_chunkwise--torch"), None)
+        lines.append(f"| {', '.join(map(str, shape))} | {_ms(default)} | {_ms(best)} ({best['chunk_size']}, "
+                     f"{best['num_warps']}) | {_ms(sdpa)} | {best['fwbw_ms'] / sdpa['fwbw_ms']:.1f}x | {_ms(ref)} |")
+    return lines
+
+
+def slstm_table(rows: list[dict]) -> list[str]:
+    lines = ["", "## sLSTM (wx in the listed dtype, r and b fp32)", "",
+             "| B, S, D, NH | dtype | ours fw / fw+bw (ms) | torch loop fw / fw+bw (fp32) | speed-up fw+bw |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    shapes = dict.fromkeys(_slstm_key(r) for r in rows if r["op"] == "slstm")
+    for shape in shapes:
+        sel = [r for r in rows if r["op"] == "slstm" and _slstm_key(r) == shape]
+        ref = next((r for r in sel if r["kernel"] == "slstm--torch"), None)
+        for r in (r for r in sel if r["kernel"] == "slstm--triton"):
+            ratio = f"{ref['fwbw_ms'] / r['fwbw_ms']:.1f}x" if ref and r["dtype"] == "float32" else "–"
+            lines.append(f"| {', '.join(map(str, shape))} | {r['dtype']} | {_ms(r)} | {_ms(ref)} | {ratio} |")
+    return lines
+
+
+def anchor_table(rows: list[dict], anchors: list[dict]) -> list[str]:
+    """Ours against NX-AI at every goal shape that both ran in this run: ratios and the goals' verdicts."""
+    good = [a for a in anchors if "error" not in a]
+    lines = ["", "## Against the NX-AI kernels, same run", "",
+             "Ours: CUDA-event medians (this script). Theirs: `triton.testing.do_bench` medians from the anchor script "
+             "in the same device call. Ratio = ours / theirs (below 1: ours is faster). The sLSTM anchor is the xlstm "
+             "`sLSTMLayer` (cuda backend, fp32, conv off), which also runs its gate projections and norm; ours is the "
+             "recurrent kernel alone.", "",
+             "| kernel, shape | ours fw / fw+bw (ms) | NX-AI fw / fw+bw (ms) | fw+bw ratio | fw ratio |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    found = 0
+    for shape, (name, goal, goal_fw) in MLSTM_GOALS.items():
+        theirs = next((a for a in good if a.get("kernel") == name and _mlstm_key(a) == shape), None)
+        ours = [r for r in rows if r["op"] == "mlstm" and r["kernel"] == "mlstm_chunkwise--triton"
+                and _mlstm_key(r) == shape]  # fmt: skip
+        if theirs is None or not ours:
+            continue
+        best = min(ours, key=lambda r: r["fwbw_ms"])
+        found += 1
+        lines.append(f"| mLSTM {shape} bf16, {name} | {_ms(best)} | {_ms(theirs)} | "
+                     f"{_verdict(best['fwbw_ms'] / theirs['fwbw_ms'], goal)} | "
+                     f"{_verdict(best['fw_ms'] / theirs['fw_ms'], goal_fw)} |")
+    for shape, (name, goal, goal_fw) in SLSTM_GOALS.items():
+        theirs = next((a for a in good if a.get("kernel") == name and _slstm_key(a) == shape), None)
+        ours_rows = [r for r in rows if r["op"] == "slstm" and r["kernel"] == "slstm--triton"
+                     and _slstm_key(r) == shape]  # fmt: skip
+        for ours in ours_rows if theirs is not None else []:
+            found += 1
+            lines.append(f"| sLSTM {shape} {ours['dtype']}, {name} | {_ms(ours)} | {_ms(theirs)} | "
+                         f"{_verdict(ours['fwbw_ms'] / theirs['fwbw_ms'], goal)} | "
+                         f"{_verdict(ours['fw_ms'] / theirs['fw_ms'], goal_fw)} |")
+    if not found:
+        return ["", "## Against the NX-AI kernels", "", "No NX-AI anchor ran at a goal shape in this run."]
+    other = [a for a in good if a.get("kernel") in ("sdpa_causal", "slstm_vanilla")]
+    if other:
+        shape = lambda a: _slstm_key(a) if a["kernel"].startswith("slstm") else _mlstm_key(a)  # noqa: E731
+        lines += ["", "Also in the anchor run: " + "; ".join(
+            f"{a['kernel']} ({', '.join(map(str, shape(a)))}): {_ms(a)} ms" for a in other)]
+    failed = [a for a in anchors if "error" in a]
+    if failed:
+        lines += ["", "Anchor runs that failed: " + "; ".join(f"{a.get('kernel')}: {a['error'][:120]}" for a in failed)]
+    return lines
+
+
+def render(data: dict) -> str:
+    meta = data["meta"]
+    lines = ["# Kernel timings: Triton mLSTM / sLSTM next to torch SDPA, the torch references and NX-AI", "",
+             f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}. Median of {meta['reps']} "
+             f"CUDA-event-timed calls after {meta['warmup']} warm-up calls; fw+bw = forward + `out.sum().backward()`.",
+             "Written by `benchmarks/kernels.py` (rendered by `benchmarks/kernels_report.py`). Anchors: "
+             f"{meta['anchors']}."]  # fmt: skip
+    if meta.get("gpu_tests"):
+        lines.append(f"Kernel tests on this device in the same call (`pytest -m gpu tests/kernels`): "
+                     f"{meta['gpu_tests']}.")
+    lines.append("")
+    rows = data["rows"]
+    lines += mlstm_table(rows) + slstm_table(rows) + anchor_table(rows, data.get("anchor_rows", []))
+    return "\n".join(lines) + "\n"
+
+
+def write(json_path: Path) -> Path:
+    """Rewrite kernels.md beside `json_path` from its rows."""
+    path = json_path.parent / "kernels.md"
+    path.write_text(render(json.loads(json_path.read_text())))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="?", type=Path, default=RESULTS / "kernels.json")
+    print(write(parser.parse_args().json).read_text())
+
+
+if __name__ == "__main__":
+    main()

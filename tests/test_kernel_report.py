@@ -1,0 +1,53 @@
+"""The kernel benchmark's report: ratios against the same-run NX-AI anchors and the goals' verdicts."""
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def report(load_benchmark):
+    return load_benchmark("kernels_report")
+
+
+def _mlstm(kernel, fw, fwbw, shape=(1024, 4, 64, 32), **extra):
+    B, NH, S, DH = shape
+    return {"op": "mlstm", "B": B, "NH": NH, "S": S, "DH": DH, "dtype": "bfloat16", "kernel": kernel,
+            "fw_ms": fw, "fwbw_ms": fwbw, **extra}  # fmt: skip
+
+
+def _data(anchor_rows):
+    rows = [_mlstm("mlstm_chunkwise--triton", 0.5, 3.0, chunk_size=32, num_warps=4),
+            _mlstm("mlstm_chunkwise--triton", 0.2, 0.5, chunk_size=64, num_warps="default"),
+            _mlstm("sdpa_causal", 0.1, 0.25),
+            _mlstm("mlstm_chunkwise--triton", 0.2, 1.0, shape=(64, 4, 512, 64), chunk_size=64, num_warps="default"),
+            _mlstm("sdpa_causal", 0.1, 0.5, shape=(64, 4, 512, 64)),
+            {"op": "slstm", "B": 64, "S": 512, "D": 256, "NH": 4, "DH": 64, "dtype": "float32",
+             "kernel": "slstm--triton", "fw_ms": 2.0, "fwbw_ms": 10.0}]  # fmt: skip
+    meta = {"device": "GPU X", "torch": "2.11", "triton": "3.6", "warmup": 10, "reps": 30, "anchors": "ran",
+            "gpu_tests": "90 passed"}  # fmt: skip
+    return {"meta": meta, "rows": rows, "anchor_rows": anchor_rows}
+
+
+def test_report_judges_each_goal_from_same_run_ratios(report, tmp_path):
+    anchors = [_mlstm("chunkwise--triton_limit_chunk", 0.4, 2.0, cfg="ts_patched"),
+               _mlstm("chunkwise--triton_limit_chunk", 0.3, 1.5, shape=(64, 4, 512, 64), cfg="ts_small"),
+               {"kernel": "slstm_cuda", "B": 64, "S": 512, "D": 256, "NH": 4, "fw_ms": 8.0, "fwbw_ms": 25.0},
+               {"cfg": "ts_long", "kernel": "chunkwise--triton_xl_chunk", "error": "RuntimeError('abort')"}]
+    path = tmp_path / "kernels.json"
+    path.write_text(json.dumps(_data(anchors)))
+    text = report.write(path).read_text()
+    # the best of ours (fw+bw 0.5 ms) against theirs 2.0 ms: 0.25x, under the 0.33x goal; forward has no goal here
+    assert "| 0.200 / 0.500 | 0.400 / 2.000 | 0.25x (met, goal <= 0.33x) | 0.50x |" in text
+    # 1.0 / 1.5 = 0.67x misses the 0.5x goal; forward 0.2 / 0.3 meets it
+    assert "0.67x (missed, goal <= 0.5x) | 0.67x (missed, goal <= 0.5x) |" in text
+    assert "| sLSTM (64, 512, 256, 4) float32, slstm_cuda | 2.000 / 10.000 | 8.000 / 25.000 | 0.40x (met" in text
+    assert "| 1024, 4, 64, 32 | 0.200 / 0.500 | 0.200 / 0.500 (64, default) | 0.100 / 0.250 | 2.0x | – |" in text
+    assert "Anchor runs that failed: chunkwise--triton_xl_chunk: RuntimeError('abort')" in text
+    assert "Device: GPU X" in text and "90 passed" in text
+
+
+def test_report_says_when_no_anchor_ran(report):
+    text = report.render(_data([{"kernel": "slstm", "error": "ImportError('skipped')"}]))
+    assert "No NX-AI anchor ran at a goal shape in this run." in text
+    assert "met" not in text
