@@ -54,18 +54,61 @@ def to_gluonts(df: pd.DataFrame, id_col: str = "unique_id", time_col: str = "ds"
 
 def predict_gluonts(forecaster, dataset: Iterable[dict]) -> list:
     """Forecasts after the end of every entry as gluonts `QuantileForecast`s (keys: the quantile levels and "mean"),
-    in dataset order, ready for `gluonts.evaluation.Evaluator`."""
+    in dataset order, ready for `gluonts.evaluation.Evaluator`.
+
+    A forecaster fitted with covariates reads them as `from_gluonts` names them (`feat_dynamic_real_0`, ...): past
+    ones over the target, future ones also over the next `prediction_length` steps, which gluonts' test entries
+    carry (feat_dynamic_real of length target + prediction_length)."""
     _require_gluonts()
     from gluonts.model.forecast import QuantileForecast
 
     entries = list(dataset)
-    out = forecaster._predict_series([np.asarray(e["target"], np.float32) for e in entries])
+    if forecaster.covariates_.any:
+        out = _predict_with_covariates(forecaster, entries)
+    else:
+        out = forecaster._predict_series([np.asarray(e["target"], np.float32) for e in entries])
     keys = [str(level) for level in forecaster.levels_] + ["mean"]
     forecasts = []
     for idx, entry in enumerate(entries):
-        start = entry["start"] if isinstance(entry["start"], pd.Period) else pd.Period(entry["start"],
-                                                                                       freq=entry.get("freq"))
         arrays = np.concatenate([out["quantiles"][idx].T, out["mean"][idx][None, :]])  # (Q + 1, F)
-        forecasts.append(QuantileForecast(arrays, start_date=start + len(entry["target"]), forecast_keys=keys,
+        forecasts.append(QuantileForecast(arrays, start_date=_start(entry) + len(entry["target"]), forecast_keys=keys,
                                           item_id=entry.get("item_id", idx)))
     return forecasts
+
+
+def _start(entry: dict) -> pd.Period:
+    start = entry["start"]
+    return start if isinstance(start, pd.Period) else pd.Period(start, freq=entry.get("freq"))
+
+
+def _predict_with_covariates(forecaster, entries: list[dict]) -> dict[str, np.ndarray]:
+    """{"mean": (N, F), "quantiles": (N, F, Q)} from `predict` on the entries as a long frame, with the future
+    covariates' horizon values taken from feat_dynamic_real beyond each target."""
+    from xlstm_ts.training_utils import quantile_column
+
+    spec, horizon = forecaster.covariates_, forecaster.prediction_length
+    id_col, time_col = forecaster.id_col, forecaster.time_col
+    frame = from_gluonts(entries, id_col, time_col, forecaster.target_col)
+    futr_df = None
+    if spec.future:
+        rows = []
+        for idx, entry in enumerate(entries):
+            length = len(entry["target"])
+            feats = np.asarray(entry.get("feat_dynamic_real", np.empty((0, 0))), dtype=np.float64)
+            if feats.ndim != 2 or feats.shape[1] < length + horizon:
+                raise ValueError(
+                    f"Entry {idx} (item {entry.get('item_id', idx)!r}): the forecaster's future covariates "
+                    f"{list(spec.future)} need feat_dynamic_real over the target and the next {horizon} steps "
+                    f"(length >= {length + horizon}), got shape {feats.shape}. Use gluonts test entries, whose "
+                    "dynamic features extend over the prediction range.")
+            start = _start(entry) + length
+            futr = {id_col: entry.get("item_id", idx),
+                    time_col: pd.period_range(start, periods=horizon, freq=start.freq).to_timestamp()}
+            futr.update({f"feat_dynamic_real_{j}": row[length:length + horizon] for j, row in enumerate(feats)})
+            rows.append(pd.DataFrame(futr))
+        futr_df = pd.concat(rows, ignore_index=True)[[id_col, time_col, *spec.future]]
+    pred = forecaster.predict(frame, futr_df=futr_df)
+    n = len(entries)
+    columns = [quantile_column(level) for level in forecaster.levels_]
+    return {"mean": pred["mean"].to_numpy().reshape(n, horizon),
+            "quantiles": pred[columns].to_numpy().reshape(n, horizon, len(columns))}

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,3 +96,41 @@ def test_tune_takes_a_search_space_file_and_resumes_the_study(data, tmp_path):
 def test_tune_option_errors_say_how_to_fix_them(data, extra, message):
     with pytest.raises(SystemExit, match=message):
         main(["tune", "--data", str(data), *extra])
+
+
+def test_covariates_from_the_command_line(tmp_path):
+    from xlstm_ts import XLSTMForecaster
+    from xlstm_ts.datasets import make_covariate_panel
+
+    frame = make_covariate_panel(n_series=2, length=96, seed=3)
+    static = frame.groupby("unique_id", as_index=False)[["store_size", "region"]].first()
+    frame = frame.drop(columns=["store_size", "region"])
+    frame.to_csv(tmp_path / "panel.csv", index=False)
+    static.to_csv(tmp_path / "static.csv", index=False)
+    common = ["--config", "tiny", "--data", str(tmp_path / "panel.csv"), "--horizon", "6", "--context", "24",
+              "--max-steps", "2", "--batch-size", "8", "--future-covariates", "promo", "temperature",
+              "--static-covariates", "store_size", "region", "--static-data", str(tmp_path / "static.csv")]
+    assert main(["fit", *common, "--out", str(tmp_path / "run")]) == 0
+    template = pd.read_csv(tmp_path / "run" / "future_frame.csv")  # no --futr-data: the frame to fill
+    assert list(template.columns) == ["unique_id", "ds", "promo", "temperature"] and len(template) == 12
+    assert template[["promo", "temperature"]].isna().all().all()
+    template["promo"], template["temperature"] = 1.0, 20.0
+    template.to_csv(tmp_path / "futr.csv", index=False)
+    model_dir = tmp_path / "run" / "model"
+    assert main(["predict", "--model-dir", str(model_dir), "--futr-data", str(tmp_path / "futr.csv"),
+                 "--static-data", str(tmp_path / "static.csv"), "--out", str(tmp_path / "pred")]) == 0
+    forecast = pd.read_csv(tmp_path / "pred" / "forecast.csv")
+    model = XLSTMForecaster.load(model_dir)
+    expected = model.predict(futr_df=template.assign(ds=pd.to_datetime(template["ds"])), static_df=static)
+    assert len(forecast) == 12
+    np.testing.assert_allclose(forecast["mean"], expected["mean"], rtol=1e-6)
+    with pytest.raises(ValueError, match="promo"):  # the model needs the planned values
+        main(["predict", "--model-dir", str(model_dir), "--out", str(tmp_path / "bad")])
+    assert main(["cv", *common, "--n-windows", "2", "--out", str(tmp_path / "cv")]) == 0
+    assert len(pd.read_csv(tmp_path / "cv" / "cv.csv")) == 2 * 2 * 6
+    tune_args = ["--config", "tiny", "--data", str(tmp_path / "panel.csv"), "--horizon", "6", "--max-steps", "4",
+                 "--val-check-steps", "2", *common[common.index("--future-covariates"):]]
+    assert main(["tune", *tune_args, "--n-trials", "1", "--pruner", "none", "--out", str(tmp_path / "tune")]) == 0
+    best = json.loads((tmp_path / "tune" / "best_params.json").read_text())["forecaster_params"]
+    assert best["future_covariates"] == ["promo", "temperature"] and best["static_covariates"] == ["store_size",
+                                                                                                  "region"]

@@ -42,3 +42,30 @@ def test_predict_gluonts_is_scored_by_the_evaluator():
     assert agg["mean_wQuantileLoss"] == pytest.approx(metrics.weighted_quantile_loss(actual, q, (0.1, 0.5, 0.9)),
                                                       rel=1e-4)
     assert np.isfinite(agg["MASE"])
+
+
+def test_predict_gluonts_reads_future_covariates_beyond_the_target():
+    from xlstm_ts.datasets import make_covariate_panel
+
+    df = make_covariate_panel(n_series=2, length=100, seed=6)[["unique_id", "ds", "y", "promo", "temperature"]]
+    H = 6
+    is_tail = df.groupby("unique_id").cumcount(ascending=False) < H
+    train, tail = df[~is_tail], df[is_tail]
+    # gluonts test entries: the target up to the forecast start, dynamic features over the prediction range too
+    entries = [{"start": pd.Period(g.ds.iloc[0], freq="h"), "item_id": uid,
+                "target": g.y.to_numpy()[:-H], "feat_dynamic_real": g[["promo", "temperature"]].to_numpy().T}
+               for uid, g in df.groupby("unique_id", sort=False)]  # fmt: skip
+    frame = from_gluonts(entries)
+    assert len(frame) == len(train)
+    names = ["feat_dynamic_real_0", "feat_dynamic_real_1"]
+    f = XLSTMForecaster(prediction_length=H, context_length=24, model="tiny", max_steps=2, batch_size=8,
+                        future_covariates=names).fit(frame)
+    forecasts = f.predict_gluonts(entries)
+    futr = tail.rename(columns={"promo": names[0], "temperature": names[1]})[["unique_id", "ds", *names]]
+    expected = f.predict(frame, futr_df=futr)
+    np.testing.assert_allclose(np.stack([fc.mean for fc in forecasts]), expected["mean"].to_numpy().reshape(2, H),
+                               rtol=1e-6)
+    np.testing.assert_allclose(forecasts[1].quantile(0.9), expected["q0.9"].to_numpy()[H:], rtol=1e-6)
+    short = [dict(e, feat_dynamic_real=e["feat_dynamic_real"][:, :-H]) for e in entries]
+    with pytest.raises(ValueError, match="next 6 steps"):
+        f.predict_gluonts(short)

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 from xlstm_ts import XLSTMForecaster, tune
@@ -151,3 +152,28 @@ def test_two_workers_share_a_journal_study(tmp_path):
     assert len(numbers) == len(set(numbers))  # no duplicated trial
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert 4 <= len(complete) <= 5 and len(complete) == len(study.trials)  # none lost; at most one racing extra
+
+
+def test_covariate_models_are_tuned_on_the_frames_future_values():
+    from xlstm_ts.datasets import make_covariate_panel
+
+    df = make_covariate_panel(n_series=3, length=150, seed=2)
+    static_df = df.groupby("unique_id", as_index=False)[["store_size", "region"]].first()
+    df = df.drop(columns=["store_size", "region"])
+    roles = dict(future_covariates=["promo", "temperature"], static_covariates=["store_size", "region"])
+    space = lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 3e-3)}  # noqa: E731
+    result = tune(df, 6, n_trials=2, search_space=space, max_steps=5, val_check_steps=5, pruner="none",
+                  metric="mae", base_params={**roles, "model": "tiny", "context_length": 24, "batch_size": 8},
+                  random_state=0, static_df=static_df)
+    assert result.best_params["future_covariates"] == ["promo", "temperature"]
+    model = result.forecaster
+    assert list(model.covariates_.future) == ["promo", "temperature"]
+    # the objective is the MAE of the last 6 steps forecast with their known promo/temperature, as the trial
+    # forecaster scores them; refitting the best parameters on the training part reproduces the best value
+    trial = XLSTMForecaster(**result.best_params, val_size=6, val_check_steps=5).fit(df, static_df)
+    is_tail = df.groupby("unique_id").cumcount(ascending=False) < 6
+    pred = trial.predict(df[~is_tail], futr_df=df[is_tail], static_df=static_df)
+    expected = float(np.mean(np.abs(pred["mean"].to_numpy() - df[is_tail]["y"].to_numpy())))
+    assert result.study.best_value == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="n_windows"):
+        tune(df, 6, n_trials=1, n_windows=30, search_space=space, base_params=roles, static_df=static_df)

@@ -22,6 +22,16 @@ def read_frame(path: str) -> pd.DataFrame:
     return pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
 
 
+def read_optional(path: str | None) -> pd.DataFrame | None:
+    return None if path is None else read_frame(path)
+
+
+def covariate_params(args: argparse.Namespace) -> dict:
+    """The forecaster's covariate column parameters from --past/--future/--static-covariates."""
+    return {"past_covariates": args.past_covariates, "future_covariates": args.future_covariates,
+            "static_covariates": args.static_covariates}
+
+
 def write_frame(frame: pd.DataFrame, out: Path, name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
@@ -35,7 +45,7 @@ def _forecaster(args: argparse.Namespace) -> XLSTMForecaster:
         head=args.head, model=args.config, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, random_state=args.seed, id_col=args.id_col, time_col=args.time_col,
         target_col=args.target_col, val_size=args.val_size, verbose=args.verbose,
-        trainer_kwargs={"accelerator": args.accelerator},
+        trainer_kwargs={"accelerator": args.accelerator}, **covariate_params(args),
     )
 
 
@@ -50,6 +60,15 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-col", default="ds", help="timestamp column")
     parser.add_argument("--target-col", default="y", help="target column")
     parser.add_argument("--accelerator", default="cpu", help="lightning accelerator: cpu, gpu, auto")
+    parser.add_argument("--past-covariates", nargs="+", metavar="COL",
+                        help="columns of --data known only up to each series' end (NaN: missing)")
+    parser.add_argument("--future-covariates", nargs="+", metavar="COL",
+                        help="columns of --data known ahead; forecasts need their next --horizon values "
+                             "(--futr-data)")
+    parser.add_argument("--static-covariates", nargs="+", metavar="COL",
+                        help="one value per series: columns of --static-data, or of --data when constant per series")
+    parser.add_argument("--static-data", default=None, help="static covariates, one row per series (id column + "
+                                                            "the columns): .csv, .csv.gz or .parquet")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -69,10 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="train on a long frame; save the model and its forecast to --out")
     _add_training_options(fit)
+    fit.add_argument("--futr-data", default=None,
+                     help="future covariate values for the forecast written after fitting (id, time and the "
+                          "--future-covariates columns over the next --horizon steps); without it a model with "
+                          "future covariates writes future_frame.csv to fill and pass to `predict --futr-data`")
     predict = sub.add_parser("predict", help="forecast with a saved model")
     predict.add_argument("--model-dir", required=True, help="directory written by `fit` (OUT/model)")
     predict.add_argument("--data", default=None, help="context frame (default: the series seen in fit)")
     predict.add_argument("--out", default="outputs", help="output directory")
+    predict.add_argument("--futr-data", default=None,
+                         help="future covariate values over the horizon (fill the future_frame.csv that fit wrote)")
+    predict.add_argument("--static-data", default=None, help="static covariates, one row per series")
     cv = sub.add_parser("cv", help="rolling-origin backtest; writes the windows and a metrics summary to --out")
     _add_training_options(cv)
     cv.add_argument("--n-windows", type=int, default=3, help="backtest windows per series")
@@ -88,20 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
+    static_df = read_optional(args.static_data)
     if args.command == "fit":
-        model = _forecaster(args).fit(read_frame(args.data))
+        model = _forecaster(args).fit(read_frame(args.data), static_df)
         model.save(out / "model")
-        path = write_frame(model.predict(), out, "forecast.csv")
+        futr_df = read_optional(args.futr_data)
+        if model.covariates_.future and futr_df is None:
+            path = write_frame(model.make_future_frame(), out, "future_frame.csv")
+            print(f"saved model to {out / 'model'}; it has future covariates: fill {path} and run `python -m "
+                  f"xlstm_ts predict --model-dir {out / 'model'} --futr-data {path}`")
+            return 0
+        path = write_frame(model.predict(futr_df=futr_df, static_df=static_df), out, "forecast.csv")
         print(f"saved model to {out / 'model'}, forecast to {path}")
     elif args.command == "predict":
         model = XLSTMForecaster.load(args.model_dir)
-        frame = None if args.data is None else read_frame(args.data)
-        print(f"forecast written to {write_frame(model.predict(frame), out, 'forecast.csv')}")
+        forecast = model.predict(read_optional(args.data), futr_df=read_optional(args.futr_data), static_df=static_df)
+        print(f"forecast written to {write_frame(forecast, out, 'forecast.csv')}")
     elif args.command == "tune":
-        run_tune(args, read_frame(args.data))
+        run_tune(args, read_frame(args.data), static_df)
     else:
         model = _forecaster(args)
-        cv = model.cross_validation(read_frame(args.data), args.n_windows, args.step_size, args.refit)
+        cv = model.cross_validation(read_frame(args.data), args.n_windows, args.step_size, args.refit, static_df)
         write_frame(cv, out, "cv.csv")
         levels = model.levels_
         cols = [quantile_column(level) for level in levels]

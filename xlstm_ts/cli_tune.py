@@ -73,18 +73,19 @@ def _jsonable(params: dict) -> dict:
     return out
 
 
-def run_tune(args: argparse.Namespace, df: pd.DataFrame) -> dict:
+def run_tune(args: argparse.Namespace, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> dict:
     """Runs the search described by the parsed `tune` options; writes OUT/best_params.json and returns it."""
     if args.n_trials is None and args.timeout is None:
         raise SystemExit("error: tune needs --n-trials, --timeout or both; without either the search never stops")
     base = {"model": args.config, "quantiles": tuple(args.quantiles), "id_col": args.id_col,
             "time_col": args.time_col, "target_col": args.target_col,
-            "trainer_kwargs": {"accelerator": args.accelerator}}
+            "trainer_kwargs": {"accelerator": args.accelerator}, "past_covariates": args.past_covariates,
+            "future_covariates": args.future_covariates, "static_covariates": args.static_covariates}
     result = tune(df, args.horizon, n_trials=args.n_trials, timeout=args.timeout,
                   search_space=load_search_space(args.search_space), storage=args.storage,
                   study_name=args.study_name, pruner=args.pruner, metric=args.metric, n_windows=args.n_windows,
                   random_state=args.seed, max_steps=args.max_steps, val_check_steps=args.val_check_steps,
-                  base_params=base, refit=args.save_model)
+                  base_params=base, refit=args.save_model, static_df=static_df)
     states = [t.state.name for t in result.study.get_trials(deepcopy=False)]
     best = result.study.best_trial
     summary = {"study_name": result.study.study_name, "metric": args.metric, "best_value": best.value,

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from xlstm_ts import covariates as cov
 from xlstm_ts.config import resolve_config
 from xlstm_ts.datasets.frame import validate_long_frame
 from xlstm_ts.forecaster import XLSTMForecaster
+from xlstm_ts.inference import variate_panel
 from xlstm_ts.metrics import mae, mase, mse, season_length, weighted_quantile_loss
 
 METRICS = ("mase", "mae", "mse", "wql")
@@ -73,21 +75,25 @@ def _forecaster_params(space: dict, prediction_length: int, base: dict) -> dict:
     return params
 
 
-def _validation_score(forecaster: XLSTMForecaster, series: list[np.ndarray], horizon: int, n_windows: int,
-                      metric: str, season: int) -> float:
-    """Metric of forecasts for the last n_windows x horizon steps (windows every horizon steps), no refit."""
+def _validation_score(forecaster: XLSTMForecaster, df: pd.DataFrame, static_df: pd.DataFrame | None, horizon: int,
+                      n_windows: int, metric: str) -> float:
+    """Metric of forecasts for the last n_windows x horizon steps (windows every horizon steps), no refit; future
+    covariates over each window come from `df`, as they were known ahead."""
+    panel = variate_panel(forecaster, cov.read_panel(forecaster, df, forecaster.covariates_, forecaster.freq_))
+    covs = cov.history_covariates(forecaster, panel, df, static_df)
     actual, preds, quantiles, history = [], [], [], []
     for k in range(n_windows):
         back = (n_windows - k) * horizon
-        contexts = [v[: len(v) - back] for v in series]
-        out = forecaster._predict_series(contexts)
-        actual.append(np.stack([v[len(v) - back: len(v) - back + horizon] for v in series]))
+        cuts = [len(v) - back for v in panel.values]
+        contexts = [v[:c] for v, c in zip(panel.values, cuts)]
+        out = forecaster._predict_series(contexts, covariates=None if covs is None else covs.before(cuts, horizon))
+        actual.append(np.stack([v[c: c + horizon] for v, c in zip(panel.values, cuts)]))
         preds.append(out["mean"])
         quantiles.append(out["quantiles"])
         history += contexts
     y, pred = np.concatenate(actual), np.concatenate(preds)
     if metric == "mase":
-        return mase(y, pred, history, season)
+        return mase(y, pred, history, season_length(forecaster.freq_))
     if metric == "wql":
         return weighted_quantile_loss(y, np.concatenate(quantiles), forecaster.levels_)
     return mae(y, pred) if metric == "mae" else mse(y, pred)
@@ -135,13 +141,17 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
          search_space: Callable | None = None, storage: str | None = None, study_name: str | None = None,
          pruner: str = "hyperband", metric: str = "mase", n_windows: int = 1, random_state: int | None = None,
          max_steps: int = 300, val_check_steps: int = 50, base_params: dict | None = None,
-         refit: bool = True, heartbeat_interval: int = 10, grace_period: int = 30) -> TuneResult:
+         refit: bool = True, heartbeat_interval: int = 10, grace_period: int = 30,
+         static_df: pd.DataFrame | None = None) -> TuneResult:
     """Search forecaster hyperparameters on the last `n_windows * prediction_length` steps of every series.
 
     Each trial trains on the data before that tail, reports its validation loss every `val_check_steps` steps to
     the pruner ("hyperband", "median" or "none"), and is scored by `metric` (mase, mae, mse, wql) on the tail.
     `storage` persists the study (see `make_storage`); the same `study_name` resumes it, and `n_trials` counts
     finished (complete or pruned) trials of the whole study, so several workers can share one study.
+    Covariates: name their columns in `base_params` (`past_covariates`, `future_covariates`, `static_covariates`);
+    dynamic ones are columns of `df` (future ones over the validation tail too), static ones come from `static_df`
+    or from columns constant per series.
 
     Returns:
         TuneResult with `.study`, `.best_params` (forecaster parameters) and `.forecaster` (refit on all of `df`
@@ -160,7 +170,10 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
     panel = validate_long_frame(df, base.get("id_col", "unique_id"), base.get("time_col", "ds"),
                                 base.get("target_col", "y"), base.get("freq"))
     tail = n_windows * prediction_length
-    series = panel.values
+    if min(len(v) for v in panel.values) <= tail + 1:
+        raise ValueError(f"tune validates on the last n_windows * prediction_length = {tail} steps of each series and "
+                         f"trains on the steps before them; the shortest series has {min(map(len, panel.values))} "
+                         "rows. Lower n_windows or prediction_length, or drop the short series.")
     space = search_space or default_search_space
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -186,9 +199,8 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
         forecaster = XLSTMForecaster(**params, val_size=tail, val_check_steps=val_check_steps,
                                      trainer_kwargs=trainer_kwargs)
         try:
-            forecaster.fit(df)
-            return _validation_score(forecaster, series, prediction_length, n_windows, metric,
-                                     season_length(panel.freq))
+            forecaster.fit(df, static_df)
+            return _validation_score(forecaster, df, static_df, prediction_length, n_windows, metric)
         finally:
             del forecaster
             gc.collect()
@@ -215,7 +227,7 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
     best_params = _forecaster_params(space(optuna.trial.FixedTrial(best.params)), prediction_length, base)
     forecaster = XLSTMForecaster(**best_params)
     if refit:
-        forecaster.fit(df)
+        forecaster.fit(df, static_df)
     return TuneResult(study=study, best_params=best_params, forecaster=forecaster)
 
 
