@@ -1,0 +1,210 @@
+"""One training step of our xLSTM block stack next to NX-AI's `xLSTMBlockStack` (xlstm 2.0.6), same run, same device.
+
+A step is forward, backward of mean(y^2) and an AdamW step, on an input x (B, S, D) ~ N(0, 1), fp32 parameters.
+Both stacks get the same widths: embedding D, 4 heads, causal conv 4, q/k/v blocks of 4, mLSTM up-projection 2,
+sLSTM feed-forward 1.3 (both rounded up to a multiple of 64, as NX-AI does), the block pattern given ('m' mLSTM
+block, 's' sLSTM block), dropout 0, a final LayerNorm.
+Timed: median of `--reps` steps after `--warmup` steps (CUDA synchronised on the GPU); tokens/s = B * S / step;
+peak memory = the largest `torch.cuda.max_memory_allocated` of a step (GPU only).
+
+Variants:
+- `ours`: `XLSTMStack` with kernel "auto" (Triton on CUDA, the torch references on the CPU), fp32.
+- `ours-bf16` (GPU): the same under `torch.autocast(bfloat16)`; the kernels keep gates, states and sums in fp32.
+- `nxai`: `xLSTMBlockStack`, mLSTM in its torch parallel form, sLSTM backend `cuda` on the GPU (an nvcc build on first
+  use) and `vanilla` on the CPU (`--slstm-backend` overrides).
+
+Usage:
+    python benchmarks/train_step.py --device cuda       # GPU shapes: (1024, 64, 128) x mmmm/msmm/ssss, (256, 336, 128)
+    python benchmarks/train_step.py --device cpu        # CPU shapes: (64, 64, 64) and (32, 336, 64), msmm
+Needs `pip install xlstm==2.0.6 mlstm-kernels==2.0.6` for the NX-AI rows (without them only ours is timed).
+Appends rows to <out>/train_step.json (per device) and rewrites <out>/train_step.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xlstm_ts.config import ModelConfig
+from xlstm_ts.layers import round_up
+from xlstm_ts.stack import XLSTMStack
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GPU_CASES = [(1024, 64, 128, "mmmm"), (1024, 64, 128, "msmm"), (1024, 64, 128, "ssss"), (256, 336, 128, "msmm")]
+CPU_CASES = [(64, 64, 64, "msmm"), (32, 336, 64, "msmm")]  # (B, S, D, pattern)
+HEADS, CONV, QKV_BLOCK, MLSTM_PROJ, SLSTM_FFN = 4, 4, 4, 2.0, 1.3
+
+
+def ours(D: int, S: int, pattern: str, device: str) -> nn.Module:
+    # NX-AI rounds the up-projections to multiples of 64; the same inner widths here
+    mlstm_proj, slstm_ffn = round_up(MLSTM_PROJ * D, 64) / D, round_up(SLSTM_FFN * D, 64) / D
+    cfg = ModelConfig(embed_dim=D, num_heads=HEADS, pattern=pattern, mlstm_proj_factor=mlstm_proj,
+                      slstm_ffn_factor=slstm_ffn, conv_kernel=CONV, qkv_blocksize=QKV_BLOCK, dropout=0.0)  # fmt: skip
+    return XLSTMStack(cfg).to(device)
+
+
+def nxai(D: int, S: int, pattern: str, device: str, slstm_backend: str) -> nn.Module:
+    from xlstm import (
+        FeedForwardConfig,
+        mLSTMBlockConfig,
+        mLSTMLayerConfig,
+        sLSTMBlockConfig,
+        sLSTMLayerConfig,
+        xLSTMBlockStack,  # fmt: skip
+        xLSTMBlockStackConfig,
+    )
+
+    mlstm = mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=CONV, qkv_proj_blocksize=QKV_BLOCK,
+                                                    num_heads=HEADS, proj_factor=MLSTM_PROJ))  # fmt: skip
+    slstm = sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend=slstm_backend, num_heads=HEADS, conv1d_kernel_size=CONV,
+                                                    bias_init="powerlaw_blockdependent"),
+                             feedforward=FeedForwardConfig(proj_factor=SLSTM_FFN, act_fn="gelu"))  # fmt: skip
+    cfg = xLSTMBlockStackConfig(mlstm_block=mlstm if "m" in pattern else None,
+                                slstm_block=slstm if "s" in pattern else None, context_length=S,
+                                num_blocks=len(pattern), embedding_dim=D,
+                                slstm_at=[i for i, kind in enumerate(pattern) if kind == "s"])  # fmt: skip
+    return xLSTMBlockStack(cfg).to(device)
+
+
+def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autocast: bool) -> dict:
+    """Median step time (ms), tokens/s, peak memory (GB, CUDA) and the first loss of `model` trained on x."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    cuda = x.device.type == "cuda"
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = model(x).float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    first = float(step())
+    for _ in range(warmup):
+        step()
+    times = []
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    ms = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
+    return {"step_ms": ms, "tokens_per_s": x.shape[0] * x.shape[1] / ms * 1e3, "peak_gb": peak, "first_loss": first}
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or 'x86'}, {torch.get_num_threads()} threads)"
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    cases = args.cases or (GPU_CASES if args.device == "cuda" else CPU_CASES)
+    have_nxai = importlib.util.find_spec("xlstm") is not None
+    if not have_nxai:
+        print("xlstm is not installed: timing ours only (pip install xlstm==2.0.6 mlstm-kernels==2.0.6).")
+    backend = args.slstm_backend or ("cuda" if args.device == "cuda" else "vanilla")
+    variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["nxai"] if have_nxai else [])
+    rows = []
+    for B, S, D, pattern in cases:
+        for variant in variants:
+            torch.manual_seed(0)
+            build = time.perf_counter()
+            if variant == "nxai":
+                model = nxai(D, S, pattern, args.device, backend)
+            else:
+                model = ours(D, S, pattern, args.device)
+            build = time.perf_counter() - build
+            x = torch.randn(B, S, D, device=args.device)
+            result = time_steps(model, x, args.warmup, args.reps, autocast=variant == "ours-bf16")
+            row = {"device": device_name(args.device), "torch": torch.__version__, "B": B, "S": S, "D": D,
+                   "pattern": pattern, "variant": variant, "slstm_backend": backend if variant == "nxai" else "",
+                   "params": sum(p.numel() for p in model.parameters()), "build_s": build, **result}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del model, x
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def write_markdown(rows: list[dict], path: Path) -> None:
+    """One line per (device, shape, pattern): each variant's step time and ours / NX-AI."""
+    lines = ["# Training step: our xLSTM stack next to NX-AI's xLSTMBlockStack", "",
+             "Written by `benchmarks/train_step.py` (setup in its docstring). Step = forward + backward of mean(y^2) "
+             "+ AdamW, fp32 parameters; median step time in ms (tokens/s in millions), peak GPU memory in GB. "
+             "Ratio = ours / NX-AI (below 1: ours is faster).", "",
+             "| device | B, S, D | pattern | ours ms (M tok/s) | ours bf16 ms | NX-AI ms (M tok/s) | NX-AI sLSTM | "
+             "ours / NX-AI | bf16 / NX-AI | peak GB ours / bf16 / NX-AI | params ours / NX-AI |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    keys = dict.fromkeys((r["device"], r["B"], r["S"], r["D"], r["pattern"]) for r in rows)
+    for key in keys:
+        cell = {r["variant"]: r for r in rows if (r["device"], r["B"], r["S"], r["D"], r["pattern"]) == key}
+        o, b, n = cell.get("ours"), cell.get("ours-bf16"), cell.get("nxai")
+        ms = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['tokens_per_s'] / 1e6:.2f})"  # noqa: E731
+        ratio = lambda r, n=n: "–" if r is None or n is None else f"{r['step_ms'] / n['step_ms']:.3f}x"  # noqa: E731
+        plain = lambda r: "–" if r is None else f"{r['step_ms']:.2f}"  # noqa: E731
+        peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
+        lines.append(f"| {key[0]} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {ms(o)} | "
+                     f"{plain(b)} | {ms(n)} | "
+                     f"{n['slstm_backend'] if n and 's' in key[4] else '–'} | {ratio(o)} | {ratio(b)} | "
+                     f"{peak(o)} / {peak(b)} / {peak(n)} | {o['params'] if o else '–'} / "
+                     f"{n['params'] if n else '–'} |")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def record(rows: list[dict], out: Path) -> Path:
+    """Merge rows into out/train_step.json (a rerun of a device, shape, pattern and variant replaces its row) and
+    rewrite train_step.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train_step.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    ident = lambda r: (r["device"], r["B"], r["S"], r["D"], r["pattern"], r["variant"])  # noqa: E731
+    new = {ident(r) for r in rows}
+    merged = [r for r in old if ident(r) not in new] + rows
+    path.write_text(json.dumps(merged, indent=1))
+    write_markdown(merged, out / "train_step.md")
+    return out / "train_step.md"
+
+
+def parse_case(text: str) -> tuple[int, int, int, str]:
+    try:
+        B, S, D, pattern = text.split(",")
+        return int(B), int(S), int(D), pattern
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a case is B,S,D,PATTERN such as 64,64,64,msmm; got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cases", type=parse_case, nargs="+", help="B,S,D,PATTERN (default: the device's shapes)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    rows = run(args)
+    if not args.no_record:
+        print(record(rows, args.out).read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
