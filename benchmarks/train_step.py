@@ -156,7 +156,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
     for key in keys:
         cell = {r["variant"]: r for r in rows if (r["device"], r["B"], r["S"], r["D"], r["pattern"]) == key}
         o, b, n = cell.get("ours"), cell.get("ours-bf16"), cell.get("nxai")
-        ms = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['tokens_per_s'] / 1e6:.2f})"  # noqa: E731
+        ms = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['tokens_per_s'] / 1e6:.3g})"  # noqa: E731
         ratio = lambda r, n=n: "–" if r is None or n is None else f"{r['step_ms'] / n['step_ms']:.3f}x"  # noqa: E731
         plain = lambda r: "–" if r is None else f"{r['step_ms']:.2f}"  # noqa: E731
         peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
