@@ -80,6 +80,13 @@ def _pad_front(values: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([np.full((length, *values.shape[1:]), np.nan, np.float32), values.astype(np.float32)])
 
 
+def _stack_padded(series: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The series, each front-padded by `length` NaN rows, stacked along time, and the row where each one starts."""
+    padded = [_pad_front(v, length) for v in series]
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in padded])[:-1]]).astype(np.int64)
+    return np.concatenate(padded), starts
+
+
 def _channels_first(windows: np.ndarray) -> np.ndarray:
     """(N, T) stays; (N, T, C) -> (N, C, T)."""
     return np.ascontiguousarray(np.moveaxis(windows, 2, 1)) if windows.ndim == 3 else windows
@@ -149,18 +156,19 @@ class WindowSampler(torch.utils.data.IterableDataset):
                 f"(min_past={min_past} + prediction_length={prediction_length}) before the validation holdout of "
                 f"{holdout}, the longest has {lengths.max()}. Lower prediction_length/val_size or use longer series."
             )
-        # each series padded on the left with L NaNs so any context slice is in range
-        self._padded = [_pad_front(v, context_length) for v in series]
         self._extra = series[0].shape[1:]  # () or (C,)
         if any(v.shape[1:] != self._extra for v in series):
             raise ValueError(f"All series must have the same number of variates; got shapes "
                              f"{sorted({v.shape[1:] for v in series})}.")
+        # each series padded on the left with L NaNs so any context slice is in range, all in one array so that a
+        # batch is one gather: series s starts at row _starts[s] of _flat
+        self._flat, self._starts = _stack_padded(series, context_length)  # (sum(L + S), ...), (N,)
         self._series_idx = np.flatnonzero(usable)
         self._offsets = np.concatenate([[0], np.cumsum(n_cuts[usable])])
         self._min_past = min_past
         self.covariates = covariates
         if covariates is not None:
-            self._padded_cov = [_pad_front(d, context_length) for d in covariates.dynamic]  # (L + S, K) each
+            self._flat_cov, _ = _stack_padded(covariates.dynamic, context_length)  # (sum(L + S), K)
 
     @property
     def num_windows(self) -> int:
@@ -184,15 +192,12 @@ class WindowSampler(torch.utils.data.IterableDataset):
         which = np.searchsorted(self._offsets, flat, side="right") - 1
         cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
         rows = self._series_idx[which]
-        past = np.empty((len(flat), L, *self._extra), np.float32)
-        future = np.empty((len(flat), F, *self._extra), np.float32)
-        for row, (s, t) in enumerate(zip(rows, cuts)):
-            padded = self._padded[s]
-            past[row] = padded[t:t + L]  # padded index t+L == original t
-            future[row] = padded[t + L:t + L + F]
-        batch = _to_batch(_channels_first(past), _channels_first(future))
+        # padded index t + L == original t: a window is rows t .. t + L + F - 1 of its padded series
+        index = (self._starts[rows] + cuts)[:, None] + np.arange(L + F)  # (B, L + F)
+        window = self._flat[index]  # (B, L + F, ...)
+        batch = _to_batch(_channels_first(window[:, :L]), _channels_first(window[:, L:]))
         if self.covariates is not None:
-            cov = np.stack([self._padded_cov[s][t:t + L + F] for s, t in zip(rows, cuts)])  # (B, L + F, K)
+            cov = self._flat_cov[index]  # (B, L + F, K)
             static = None if self.covariates.static is None else self.covariates.static[rows]
             batch.update(covariate_batch(cov[:, :L], _known_future(cov[:, L:], self.covariates.n_future), static))
         return batch

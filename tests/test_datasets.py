@@ -162,3 +162,36 @@ def test_tail_windows_and_holdout_do_not_overlap():
     assert targets.min() == 30 and targets.max() == 39 and len(targets) == 10 - 3 + 1
     sampler = WindowSampler(series, 5, 3, batch_size=256, seed=0, holdout=10)
     assert sampler.batch(np.random.default_rng(0))["future_target"].numpy().max() <= 29
+
+
+@pytest.mark.parametrize("variates", [None, 3])
+def test_window_sampler_batches_equal_direct_slices(variates):
+    """Every window of a batch is the slice of its series at its cut point (NaN-padded before the start)."""
+    from xlstm_ts.datasets.windows import Covariates
+
+    rng = np.random.default_rng(1)
+    shape = lambda n: (n,) if variates is None else (n, variates)  # noqa: E731
+    series = [rng.normal(size=shape(n)).astype(np.float32) for n in (40, 7, 25)]
+    series[0][5] = np.nan  # a missing value inside a series
+    dynamic = [rng.normal(size=(len(v), 2)).astype(np.float32) for v in series]
+    L, F = 9, 4
+    covariates = Covariates(dynamic=dynamic, n_future=1) if variates is None else None
+    sampler = WindowSampler(series, L, F, batch_size=5, min_past=2, covariates=covariates)
+    flat = np.arange(sampler.num_windows)
+    batch = sampler.windows(flat)
+    k = 0
+    for s, v in enumerate(series):
+        for t in range(2, len(v) - F + 1):  # cut points with min_past = 2 steps and a full target
+            padded = np.concatenate([np.full((L, *v.shape[1:]), np.nan, np.float32), v])
+            past, future = padded[t:t + L], padded[t + L:t + L + F]
+            if variates is not None:
+                past, future = past.T, future.T  # (C, L), (C, F)
+            np.testing.assert_array_equal(batch["past_target"][k].numpy(), np.nan_to_num(past))
+            np.testing.assert_array_equal(batch["past_observed"][k].numpy(), ~np.isnan(past))
+            np.testing.assert_array_equal(batch["future_target"][k].numpy(), np.nan_to_num(future))
+            if covariates is not None:
+                cov = np.concatenate([np.full((L, 2), np.nan, np.float32), dynamic[s]])[t:t + L + F]
+                np.testing.assert_array_equal(batch["past_covariates"][k].numpy(), np.nan_to_num(cov[:L]).T)
+                np.testing.assert_array_equal(batch["future_covariates"][k].numpy(), cov[L:, 1:].T)
+            k += 1
+    assert k == sampler.num_windows == len(flat)
