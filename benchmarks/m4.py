@@ -13,7 +13,8 @@ the same series, MSIS and coverage of 95 % intervals (quantiles 0.025/0.975); al
   statsforecast` (or `pip install -e ".[bench]"`); without it the method is skipped with a message.
 - seasonal naive and Naive2 (M4's own definitions, `xlstm_ts.m4_metrics`): point forecasts only.
 
-Usage (appends to benchmarks/results/m4.csv and rewrites m4.md there; see --results-dir, --no-record):
+Usage (appends to benchmarks/results/m4.csv and rewrites m4_hourly.md / m4_weekly.md there; see --results-dir,
+--no-record):
     python benchmarks/m4.py --group Hourly --seeds 0 1 2 --data-dir ../shared/datasets --accelerator gpu
 """
 
@@ -208,7 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-check-steps", type=int, default=100)
     parser.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping")
     parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where m4.csv and m4.md live")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where m4.csv and m4_<group>.md live")
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
     args = parser.parse_args(argv)
     if args.max_series is not None and args.max_series < 1:
@@ -254,25 +255,28 @@ def _cell(values: pd.Series, digits: int = 3) -> str:  # mean ± sample std over
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
-def write_markdown(csv_path: Path) -> Path:
-    """Rewrite m4.md next to `csv_path`: per group, one row per (series, method, preset, context, steps) with the
-    mean ± sample std over seeds (a rerun of the same seed replaces the earlier row), then the official M4 rows."""
+def write_markdown(csv_path: Path) -> list[Path]:
+    """Rewrite m4_<group>.md (m4_hourly.md, m4_weekly.md) next to `csv_path` for each group in it: one row per
+    (series, method, preset, context, steps) with the mean ± sample std over seeds (a rerun of the same seed replaces
+    the earlier row), then the official M4 rows."""
     table = pd.read_csv(csv_path, dtype={"preset": str}, keep_default_na=False, na_values=[""])
     table["preset"] = table["preset"].fillna("")
     keys = ["n_series", "method", "preset", "context_length", "steps"]
     table = table.drop_duplicates(["group"] + keys + ["seed"], keep="last")
     table["_order"] = table["method"].map({m: i for i, m in enumerate(METHODS)}).fillna(len(METHODS))
-    lines = ["# M4 results", "", "Written by `benchmarks/m4.py` (protocol in its docstring). Seeded methods: mean ± "
+    intro = ["Written by `benchmarks/m4.py` (protocol in its docstring). Seeded methods: mean ± "
              "sample std over seeds. OWA is relative to Naive2 on the same series, so rows on fewer series than the "
              "group (smoke runs) do not compare with the M4 rows. M4 rows: official scores; `re-run` marks "
              "third-party point scores of methods whose official scores cover intervals only.", ""]
+    paths = []
     anchor = lambda v: "–" if v is None else (v if isinstance(v, str) else f"{v:.3f}")
     header = ("| method | preset | series | L | steps | seeds | sMAPE | MASE | OWA | MSIS | coverage 95% | "
               "coverage 80% | wQL | train s (per seed) | device |")
     for group in [g for g in GROUPS if g in set(table["group"])]:
         part = table[table["group"] == group].sort_values(["n_series", "_order"], ascending=[False, True])
         first = part.iloc[0]
-        lines += [f"## {group} (h = {first['horizon']}, m = {first['season']})", "", header, "|" + "---|" * 15]
+        lines = [f"# M4 {group} (h = {first['horizon']}, m = {first['season']})", "", *intro, header,
+                 "|" + "---|" * 15]
         for (n_series, method, preset, context, steps), cell in part.groupby(keys, sort=False):
             seeds = int(cell["seed"].notna().sum())
             lines.append(f"| {method} | {preset or '–'} | {n_series} | {context or '–'} | {steps or '–'} | "
@@ -283,10 +287,9 @@ def write_markdown(csv_path: Path) -> Path:
         for name, values in M4_ANCHORS[group].items():
             cells = " | ".join(map(anchor, values))
             lines.append(f"| M4: {name} | – | all | – | – | – | {cells} | – | – | – | – |")
-        lines.append("")
-    path = csv_path.parent / "m4.md"
-    path.write_text("\n".join(lines))
-    return path
+        paths.append(csv_path.parent / f"m4_{group.lower()}.md")
+        paths[-1].write_text("\n".join(lines) + "\n")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

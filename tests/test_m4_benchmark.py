@@ -180,8 +180,8 @@ def test_benchmark_script_end_to_end(bench, tmp_path, one_thread):
     assert probabilistic[["coverage_95", "coverage_80"]].apply(lambda c: c.between(0, 1)).all().all()
     assert rows.loc["xlstm_ts", "context_length"] == 4 * 13 and rows.loc["xlstm_ts", "steps"] == 3
     assert rows.loc["xlstm_ts", "train_seconds"] > 0
-    markdown = (out / "m4.md").read_text()
-    assert "## Weekly (h = 13, m = 1)" in markdown
+    markdown = (out / "m4_weekly.md").read_text()
+    assert markdown.startswith("# M4 Weekly (h = 13, m = 1)") and not (out / "m4_hourly.md").exists()
     assert "| xlstm_ts | tiny/quantile | 3 | 52 | 3 | 1 |" in markdown
     assert "| xlstm_ts | tiny/student_t | 3 | 52 | 3 | 1 |" in markdown
     assert "| naive2 | – | 3 | – | – | – | " in markdown
@@ -209,7 +209,9 @@ def test_markdown_summarises_seeds(bench, tmp_path):
     rows += [dict(common, method="xlstm_ts", seed=s, smape=v) for s, v in [(0, 10.0), (1, 12.0), (2, 11.0)]]
     rows += [dict(common, method="naive2", seed=None, smape=18.0, context_length=0, steps=0, preset=None)]
     pd.DataFrame(rows, columns=bench.COLUMNS).to_csv(tmp_path / "m4.csv", index=False)
-    markdown = bench.write_markdown(tmp_path / "m4.csv").read_text()
+    (path,) = bench.write_markdown(tmp_path / "m4.csv")
+    assert path.name == "m4_hourly.md"
+    markdown = path.read_text()
     line = next(x for x in markdown.splitlines() if x.startswith("| xlstm_ts |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:8] == ["xlstm_ts", "small", "414", "192", "2000", "3", "11.000 ± 1.000", "1.000 ± 0.000"]
