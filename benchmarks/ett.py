@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from xlstm_ts import XLSTMForecaster
 from xlstm_ts.datasets import read_ett, sliding_windows, wide_to_long
 from xlstm_ts.datasets.ltsf import FIXED_BORDERS, fit_linear_lookback, linear_lookback, standard_scaler
+
+from provenance import commit_id, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = {"h": FIXED_BORDERS["ett-hourly"], "m": FIXED_BORDERS["ett-minute"]}
@@ -55,14 +54,6 @@ def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
 def linear_baseline(values: np.ndarray, L: int, H: int, train_end: int, test_past: np.ndarray) -> np.ndarray:
     return linear_lookback(test_past, fit_linear_lookback(values, train_end, L, H))  # every training window
-
-
-def commit_id() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def write_markdown(csv_path: Path) -> None:
@@ -124,8 +115,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - start
     results["xlstm_ts"] = metrics(model.predict_array(test_past)["mean"], test_future)
 
-    device = torch.cuda.get_device_name() if args.accelerator == "gpu" else f"CPU ({platform.processor() or 'x86'}, " \
-        f"{torch.get_num_threads()} threads)"
+    device = device_name(args.accelerator)
     seconds = {"repeat_last": 0.0, "linear_lookback": linear_seconds, "xlstm_ts": train_seconds}
     best_step = args.max_steps if model.best_step_ is None else model.best_step_
     steps = {"repeat_last": 0, "linear_lookback": 0, "xlstm_ts": best_step}

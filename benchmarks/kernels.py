@@ -36,10 +36,11 @@ if "--launches" in sys.argv and not torch.cuda.is_available():
     # count in the Triton interpreter; it must be chosen before triton (whose library is jit code too) is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import kernels_report  # noqa: E402
 import triton  # noqa: E402
 
 from xlstm_ts.kernels import get_kernel  # noqa: E402
+
+import kernels_report  # noqa: E402
 
 MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
 SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4), (16, 2048, 512, 4)]  # (B, S, D, NH)

@@ -30,14 +30,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from xlstm_ts import XLSTMForecaster
 from xlstm_ts.config import resolve_config
@@ -54,6 +51,8 @@ from xlstm_ts.datasets.ltsf import (
     split_windows,
 )
 from xlstm_ts.datasets.ltsf_presets import LTSFRunConfig, load_run_config, resolve_data_path, run_preset_name
+
+from provenance import commit_id, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("channel_independent", "variate_mixing")
@@ -103,21 +102,6 @@ def anchor(dataset: str, model: str, horizon: int) -> tuple[float, float] | None
     """Published (MSE, MAE) of a model, or None when the table has no value."""
     rows = ANCHORS.get(dataset, {}).get(model)
     return rows[HORIZONS.index(horizon)] if rows is not None and horizon in HORIZONS else None
-
-
-def commit_id() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_name(accelerator: str) -> str:
-    if accelerator == "gpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"CPU ({platform.processor() or 'x86'}, {torch.get_num_threads()} threads)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import subprocess
 import tempfile
 import time
 import warnings
@@ -34,7 +32,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 
 from xlstm_ts import XLSTMForecaster
 from xlstm_ts.datasets import read_m4
@@ -43,6 +40,8 @@ from xlstm_ts.heads import HEADS
 from xlstm_ts.m4_metrics import m4_scores, naive2, owa, seasonal_naive
 from xlstm_ts.metrics import coverage, weighted_quantile_loss
 from xlstm_ts.training_utils import quantile_column, quiet
+
+from provenance import commit_id, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("Hourly", "Weekly")
@@ -180,18 +179,6 @@ def score(forecast: Forecast, data: M4Data, naive2_scores: dict[str, float]) -> 
     return scores
 
 
-def provenance(accelerator: str) -> dict[str, str]:
-    """The device the trained methods run on and the commit of the code."""
-    device = (torch.cuda.get_device_name() if accelerator == "gpu" and torch.cuda.is_available()
-              else f"CPU ({platform.processor() or 'x86'}, {torch.get_num_threads()} threads)")
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent)
-    except OSError:
-        return {"device": device, "commit": "unknown"}
-    return {"device": device, "commit": out.stdout.strip() or "unknown"}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--group", default="Hourly", choices=GROUPS)
@@ -222,7 +209,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     data = load(args.group, args.data_dir, args.max_series)
     H = data.y.shape[1]
     common = dict(group=args.group, n_series=len(data.ids), horizon=H, season=data.season,
-                  **provenance(args.accelerator))
+                  device=device_name(args.accelerator), commit=commit_id())
     naive2_scores = m4_scores(data.y, naive2(data.history, H, data.season), data.history, data.season)
     jobs = [(m, None, None) for m in METHODS if m in args.methods and m not in SEEDED]
     jobs += [(m, seed, head) for seed in args.seeds for m in SEEDED if m in args.methods

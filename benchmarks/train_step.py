@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +36,8 @@ from torch import nn
 from xlstm_ts.config import ModelConfig
 from xlstm_ts.layers import round_up
 from xlstm_ts.stack import XLSTMStack
+
+from provenance import device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GPU_CASES = [(1024, 64, 128, "mmmm"), (1024, 64, 128, "msmm"), (1024, 64, 128, "ssss"), (256, 336, 128, "msmm")]
@@ -105,12 +106,6 @@ def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autoca
     ms = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
     return {"step_ms": ms, "tokens_per_s": x.shape[0] * x.shape[1] / ms * 1e3, "peak_gb": peak, "first_loss": first}
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or 'x86'}, {torch.get_num_threads()} threads)"
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -10,7 +10,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load_benchmark(name: str):
-    """`benchmarks/<name>.py` as a module (registered, since dataclasses look their module up while it executes)."""
+    """`benchmarks/<name>.py` as a module (registered, since dataclasses look their module up while it executes).
+    The folder goes on sys.path, as when a script runs from it, so its helper modules (provenance, ...) import."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
