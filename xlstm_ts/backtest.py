@@ -13,17 +13,37 @@ from xlstm_ts.metrics import mase, season_length
 
 def score(forecaster, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> float:
     """`XLSTMForecaster.score`: negative MASE of forecasts for the last horizon of each series, no refit."""
-    panel = variate_panel(forecaster, cov.read_panel(forecaster, df, forecaster.covariates_, forecaster.freq_))
+    history, actual, out = tail_forecasts(forecaster, df, static_df, n_windows=1)
+    return -mase(actual, out["mean"], history, season_length(forecaster.freq_))
+
+
+def tail_forecasts(forecaster, df: pd.DataFrame, static_df: pd.DataFrame | None, n_windows: int,
+                   ) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """Forecasts of the last `n_windows` x horizon steps of every series of `df` by the fitted forecaster, one window
+    of `prediction_length` steps after another (oldest first), no refit; future covariates over each window come
+    from `df`, as they were known ahead.
+
+    Returns:
+        (contexts, actual, out): the W * N contexts (window-major), the realized values (W * N, F) and the forecasts
+        {"mean": (W * N, F), "quantiles": (W * N, F, Q)}.
+    """
     horizon = forecaster.prediction_length
-    if min(len(v) for v in panel.values) <= horizon + 1:
-        raise ValueError(f"score needs more than prediction_length + 1 = {horizon + 1} rows per series.")
-    cuts = [len(v) - horizon for v in panel.values]
-    history = [v[:c] for v, c in zip(panel.values, cuts)]
-    actual = np.stack([v[c:] for v, c in zip(panel.values, cuts)])  # (N, F)
+    panel = variate_panel(forecaster, cov.read_panel(forecaster, df, forecaster.covariates_, forecaster.freq_))
+    span = n_windows * horizon
+    if min(len(v) for v in panel.values) <= span + 1:
+        raise ValueError(f"Forecasting the last n_windows * prediction_length = {span} steps of each series needs more "
+                         f"than {span + 1} rows per series; the shortest has {min(map(len, panel.values))}.")
     covs = cov.history_covariates(forecaster, panel, df, static_df)
-    covs = None if covs is None else covs.before(cuts, horizon)  # future covariates of the scored steps
-    forecast = forecaster._predict_series(history, covariates=covs)["mean"]  # (N, F)
-    return -mase(actual, forecast, history, season_length(forecaster.freq_))
+    contexts, actual, outs = [], [], []
+    for k in range(n_windows):
+        back = (n_windows - k) * horizon
+        cuts = [len(v) - back for v in panel.values]
+        window = [v[:c] for v, c in zip(panel.values, cuts)]
+        outs.append(forecaster._predict_series(window, covariates=None if covs is None else covs.before(cuts, horizon)))
+        actual.append(np.stack([v[c:c + horizon] for v, c in zip(panel.values, cuts)]))  # (N, F)
+        contexts += window
+    out = {key: np.concatenate([o[key] for o in outs]) for key in ("mean", "quantiles")}
+    return contexts, np.concatenate(actual), out
 
 
 def cross_validation(forecaster, df: pd.DataFrame, n_windows: int = 1, step_size: int | None = None,

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from xlstm_ts import covariates as cov
+from xlstm_ts.backtest import tail_forecasts
 from xlstm_ts.config import resolve_config
 from xlstm_ts.datasets.frame import validate_long_frame
 from xlstm_ts.forecaster import XLSTMForecaster
-from xlstm_ts.inference import variate_panel
 from xlstm_ts.metrics import mae, mase, mse, season_length, weighted_quantile_loss
 
 METRICS = ("mase", "mae", "mse", "wql")
@@ -75,28 +74,15 @@ def _forecaster_params(space: dict, prediction_length: int, base: dict) -> dict:
     return params
 
 
-def _validation_score(forecaster: XLSTMForecaster, df: pd.DataFrame, static_df: pd.DataFrame | None, horizon: int,
+def _validation_score(forecaster: XLSTMForecaster, df: pd.DataFrame, static_df: pd.DataFrame | None,
                       n_windows: int, metric: str) -> float:
-    """Metric of forecasts for the last n_windows x horizon steps (windows every horizon steps), no refit; future
-    covariates over each window come from `df`, as they were known ahead."""
-    panel = variate_panel(forecaster, cov.read_panel(forecaster, df, forecaster.covariates_, forecaster.freq_))
-    covs = cov.history_covariates(forecaster, panel, df, static_df)
-    actual, preds, quantiles, history = [], [], [], []
-    for k in range(n_windows):
-        back = (n_windows - k) * horizon
-        cuts = [len(v) - back for v in panel.values]
-        contexts = [v[:c] for v, c in zip(panel.values, cuts)]
-        out = forecaster._predict_series(contexts, covariates=None if covs is None else covs.before(cuts, horizon))
-        actual.append(np.stack([v[c: c + horizon] for v, c in zip(panel.values, cuts)]))
-        preds.append(out["mean"])
-        quantiles.append(out["quantiles"])
-        history += contexts
-    y, pred = np.concatenate(actual), np.concatenate(preds)
+    """Metric of forecasts for the last n_windows x horizon steps (windows every horizon steps), no refit."""
+    history, y, out = tail_forecasts(forecaster, df, static_df, n_windows)
     if metric == "mase":
-        return mase(y, pred, history, season_length(forecaster.freq_))
+        return mase(y, out["mean"], history, season_length(forecaster.freq_))
     if metric == "wql":
-        return weighted_quantile_loss(y, np.concatenate(quantiles), forecaster.levels_)
-    return mae(y, pred) if metric == "mae" else mse(y, pred)
+        return weighted_quantile_loss(y, out["quantiles"], forecaster.levels_)
+    return mae(y, out["mean"]) if metric == "mae" else mse(y, out["mean"])
 
 
 def make_storage(storage: str | None, heartbeat_interval: int = 10, grace_period: int = 30):
@@ -200,7 +186,7 @@ def tune(df: pd.DataFrame, prediction_length: int, n_trials: int | None = None, 
                                      trainer_kwargs=trainer_kwargs)
         try:
             forecaster.fit(df, static_df)
-            return _validation_score(forecaster, df, static_df, prediction_length, n_windows, metric)
+            return _validation_score(forecaster, df, static_df, n_windows, metric)
         finally:
             del forecaster
             gc.collect()
