@@ -34,11 +34,7 @@ def make_synthetic_panel(
     Returns:
         Frame with columns unique_id ("series_0", ...), ds, y; sorted by (unique_id, ds).
     """
-    if n_series < 1 or length < 2:
-        raise ValueError(f"Expected n_series >= 1 and length >= 2, got n_series={n_series}, length={length}.")
-    rng = np.random.default_rng(seed)
-    t = np.arange(length, dtype=np.float64)
-    ds = pd.date_range(start=start, periods=length, freq=freq)
+    rng, t, ds = _time_axis(n_series, length, freq, start, seed)
     frames = []
     for s in range(n_series):
         level = rng.uniform(5.0, 20.0)
@@ -50,6 +46,15 @@ def make_synthetic_panel(
              + a2 * np.sin(2 * np.pi * t / seasonalities[1] + p2) + ar)
         frames.append(pd.DataFrame({"unique_id": f"series_{s}", "ds": ds, "y": y.astype(np.float32)}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _time_axis(n_series: int, length: int, freq: str, start: str, seed: int,
+               ) -> tuple[np.random.Generator, np.ndarray, pd.DatetimeIndex]:
+    """Checked sizes, then the generator, the step index t (length,) and the timestamps every series shares."""
+    if n_series < 1 or length < 2:
+        raise ValueError(f"Expected n_series >= 1 and length >= 2, got n_series={n_series}, length={length}.")
+    return (np.random.default_rng(seed), np.arange(length, dtype=np.float64),
+            pd.date_range(start=start, periods=length, freq=freq))
 
 
 def _ar1_noise(rng: np.random.Generator, noise: float, length: int) -> np.ndarray:
@@ -92,11 +97,7 @@ def make_covariate_panel(
     Returns:
         Frame with columns unique_id ("store_0", ...), ds, y, promo, temperature, store_size, region.
     """
-    if n_series < 1 or length < 2:
-        raise ValueError(f"Expected n_series >= 1 and length >= 2, got n_series={n_series}, length={length}.")
-    rng = np.random.default_rng(seed)
-    t = np.arange(length, dtype=np.float64)
-    ds = pd.date_range(start=start, periods=length, freq=freq)
+    rng, t, ds = _time_axis(n_series, length, freq, start, seed)
     frames = []
     for s in range(n_series):
         size = rng.uniform(1.0, 4.0)
