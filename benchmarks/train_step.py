@@ -1,6 +1,8 @@
 """One training step of our xLSTM block stack next to NX-AI's `xLSTMBlockStack` (xlstm 2.0.6), same run, same device.
 
 A step is forward, backward of mean(y^2) and an AdamW step, on an input x (B, S, D) ~ N(0, 1), fp32 parameters.
+Both stacks run under the same `torch.set_float32_matmul_precision` (`--matmul-precision`, default "high": fp32
+matmuls and our kernels' fp32 dots may use TF32 tensor cores; "highest" keeps exact fp32 dots everywhere).
 Both stacks get the same widths: embedding D, 4 heads, causal conv 4, q/k/v blocks of 4, mLSTM up-projection 2,
 sLSTM feed-forward 1.3 (both rounded up to a multiple of 64, as NX-AI does), the block pattern given ('m' mLSTM
 block, 's' sLSTM block), dropout 0, a final LayerNorm.
@@ -115,6 +117,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         print("xlstm is not installed: timing ours only (pip install xlstm==2.0.6 mlstm-kernels==2.0.6).")
     backend = args.slstm_backend or ("cuda" if args.device == "cuda" else "vanilla")
     variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["nxai"] if have_nxai else [])
+    torch.set_float32_matmul_precision(args.matmul_precision)
     rows = []
     for B, S, D, pattern in cases:
         for variant in variants:
@@ -127,8 +130,10 @@ def run(args: argparse.Namespace) -> list[dict]:
             build = time.perf_counter() - build
             x = torch.randn(B, S, D, device=args.device)
             result = time_steps(model, x, args.warmup, args.reps, autocast=variant == "ours-bf16")
+            precision = args.matmul_precision if args.device == "cuda" else None  # TF32 exists on GPUs only
             row = {"device": device_name(args.device), "torch": torch.__version__, "B": B, "S": S, "D": D,
-                   "pattern": pattern, "variant": variant, "slstm_backend": backend if variant == "nxai" else "",
+                   "pattern": pattern, "variant": variant, "matmul_precision": precision,
+                   "slstm_backend": backend if variant == "nxai" else "",
                    "params": sum(p.numel() for p in model.parameters()), "build_s": build, **result}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -143,7 +148,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
     lines = ["# Training step: our xLSTM stack next to NX-AI's xLSTMBlockStack", "",
              "Written by `benchmarks/train_step.py` (setup in its docstring). Step = forward + backward of mean(y^2) "
              "+ AdamW, fp32 parameters; median step time in ms (tokens/s in millions), peak GPU memory in GB. "
-             "Ratio = ours / NX-AI (below 1: ours is faster).", "",
+             "Ratio = ours / NX-AI (below 1: ours is faster). After the device: the fp32 matmul precision "
+             "(torch.set_float32_matmul_precision, the same for both stacks; 'high' lets fp32 matmuls use TF32).", "",
              "| device | B, S, D | pattern | ours ms (M tok/s) | ours bf16 ms | NX-AI ms (M tok/s) | NX-AI sLSTM | "
              "ours / NX-AI | bf16 / NX-AI | peak GB ours / bf16 / NX-AI | params ours / NX-AI |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -155,7 +161,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         ratio = lambda r, n=n: "–" if r is None or n is None else f"{r['step_ms'] / n['step_ms']:.3f}x"  # noqa: E731
         plain = lambda r: "–" if r is None else f"{r['step_ms']:.2f}"  # noqa: E731
         peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
-        lines.append(f"| {key[0]} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {ms(o)} | "
+        prec = (o or n or b or {}).get("matmul_precision")
+        lines.append(f"| {key[0]}{f' ({prec})' if prec else ''} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {ms(o)} | "
                      f"{plain(b)} | {ms(n)} | "
                      f"{n['slstm_backend'] if n and 's' in key[4] else '–'} | {ratio(o)} | {ratio(b)} | "
                      f"{peak(o)} / {peak(b)} / {peak(n)} | {o['params'] if o else '–'} / "
@@ -191,6 +198,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--cases", type=parse_case, nargs="+", help="B,S,D,PATTERN (default: the device's shapes)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--matmul-precision", choices=("highest", "high"), default="high",
+                        help="torch.set_float32_matmul_precision for both stacks")
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")

@@ -7,7 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlstm_ts.kernel_choice import kernel_for
-from xlstm_ts.layers import BlockDiagonalLinear, CausalConv1d, MultiHeadNorm, round_up, small_init_, wang_init_
+from xlstm_ts.layers import (
+    BlockDiagonalLinear,
+    CausalConv1d,
+    LayerNorm,
+    MultiHeadNorm,
+    block_diagonal_concat,
+    round_up,
+    small_init_,
+    wang_init_,
+)
 
 
 class MLSTMBlock(nn.Module):
@@ -34,7 +43,7 @@ class MLSTMBlock(nn.Module):
         super().__init__()
         inner = round_up(proj_factor * embed_dim, num_heads * qkv_blocksize)
         self.num_heads, self.inner, self.kernel, self.chunk_size = num_heads, inner, kernel, chunk_size
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = LayerNorm(embed_dim)
         self.up = nn.Linear(embed_dim, 2 * inner, bias=False)
         self.conv = CausalConv1d(inner, conv_kernel)
         self.q_proj = BlockDiagonalLinear(inner, qkv_blocksize)
@@ -61,8 +70,10 @@ class MLSTMBlock(nn.Module):
         NH, DH = self.num_heads, self.inner // self.num_heads
         x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
         x_c = F.silu(self.conv(x_m))  # (B, T, inner)
-        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_m)  # (B, T, inner) each
-        i_pre, f_pre = self.gates(torch.cat([q, k, v], dim=-1)).chunk(2, dim=-1)  # (B, T, NH) each
+        qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
+        v = self.v_proj(x_m)  # (B, T, inner)
+        q, k = qk.chunk(2, dim=-1)  # (B, T, inner) each
+        i_pre, f_pre = self.gates(torch.cat([qk, v], dim=-1)).chunk(2, dim=-1)  # (B, T, NH) each
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)

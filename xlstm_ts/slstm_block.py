@@ -7,7 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlstm_ts.kernel_choice import kernel_for
-from xlstm_ts.layers import BlockDiagonalLinear, CausalConv1d, MultiHeadNorm, round_up, small_init_, wang_init_
+from xlstm_ts.layers import (
+    BlockDiagonalLinear,
+    CausalConv1d,
+    LayerNorm,
+    MultiHeadNorm,
+    block_diagonal_concat,
+    round_up,
+    small_init_,
+    wang_init_,
+)
 
 
 def powerlaw_forget_bias(num_heads: int, head_dim: int, block_index: int, num_blocks: int) -> torch.Tensor:
@@ -39,7 +48,7 @@ class SLSTMBlock(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim, self.kernel = num_heads, embed_dim // num_heads, kernel
         DH = self.head_dim
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = LayerNorm(embed_dim)
         self.conv = CausalConv1d(embed_dim, conv_kernel) if conv_kernel > 0 else None
         self.gate_proj = nn.ModuleList([BlockDiagonalLinear(embed_dim, DH) for _ in range(4)])  # i, f, z, o
         for proj in self.gate_proj:
@@ -50,7 +59,7 @@ class SLSTMBlock(nn.Module):
         self.bias = nn.Parameter(bias)
         self.cell_norm = MultiHeadNorm(num_heads, DH)
         ffn = round_up(ffn_factor * embed_dim, 8)
-        self.ffn_norm = nn.LayerNorm(embed_dim)
+        self.ffn_norm = LayerNorm(embed_dim)
         self.ffn_up = nn.Linear(embed_dim, 2 * ffn, bias=False)
         self.ffn_down = nn.Linear(ffn, embed_dim, bias=False)
         small_init_(self.ffn_up.weight, embed_dim)
@@ -61,9 +70,9 @@ class SLSTMBlock(nn.Module):
         B, T, D = x.shape
         y = self.norm(x)
         y_c = F.silu(self.conv(y)) if self.conv is not None else y  # (B, T, D)
-        sources = (y_c, y_c, y, y)  # i and f see the conv branch, z and o the raw input
-        wx = torch.stack([proj(src) for proj, src in zip(self.gate_proj, sources)], dim=2)  # (B, T, 4, D)
-        wx = wx.reshape(B, T, 4, self.num_heads, self.head_dim)  # (B, T, 4, NH, DH)
+        i_f = block_diagonal_concat(y_c, *self.gate_proj[:2])  # (B, T, 2 D): i and f see the conv branch
+        z_o = block_diagonal_concat(y, *self.gate_proj[2:])  # (B, T, 2 D): z and o the raw input
+        wx = torch.cat([i_f, z_o], dim=-1).reshape(B, T, 4, self.num_heads, self.head_dim)  # (B, T, 4, NH, DH)
         cell = kernel_for(self.kernel, "slstm", x.device)
         h = cell(wx, self.recurrent, self.bias)  # (B, T, NH, DH)
         x = x + self.drop(self.cell_norm(h))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from xlstm_ts.config import ModelConfig
+from xlstm_ts.layers import LayerNorm
 from xlstm_ts.mlstm_block import MLSTMBlock
 from xlstm_ts.slstm_block import SLSTMBlock
 
@@ -25,7 +26,7 @@ class XLSTMStack(nn.Module):
                 blocks.append(SLSTMBlock(cfg.embed_dim, cfg.num_heads, cfg.slstm_ffn_factor, cfg.conv_kernel,
                                          cfg.dropout, cfg.slstm_kernel, idx, n))
         self.blocks = nn.ModuleList(blocks)
-        self.norm = nn.LayerNorm(cfg.embed_dim)
+        self.norm = LayerNorm(cfg.embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         for block in self.blocks:

@@ -27,12 +27,27 @@ import torch
 import triton
 from torch import Tensor
 
+from .._precision import fp32_uses_tf32
 from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_TF32 = 3
+
+
+def _fwd_lowp(dtype: torch.dtype, store_h32: bool) -> int:
+    """Dot mode of the forward: TF32 when an fp32 copy of h is kept for the backward, or for fp32 inputs under
+    torch's 'high'/'medium' fp32 matmul precision; the input dtype otherwise (exact fp32 for fp32)."""
+    if store_h32 or (dtype == torch.float32 and fp32_uses_tf32()):
+        return _TF32
+    return _LOWP[dtype]
+
+
+def _bwd_lowp(dtype: torch.dtype) -> int:
+    """Dot mode of the backward: exact for fp32 inputs under 'highest' precision, TF32 otherwise."""
+    return 0 if dtype == torch.float32 and not fp32_uses_tf32() else _TF32
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
@@ -89,7 +104,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
             NH, S, DQK, DHV, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=3 if store_h32 else _LOWP[q.dtype], STORE_H32=store_h32, HAS_INIT=has_init,
+            L=L, BK=BK, BV=BV, LOWP=_fwd_lowp(q.dtype, store_h32), STORE_H32=store_h32, HAS_INIT=has_init,
             num_warps=num_warps,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
@@ -130,7 +145,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2), *dh.stride(),
             *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
             NH, S, DQK, DHV, B * NH, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=0 if q.dtype == torch.float32 else 3, HAS_INIT=has_init,
+            L=L, BK=BK, BV=BV, LOWP=_bwd_lowp(q.dtype), HAS_INIT=has_init,
             HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
             DETACH=detach,
             num_warps=num_warps,

@@ -14,10 +14,17 @@ import torch
 import triton
 from torch import Tensor
 
+from .._precision import fp32_uses_tf32
 from .torch_ref import SLSTMState, _check_inputs, _initial_states
 from .triton_slstm_kernels import _slstm_bwd_kernel_tl, _slstm_fwd_kernel_tl
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 1}
+
+
+def _lowp(dtype: torch.dtype) -> int:
+    """Dot mode of h @ R: TF32 (1) for bf16/fp16 inputs and for fp32 under torch's 'high'/'medium' fp32 matmul
+    precision, exact fp32 (0) otherwise."""
+    return 1 if dtype == torch.float32 and fp32_uses_tf32() else _LOWP[dtype]
 
 
 def _launch_config(B: int, DH: int) -> tuple[int, int, int]:
@@ -69,7 +76,7 @@ class _SLSTMTriton(torch.autograd.Function):
         grid = (NH, triton.cdiv(B, BB))
         _slstm_fwd_kernel_tl[grid](
             wx, r32, b32, h0, c0, n0, m0, out, gates, hs, cs, ns, ms,
-            B, S, NH, DH, BB=BB, BD=BD, LOWP=_LOWP[wx.dtype], RELOAD_R=BD > 64,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx.dtype), RELOAD_R=BD > 64,
             num_warps=num_warps, num_stages=1 if BD > 64 else 3,
         )  # fmt: skip
         ctx.save_for_backward(r32, gates, h0, c0, n0, m0, hs, cs, ns, ms)
@@ -89,7 +96,7 @@ class _SLSTMTriton(torch.autograd.Function):
         _slstm_bwd_kernel_tl[(NH, triton.cdiv(B, BB))](
             r32, gates, c0, n0, m0, cs, ns, ms, dout, dh_last, dc_last, dn_last, dm_last,
             dg, dh0, dc0, dn0, dm0,
-            B, S, NH, DH, BB=BB, BD=BD, LOWP=_LOWP[wx_dtype], RELOAD_R=BD > 64,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx_dtype), RELOAD_R=BD > 64,
             num_warps=num_warps, num_stages=1 if BD > 64 else 3,
         )  # fmt: skip
         h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)  # (B, S, NH, DH)
