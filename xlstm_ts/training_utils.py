@@ -100,6 +100,21 @@ NOISE = (r".*does not have many workers.*", r".*LeafSpec.*is deprecated.*",
 
 
 @contextlib.contextmanager
+def matmul_precision(setting: str | None):
+    """torch.set_float32_matmul_precision(setting) inside the block when CUDA is available, restored after; a no-op
+    for None and without CUDA (CPU results do not depend on it)."""
+    if setting is None or not torch.cuda.is_available():
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(setting)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@contextlib.contextmanager
 def quiet(verbose: bool):
     """Hide Lightning's hints that do not apply here (always), and its info logs and hardware hints (unless
     `verbose`)."""
