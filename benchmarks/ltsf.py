@@ -149,10 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_past: np.ndarray,
-                    test_future: np.ndarray) -> tuple[dict[str, float], float, float]:
-    """Fit one seed in `args.mode` and score it. Returns (metrics, epochs, train seconds)."""
-    L, H, C = args.lookback, args.horizon, len(data.columns)
+def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callbacks: tuple = ()) -> XLSTMForecaster:
+    """One seed of the forecaster in `args.mode`, trained on the training rows with the validation rows held out."""
+    L, H = args.lookback, args.horizon
     config = dataclasses.replace(resolve_config(args.model), mode=args.mode)
     train_end, val_end, _ = data.borders
     wide = pd.DataFrame(data.values[:val_end], columns=list(data.columns))  # (val_end, C)
@@ -161,20 +160,33 @@ def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_pa
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
-                            early_stopping_patience=args.patience, trainer_kwargs={"accelerator": args.accelerator})
-    start = time.perf_counter()
-    model.fit(panel)
-    seconds = time.perf_counter() - start
+                            early_stopping_patience=args.patience,
+                            trainer_kwargs={"accelerator": args.accelerator, "callbacks": list(callbacks)})  # fmt: skip
+    return model.fit(panel)
+
+
+def score_forecaster(model: XLSTMForecaster, args: argparse.Namespace, n_variates: int, test_past: np.ndarray,
+                     test_future: np.ndarray) -> dict[str, float]:
+    """MSE/MAE of the forecaster's median over every test window (see `score_windows`)."""
+    L, H, C = args.lookback, args.horizon, n_variates
     if args.mode == "variate_mixing":  # rows are window-major, so C consecutive rows are one multivariate window
         def predict(past):  # (b * C, L) -> (b * C, H)
             return model.predict_array(past.reshape(-1, C, L), args.eval_batch_size)["mean"].reshape(-1, H)
 
-        scores = score_windows(predict, test_past, test_future, args.eval_batch_size * C)
-        per_step = args.batch_size * C  # a batch holds batch_size windows of every variate
-    else:
-        scores = score_windows(lambda past: model.predict_array(past, args.eval_batch_size)["mean"], test_past,
-                               test_future, args.eval_batch_size)
-        per_step = args.batch_size
+        return score_windows(predict, test_past, test_future, args.eval_batch_size * C)
+    return score_windows(lambda past: model.predict_array(past, args.eval_batch_size)["mean"], test_past,
+                         test_future, args.eval_batch_size)  # fmt: skip
+
+
+def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_past: np.ndarray,
+                    test_future: np.ndarray) -> tuple[dict[str, float], float, float]:
+    """Fit one seed in `args.mode` and score it. Returns (metrics, epochs, train seconds)."""
+    L, H, C = args.lookback, args.horizon, len(data.columns)
+    start = time.perf_counter()
+    model = fit_forecaster(args, data, seed)
+    seconds = time.perf_counter() - start
+    scores = score_forecaster(model, args, C, test_past, test_future)
+    per_step = args.batch_size * (C if args.mode == "variate_mixing" else 1)  # a mixing batch holds every variate
     n_train_windows = C * n_windows(data.borders, "train", L, H)
     return scores, model.best_step_ * per_step / n_train_windows, seconds
 

@@ -1,0 +1,50 @@
+"""The time-to-accuracy benchmark trains, times and scores each model on a tiny CSV and records its table (no speed is
+asserted; neuralforecast rows run only where neuralforecast and xlstm are installed)."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+HAS_NF = all(importlib.util.find_spec(m) is not None for m in ("neuralforecast", "xlstm"))
+
+
+def _write_csv(path, n_rows=300):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n_rows, freq="h"),
+                          "OT": np.sin(np.arange(n_rows) / 5.0) + 0.1 * rng.normal(size=n_rows),
+                          "walk": np.cumsum(rng.normal(size=n_rows))})  # fmt: skip
+    frame.to_csv(path, index=False)
+
+
+def _argv(tmp_path, *models):
+    _write_csv(tmp_path / "tiny.csv")  # ratio split: train 210, val 30, test 60 rows
+    return ["--models", *models, "--data", str(tmp_path / "tiny.csv"), "--split", "ratio", "--horizon", "8",
+            "--lookback", "24", "--model", "tiny", "--max-steps", "4", "--batch-size", "4", "--val-check-steps", "2",
+            "--patience", "5", "--eval-batch-size", "50", "--out", str(tmp_path / "out")]  # fmt: skip
+
+
+def test_ours_row_timings_scores_and_table(tmp_path, one_thread, load_benchmark):
+    bench = load_benchmark("time_to_accuracy")
+    argv = _argv(tmp_path, "xlstm_ts")
+    (row,) = bench.main(argv)
+    assert row["model"] == "xlstm_ts" and row["preset"] == "tiny" and row["seed"] == 0
+    assert row["steps"] == 4 and row["best_step"] in (0, 2, 4)  # validations at steps 2 and 4 (0: the initial weights)
+    assert 0 <= row["seconds_to_best"] <= row["fit_seconds"]
+    assert np.isfinite(row["mse"]) and np.isfinite(row["mae"]) and row["params"] > 0
+    bench.main(argv)  # a rerun replaces the row of the same device, preset, budget, seed and model
+    saved = json.loads((tmp_path / "out" / "time_to_accuracy.json").read_text())
+    assert len(saved) == 1
+    table = (tmp_path / "out" / "time_to_accuracy.md").read_text()
+    assert "| tiny | 0 | xlstm_ts |" in table and "| 4 / 2 / 5 |" in table
+
+
+@pytest.mark.skipif(not HAS_NF, reason="neuralforecast and xlstm are optional benchmark dependencies")
+def test_neuralforecast_rows_on_the_same_windows(tmp_path, one_thread, load_benchmark):
+    bench = load_benchmark("time_to_accuracy")
+    rows = bench.main(_argv(tmp_path, "nf_patchtst"))
+    (row,) = rows
+    assert row["model"] == "nf_patchtst" and row["steps"] == 4 and row["best_step"] in (2, 4)
+    assert 0 <= row["seconds_to_best"] <= row["fit_seconds"] and np.isfinite(row["mse"])
