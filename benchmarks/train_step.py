@@ -12,6 +12,8 @@ peak memory = the largest `torch.cuda.max_memory_allocated` of a step (GPU only)
 Variants:
 - `ours`: `XLSTMStack` with kernel "auto" (Triton on CUDA, the torch references on the CPU), fp32.
 - `ours-bf16` (GPU): the same under `torch.autocast(bfloat16)`; the kernels keep gates, states and sums in fp32.
+- `ours-compiled` (with `--compile`): the same stack after `XLSTMStack.compile_blocks()` (torch.compile per block);
+  the first step, which compiles, is timed apart as `first_step_s`.
 - `nxai`: `xLSTMBlockStack`, mLSTM in its torch parallel form, sLSTM backend `cuda` on the GPU (an nvcc build on first
   use) and `vanilla` on the CPU (`--slstm-backend` overrides).
 
@@ -92,7 +94,9 @@ def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autoca
         opt.step()
         return loss.detach()
 
+    start = time.perf_counter()
     first = float(step())
+    first_step_s = time.perf_counter() - start
     for _ in range(warmup):
         step()
     times = []
@@ -107,7 +111,8 @@ def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autoca
         times.append((time.perf_counter() - start) * 1e3)
     ms = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
-    return {"step_ms": ms, "tokens_per_s": x.shape[0] * x.shape[1] / ms * 1e3, "peak_gb": peak, "first_loss": first}
+    return {"step_ms": ms, "tokens_per_s": x.shape[0] * x.shape[1] / ms * 1e3, "peak_gb": peak, "first_loss": first,
+            "first_step_s": first_step_s}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -116,7 +121,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     if not have_nxai:
         print("xlstm is not installed: timing ours only (pip install xlstm==2.0.6 mlstm-kernels==2.0.6).")
     backend = args.slstm_backend or ("cuda" if args.device == "cuda" else "vanilla")
-    variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["nxai"] if have_nxai else [])
+    variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["ours-compiled"] if args.compile else [])
+    variants += ["nxai"] if have_nxai else []
     torch.set_float32_matmul_precision(args.matmul_precision)
     rows = []
     for B, S, D, pattern in cases:
@@ -127,6 +133,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 model = nxai(D, S, pattern, args.device, backend)
             else:
                 model = ours(D, S, pattern, args.device)
+                if variant == "ours-compiled":
+                    model.compile_blocks()
             build = time.perf_counter() - build
             x = torch.randn(B, S, D, device=args.device)
             result = time_steps(model, x, args.warmup, args.reps, autocast=variant == "ours-bf16")
@@ -150,21 +158,24 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "+ AdamW, fp32 parameters; median step time in ms (tokens/s in millions), peak GPU memory in GB. "
              "Ratio = ours / NX-AI (below 1: ours is faster). After the device: the fp32 matmul precision "
              "(torch.set_float32_matmul_precision, the same for both stacks; 'high' lets fp32 matmuls use TF32).", "",
-             "| device | B, S, D | pattern | ours ms (M tok/s) | ours bf16 ms | NX-AI ms (M tok/s) | NX-AI sLSTM | "
-             "ours / NX-AI | bf16 / NX-AI | peak GB ours / bf16 / NX-AI | params ours / NX-AI |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Compiled: `XLSTMStack.compile_blocks()`, with the seconds of its first (compiling) step.", "",
+             "| device | B, S, D | pattern | ours ms (M tok/s) | ours bf16 ms | compiled ms (first step s) | "
+             "NX-AI ms (M tok/s) | NX-AI sLSTM | ours / NX-AI | bf16 / NX-AI | compiled / NX-AI | "
+             "peak GB ours / bf16 / NX-AI | params ours / NX-AI |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     keys = dict.fromkeys((r["device"], r["B"], r["S"], r["D"], r["pattern"]) for r in rows)
     for key in keys:
         cell = {r["variant"]: r for r in rows if (r["device"], r["B"], r["S"], r["D"], r["pattern"]) == key}
-        o, b, n = cell.get("ours"), cell.get("ours-bf16"), cell.get("nxai")
+        o, b, c, n = cell.get("ours"), cell.get("ours-bf16"), cell.get("ours-compiled"), cell.get("nxai")
         ms = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['tokens_per_s'] / 1e6:.3g})"  # noqa: E731
         ratio = lambda r, n=n: "–" if r is None or n is None else f"{r['step_ms'] / n['step_ms']:.3f}x"  # noqa: E731
         plain = lambda r: "–" if r is None else f"{r['step_ms']:.2f}"  # noqa: E731
         peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
+        compiled = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['first_step_s']:.0f})"  # noqa: E731
         prec = (o or n or b or {}).get("matmul_precision")
         lines.append(f"| {key[0]}{f' ({prec})' if prec else ''} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {ms(o)} | "
-                     f"{plain(b)} | {ms(n)} | "
-                     f"{n['slstm_backend'] if n and 's' in key[4] else '–'} | {ratio(o)} | {ratio(b)} | "
+                     f"{plain(b)} | {compiled(c)} | {ms(n)} | "
+                     f"{n['slstm_backend'] if n and 's' in key[4] else '–'} | {ratio(o)} | {ratio(b)} | {ratio(c)} | "
                      f"{peak(o)} / {peak(b)} / {peak(n)} | {o['params'] if o else '–'} / "
                      f"{n['params'] if n else '–'} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--matmul-precision", choices=("highest", "high"), default="high",
                         help="torch.set_float32_matmul_precision for both stacks")
+    parser.add_argument("--compile", action="store_true", help="also time our stack with torch.compile per block")
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")

@@ -32,12 +32,15 @@ def resolve_kernel_name(name: str, op: str, device: torch.device) -> str:
     return portable
 
 
+_FOUND: dict[tuple[str, str, str], Callable] = {}
+
+
 def kernel_for(name: str, op: str, device: torch.device) -> Callable:
-    """The kernel function for `name` on `device` (looked up once per name, op and device type: blocks call this
-    on every forward pass)."""
-    return _lookup(name, op, device.type)
-
-
-@functools.cache
-def _lookup(name: str, op: str, device_type: str) -> Callable:
-    return get_kernel(resolve_kernel_name(name, op, torch.device(device_type)))
+    """The kernel function for `name` on `device`, looked up once per name, op and device type (blocks call this
+    on every forward pass). A plain dict, not functools.cache, so that torch.compile reads it without a graph
+    break once the first call has filled it."""
+    key = (name, op, device.type)
+    found = _FOUND.get(key)
+    if found is None:
+        found = _FOUND[key] = get_kernel(resolve_kernel_name(name, op, device))
+    return found

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from xlstm_ts.config import ModelConfig
+from xlstm_ts.kernel_choice import kernel_for
 from xlstm_ts.layers import LayerNorm
 from xlstm_ts.mlstm_block import MLSTMBlock
 from xlstm_ts.slstm_block import SLSTMBlock
@@ -27,6 +28,21 @@ class XLSTMStack(nn.Module):
                                          cfg.dropout, cfg.slstm_kernel, idx, n))
         self.blocks = nn.ModuleList(blocks)
         self.norm = LayerNorm(cfg.embed_dim)
+
+    def compile_blocks(self, **compile_kwargs) -> XLSTMStack:
+        """torch.compile each block in place (parameter names unchanged); returns self.
+
+        Blocks are compiled one by one: each fuses its projections, norms, gates and (on the torch kernels) its cell
+        into a few kernels, and a failure or recompilation stays local to one block. The first call per input
+        shape compiles (seconds to minutes on a CPU: the sLSTM loop is unrolled over time); later calls run the
+        compiled code. The sequence kernels for the parameters' device are looked up first, so tracing starts
+        from a filled lookup table.
+        """
+        device = next(self.parameters()).device
+        for block in self.blocks:
+            kernel_for(block.kernel, "mlstm" if isinstance(block, MLSTMBlock) else "slstm", device)
+            block.compile(**compile_kwargs)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         for block in self.blocks:
