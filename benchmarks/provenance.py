@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -24,3 +25,15 @@ def commit_id() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """Merge `rows` into the JSON list at `path` and write it back: an old row with the same values of the `key`
+    fields as a new one is replaced. Returns the merged rows (old ones first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else []
+    ident = lambda r: tuple(r[k] for k in key)  # noqa: E731
+    new = {ident(r) for r in rows}
+    merged = [r for r in old if ident(r) not in new] + rows
+    path.write_text(json.dumps(merged, indent=1))
+    return merged

@@ -37,7 +37,7 @@ import torch
 from xlstm_ts.datasets.ltsf import LTSFData, load_ltsf, score_windows, split_windows
 
 import ltsf
-from provenance import commit_id, device_name
+from provenance import commit_id, device_name, merge_rows
 
 MODELS = ("xlstm_ts", "nf_patchtst", "nf_xlstm")
 
@@ -130,13 +130,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
 def record(rows: list[dict], out: Path) -> Path:
     """Merge rows into out/time_to_accuracy.json (a rerun of device, preset, budget, seed and model replaces its
     row) and rewrite the markdown table."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "time_to_accuracy.json"
-    old = json.loads(path.read_text()) if path.exists() else []
-    key = lambda r: (r["device"], r["preset"], r["max_steps"], r["val_check_steps"], r["seed"], r["model"])  # noqa: E731
-    new = {key(r) for r in rows}
-    merged = [r for r in old if key(r) not in new] + rows
-    path.write_text(json.dumps(merged, indent=1))
+    key = ("device", "preset", "max_steps", "val_check_steps", "seed", "model")
+    merged = merge_rows(out / "time_to_accuracy.json", rows, key)
     write_markdown(merged, out / "time_to_accuracy.md")
     return out / "time_to_accuracy.md"
 

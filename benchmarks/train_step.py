@@ -41,7 +41,7 @@ from xlstm_ts.config import ModelConfig
 from xlstm_ts.layers import round_up
 from xlstm_ts.stack import XLSTMStack
 
-from provenance import device_name
+from provenance import device_name, merge_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GPU_CASES = [(1024, 64, 128, "mmmm"), (1024, 64, 128, "msmm"), (1024, 64, 128, "ssss"), (256, 336, 128, "msmm")]
@@ -192,13 +192,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
 def record(rows: list[dict], out: Path) -> Path:
     """Merge rows into out/train_step.json (a rerun of a device, shape, pattern and variant replaces its row) and
     rewrite train_step.md."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "train_step.json"
-    old = json.loads(path.read_text()) if path.exists() else []
-    ident = lambda r: (r["device"], r["B"], r["S"], r["D"], r["pattern"], r["variant"])  # noqa: E731
-    new = {ident(r) for r in rows}
-    merged = [r for r in old if ident(r) not in new] + rows
-    path.write_text(json.dumps(merged, indent=1))
+    merged = merge_rows(out / "train_step.json", rows, ("device", "B", "S", "D", "pattern", "variant"))
     write_markdown(merged, out / "train_step.md")
     return out / "train_step.md"
 
