@@ -12,7 +12,8 @@ the same number of (variate, window) pairs per step: the preset's batch size tim
   decoder), MSE loss. neuralforecast keeps the weights of its last step; its best validation step is read from
   `valid_trajectories`.
 Columns: fit seconds (the whole fit call), seconds to the best validation step (from the start of the fit call,
-validations included), steps run, best step, test MSE/MAE of the weights the model ends with, parameters.
+validations included), steps run, best step, test MSE/MAE of the weights the model ends with, parameters, and on a
+GPU the mean utilisation during the fit (NVML's share of time a kernel ran, sampled every 0.25 s).
 
 Usage:
     python benchmarks/time_to_accuracy.py --preset etth1_96 --data-dir ../shared/datasets --accelerator gpu
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -60,17 +62,48 @@ def step_clock(base: type, start: float):
     return StepClock()
 
 
+class GPUUtilisation:
+    """Context manager: samples `torch.cuda.utilization()` (the share of time a kernel ran, via NVML) every 0.25 s
+    while the block runs; `mean` is the average in percent, None without CUDA or NVML."""
+
+    def __init__(self, accelerator: str):
+        self.active = accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+        self.samples: list[float] = []
+        self.mean: float | None = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self.samples.append(float(torch.cuda.utilization()))
+            except Exception:  # no NVML binding: report nothing rather than a wrong number
+                return
+
+    def __enter__(self) -> GPUUtilisation:
+        if self.active:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            self._stop.set()
+            self._thread.join()
+            self.mean = float(np.mean(self.samples)) if self.samples else None
+
+
 def run_ours(args: argparse.Namespace, data: LTSFData, test: tuple[np.ndarray, np.ndarray]) -> dict:
     import lightning
 
     start = time.perf_counter()
     clock = step_clock(lightning.Callback, start)
-    model = ltsf.fit_forecaster(args, data, args.seeds[0], callbacks=(clock,))
+    with GPUUtilisation(args.accelerator) as util:
+        model = ltsf.fit_forecaster(args, data, args.seeds[0], callbacks=(clock,))
     seconds = time.perf_counter() - start
     best = model.best_step_ if model.best_step_ is not None else max(clock.seconds)
     return {"fit_seconds": seconds, "seconds_to_best": clock.seconds.get(best, seconds), "steps": max(clock.seconds),
             "best_step": best, **ltsf.score_forecaster(model, args, len(data.columns), *test),
-            "params": sum(p.numel() for p in model.net_.parameters())}  # fmt: skip
+            "params": sum(p.numel() for p in model.net_.parameters()), "gpu_util_pct": util.mean}  # fmt: skip
 
 
 def run_neuralforecast(name: str, args: argparse.Namespace, data: LTSFData, test: tuple[np.ndarray, np.ndarray]):
@@ -91,7 +124,8 @@ def run_neuralforecast(name: str, args: argparse.Namespace, data: LTSFData, test
     frame = pd.DataFrame({"unique_id": np.repeat(np.asarray(data.columns), val_end),
                           "ds": np.tile(np.arange(val_end), C), "y": data.values[:val_end].T.reshape(-1)})  # fmt: skip
     forecaster = NeuralForecast(models=[spec], freq=1)
-    forecaster.fit(frame, val_size=val_end - train_end)
+    with GPUUtilisation(args.accelerator) as util:
+        forecaster.fit(frame, val_size=val_end - train_end)
     model = forecaster.models[0]  # the fitted copy
     seconds = time.perf_counter() - start
     trajectory = [(int(step), float(loss)) for step, loss in model.valid_trajectories]
@@ -108,7 +142,8 @@ def run_neuralforecast(name: str, args: argparse.Namespace, data: LTSFData, test
 
     scores = score_windows(predict, *test, args.eval_batch_size)
     return {"fit_seconds": seconds, "seconds_to_best": clock.seconds.get(best, seconds), "steps": max(clock.seconds),
-            "best_step": best, **scores, "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+            "best_step": best, **scores, "params": sum(p.numel() for p in model.parameters()),
+            "gpu_util_pct": util.mean}  # fmt: skip
 
 
 def write_markdown(rows: list[dict], path: Path) -> None:
@@ -117,13 +152,14 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "the start of the fit call to the optimizer step with the best validation loss (validations included); "
              "test MSE/MAE of the weights each model ends with, on z-scored data over every test window.", "",
              "| device | preset | seed | model | params | max steps / val every / patience | steps run | best step "
-             "| s to best | fit s | test MSE | test MAE | commit |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| s to best | fit s | GPU util % | test MSE | test MAE | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    util = lambda r: "–" if r.get("gpu_util_pct") is None else f"{r['gpu_util_pct']:.0f}"  # noqa: E731
     for r in rows:
         lines.append(f"| {r['device']} | {r['preset']} | {r['seed']} | {r['model']} | {r['params']} | "
                      f"{r['max_steps']} / {r['val_check_steps']} / {r['patience']} | {r['steps']} | {r['best_step']} "
-                     f"| {r['seconds_to_best']:.1f} | {r['fit_seconds']:.1f} | {r['mse']:.4f} | {r['mae']:.4f} | "
-                     f"{r['commit']} |")  # fmt: skip
+                     f"| {r['seconds_to_best']:.1f} | {r['fit_seconds']:.1f} | {util(r)} | {r['mse']:.4f} | "
+                     f"{r['mae']:.4f} | {r['commit']} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -48,3 +48,21 @@ def test_neuralforecast_rows_on_the_same_windows(tmp_path, one_thread, load_benc
     (row,) = rows
     assert row["model"] == "nf_patchtst" and row["steps"] == 4 and row["best_step"] in (2, 4)
     assert 0 <= row["seconds_to_best"] <= row["fit_seconds"] and np.isfinite(row["mse"])
+
+
+def test_gpu_utilisation_is_none_without_a_gpu(load_benchmark):
+    bench = load_benchmark("time_to_accuracy")
+    with bench.GPUUtilisation("cpu") as util:
+        pass
+    assert util.mean is None and util.samples == []
+
+
+def test_gpu_utilisation_averages_the_samples(load_benchmark, monkeypatch):
+    bench = load_benchmark("time_to_accuracy")
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    values = iter([40.0, 60.0] + [50.0] * 1000)
+    monkeypatch.setattr(bench.torch.cuda, "utilization", lambda: next(values))
+    with bench.GPUUtilisation("gpu") as util:
+        while len(util.samples) < 2:
+            bench.time.sleep(0.05)
+    assert util.samples[:2] == [40.0, 60.0] and util.mean == pytest.approx(np.mean(util.samples))
