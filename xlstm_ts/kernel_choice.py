@@ -38,9 +38,17 @@ _FOUND: dict[tuple[str, str, str], Callable] = {}
 def kernel_for(name: str, op: str, device: torch.device) -> Callable:
     """The kernel function for `name` on `device`, looked up once per name, op and device type (blocks call this
     on every forward pass). A plain dict, not functools.cache, so that torch.compile reads it without a graph
-    break once the first call has filled it."""
+    break once the first call has filled it.
+
+    Triton kernels come back wrapped in `torch.compiler.disable`: a compiled block runs them as they are (one
+    fused kernel each, with their own backward) and compiles the code around them, instead of tracing their
+    launches. Torch kernels stay traceable, so compilation fuses their element-wise work."""
     key = (name, op, device.type)
     found = _FOUND.get(key)
     if found is None:
-        found = _FOUND[key] = get_kernel(resolve_kernel_name(name, op, device))
+        resolved = resolve_kernel_name(name, op, device)
+        found = get_kernel(resolved)
+        if resolved.endswith("--triton"):
+            found = torch.compiler.disable(found, recursive=True)
+        _FOUND[key] = found
     return found
