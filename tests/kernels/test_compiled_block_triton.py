@@ -2,6 +2,8 @@
 compiled, and forward and gradients match the eager block."""
 
 import copy
+import os
+import shutil
 
 import pytest
 import torch
@@ -14,7 +16,10 @@ pytest.importorskip("triton")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
+NO_CXX = not shutil.which(os.environ.get("CXX", "g++"))
 
+
+@pytest.mark.skipif(NO_CXX, reason="torch.compile on the CPU needs a C++ compiler")
 @pytest.mark.parametrize("make", [
     lambda: MLSTMBlock(16, 2, proj_factor=2.0, qkv_blocksize=4, kernel="mlstm_chunkwise--triton", chunk_size=16),
     lambda: SLSTMBlock(16, 2, kernel="slstm--triton"),
