@@ -36,7 +36,7 @@ class XLSTMStack(nn.Module):
         into a few kernels, and a failure or recompilation stays local to one block. The first call per input
         shape compiles (seconds to minutes on a CPU: the sLSTM loop is unrolled over time); later calls run the
         compiled code. The sequence kernels for the parameters' device are looked up first, so tracing starts
-        from a filled lookup table.
+        from a filled lookup table. On the CPU, torch.compile needs a C++ compiler (g++ or $CXX).
         """
         device = next(self.parameters()).device
         for block in self.blocks:
