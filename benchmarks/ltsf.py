@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--val-check-steps", type=int)
     parser.add_argument("--patience", type=int, help="validations without improvement before stopping")
+    parser.add_argument("--max-time", type=float, help="training seconds per seed (Lightning's max_time): training "
+                        "stops there and keeps its best validated weights; recorded in the preset label")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
@@ -142,6 +145,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if field.name != "data" and getattr(args, field.name) is None:
             setattr(args, field.name, getattr(preset, field.name) if preset is not None else DEFAULTS[field.name])
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
+    if args.max_time is not None:
+        if args.max_time <= 0:
+            parser.error(f"--max-time must be a positive number of seconds, got {args.max_time}")
+        args.label += f" (max {args.max_time:g} s)"
     try:
         args.mode = args.mode or resolve_config(args.model).mode
     except ValueError as err:
@@ -157,11 +164,14 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
     wide = pd.DataFrame(data.values[:val_end], columns=list(data.columns))  # (val_end, C)
     # rows are indexed by position: the protocol ignores calendar time, so gaps in `date` cannot matter
     panel = wide_to_long(wide.assign(date=np.arange(val_end)))
+    trainer_kwargs = {"accelerator": args.accelerator, "callbacks": list(callbacks)}
+    if getattr(args, "max_time", None) is not None:
+        trainer_kwargs["max_time"] = timedelta(seconds=args.max_time)
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience,
-                            trainer_kwargs={"accelerator": args.accelerator, "callbacks": list(callbacks)})  # fmt: skip
+                            trainer_kwargs=trainer_kwargs)  # fmt: skip
     return model.fit(panel)
 
 

@@ -205,3 +205,24 @@ def test_sweep_reports_failed_runs_and_records_the_others(sweep, bench, tmp_path
     with pytest.raises(SystemExit):
         sweep.parse_args(["--presets", "etth1_96", "--data-dir", str(tmp_path / "missing")])
     assert "run preset 'etth1_96'" in capsys.readouterr().err
+
+
+def test_max_time_stops_training_and_is_recorded_in_the_label(bench, tmp_path):
+    import lightning as L
+
+    presets = _tiny_presets(tmp_path)
+    args = bench.parse_args(["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "200000",
+                             "--val-check-steps", "50", "--max-time", "2"])
+    assert args.label == "a_8/tiny (max 2 s)"
+
+    class LastStep(L.Callback):
+        def on_fit_end(self, trainer, pl_module):
+            self.step = trainer.global_step
+
+    last = LastStep()
+    data = load_ltsf(args.data, args.split)
+    model = bench.fit_forecaster(args, data, seed=0, callbacks=(last,))
+    assert 0 < last.step < args.max_steps  # stopped by the clock, not the step budget
+    assert model.best_step_ is None or model.best_step_ <= last.step
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--preset", presets[0], "--data-dir", str(tmp_path), "--max-time", "0"])
