@@ -13,7 +13,7 @@ from xlstm_ts.kernels import available_kernels, get_kernel
 _AUTO = {
     # op -> (fast name used on CUDA when registered and triton imports, portable fallback)
     "mlstm": ("mlstm_chunkwise--triton", "mlstm_chunkwise--torch"),
-    "slstm": ("slstm--triton", "slstm--torch"),
+    "slstm": ("slstm--triton", "slstm--torch_loop"),
 }
 
 

@@ -139,6 +139,44 @@ def log_decay_matrix(log_f: Tensor, i: Tensor) -> Tensor:
     return torch.where(lower, log_decay, float("-inf"))  # (..., L, L)
 
 
+class _PrefixLogDecay(torch.autograd.Function):
+    """`log_decay_matrix` from float64 prefix sums, with a backward of two reductions and a reverse cumsum."""
+
+    @staticmethod
+    def forward(ctx, log_f: Tensor, i: Tensor) -> Tensor:
+        L = log_f.shape[-1]
+        lower = torch.ones(L, L, dtype=torch.bool, device=log_f.device).tril()  # (L, L)
+        prefix = log_f.double().cumsum(dim=-1)  # (..., L): sum of log f over [0, t]
+        # [t, s] = prefix_t - prefix_s = sum of log f over (s, t], rounded once from float64
+        forget_sum = (prefix.unsqueeze(-1) - prefix.unsqueeze(-2)).to(log_f.dtype)  # (..., L, L)
+        ctx.save_for_backward(lower)
+        return torch.where(lower, forget_sum + i.unsqueeze(-2), float("-inf"))  # (..., L, L)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        (lower,) = ctx.saved_tensors
+        grad = torch.where(lower, grad, 0.0)  # (..., L, L); entries above the diagonal are constants
+        d_i = grad.sum(dim=-2)  # (..., L)
+        d_prefix = grad.sum(dim=-1) - d_i  # (..., L): prefix_t enters row t with +, column t with -
+        d_log_f = d_prefix.flip(-1).cumsum(dim=-1).flip(-1)  # (..., L): log f_r is in every prefix_t with t >= r
+        return d_log_f, d_i
+
+
+def log_decay_matrix_prefix(log_f: Tensor, i: Tensor) -> Tensor:
+    """`log_decay_matrix` with fewer (L, L) operations: the sums of log f are differences of float64 prefix sums
+    (rounded once to the compute dtype, so no cancellation error reaches it), and the backward is written out. The
+    chunkwise form uses this; the parallel form keeps `log_decay_matrix` with autograd, as an independent check.
+
+    Args:
+        log_f: (..., L) log forget gates. i: (..., L) input-gate pre-activations (-inf marks padding).
+
+    Returns:
+        (..., L, L) log-decay matrix, row t and column s.
+    """
+    return _PrefixLogDecay.apply(log_f, i)
+
+
 def readout(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, state_log_weight: Tensor, C: Tensor, n: Tensor, eps: float
 ) -> Tensor:

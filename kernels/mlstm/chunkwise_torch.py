@@ -19,7 +19,7 @@ from ._common import (
     chunk_state_sums,
     compute_dtype,
     initial_states,
-    log_decay_matrix,
+    log_decay_matrix_prefix,
     pack_states,
     readout,
 )
@@ -75,7 +75,7 @@ def mlstm_chunkwise_torch(
     log_f = F.pad(F.logsigmoid(f.to(dtype)), (0, pad), value=0.0).view(B, NH, NC, L)  # (B, NH, NC, L)
     i = F.pad(i.to(dtype), (0, pad), value=float("-inf")).view(B, NH, NC, L)  # (B, NH, NC, L)
 
-    log_decay = log_decay_matrix(log_f, i)  # (B, NH, NC, L, L)
+    log_decay = log_decay_matrix_prefix(log_f, i)  # (B, NH, NC, L, L)
     log_f_cum = log_f.cumsum(dim=-1)  # (B, NH, NC, L)
     kv, k_sum, max_log_weight = chunk_state_sums(k, v, log_decay[..., -1, :])  # per chunk, batched
 
