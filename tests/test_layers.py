@@ -76,3 +76,20 @@ def test_layer_norm_matches_torch(affine):
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
     for a, b in zip(outs[0][2], outs[1][2]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 4])
+def test_causal_conv_taps_match_conv1d(kernel_size):
+    """The CPU path (shifted products in (B, T, C)) computes the grouped Conv1d's function and gradients."""
+    torch.manual_seed(0)
+    conv = layers.CausalConv1d(6, kernel_size).double()
+    x = torch.randn(3, 9, 6, dtype=torch.float64, requires_grad=True)
+    padded = nn.functional.pad(x.transpose(1, 2), (kernel_size - 1, 0))
+    ref = conv.conv(padded).transpose(1, 2)  # (B, T, C) through nn.Conv1d
+    out = conv(x)
+    torch.testing.assert_close(out, ref)
+    dy = torch.randn_like(out)
+    params = (x, conv.conv.weight, conv.conv.bias)
+    for a, b in zip(torch.autograd.grad((ref * dy).sum(), params), torch.autograd.grad((out * dy).sum(), params)):
+        torch.testing.assert_close(b, a)
+    assert out[:, 0].allclose(conv.conv.bias + conv.conv.weight[:, 0, -1] * x[:, 0])  # t = 0 sees only x_0

@@ -10,7 +10,12 @@ from torch import nn
 
 
 class CausalConv1d(nn.Module):
-    """Depthwise causal convolution over time: output t sees inputs t - kernel + 1 .. t."""
+    """Depthwise causal convolution over time: output t sees inputs t - kernel + 1 .. t.
+
+    On the CPU it runs as a sum of shifted, per-channel scaled copies of the input in its (B, T, C) layout: the
+    same function as the grouped Conv1d, about twice as fast forward + backward for a few taps (no transposes to
+    (B, C, T), no depthwise-convolution backward). Elsewhere it calls the Conv1d.
+    """
 
     def __init__(self, channels: int, kernel_size: int):
         super().__init__()
@@ -18,8 +23,24 @@ class CausalConv1d(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, C)
-        y = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # (B, C, T + K - 1)
+        K = self.kernel_size
+        if x.device.type == "cpu" and K <= 8:
+            return causal_taps(x, self.conv.weight, self.conv.bias)
+        y = F.pad(x.transpose(1, 2), (K - 1, 0))  # (B, C, T + K - 1)
         return self.conv(y).transpose(1, 2)  # (B, T, C)
+
+
+def causal_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise causal conv as shifted products: y_t = bias + sum_k weight[:, 0, k] * x_{t - K + 1 + k}.
+
+    x (B, T, C); weight (C, 1, K) as nn.Conv1d holds it (cross-correlation: tap K - 1 meets x_t); bias (C,)."""
+    T, K = x.shape[1], weight.shape[-1]
+    taps = weight[:, 0].t()  # (K, C)
+    padded = F.pad(x, (0, 0, K - 1, 0))  # (B, T + K - 1, C)
+    y = padded[:, K - 1:] * taps[K - 1] if bias is None else torch.addcmul(bias, padded[:, K - 1:], taps[K - 1])
+    for k in range(K - 1):
+        y = torch.addcmul(y, padded[:, k:k + T], taps[k])  # (B, T, C)
+    return y
 
 
 class BlockDiagonalLinear(nn.Module):

@@ -178,7 +178,8 @@ def log_decay_matrix_prefix(log_f: Tensor, i: Tensor) -> Tensor:
 
 
 def readout(
-    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, state_log_weight: Tensor, C: Tensor, n: Tensor, eps: float
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, state_log_weight: Tensor, C: Tensor | None, n: Tensor | None,
+    eps: float,
 ) -> Tensor:
     """Outputs of one chunk from its entering state (C, n) and its keys, with the shared stabilizer m_t.
 
@@ -188,7 +189,7 @@ def readout(
         v: (..., L, DHV) values.
         log_decay: (..., L, L) from `log_decay_matrix`.
         state_log_weight: (..., L) log weight of the entering state in row t: sum of log f up to t plus its m.
-        C: (..., DQK, DHV) entering state.
+        C: (..., DQK, DHV) entering state, or None when it is zero (then n is ignored).
         n: (..., DQK) entering normalizer state.
         eps: added to the denominator.
 
@@ -197,9 +198,12 @@ def readout(
     """
     m = torch.maximum(state_log_weight, log_decay.amax(dim=-1))  # (..., L)
     scores = torch.exp(log_decay - m.unsqueeze(-1)) * (q @ k.transpose(-1, -2))  # (..., L, L)
-    state_weight = torch.exp(state_log_weight - m).unsqueeze(-1)  # (..., L, 1)
-    numerator = scores @ v + state_weight * (q @ C)  # (..., L, DHV)
-    qn = scores.sum(dim=-1, keepdim=True) + state_weight * (q @ n.unsqueeze(-1))  # (..., L, 1)
+    numerator = scores @ v  # (..., L, DHV)
+    qn = scores.sum(dim=-1, keepdim=True)  # (..., L, 1)
+    if C is not None:  # None: the entering state is zero (its log weight still enters m)
+        state_weight = torch.exp(state_log_weight - m).unsqueeze(-1)  # (..., L, 1)
+        numerator = numerator + state_weight * (q @ C)  # (..., L, DHV)
+        qn = qn + state_weight * (q @ n.unsqueeze(-1))  # (..., L, 1)
     denominator = torch.maximum(qn.abs(), torch.exp(-m).unsqueeze(-1)) + eps  # (..., L, 1)
     return numerator / denominator  # (..., L, DHV)
 

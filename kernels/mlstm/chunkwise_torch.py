@@ -77,17 +77,24 @@ def mlstm_chunkwise_torch(
 
     log_decay = log_decay_matrix_prefix(log_f, i)  # (B, NH, NC, L, L)
     log_f_cum = log_f.cumsum(dim=-1)  # (B, NH, NC, L)
-    kv, k_sum, max_log_weight = chunk_state_sums(k, v, log_decay[..., -1, :])  # per chunk, batched
+    # the last chunk's sums only feed the last states: skip them when those are not returned
+    summed = NC if return_last_states else NC - 1
+    kv, k_sum, max_log_weight = chunk_state_sums(k[:, :, :summed], v[:, :, :summed],
+                                                 log_decay[:, :, :summed, -1, :])  # per chunk, batched
 
     entering: list[MLSTMState] = []
     for c in range(NC):
         entering.append((C, n, m))
-        C, n, m = advance_state(C, n, m, log_f_cum[:, :, c, -1], kv[:, :, c], k_sum[:, :, c], max_log_weight[:, :, c])
-    C_in = torch.stack([s[0] for s in entering], dim=2)  # (B, NH, NC, DQK, DHV)
-    n_in = torch.stack([s[1] for s in entering], dim=2)  # (B, NH, NC, DQK)
+        if c < summed:
+            C, n, m = advance_state(C, n, m, log_f_cum[:, :, c, -1], kv[:, :, c], k_sum[:, :, c],
+                                    max_log_weight[:, :, c])  # fmt: skip
     m_in = torch.stack([s[2] for s in entering], dim=2)  # (B, NH, NC)
-
     state_log_weight = log_f_cum + m_in.unsqueeze(-1)  # (B, NH, NC, L)
+    if NC == 1 and c_initial is None:  # one chunk from zero states: no state term in the readout
+        C_in = n_in = None
+    else:
+        C_in = torch.stack([s[0] for s in entering], dim=2)  # (B, NH, NC, DQK, DHV)
+        n_in = torch.stack([s[1] for s in entering], dim=2)  # (B, NH, NC, DQK)
     h = readout(q_scaled, k, v, log_decay, state_log_weight, C_in, n_in, eps)  # (B, NH, NC, L, DHV)
     h = h.reshape(B, NH, NC * L, DHV)[:, :, :S].to(q.dtype)  # (B, NH, S, DHV)
     if not return_last_states:

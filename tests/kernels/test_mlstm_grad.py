@@ -136,3 +136,20 @@ def test_chunkwise_fp32_matches_fp64_parallel():
         assert_close(name, ref_state, state, tolerance(torch.float32))
     for name, g_ref, g_out in zip(GRAD_NAMES[:5], ref[:5], out[:5], strict=True):
         assert_close(name, g_ref, g_out, tolerance(torch.float32, grad=True))
+
+
+@pytest.mark.parametrize("s", [1, 40, 64, 100], ids=lambda s: f"S={s}")
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_chunkwise_without_last_states_matches_parallel_fp64(s, i_mean):
+    """Without return_last_states the chunkwise form skips the last chunk's state sums and, for one chunk from zero
+    states, the state term of the readout; h and its gradients must not change."""
+    torch.manual_seed(3)
+    leaves = _leaves(i_mean, with_states=False, s=s)[:5]
+    dh = torch.randn(B, NH, s, DHV, dtype=torch.float64)
+    h_ref = get_kernel("mlstm_parallel--torch")(*leaves)
+    grads_ref = torch.autograd.grad((h_ref * dh).sum(), leaves)
+    for chunk in (64, CHUNK):  # one chunk (S <= 64) and several
+        h = get_kernel("mlstm_chunkwise--torch")(*leaves, chunk_size=chunk)
+        assert_close("h", h_ref, h, tolerance(torch.float64))
+        for name, a, b in zip(GRAD_NAMES, grads_ref, torch.autograd.grad((h * dh).sum(), leaves)):
+            assert_close(name, a, b, tolerance(torch.float64, grad=True))
