@@ -23,7 +23,7 @@ from xlstm_ts.inference import forecast_frame, predict_array, predict_series, st
 from xlstm_ts.lightning_module import LitForecaster
 from xlstm_ts.model import XLSTMForecastNet
 from xlstm_ts.persistence import load_forecaster, save_forecaster
-from xlstm_ts.training_utils import batch_loader, make_trainer, matmul_precision, mean_loss, quiet
+from xlstm_ts.training_utils import batch_loader, make_trainer, matmul_precision, mean_loss, quiet, training_device
 
 
 class XLSTMForecaster(BaseEstimator):
@@ -57,7 +57,8 @@ class XLSTMForecaster(BaseEstimator):
             steps elsewhere), its messages, and a CSV log in ./lightning_logs/version_N/ unless `log_dir` is set.
         trainer_kwargs: Extra keyword arguments for `lightning.Trainer` (e.g. {"accelerator": "gpu"}, or a
             "logger" of your choice; see `xlstm_ts.training_utils`). {"devices": N, "strategy": "ddp"} trains on
-            N processes or GPUs, each drawing `batch_size` windows per step; see `xlstm_ts.distributed`.
+            N processes or GPUs, each drawing `batch_size` windows per step; see `xlstm_ts.distributed`. A network
+            fitted on one GPU stays there for `predict` (multi-process fits leave it on the CPU).
         past_covariates: Columns of the frame known only up to each series' end; NaN marks a missing value.
         future_covariates: Columns known over the context and the horizon (calendar, planned promotions, weather
             forecasts); `predict` takes their horizon values from `futr_df` (see `make_future_frame`).
@@ -167,10 +168,12 @@ class XLSTMForecaster(BaseEstimator):
                 if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
             trainer, best = make_trainer(self, validate=holdout > 0)
+            device = training_device(trainer)
+            net.to(device)  # the score of the initial weights is computed where training runs
             if best is not None:
                 best.seed(mean_loss(net, val_loader), net)
             fit_trainer(trainer, module, loader, val_loader, best)
-        net.eval()
+        net.to(device).eval()  # Lightning hands the module back on the CPU; predict where it trained
         self.net_, self.config_, self.levels_ = net, cfg, levels
         self.context_length_, self.freq_, self.panel_ = context, panel.freq, panel
         self.train_loss_ = float(trainer.callback_metrics.get("train_loss", torch.tensor(float("nan"))))

@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from xlstm_ts.lightning_module import RestoreBestWeights
 from xlstm_ts.model import XLSTMForecastNet
@@ -141,13 +142,24 @@ def batch_loader(batch: dict[str, torch.Tensor], size: int = 1024) -> torch.util
 
 @torch.no_grad()
 def mean_loss(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> float:
-    """The network's loss over a validation loader, weighted by batch size as Lightning logs it."""
+    """The network's loss over a validation loader, weighted by batch size as Lightning logs it; batches go to the
+    network's device."""
     was_training = net.training
     net.eval()
+    device = next(net.parameters()).device
     total, count = 0.0, 0
     for batch in loader:
         n = len(batch["past_target"])
-        total += float(net.loss(**batch)) * n
+        with torch.no_grad():
+            total += float(net.loss(**{k: v.to(device) for k, v in batch.items()})) * n
         count += n
     net.train(was_training)
     return total / max(count, 1)
+
+
+def training_device(trainer: L.Trainer) -> torch.device:
+    """The device a single-device trainer trains on; the CPU for multi-process strategies, whose calling process
+    must not touch the GPU before the workers start (forked workers cannot use a CUDA context of their parent)."""
+    if isinstance(trainer.strategy, SingleDeviceStrategy):
+        return trainer.strategy.root_device
+    return torch.device("cpu")
