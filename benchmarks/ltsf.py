@@ -126,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, help="validations without improvement before stopping")
     parser.add_argument("--max-time", type=float, help="training seconds per seed (Lightning's max_time): training "
                         "stops there and keeps its best validated weights; recorded in the preset label")
+    parser.add_argument("--verbose", action="store_true", help="print training progress (a line every tenth of "
+                        "the steps) and the validation loss")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
@@ -170,7 +172,7 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
-                            early_stopping_patience=args.patience,
+                            early_stopping_patience=args.patience, verbose=getattr(args, "verbose", False),
                             trainer_kwargs=trainer_kwargs)  # fmt: skip
     return model.fit(panel)
 

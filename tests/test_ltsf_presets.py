@@ -226,3 +226,13 @@ def test_max_time_stops_training_and_is_recorded_in_the_label(bench, tmp_path):
     assert model.best_step_ is None or model.best_step_ <= last.step
     with pytest.raises(SystemExit):
         bench.parse_args(["--preset", presets[0], "--data-dir", str(tmp_path), "--max-time", "0"])
+
+
+def test_verbose_prints_training_progress(bench, tmp_path, monkeypatch, capsys):
+    presets = _tiny_presets(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a verbose fit keeps a CSV log under ./lightning_logs
+    args = bench.parse_args(["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "10",
+                             "--val-check-steps", "5", "--verbose"])
+    bench.fit_forecaster(args, load_ltsf(args.data, args.split), seed=0)
+    out = capsys.readouterr().out
+    assert "step 10/10" in out and "val_loss" in out
