@@ -16,7 +16,7 @@ def _blockwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dense", [True, False])
-@pytest.mark.parametrize("features, block", [(16, 4), (12, 3), (64, 16), (8, 8)])
+@pytest.mark.parametrize("features, block", [(16, 4), (12, 3), (64, 16), (8, 8), (128, 4), (96, 4), (120, 40)])
 def test_block_diagonal_forward_and_grad_match_blockwise(monkeypatch, dense, features, block):
     monkeypatch.setattr(layers, "prefer_dense", lambda f, d: dense)
     torch.manual_seed(0)
@@ -33,6 +33,14 @@ def test_block_diagonal_forward_and_grad_match_blockwise(monkeypatch, dense, fea
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(layer.weight.grad.double(), w.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_weight_holds_the_blocks_in_groups():
+    layer = BlockDiagonalLinear(96, 4)  # 24 blocks: groups of 8 blocks, 32 features wide
+    grouped = layer.grouped_weight()
+    assert grouped.shape == (3, 32, 32)
+    torch.testing.assert_close(torch.block_diag(*grouped), layer.dense_weight())
+    assert BlockDiagonalLinear(80, 40).grouped_weight().shape == (2, 40, 40)  # blocks wider than a group
 
 
 def test_dense_weight_is_zero_off_the_blocks():
