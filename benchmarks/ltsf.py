@@ -167,12 +167,12 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
     # rows are indexed by position: the protocol ignores calendar time, so gaps in `date` cannot matter
     panel = wide_to_long(wide.assign(date=np.arange(val_end)))
     trainer_kwargs = {"accelerator": args.accelerator, "callbacks": list(callbacks)}
-    if getattr(args, "max_time", None) is not None:
+    if args.max_time is not None:
         trainer_kwargs["max_time"] = timedelta(seconds=args.max_time)
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
-                            early_stopping_patience=args.patience, verbose=getattr(args, "verbose", False),
+                            early_stopping_patience=args.patience, verbose=args.verbose,
                             trainer_kwargs=trainer_kwargs)  # fmt: skip
     return model.fit(panel)
 

@@ -59,20 +59,22 @@ class BlockDiagonalLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(self.num_blocks, block_size, block_size) * std)  # (NB, in, out)
         self.bias = nn.Parameter(torch.zeros(features)) if bias else None
 
+    def _groups(self, per: int) -> torch.Tensor:
+        """The weight as NB / per dense diagonal blocks of `per` small blocks each, zeros between them."""
+        NB, bs = self.num_blocks, self.block_size
+        eye = torch.eye(per, dtype=self.weight.dtype, device=self.weight.device)  # (per, per)
+        grouped = self.weight.view(NB // per, per, bs, 1, bs) * eye[None, :, None, :, None]  # (G, per, bs, per, bs)
+        return grouped.reshape(NB // per, per * bs, per * bs)  # (G, width, width)
+
     def dense_weight(self) -> torch.Tensor:
         """The (features, features) weight, in x out, zero outside the diagonal blocks."""
-        NB, bs = self.num_blocks, self.block_size
-        eye = torch.eye(NB, dtype=self.weight.dtype, device=self.weight.device)  # (NB, NB)
-        return (self.weight.unsqueeze(2) * eye[:, None, :, None]).reshape(NB * bs, NB * bs)  # (NB, bs, NB, bs)
+        return self._groups(self.num_blocks)[0]
 
     def grouped_weight(self) -> torch.Tensor:
         """The weight as G dense (width x width) diagonal blocks, each holding several small blocks (zeros
         between them); width = blocks per group * block_size <= GROUP_WIDTH (or one block when blocks are wider)."""
         NB, bs = self.num_blocks, self.block_size
-        per = max(p for p in range(1, NB + 1) if NB % p == 0 and p * bs <= max(GROUP_WIDTH, bs))
-        eye = torch.eye(per, dtype=self.weight.dtype, device=self.weight.device)  # (per, per)
-        grouped = self.weight.view(NB // per, per, bs, 1, bs) * eye[None, :, None, :, None]  # (G, per, bs, per, bs)
-        return grouped.reshape(NB // per, per * bs, per * bs)  # (G, width, width)
+        return self._groups(max(p for p in range(1, NB + 1) if NB % p == 0 and p * bs <= max(GROUP_WIDTH, bs)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., features)
         if prefer_dense(self.num_blocks * self.block_size, x.device):

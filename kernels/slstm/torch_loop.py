@@ -122,10 +122,10 @@ def slstm_torch_loop(
         h (B, S, NH, DH) in the dtype of wx; with return_last_states, (h, (h_last, c, n, m)), each state
         (B, NH, DH) in float32 (float64 for float64 inputs).
     """
-    B, S, NH, DH = _check_inputs(wx, r, b)
     tensors = [wx, r, b] + list(initial_states or [])
     if not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
         return slstm_torch(wx, r, b, initial_states, return_last_states)  # no backward: the lean reference loop
+    B, S, NH, DH = _check_inputs(wx, r, b)
     dtype = torch.promote_types(wx.dtype, torch.float32)
     h0, c0, n0, m0 = (s.transpose(0, 1) for s in _initial_states(initial_states, (B, NH, DH), dtype, wx.device))
     out, h, c, n, m = _SLSTMLoop.apply(wx, r, b, h0, c0, n0, m0)
