@@ -51,11 +51,17 @@ def test_every_benchmark_cell_has_a_valid_run_preset():
         assert (config.data, config.split, config.lookback) == (data, split, lookback), name
         assert config.horizon == int(name.rsplit("_", 1)[1]) and config.lookback <= MAX_LOOKBACK
         # exchange rates move like random walks: their presets drop the per-window scaling (see the model preset)
-        model = "ltsf_mixing_global" if name.startswith("exchange_rate") else "ltsf_mixing"
+        # ETT data: per-window centring (see the model preset)
+        model = "ltsf_mixing_global" if name.startswith("exchange_rate") else "ltsf_center" if name.startswith(
+            "ett") else "ltsf_mixing"
         assert (config.model, config.batch_size, config.learning_rate) == (model, 32, 1e-4)
         assert (config.max_steps, config.val_check_steps, config.patience) == (3000, 150, 5)
         assert resolve_config(config.model).mode == "variate_mixing"
     assert resolve_config("ltsf_mixing_global") == dataclasses.replace(resolve_config("ltsf_mixing"), scaling="none")
+    center = resolve_config("ltsf_center")
+    assert center.scaling == "center" and len(center.linear_skip_ridge) > 1
+    assert center == dataclasses.replace(resolve_config("ltsf_mixing"), scaling="center",
+                                         linear_skip_ridge=center.linear_skip_ridge)
 
 
 def test_run_presets_ship_with_the_package():
@@ -100,7 +106,7 @@ def test_command_line_flags_override_the_run_preset(bench, tmp_path, monkeypatch
     args = bench.parse_args(["--preset", "etth1_96", "--data-dir", str(tmp_path)])
     assert args.data == str(tmp_path / "ETT" / "ETTh1.csv.gz") and args.split == "ett-hourly"
     assert (args.horizon, args.lookback, args.batch_size, args.val_check_steps) == (96, 512, 32, 150)
-    assert (args.mode, args.label) == ("variate_mixing", "etth1_96/ltsf_mixing")
+    assert (args.mode, args.label) == ("variate_mixing", "etth1_96/ltsf_center")
     args = bench.parse_args(["--preset", "etth1_96", "--data-dir", str(tmp_path), "--lookback", "336",
                              "--max-steps", "10", "--model", "tiny", "--data", "other.csv"])
     assert (args.lookback, args.max_steps, args.horizon, args.data) == (336, 10, 96, "other.csv")

@@ -11,6 +11,8 @@ from xlstm_ts.presets import check_keys, read_preset, shipped_presets
 
 MODES = ("channel_independent", "variate_mixing")
 """How the series of a panel relate: see `ModelConfig.mode`."""
+SCALINGS = ("std", "center", "mean", "none")
+"""Per-window instance scalings: see `ModelConfig.scaling`."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,12 @@ class ModelConfig:
     """Add a linear map of the scaled context to the forecast (the stack then models the residual)."""
     linear_skip_init: str = "lstsq"
     """'lstsq': start the linear skip at the ridge solution on training windows (in fit); 'random': default init."""
+    linear_skip_ridge: float | tuple[float, ...] = 1e-3
+    """Ridge penalty of the 'lstsq' start, relative to the mean diagonal of the Gram matrix. Several values: with a
+    validation tail (`val_size`), fit keeps the one whose start has the lowest validation loss; else the first."""
     scaling: str = "std"
-    """Per-window instance scaling: 'std' (mean/std), 'mean' (mean absolute value) or 'none'."""
+    """Per-window instance scaling: 'std' (mean/std), 'center' (subtract the mean only), 'mean' (mean absolute
+    value) or 'none'."""
     loss_scale: str = "window"
     """'window': the loss of each window in its own scaled units (every window counts alike); 'data': each window's
     loss times its scale, i.e. the pinball loss in data units (suits series already on one scale, as in the
@@ -79,6 +85,13 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.patch_stride must be >= 1 or None, got {self.patch_stride}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}.")
+        ridges = self.linear_skip_ridge
+        if isinstance(ridges, list):  # YAML lists
+            object.__setattr__(self, "linear_skip_ridge", ridges := tuple(ridges))
+        values = ridges if isinstance(ridges, tuple) else (ridges,)
+        if not values or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 0 for r in values):
+            raise ValueError(f"ModelConfig.linear_skip_ridge must be a number >= 0 or a non-empty list of them, got "
+                             f"{self.linear_skip_ridge!r}; e.g. 1e-3 or [1e-3, 1e-2, 0.1, 1.0].")
         if self.linear_skip_init not in ("lstsq", "random"):
             raise ValueError(
                 f"ModelConfig.linear_skip_init must be 'lstsq' or 'random', got {self.linear_skip_init!r}."
@@ -93,8 +106,8 @@ class ModelConfig:
         if self.mixing_dim < 1 or self.mixing_heads < 1 or self.mixing_dim % self.mixing_heads:
             raise ValueError(f"ModelConfig.mixing_dim ({self.mixing_dim}) must be a positive multiple of "
                              f"mixing_heads ({self.mixing_heads}).")
-        if self.scaling not in ("std", "mean", "none"):
-            raise ValueError(f"ModelConfig.scaling must be 'std', 'mean' or 'none', got {self.scaling!r}.")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"ModelConfig.scaling must be one of {SCALINGS}, got {self.scaling!r}.")
 
     @property
     def stride(self) -> int:

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from xlstm_ts import covariates as cov
+from xlstm_ts import training_utils as tu
 from xlstm_ts.backtest import cross_validation, score
 from xlstm_ts.config import ModelConfig, resolve_config
 from xlstm_ts.datasets.frame import Panel
@@ -23,7 +24,6 @@ from xlstm_ts.inference import forecast_frame, predict_array, predict_series, st
 from xlstm_ts.lightning_module import LitForecaster
 from xlstm_ts.model import XLSTMForecastNet
 from xlstm_ts.persistence import load_forecaster, save_forecaster
-from xlstm_ts.training_utils import batch_loader, make_trainer, matmul_precision, mean_loss, quiet, training_device
 
 
 class XLSTMForecaster(BaseEstimator):
@@ -148,7 +148,7 @@ class XLSTMForecaster(BaseEstimator):
                 raise ValueError(f"head='negative_binomial' models counts, but target column {self.target_col!r} of "
                                  f"series {negative[0]!r} has negative values. Use head='normal' or 'student_t'.")
         seed = 0 if self.random_state is None else int(self.random_state)
-        with quiet(self.verbose), matmul_precision(self.float32_matmul_precision):
+        with tu.quiet(self.verbose), tu.matmul_precision(self.float32_matmul_precision):
             L.seed_everything(seed, verbose=False)
             net = XLSTMForecastNet(cfg, context, horizon, levels, head=self.head, n_past=len(spec.past),
                                    n_future=len(spec.future), n_static=spec.n_static)
@@ -161,17 +161,16 @@ class XLSTMForecaster(BaseEstimator):
                 series = [stack_variates(panel.values, panel.ids, panel.starts)]
             sampler = WindowSampler(series, context, horizon, self.batch_size, seed=seed, holdout=holdout,
                                     covariates=covs)
-            if cfg.linear_skip and cfg.linear_skip_init == "lstsq":
-                net.fit_linear_skip(**sampler.sample(100_000, np.random.default_rng([seed, 1])))
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
-            val_loader = batch_loader(tail_windows(series, context, horizon, holdout, covariates=covs)) \
+            val_loader = tu.batch_loader(tail_windows(series, context, horizon, holdout, covariates=covs)) \
                 if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps)
-            trainer, best = make_trainer(self, validate=holdout > 0)
-            device = training_device(trainer)
-            net.to(device)  # the score of the initial weights is computed where training runs
+            trainer, best = tu.make_trainer(self, validate=holdout > 0)
+            device = tu.training_device(trainer)
+            net.to(device)  # the start and the score of the initial weights are computed where training runs
+            self.linear_skip_ridge_ = tu.linear_start(net, sampler, val_loader, seed)
             if best is not None:
-                best.seed(mean_loss(net, val_loader), net)
+                best.seed(tu.mean_loss(net, val_loader), net)
             fit_trainer(trainer, module, loader, val_loader, best)
         net.to(device).eval()  # Lightning hands the module back on the CPU; predict where it trained
         self.net_, self.config_, self.levels_ = net, cfg, levels
@@ -269,12 +268,12 @@ class XLSTMForecaster(BaseEstimator):
             (N, C, F, Q) in mode 'variate_mixing'.
         """
         check_is_fitted(self)
-        with matmul_precision(self.float32_matmul_precision):
+        with tu.matmul_precision(self.float32_matmul_precision):
             return predict_array(self, context, batch_size)
 
     def _predict_series(self, series: list[np.ndarray], batch_size: int = 1024,
                         covariates: Covariates | None = None) -> dict[str, np.ndarray]:
-        with matmul_precision(self.float32_matmul_precision):
+        with tu.matmul_precision(self.float32_matmul_precision):
             return predict_series(self, series, batch_size, covariates)
 
     def predict(self, df: pd.DataFrame | None = None, futr_df: pd.DataFrame | None = None,

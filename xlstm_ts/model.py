@@ -3,7 +3,7 @@ through `xlstm_ts.covariate_layers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -110,15 +110,25 @@ class XLSTMForecastNet(nn.Module):
 
     @torch.no_grad()
     def fit_linear_skip(self, past_target: torch.Tensor, past_observed: torch.Tensor, future_target: torch.Tensor,
-                        future_observed: torch.Tensor, ridge: float = 1e-3, **covariates: torch.Tensor) -> None:
+                        future_observed: torch.Tensor, ridge: float | Sequence[float] = 1e-3,
+                        score: Callable[[], float] | None = None, **covariates: torch.Tensor) -> float | None:
         """Set the linear skip to the ridge least-squares map from scaled context to scaled target; with known-future
         covariates, the map takes their scaled horizon values too (the covariates' linear horizon term).
 
         Windows with a missing target step are left out, and so are windows with missing context steps when
         enough complete ones exist. past_* (N, L), future_* (N, F), covariates as in `forward`.
+
+        Args:
+            ridge: penalty relative to the mean diagonal of the Gram matrix (scale-free); with several values and a
+                `score`, each map is set in turn and the one with the lowest score is kept (ties: the first).
+            score: called after each map is set, e.g. the validation loss of the network. Default: None.
+
+        Returns:
+            The ridge kept, or None when there was nothing to fit (no skip, fewer than two windows).
         """
-        if self.skip is None:
-            return
+        ridges = (ridge,) if isinstance(ridge, (int, float)) else tuple(ridge)
+        if self.skip is None or not ridges:
+            return None
         L, F = self.context_length, self.prediction_length
         past_target, past_observed = past_target.reshape(-1, L), past_observed.reshape(-1, L)  # variates as rows
         future_target, future_observed = future_target.reshape(-1, F), future_observed.reshape(-1, F)
@@ -134,10 +144,22 @@ class XLSTMForecastNet(nn.Module):
             x = torch.cat([x, future[keep].flatten(1).double()], dim=1)  # (n, L + Kf * F)
         y = ((future_target[keep] - loc[keep]) / scale[keep]).double()  # (n, F)
         if len(x) < 2:
-            return
+            return None
         x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (n, L [+ Kf * F] + 1)
-        gram = x1.T @ x1 + ridge * len(x1) * torch.eye(x1.shape[1], dtype=x1.dtype)
-        coef = torch.linalg.solve(gram, x1.T @ y)  # (L [+ Kf * F] + 1, F)
+        gram, moment = x1.T @ x1, x1.T @ y  # (D, D), (D, F)
+        eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device) * gram.diagonal().mean()  # (D, D)
+        coefs = [torch.linalg.solve(gram + r * eye, moment) for r in ridges]  # each (L [+ Kf * F] + 1, F)
+        scores = []
+        for coef in coefs:
+            self._set_linear(coef, horizon)
+            scores.append(float(score()) if score is not None and len(coefs) > 1 else 0.0)
+        best = min(range(len(coefs)), key=lambda j: (not scores[j] == scores[j], scores[j], j))  # NaN last
+        self._set_linear(coefs[best], horizon)
+        return float(ridges[best])
+
+    def _set_linear(self, coef: torch.Tensor, horizon: nn.Linear | None) -> None:
+        """Copy least-squares coefficients (L [+ Kf * F] + 1, F) into the skip (and the covariates' horizon map)."""
+        L = self.context_length
         self.skip.weight.copy_(coef[:L].T.to(self.skip.weight.dtype))
         self.skip.bias.copy_(coef[-1].to(self.skip.bias.dtype))
         if horizon is not None:

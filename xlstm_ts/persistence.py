@@ -74,6 +74,7 @@ def save_forecaster(forecaster, path: str | Path) -> Path:
         "ids": [_encode_id(uid) for uid in panel.ids],
         "ends": [_encode_time(t) for t in panel.ends],
         "train_loss": forecaster.train_loss_,
+        "linear_skip_ridge": getattr(forecaster, "linear_skip_ridge_", None),
         "covariates": {"past": spec.past, "future": spec.future, "static": spec.static,
                        "categories": spec.categories},
     }
@@ -129,6 +130,7 @@ def load_forecaster(cls, path: str | Path, map_location: str | torch.device | No
                               covariates=covariates)
     forecaster.train_loss_, forecaster.n_series_ = settings["train_loss"], len(values)
     forecaster.best_val_loss_ = forecaster.best_step_ = forecaster.log_dir_ = None
+    forecaster.linear_skip_ridge_ = settings.get("linear_skip_ridge")
     forecaster.covariates_ = spec
     forecaster.static_features_ = context["static"].numpy() if "static" in context else None
     return forecaster

@@ -9,7 +9,9 @@ from torch import nn
 class InstanceScaler(nn.Module):
     """Computes loc (B, 1) and scale (B, 1) of each context window from its observed values only.
 
-    Modes: 'std' -> (mean, std); 'mean' -> (0, mean |y|); 'none' -> (0, 1). A window with fewer than two observed
+    Modes: 'std' -> (mean, std); 'center' -> (mean, 1); 'mean' -> (0, mean |y|); 'none' -> (0, 1). 'center' suits
+    series already on one scale (standardized benchmark data): a window keeps its units, so quiet windows are not
+    blown up by a small spread. A window with fewer than two observed
     values (or zero spread) gets a scale of `1.0` fallback-blended so division is always safe.
     """
 
@@ -29,6 +31,8 @@ class InstanceScaler(nn.Module):
             scale = torch.where(scale > self.min_scale, scale, torch.ones_like(scale))
             return torch.zeros_like(scale), scale
         loc = (target * observed).sum(dim=1, keepdim=True) / denom  # (B, 1)
+        if self.mode == "center":
+            return loc, torch.ones_like(loc)
         var = (((target - loc) * observed) ** 2).sum(dim=1, keepdim=True) / denom  # (B, 1)
         scale = var.sqrt()
         # flat or single-value windows: fall back to the mean magnitude, then to 1

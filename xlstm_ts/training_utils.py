@@ -1,5 +1,5 @@
 """Training helpers of the forecaster: the Lightning trainer (logger, progress display), quiet runs, validation
-loaders, validation loss.
+loaders, validation loss, the least-squares start of the linear skip.
 
 What a fit shows and writes:
 - verbose=False (default): nothing on screen, no files, unless `log_dir` asks for a CSV log.
@@ -21,11 +21,13 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
+from xlstm_ts.datasets.windows import WindowSampler
 from xlstm_ts.lightning_module import RestoreBestWeights
 from xlstm_ts.model import XLSTMForecastNet
 
@@ -163,3 +165,18 @@ def training_device(trainer: L.Trainer) -> torch.device:
     if isinstance(trainer.strategy, SingleDeviceStrategy):
         return trainer.strategy.root_device
     return torch.device("cpu")
+
+
+def linear_start(net: XLSTMForecastNet, sampler: WindowSampler, val_loader: torch.utils.data.DataLoader | None,
+                 seed: int) -> float | None:
+    """Start the network's linear skip at the ridge least-squares map on (up to 100k) training windows, on the
+    network's device; with several ridges in the config and a validation loader, keep the one whose start has the
+    lowest validation loss. Returns the ridge kept (None without an 'lstsq' skip)."""
+    cfg = net.cfg
+    if not cfg.linear_skip or cfg.linear_skip_init != "lstsq":
+        return None
+    device = next(net.parameters()).device
+    windows = sampler.sample(100_000, np.random.default_rng([seed, 1]))
+    score = (lambda: mean_loss(net, val_loader)) if val_loader is not None else None
+    return net.fit_linear_skip(**{k: v.to(device) for k, v in windows.items()}, ridge=cfg.linear_skip_ridge,
+                               score=score)

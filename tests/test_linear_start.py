@@ -1,0 +1,99 @@
+"""The least-squares start of the linear skip: per-window centring, the scale-free ridge, and picking the ridge with
+the lowest validation score."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xlstm_ts import XLSTMForecaster
+from xlstm_ts.config import ModelConfig, config_from_dict
+from xlstm_ts.model import XLSTMForecastNet
+from xlstm_ts.scaling import InstanceScaler
+
+TINY = dict(patch_length=4, embed_dim=8, num_heads=2, pattern="m", dropout=0.0)
+
+
+def test_center_scaling_subtracts_the_observed_mean_and_keeps_units():
+    target = torch.tensor([[1.0, 2.0, 6.0, 1000.0], [0.001, 0.002, 0.003, 0.002]])
+    observed = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    loc, scale = InstanceScaler("center")(target, observed)
+    assert loc[:, 0].tolist() == pytest.approx([3.0, 0.002])
+    assert scale.tolist() == [[1.0], [1.0]]  # a quiet window is not stretched
+
+
+def test_ridge_accepts_a_number_or_a_list_and_refuses_the_rest():
+    assert ModelConfig(linear_skip_ridge=0.5).linear_skip_ridge == 0.5
+    cfg = config_from_dict({"linear_skip_ridge": [0.1, 1.0]})  # as read from YAML
+    assert cfg.linear_skip_ridge == (0.1, 1.0)
+    hash(cfg)  # stays usable as a frozen, hashable config
+    for bad in ([], -1.0, [0.1, "x"], True):
+        with pytest.raises(ValueError, match="linear_skip_ridge"):
+            ModelConfig(linear_skip_ridge=bad)
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        ModelConfig(scaling="robust")
+
+
+def _windows(n=400, L=24, F=6, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n + L + F)
+    series = np.sin(t / 3.0) + 0.3 * rng.standard_normal(len(t))
+    idx = np.arange(n)[:, None] + np.arange(L + F)
+    w = torch.tensor(series[idx], dtype=torch.float32)
+    return {"past_target": w[:, :L], "past_observed": torch.ones(n, L),
+            "future_target": w[:, L:], "future_observed": torch.ones(n, F)}
+
+
+def _net(scaling="center", L=24, F=6):
+    return XLSTMForecastNet(ModelConfig(**TINY, scaling=scaling), L, F, (0.5,)).eval()
+
+
+def test_single_ridge_is_the_ridge_solution_relative_to_the_gram_diagonal():
+    batch, net = _windows(), _net()
+    assert net.fit_linear_skip(**batch, ridge=0.3) == 0.3
+    x = batch["past_target"].double()
+    loc = x.mean(dim=1, keepdim=True)
+    x1 = torch.cat([x - loc, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    gram = x1.T @ x1
+    coef = torch.linalg.solve(gram + 0.3 * gram.diagonal().mean() * torch.eye(len(gram), dtype=x.dtype),
+                              x1.T @ (batch["future_target"].double() - loc))
+    torch.testing.assert_close(net.skip.weight.detach().double(), coef[:-1].T, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net.skip.bias.detach().double(), coef[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_several_ridges_keep_the_one_with_the_lowest_score():
+    batch, net = _windows(), _net()
+    weights = {}
+    for r in (1e-3, 1.0, 30.0):
+        net.fit_linear_skip(**batch, ridge=r)
+        weights[r] = net.skip.weight.detach().clone()
+    assert not torch.allclose(weights[1e-3], weights[30.0])
+    # a score that prefers the middle ridge, recognised by its weights
+    score = lambda: 0.0 if torch.allclose(net.skip.weight, weights[1.0]) else 1.0  # noqa: E731
+    assert net.fit_linear_skip(**batch, ridge=(1e-3, 1.0, 30.0), score=score) == 1.0
+    torch.testing.assert_close(net.skip.weight, weights[1.0])
+    # NaN scores lose; without a score the first ridge is kept
+    nan_first = lambda: float("nan") if torch.allclose(net.skip.weight, weights[1e-3]) else 2.0  # noqa: E731
+    assert net.fit_linear_skip(**batch, ridge=(1e-3, 30.0), score=nan_first) == 30.0
+    assert net.fit_linear_skip(**batch, ridge=(30.0, 1e-3)) == 30.0
+    torch.testing.assert_close(net.skip.weight, weights[30.0])
+
+
+def test_forecaster_picks_the_ridge_with_the_lowest_validation_loss(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 400
+    y = np.sin(np.arange(n) / 4.0) + 0.5 * rng.standard_normal(n)
+    df = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": y})
+    ridges = (1e-4, 100.0)
+    common = dict(prediction_length=8, context_length=32, max_steps=1, batch_size=16, val_size=64,
+                  val_check_steps=1, random_state=0, trainer_kwargs={"accelerator": "cpu"})
+    losses = {}
+    for r in ridges:  # each ridge alone: the validation loss of the start is the seeded best score
+        est = XLSTMForecaster(model={**TINY, "linear_skip_ridge": r}, learning_rate=0.0, **common).fit(df)
+        assert est.linear_skip_ridge_ == r
+        losses[r] = est.best_val_loss_
+    assert losses[ridges[0]] != pytest.approx(losses[ridges[1]])
+    est = XLSTMForecaster(model={**TINY, "linear_skip_ridge": list(ridges)}, learning_rate=0.0, **common).fit(df)
+    assert est.linear_skip_ridge_ == min(ridges, key=losses.get)
+    assert est.best_val_loss_ == pytest.approx(min(losses.values()), rel=1e-6)
+    assert XLSTMForecaster.load(est.save(tmp_path / "m")).linear_skip_ridge_ == est.linear_skip_ridge_
