@@ -147,7 +147,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             NH, S, DQK, DHV, B * NH, DQK**-0.5, eps,
             L=L, BK=BK, BV=BV, LOWP=_bwd_lowp(q.dtype), HAS_INIT=has_init,
             HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-            DETACH=detach,
+            DETACH=detach, ONE_CHUNK=S <= L,
             num_warps=num_warps,
         )  # fmt: skip
         if NV > 1:

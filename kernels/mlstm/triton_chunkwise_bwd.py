@@ -5,6 +5,9 @@ One program per (DHV block, batch * head), two passes over the chunks with the s
 2. backward in time: carry (dC, dn), the gradient of the state leaving each chunk, and form dk, dv, and the gate
    gradients with their reverse cumulative sums carried across chunks as scalars (see `triton_chunkwise_gates.py`
    and the docstring of `triton_chunkwise.py` for the identities).
+A sequence of one chunk (ONE_CHUNK, the short sequences of patched forecasters) forms dq in pass 2 from the initial
+state, so the chunk's tiles, scores and weights are loaded and computed once; state terms that are zero for it (no
+upstream dC/dn, no initial state) are skipped.
 With one DHV block the program writes the final gradients in the input dtypes; with several, dq, dk, di, df and
 dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds up.
 """
@@ -70,6 +73,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     HAS_DM: tl.constexpr,
     MULTI_V: tl.constexpr,
     DETACH: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -106,31 +110,35 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         n = tl.zeros((BK,), dtype=tl.float32)
         m_init = tl.zeros((), dtype=tl.float32)
 
-    # pass 1, forward in time: recompute the entering states and form dq
+    # pass 1, forward in time: recompute the entering states and form dq. With one chunk, pass 2 forms dq (the
+    # entering state is the initial one) and this pass only builds the last state, when an upstream dC or dn needs it
+    NC1 = NC
+    if ONE_CHUNK and not (HAS_DC or HAS_DN):
+        NC1 = 0 * NC
     m_prev = m_init
-    for c in range(0, NC):
+    for c in range(0, NC1):
         t = c * L + offs_l  # (L,)
         mask_t = t < S
         mask_tk = mask_t[:, None] & mask_k[None, :]
         mask_tv = mask_t[:, None] & mask_v[None, :]
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-        dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
-        z, m_row, inv_den, hd, dz = _row_terms(
-            z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
-            BV, MULTI_V, DETACH,
-        )  # fmt: skip
         m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
-
-        w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
-        w0 = tl.where(mask_t, tl.exp(b + m_prev - m_row), 0.0)  # (L,)
-        dnum = dh * inv_den[:, None]  # (L, BV)
-        ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
-        dq = _dot(w * ds, k, LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
-        dq = dq * qk_scale  # (L, BK)
-        dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
-        tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
+        if not ONE_CHUNK:
+            dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
+            z, m_row, inv_den, hd, dz = _row_terms(
+                z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
+                eps, BV, MULTI_V, DETACH,
+            )  # fmt: skip
+            w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
+            w0 = tl.where(mask_t, tl.exp(b + m_prev - m_row), 0.0)  # (L,)
+            dnum = dh * inv_den[:, None]  # (L, BV)
+            ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
+            dq = _dot(w * ds, k, LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
+            dq = dq * qk_scale  # (L, BK)
+            dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+            tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
 
         a = g - b + i_g  # (L,)
         decay = tl.exp(g + m_prev - m_end)
@@ -180,17 +188,28 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         dnum = dh * inv_den[:, None]  # (L, BV)
         qk = _dot(q, tl.trans(k), LOWP) * qk_scale  # (L, L)
         ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
+        if ONE_CHUNK:  # dq as pass 1 forms it, from the initial state
+            dq = _dot(w * ds, k, LOWP)  # (L, BK)
+            if HAS_INIT:
+                C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+                n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+                dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
+            dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+            tl.store(dq_ptr + dq_off, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
         dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
-        dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
+        dv = _dot(tl.trans(w * qk), dnum, LOWP)  # (L, BV)
+        if not ONE_CHUNK or (HAS_DC or HAS_DN):  # the gradient of the leaving state (zero for one chunk without them)
+            dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
+            dv += e[:, None] * _dot(k, dC, LOWP)
         dk_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
         tl.store(dk_ptr + dk_off, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
         di = tl.sum(k.to(tl.float32) * dk, axis=1)  # (L,) di_s = <k_s, dk_s>, before the stabilizer terms
-        dv = _dot(tl.trans(w * qk), dnum, LOWP) + e[:, None] * _dot(k, dC, LOWP)  # (L, BV)
         dv_off = pid_bh * S * DHV + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
         tl.store(dv_ptr + dv_off, dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
-        q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
-        dC = decay * dC + _dot(tl.trans(q_w), dnum, LOWP)  # (BK, BV)
-        dn = decay * dn + tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
+        if not ONE_CHUNK or HAS_INIT:  # the gradient of the entering state (only dC0, dn0 read it for one chunk)
+            q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
+            dC = decay * dC + _dot(tl.trans(q_w), dnum, LOWP)  # (BK, BV)
+            dn = decay * dn + tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
 
         # d(cumsum log f)_t = <dh_t, h_t> + dz_t z_t - di_t (+ last_dot at S-1); d log f is its reverse cumsum
         is_last = t == S - 1
