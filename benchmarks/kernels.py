@@ -1,7 +1,7 @@
 """GPU timings of the Triton mLSTM / sLSTM kernels next to torch SDPA (flash) and the torch references, one run.
 
-Times forward and forward+backward (`out.sum().backward()`, as the NX-AI anchor script does) with CUDA events:
-median of `--reps` repetitions after `--warmup` calls. Inputs: q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1),
+Times forward and forward+backward (`out.sum().backward()`, as the NX-AI anchor script does) with the anchor
+script's timer, `triton.testing.do_bench` (median; `--timer events` times waited-for calls instead). Inputs: q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1),
 bf16 unless noted (the anchor recipe in ../shared/reference/gpu_anchor_timings.md). One sweep of
 (chunk_size, num_warps) for the mLSTM kernel; the table reports the best and the default.
 
@@ -48,10 +48,16 @@ SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
 # the NX-AI anchor timing script: $XLSTM_TS_ANCHOR, else ../shared/bench/anchor_kernels.py beside the repository
 _DEFAULT_ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
 ANCHOR = Path(os.environ.get("XLSTM_TS_ANCHOR", _DEFAULT_ANCHOR))
+TIMER = "do_bench"  # set from --timer
 
 
 def median_ms(fn, warmup: int, reps: int) -> float:
-    """Median time of fn() in ms over reps CUDA-event-timed calls after warmup calls."""
+    """Median time of fn() in ms. With TIMER "do_bench" (default): `triton.testing.do_bench` with `warmup` and `reps`
+    in milliseconds of calls, as the NX-AI anchor script times theirs (the L2 cache is cleared before each call and
+    calls are queued without waiting, so host launch latency is hidden as it is in training). With "events": reps
+    CUDA-event-timed calls after warmup calls, each waited for, so host launch latency is included."""
+    if TIMER == "do_bench":
+        return float(triton.testing.do_bench(fn, warmup=warmup, rep=reps, return_mode="median"))
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -216,8 +222,10 @@ def tests_summary(log: Path | None) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--timer", choices=["do_bench", "events"], default="do_bench",
+                        help="do_bench: the anchor script's timer (warmup/reps in ms); events: waited-for calls")
+    parser.add_argument("--warmup", type=int, help="warm-up ms (do_bench, default 50) or calls (events, default 10)")
+    parser.add_argument("--reps", type=int, help="timed ms (do_bench, default 300) or calls (events, default 30)")
     parser.add_argument("--quick", action="store_true", help="one sweep point only")
     parser.add_argument("--profile", action="store_true", help="also write a torch.profiler breakdown")
     parser.add_argument("--launches", action="store_true", help="only print the mLSTM kernel's launch counts")
@@ -230,12 +238,17 @@ def main() -> None:
         return
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/kernels.py needs a CUDA GPU; the Triton interpreter is far too slow to time.")
+    global TIMER
+    TIMER = args.timer
+    bench = args.timer == "do_bench"
+    args.warmup = args.warmup if args.warmup is not None else (50 if bench else 10)
+    args.reps = args.reps if args.reps is not None else (300 if bench else 30)
     rows = mlstm_rows(args.warmup, args.reps, args.quick) + slstm_rows(args.warmup, args.reps)
     anchors, note = anchor_rows()
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
-            "warmup": args.warmup, "reps": args.reps, "anchors": note, "gpu_tests": tests_summary(args.gpu_tests_log)}
+            "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note, "gpu_tests": tests_summary(args.gpu_tests_log)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "anchor_rows": anchors}, indent=1))

@@ -77,11 +77,12 @@ def slstm_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def anchor_table(rows: list[dict], anchors: list[dict]) -> list[str]:
+def anchor_table(rows: list[dict], anchors: list[dict], timer: str | None = None) -> list[str]:
     """Ours against NX-AI at every goal shape that both ran in this run: ratios and the goals' verdicts."""
     good = [a for a in anchors if "error" not in a]
+    ours = "`triton.testing.do_bench` medians, as theirs" if timer == "do_bench" else "CUDA-event medians"
     lines = ["", "## Against the NX-AI kernels, same run", "",
-             "Ours: CUDA-event medians (this script). Theirs: `triton.testing.do_bench` medians from the anchor script "
+             f"Ours: {ours} (this script). Theirs: `triton.testing.do_bench` medians from the anchor script "
              "in the same device call. Ratio = ours / theirs (below 1: ours is faster). The sLSTM anchor is the xlstm "
              "`sLSTMLayer` (cuda backend, fp32, conv off), which also runs its gate projections and norm; ours is the "
              "recurrent kernel alone.", "",
@@ -121,11 +122,18 @@ def anchor_table(rows: list[dict], anchors: list[dict]) -> list[str]:
     return lines
 
 
+def _timer(meta: dict) -> str:
+    if meta.get("timer") == "do_bench":
+        return (f"Medians of `triton.testing.do_bench` ({meta['warmup']} ms warm-up, {meta['reps']} ms timed), the "
+                "anchor script's timer")
+    return f"Median of {meta['reps']} CUDA-event-timed calls after {meta['warmup']} warm-up calls"
+
+
 def render(data: dict) -> str:
     meta = data["meta"]
     lines = ["# Kernel timings: Triton mLSTM / sLSTM next to torch SDPA, the torch references and NX-AI", "",
-             f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}. Median of {meta['reps']} "
-             f"CUDA-event-timed calls after {meta['warmup']} warm-up calls; fw+bw = forward + `out.sum().backward()`.",
+             f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}. {_timer(meta)}; "
+             "fw+bw = forward + `out.sum().backward()`.",
              "Written by `benchmarks/kernels.py` (rendered by `benchmarks/kernels_report.py`). Anchors: "
              f"{meta['anchors']}."]  # fmt: skip
     if meta.get("gpu_tests"):
@@ -133,7 +141,7 @@ def render(data: dict) -> str:
                      f"{meta['gpu_tests']}.")
     lines.append("")
     rows = data["rows"]
-    lines += mlstm_table(rows) + slstm_table(rows) + anchor_table(rows, data.get("anchor_rows", []))
+    lines += mlstm_table(rows) + slstm_table(rows) + anchor_table(rows, data.get("anchor_rows", []), meta.get("timer"))
     return "\n".join(lines) + "\n"
 
 
