@@ -1,8 +1,8 @@
 """GPU timings of the Triton mLSTM / sLSTM kernels next to torch SDPA (flash) and the torch references, one run.
 
 Times forward and forward+backward (`out.sum().backward()`, as the NX-AI anchor script does) with the anchor
-script's timer, `triton.testing.do_bench` (median; `--timer events` times waited-for calls instead). Inputs: q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1),
-bf16 unless noted (the anchor recipe in ../shared/reference/gpu_anchor_timings.md). One sweep of
+script's timer, `triton.testing.do_bench` (median; `--timer events` times waited-for calls instead). Inputs:
+q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1), bf16 unless noted (the anchor recipe in ../shared/reference/gpu_anchor_timings.md). One sweep of
 (chunk_size, num_warps) for the mLSTM kernel; the table reports the best and the default.
 
 The NX-AI anchors (mlstm_kernels, xlstm sLSTM CUDA) are timed by ../shared/bench/anchor_kernels.py; when that
@@ -248,7 +248,8 @@ def main() -> None:
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
-            "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note, "gpu_tests": tests_summary(args.gpu_tests_log)}
+            "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note,
+            "gpu_tests": tests_summary(args.gpu_tests_log)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "anchor_rows": anchors}, indent=1))
