@@ -3,7 +3,8 @@
 Times forward and forward+backward (`out.sum().backward()`, as the NX-AI anchor script does) with the anchor
 script's timer, `triton.testing.do_bench` (median; `--timer events` times waited-for calls instead). Inputs:
 q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1), bf16 unless noted (the anchor recipe in
-../shared/reference/gpu_anchor_timings.md). One sweep of (chunk_size, num_warps) for the mLSTM kernel; the table reports the best and the default.
+../shared/reference/gpu_anchor_timings.md). One sweep of (chunk_size, num_warps) for the mLSTM kernel; the table
+reports the best and the default.
 
 The NX-AI anchors (mlstm_kernels, xlstm sLSTM CUDA) are timed by ../shared/bench/anchor_kernels.py; when that
 script and its wheels are present it is run in a subprocess per kernel and its rows are added, otherwise the run
