@@ -137,7 +137,7 @@ def render(data: dict) -> str:
              "Written by `benchmarks/kernels.py` (rendered by `benchmarks/kernels_report.py`). Anchors: "
              f"{meta['anchors']}."]  # fmt: skip
     if meta.get("gpu_tests"):
-        lines.append(f"Kernel tests on this device in the same call (`pytest -m gpu tests/kernels`): "
+        lines.append(f"Kernel tests on this device (`pytest -m gpu tests/kernels`; in the same call unless noted): "
                      f"{meta['gpu_tests']}.")
     lines.append("")
     rows = data["rows"]
