@@ -1,4 +1,4 @@
-"""Long-horizon (LTSF) benchmark on any CSV in the ETT/Autoformer layout, with two baselines from the same run.
+"""Long-horizon (LTSF) benchmark on any CSV in the ETT/Autoformer layout, with three baselines from the same run.
 
 Protocol (`xlstm_ts.datasets.ltsf`): ETT split borders or 0.7/0.1/0.2, a StandardScaler fitted on the training rows
 only, MSE/MAE on the scaled data over every test window (stride 1, nothing dropped), every step and every variate.
@@ -7,9 +7,11 @@ Mode `channel_independent`: each variate is one series of a panel, the network w
 Mode `variate_mixing` (preset `ltsf_mixing`): the variates are forecast together, an xLSTM stack runs across them.
 Per seed the forecaster trains on targets in the training rows, scores every validation window every
 `--val-check-steps` steps and keeps the weights with the lowest validation loss; it predicts the median (one quantile,
-pinball loss). Baselines, recorded as modes `baseline:repeat_last` and `baseline:linear`: the last context value
-repeated, and a least-squares linear map from the lookback to the horizon shared by all variates and fitted on every
-training window. Baseline rows have no seed and no epochs.
+pinball loss). Baselines, recorded as modes `baseline:repeat_last`, `baseline:linear` and `baseline:linear_centred`:
+the last context value repeated, a least-squares linear map from the lookback to the horizon shared by all variates
+and fitted on every training window, and the same map fitted and applied with each window centred on its context
+mean (the forecaster's 'center' scaling without the network). Baseline rows have no seed and no epochs; `--seeds`
+with no value runs the baselines only.
 
 `epochs` is the optimizer step of the selected weights times the batch size divided by the number of standard
 training windows (variates x (training rows - lookback - horizon + 1)); the sampler also draws windows whose
@@ -115,7 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", choices=SPLITS, help="ett-hourly, ett-minute (ETT x4) or ratio")
     parser.add_argument("--horizon", type=int)
     parser.add_argument("--lookback", type=int)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="seeds to train (none: only the baselines)")
     parser.add_argument("--mode", default=None, choices=MODES,
                         help="how variates are modelled (default: the model preset's mode)")
     parser.add_argument("--model", help="model preset name or YAML path (recorded as preset)")
@@ -215,8 +218,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     if not args.no_baselines:
         start = time.perf_counter()
         coef = fit_linear_lookback(data.values, data.borders.train_end, L, H)  # (L + 1, H)
+        seconds = time.perf_counter() - start
+        centred = fit_linear_lookback(data.values, data.borders.train_end, L, H, center=True)  # (L + 1, H)
         baselines = {"baseline:repeat_last": (lambda past: repeat_last(past, H), 0.0),
-                     "baseline:linear": (lambda past: linear_lookback(past, coef), time.perf_counter() - start)}
+                     "baseline:linear": (lambda past: linear_lookback(past, coef), seconds),
+                     "baseline:linear_centred": (lambda past: linear_lookback(past, centred, center=True),
+                                                 time.perf_counter() - start - seconds)}
     rows = []
     for seed in args.seeds:
         scores, epochs, seconds = train_and_score(args, data, seed, test_past, test_future)

@@ -200,15 +200,16 @@ def repeat_last(past: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def fit_linear_lookback(values: np.ndarray, train_end: int, lookback: int, horizon: int,
-                        chunk_rows: int = 65536) -> np.ndarray:
+                        chunk_rows: int = 65536, center: bool = False) -> np.ndarray:
     """Least-squares map from the L context values (plus an intercept) to the F targets, shared by all variates and
     fitted on every training window (context and target inside rows [0, train_end)).
 
     The fit streams windows through a QR factorization of [context, 1, target], so memory stays at `chunk_rows`
-    windows for any data set size.
+    windows for any data set size. With `center`, each window's context mean is taken from its context and target
+    before the fit and added back to the forecast (a level-free map, as the forecaster's 'center' scaling).
 
     Returns:
-        coef (L + 1, F) float64; forecast with `linear_lookback(past, coef)`.
+        coef (L + 1, F) float64; forecast with `linear_lookback(past, coef, center)`.
     """
     L, F = lookback, horizon
     n_windows(Borders(train_end, train_end, train_end), "train", L, F)
@@ -217,12 +218,16 @@ def fit_linear_lookback(values: np.ndarray, train_end: int, lookback: int, horiz
     r = np.zeros((0, L + 1 + F))
     for start in range(0, len(view), step):
         win = view[start:start + step].reshape(-1, L + F).astype(np.float64)  # (k * C, L + F)
+        if center:
+            win = win - win[:, :L].mean(axis=1, keepdims=True)
         block = np.hstack([win[:, :L], np.ones((len(win), 1)), win[:, L:]])  # (k * C, L + 1 + F)
         r = np.linalg.qr(np.vstack([r, block]), mode="r")  # (<= L + 1 + F, L + 1 + F)
     coef, *_ = np.linalg.lstsq(r[:, :L + 1], r[:, L + 1:], rcond=None)  # (L + 1, F)
     return coef
 
 
-def linear_lookback(past: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """Forecasts of the fitted linear map: (N, L) contexts -> (N, F)."""
-    return past.astype(np.float64) @ coef[:-1] + coef[-1]
+def linear_lookback(past: np.ndarray, coef: np.ndarray, center: bool = False) -> np.ndarray:
+    """Forecasts of the fitted linear map: (N, L) contexts -> (N, F); `center` as the map was fitted."""
+    past = past.astype(np.float64)
+    level = past.mean(axis=1, keepdims=True) if center else 0.0  # (N, 1)
+    return (past - level) @ coef[:-1] + coef[-1] + level

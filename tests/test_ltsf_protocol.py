@@ -145,7 +145,8 @@ def test_benchmark_script_end_to_end(tmp_path, one_thread, load_benchmark):
     bench.main(argv)
     table = pd.read_csv(out / "ltsf.csv")
     assert list(table.columns) == REQUIRED + ["preset"]
-    assert list(table["mode"]) == ["channel_independent", "baseline:repeat_last", "baseline:linear"]
+    assert list(table["mode"]) == ["channel_independent", "baseline:repeat_last", "baseline:linear",
+                                   "baseline:linear_centred"]
     assert (table["dataset"] == "tiny").all() and (table["n_test_windows"] == 60 - 8 + 1).all()
     model_row = table.iloc[0]
     assert model_row["seed"] == 0 and model_row["preset"] == "tiny" and model_row["train_seconds"] > 0
@@ -157,6 +158,8 @@ def test_benchmark_script_end_to_end(tmp_path, one_thread, load_benchmark):
 
     bench.main(argv[:-2] + ["--results-dir", str(tmp_path / "unused"), "--no-record", "--max-steps", "1"])
     assert not (tmp_path / "unused").exists()
+    only = bench.main([a for a in argv if a != "0"][:-2] + ["--seeds", "--no-record"])  # no seed: baselines only
+    assert [r["mode"] for r in only] == ["baseline:repeat_last", "baseline:linear", "baseline:linear_centred"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--data", "x.csv", "--split", "ratio", "--mode", "no_such_mode"])
 
@@ -175,3 +178,26 @@ def test_markdown_summarises_seeds_and_compares_with_published(tmp_path, load_be
     assert cells[4:10] == ["ltsf", "3", "0.3600 ± 0.0100", "0.3900 ± 0.0100", "2.00", "30"]
     assert cells[11:] == ["0.370/0.400", "0.375/0.399", "0.368/0.395", "0.359/0.386", "yes / no"]
     # 0.360 is at/below PatchTST/64 (0.370) but above xLSTM-Mixer (0.359)
+
+
+def test_centred_linear_baseline_is_level_free():
+    from xlstm_ts.datasets.ltsf import fit_linear_lookback, linear_lookback
+
+    # a period-8 pattern around a different level per variate, plus a little noise
+    rng = np.random.default_rng(0)
+    rows = np.arange(600)[:, None]
+    values = np.sin(2 * np.pi * rows / 8) + np.array([[0.0, 3.0, -2.0]]) + 0.01 * rng.standard_normal((600, 3))
+    L, F = 16, 4
+    coef = fit_linear_lookback(values, 500, L, F, center=True)  # (L + 1, F)
+    past, future = split_windows_of(values[500:], L, F)
+    error = linear_lookback(past, coef, center=True) - future
+    assert np.sqrt(np.mean(error**2)) < 0.03  # the pattern, up to the noise
+    # the forecast moves with the window's level, also to levels never seen in training
+    np.testing.assert_allclose(linear_lookback(past + 100.0, coef, center=True),
+                               linear_lookback(past, coef, center=True) + 100.0, atol=1e-8)
+    assert not np.allclose(coef, fit_linear_lookback(values, 500, L, F))  # not the plain map
+
+
+def split_windows_of(values, L, F):
+    view = np.lib.stride_tricks.sliding_window_view(values, L + F, axis=0).reshape(-1, L + F)  # (N * C, L + F)
+    return view[:, :L], view[:, L:]
