@@ -132,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="print training progress (a line every tenth of "
                         "the steps) and the validation loss")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--precision", help="Lightning precision of training, e.g. bf16-mixed (default: float32); "
+                        "recorded in the preset label")
     parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
@@ -154,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.max_time <= 0:
             parser.error(f"--max-time must be a positive number of seconds, got {args.max_time}")
         args.label += f" (max {args.max_time:g} s)"
+    if args.precision is not None:
+        args.label += f" ({args.precision})"
     try:
         args.mode = args.mode or resolve_config(args.model).mode
     except ValueError as err:
@@ -172,6 +176,8 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
     trainer_kwargs = {"accelerator": args.accelerator, "callbacks": list(callbacks)}
     if args.max_time is not None:
         trainer_kwargs["max_time"] = timedelta(seconds=args.max_time)
+    if getattr(args, "precision", None) is not None:
+        trainer_kwargs["precision"] = args.precision
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
