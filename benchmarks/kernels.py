@@ -137,6 +137,18 @@ def slstm_rows(warmup: int, reps: int) -> list[dict]:
     return rows
 
 
+def ceilings() -> dict[str, float]:
+    """The device's measured ceilings: copy bandwidth (GB/s, bytes read plus written by a 1 GiB bf16 copy) and bf16
+    matmul throughput (TFLOP/s of an 8192 x 8192 x 8192 matmul), timed with `median_ms`."""
+    x = torch.empty(2**29, device="cuda", dtype=torch.bfloat16)  # 1 GiB
+    y = torch.empty_like(x)
+    copy_ms = median_ms(lambda: y.copy_(x), 25, 100)
+    n = 8192
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    mm_ms = median_ms(lambda: a @ b, 25, 100)
+    return {"copy_gbs": 2 * 2**30 / copy_ms / 1e6, "bf16_tflops": 2 * n**3 / mm_ms / 1e9}
+
+
 def profile_backward(path: Path) -> None:
     """Kernel-level breakdown (torch.profiler, CUDA time) of one forward+backward at the two patched shapes."""
     from torch.profiler import ProfilerActivity, profile
@@ -244,12 +256,13 @@ def main() -> None:
     bench = args.timer == "do_bench"
     args.warmup = args.warmup if args.warmup is not None else (50 if bench else 10)
     args.reps = args.reps if args.reps is not None else (300 if bench else 30)
+    peaks = ceilings()
     rows = mlstm_rows(args.warmup, args.reps, args.quick) + slstm_rows(args.warmup, args.reps)
     anchors, note = anchor_rows()
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
-            "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note,
+            "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note, "ceilings": peaks,
             "gpu_tests": tests_summary(args.gpu_tests_log)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,46 @@ def anchor_table(rows: list[dict], anchors: list[dict], timer: str | None = None
     return lines
 
 
+def mlstm_work(B: int, NH: int, S: int, DH: int, chunk: int = 64) -> dict[str, float]:
+    """Work models of the chunkwise mLSTM (bf16, DQK = DHV = DH) for the ceilings table.
+
+    FLOPs executed by the chunkwise form with full (L, L) tiles, L = the chunk the kernel runs (64, or the sequence
+    rounded up to a power of two >= 16 when shorter): per step 2 L DH for the scores, 2 L DH for their product with V,
+    2 DH^2 for the state readout and 2 DH^2 for the state update; forward+backward counts 3x the forward (the usual
+    convention). Bytes: the least a kernel must move in bf16: the forward reads q, k, v, i, f and writes h; the
+    backward also reads q, k, v, i, f and dh and writes dq, dk, dv, di, df.
+    """
+    L = min(chunk, max(16, 1 << (S - 1).bit_length()))
+    fw_flops = 2.0 * B * NH * S * (2 * L * DH + 2 * DH * DH)
+    fw_bytes = 2.0 * B * NH * S * (4 * DH + 2)
+    bw_bytes = 2.0 * B * NH * S * (7 * DH + 4)
+    return {"fw_flops": fw_flops, "fwbw_flops": 3 * fw_flops, "fw_bytes": fw_bytes, "fwbw_bytes": fw_bytes + bw_bytes}
+
+
+def ceilings_table(rows: list[dict], peaks: dict | None) -> list[str]:
+    """Achieved TFLOP/s and GB/s of our default mLSTM launch against the device's measured ceilings."""
+    if not peaks:
+        return []
+    lines = ["", "## mLSTM against the device's ceilings", "",
+             f"Measured in the same run: copy bandwidth {peaks['copy_gbs']:.0f} GB/s (1 GiB bf16 copy, bytes read "
+             f"plus written), bf16 matmul {peaks['bf16_tflops']:.0f} TFLOP/s (8192^3). Work models in "
+             "`kernels_report.mlstm_work`: executed FLOPs of the chunkwise form, the least bytes a kernel moves.", "",
+             "| B, NH, S, DH | fw TFLOP/s (% of peak) | fw GB/s (% of copy) | fw+bw TFLOP/s (%) | fw+bw GB/s (%) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if r["op"] != "mlstm" or r["kernel"] != "mlstm_chunkwise--triton" or r.get("num_warps") != "default":
+            continue
+        work = mlstm_work(r["B"], r["NH"], r["S"], r["DH"], r.get("chunk_size", 64))
+        cells = []
+        for part in ("fw", "fwbw"):
+            seconds = r[f"{part}_ms"] / 1e3
+            tflops, gbs = work[f"{part}_flops"] / seconds / 1e12, work[f"{part}_bytes"] / seconds / 1e9
+            cells += [f"{tflops:.1f} ({100 * tflops / peaks['bf16_tflops']:.1f} %)",
+                      f"{gbs:.0f} ({100 * gbs / peaks['copy_gbs']:.1f} %)"]
+        lines.append(f"| {', '.join(map(str, _mlstm_key(r)))} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _timer(meta: dict) -> str:
     if meta.get("timer") == "do_bench":
         return (f"Medians of `triton.testing.do_bench` ({meta['warmup']} ms warm-up, {meta['reps']} ms timed), the "
@@ -141,7 +181,8 @@ def render(data: dict) -> str:
                      f"{meta['gpu_tests']}.")
     lines.append("")
     rows = data["rows"]
-    lines += mlstm_table(rows) + slstm_table(rows) + anchor_table(rows, data.get("anchor_rows", []), meta.get("timer"))
+    lines += mlstm_table(rows) + ceilings_table(rows, meta.get("ceilings")) + slstm_table(rows)
+    lines += anchor_table(rows, data.get("anchor_rows", []), meta.get("timer"))
     return "\n".join(lines) + "\n"
 
 

@@ -51,3 +51,23 @@ def test_report_says_when_no_anchor_ran(report):
     text = report.render(_data([{"kernel": "slstm", "error": "ImportError('skipped')"}]))
     assert "No NX-AI anchor ran at a goal shape in this run." in text
     assert "met" not in text
+
+
+def test_ceilings_table_uses_the_work_models(report, tmp_path):
+    work = report.mlstm_work(1024, 4, 64, 32)
+    # one chunk of 64: 2 * B * NH * S * (2 * 64 * 32 + 2 * 32 * 32) FLOPs forward; bf16 q, k, v, h, i, f bytes
+    assert work["fw_flops"] == 2 * 1024 * 4 * 64 * (2 * 64 * 32 + 2 * 32 * 32)
+    assert work["fwbw_flops"] == 3 * work["fw_flops"]
+    assert work["fw_bytes"] == 2 * 1024 * 4 * 64 * (4 * 32 + 2)
+    assert report.mlstm_work(1, 1, 20, 16)["fw_flops"] == 2 * 20 * (2 * 32 * 16 + 2 * 16 * 16)  # chunk 32 for S = 20
+    data = _data([])
+    data["meta"]["ceilings"] = {"copy_gbs": 4000.0, "bf16_tflops": 800.0}
+    path = tmp_path / "kernels.json"
+    path.write_text(json.dumps(data))
+    text = report.write(path).read_text()
+    fw_tflops = work["fw_flops"] / 0.2e-3 / 1e12  # the default launch's forward took 0.2 ms
+    assert f"| 1024, 4, 64, 32 | {fw_tflops:.1f} ({100 * fw_tflops / 800:.1f} %) |" in text
+    assert "copy bandwidth 4000 GB/s" in text
+    data["meta"].pop("ceilings")
+    path.write_text(json.dumps(data))
+    assert "ceilings" not in report.write(path).read_text()
