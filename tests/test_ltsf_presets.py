@@ -152,14 +152,14 @@ def test_sweep_records_every_run_and_the_baselines_once_per_preset(sweep, bench,
             "--data-dir", str(tmp_path), "--results-dir", str(out)]
     assert sweep.main(argv) == 0
     table = pd.read_csv(out / "ltsf.csv")
-    assert table.iloc[0]["preset"] == "x/y" and len(table) == 1 + 2 * 2 + 2 * 2  # earlier row kept, then appended
+    assert table.iloc[0]["preset"] == "x/y" and len(table) == 1 + 2 * 2 + 2 * 3  # earlier row kept, then appended
     model = table[table["mode"] == "channel_independent"]
     assert sorted(zip(model["preset"], model["seed"])) == [("a_8/tiny", 0), ("a_8/tiny", 1), ("b_4/tiny", 0),
                                                             ("b_4/tiny", 1)]
     baselines = table[table["mode"].str.startswith("baseline:")]
     assert baselines.groupby(["horizon", "lookback", "mode"]).size().to_dict() == {
-        (4, 16, "baseline:linear"): 1, (4, 16, "baseline:repeat_last"): 1,
-        (8, 24, "baseline:linear"): 1, (8, 24, "baseline:repeat_last"): 1}
+        (h, lb, f"baseline:{name}"): 1 for h, lb in ((4, 16), (8, 24)) for name in ("linear", "linear_centred",
+                                                                                   "repeat_last")}
     threads = max(1, sweep.available_cores() // 2)  # OMP_NUM_THREADS = cores // jobs
     assert model["device"].str.contains(f"{threads} threads").all()
     markdown = (out / "ltsf.md").read_text()
