@@ -3,7 +3,8 @@
 The function is the one of `torch_ref.slstm_torch` (same signature, same stabilized states). Autograd through the
 reference records about 15 small ops per time step and replays each with its own backward node; here the forward
 writes every step's activations into preallocated buffers (time-major, heads first, so no step permutes memory),
-and the backward is a second loop of plain tensor ops over those buffers. The recurrent-weight gradient is one
+and the backward is a second loop of plain tensor ops over those buffers, with the factors that do not depend on
+the gradients (c/n, o/n, the gate derivatives) formed for all steps before it. The recurrent-weight gradient is one
 batched matmul over all steps after the loop. Gradients flow through the stabilizer max exactly as autograd does
 through the reference (except at exact ties of the max, where autograd splits the gradient in halves; the output
 does not depend on m, so the gradients of wx, r, b and the initial h, c, n are the same either way).
@@ -71,26 +72,30 @@ class _SLSTMLoop(torch.autograd.Function):
         # gradients of the gate pre-activations (i, f, z, o)
         g_pre = torch.empty(S, NH, B, 4, DH, dtype=dtype, device=acts.device)  # (S, NH, B, 4, DH)
         r_t = r_cat.transpose(1, 2)  # (NH, 4 DH, DH)
+        # factors that do not depend on the gradients, for all steps at once (a few ops instead of a few per step)
+        i_all, f_all, z_all, o_all = acts.unbind(3)  # each (S, NH, B, DH)
+        inv_n = states[1:, 2].reciprocal()  # (S, NH, B, DH)
+        c_over_n = states[1:, 1] * inv_n  # dh/do = c/n; dh/dn = -o c/n^2 (with o/n below)
+        o_over_n = o_all * inv_n  # dh/dc
+        k_o = c_over_n * o_all * (1.0 - o_all)  # dh/do~ = c/n * sigmoid'(o~)
+        k_z = i_all * (1.0 - z_all * z_all)  # dc/dz~ = i' tanh'(z~)
         for t in range(S - 1, -1, -1):
-            i_act, f_act, z, o = acts[t].unbind(2)
-            _, c, n = states[t + 1].unbind(0)
             _, c_prev, n_prev = states[t].unbind(0)
+            f_act = f_all[t]
             gh = g_out[t] + gh_rec
-            inv_n = n.reciprocal()
-            go = gh * c * inv_n
-            gho = gh * o * inv_n
+            gho = gh * o_over_n[t]
             gc = gc + gho
-            gn = gn - gho * c * inv_n
+            gn = torch.addcmul(gn, gho, c_over_n[t], value=-1.0)
             gi_pre, gf_pre, gz_pre, go_pre = g_pre[t].unbind(2)
-            t_i = (gc * z + gn) * i_act  # through i' = exp(i~ - m)
-            t_f = (gc * c_prev + gn * n_prev) * f_act  # through f' = exp(a - m)
+            t_i = torch.addcmul(gn, gc, z_all[t]) * i_all[t]  # through i' = exp(i~ - m)
+            t_f = torch.addcmul(gc * c_prev, gn, n_prev) * f_act  # through f' = exp(a - m)
             gm_new = gm - t_i - t_f  # m enters i' and f' with a minus sign
             routed = torch.where(take_a[t], gm_new, 0.0)
             ga = t_f + routed
             torch.add(t_i, gm_new - routed, out=gi_pre)
             torch.mul(ga, sig_neg_f[t], out=gf_pre)
-            torch.mul(gc * i_act, 1.0 - z * z, out=gz_pre)
-            torch.mul(go * o, 1.0 - o, out=go_pre)
+            torch.mul(gc, k_z[t], out=gz_pre)
+            torch.mul(gh, k_o[t], out=go_pre)
             gh_rec = torch.bmm(g_pre[t].view(NH, B, 4 * DH), r_t)  # (NH, B, DH)
             gc, gn, gm = gc * f_act, gn * f_act, ga
         wx_dtype, r_dtype, b_dtype = ctx.dtypes
