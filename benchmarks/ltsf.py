@@ -176,7 +176,7 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
     trainer_kwargs = {"accelerator": args.accelerator, "callbacks": list(callbacks)}
     if args.max_time is not None:
         trainer_kwargs["max_time"] = timedelta(seconds=args.max_time)
-    if getattr(args, "precision", None) is not None:
+    if args.precision is not None:
         trainer_kwargs["precision"] = args.precision
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -242,7 +242,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     return [{c: row[c] for c in COLUMNS} for row in rows]
 
 
-def _mean_std(values: pd.Series) -> str:
+def mean_std(values) -> str:
+    """'mean ± sample std' of a sequence of numbers to 4 places; the mean alone for one value."""
+    values = pd.Series(values, dtype=float)
     if len(values) < 2:
         return f"{values.mean():.4f}"
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
@@ -280,7 +282,7 @@ def write_markdown(csv_path: Path) -> Path:
         epochs = f"{cell['epochs'].mean():.2f}" if cell["epochs"].notna().any() else "–"
         devices = ", ".join(sorted(set(cell["device"])))
         lines.append(f"| {dataset} | {horizon} | {mode} | {lookback} | {preset or '–'} | {seeds or '–'} | "
-                     f"{_mean_std(cell['mse'])} | {_mean_std(cell['mae'])} | {epochs} | "
+                     f"{mean_std(cell['mse'])} | {mean_std(cell['mae'])} | {epochs} | "
                      f"{cell['train_seconds'].sum():.0f} | {devices} | "
                      + " | ".join(_anchor_cells(dataset, int(horizon), cell["mse"].mean())) + " |")
     path = csv_path.parent / "ltsf.md"

@@ -82,14 +82,12 @@ def write_markdown(rows: list[dict], path: Path) -> Path:
             if precision != "32-true" and len(ref) >= 2 and len(val) >= 2:
                 diff, bound, ok = within_noise(ref, val)
                 verdict = f"{diff:+.4f} (bound {bound:.4f}): {'within noise' if ok else 'outside noise'}"
-            lines.append(f"| {device} | {preset} | {steps} ({every}) | {precision} | {len(cell)} | {_ms(val)} | "
-                         f"{_ms(mse)} | {_ms(mae)} | {np.mean([r['train_seconds'] for r in cell]):.0f} | {verdict} |")
+            seconds = np.mean([r["train_seconds"] for r in cell])
+            lines.append(f"| {device} | {preset} | {steps} ({every}) | {precision} | {len(cell)} | "
+                         f"{ltsf.mean_std(val)} | {ltsf.mean_std(mse)} | {ltsf.mean_std(mae)} | {seconds:.0f} | "
+                         f"{verdict} |")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _ms(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

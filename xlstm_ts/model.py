@@ -148,11 +148,14 @@ class XLSTMForecastNet(nn.Module):
         x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (n, L [+ Kf * F] + 1)
         gram, moment = x1.T @ x1, x1.T @ y  # (D, D), (D, F)
         eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device) * gram.diagonal().mean()  # (D, D)
-        coefs = [torch.linalg.solve(gram + r * eye, moment) for r in ridges]  # each (L [+ Kf * F] + 1, F)
-        scores = []
-        for coef in coefs:
-            self._set_linear(coef, horizon)
-            scores.append(float(score()) if score is not None and len(coefs) > 1 else 0.0)
+        if score is None or len(ridges) == 1:  # nothing to choose by: the first ridge
+            self._set_linear(torch.linalg.solve(gram + ridges[0] * eye, moment), horizon)
+            return float(ridges[0])
+        coefs, scores = [], []
+        for r in ridges:
+            coefs.append(torch.linalg.solve(gram + r * eye, moment))  # (L [+ Kf * F] + 1, F)
+            self._set_linear(coefs[-1], horizon)
+            scores.append(float(score()))
         best = min(range(len(coefs)), key=lambda j: (not scores[j] == scores[j], scores[j], j))  # NaN last
         self._set_linear(coefs[best], horizon)
         return float(ridges[best])
