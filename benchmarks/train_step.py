@@ -14,12 +14,16 @@ Variants:
 - `ours-bf16` (GPU): the same under `torch.autocast(bfloat16)`; the kernels keep gates, states and sums in fp32.
 - `ours-compiled` (with `--compile`): the same stack after `XLSTMStack.compile_blocks()` (torch.compile per block);
   the first step, which compiles, is timed apart as `first_step_s`.
+- `ours-compiled-graph`, `ours-compiled-bf16-graph` (GPU, with `--graph`): the compiled stack's whole step (fp32, or
+  under bf16 autocast) captured once as a CUDA graph and replayed (`xlstm_ts.graphed_step.GraphedTrainStep`, AdamW
+  with capturable=True); `first_step_s` is then the capture (compiling, warm-up steps); the peak memory counts the
+  capture too.
 - `nxai`: `xLSTMBlockStack`, mLSTM in its torch parallel form, sLSTM backend `cuda` on the GPU (an nvcc build on first
   use) and `vanilla` on the CPU (`--slstm-backend` overrides).
 
 Usage:
-    python benchmarks/train_step.py --device cuda       # GPU shapes: (1024, 64, 128) x mmmm/msmm/ssss, (256, 336, 128)
-    python benchmarks/train_step.py --device cpu        # CPU shapes: (64, 64, 64) and (32, 336, 64), msmm
+    python benchmarks/train_step.py --device cuda --compile --graph  # (1024, 64, 128) x mmmm/msmm/ssss, (256, 336, 128)
+    python benchmarks/train_step.py --device cpu --compile           # CPU: (64, 64, 64) and (32, 336, 64), msmm
 Needs `pip install xlstm==2.0.6 mlstm-kernels==2.0.6` for the NX-AI rows (without them only ours is timed).
 Appends rows to <out>/train_step.json (per device) and rewrites <out>/train_step.md.
 """
@@ -38,6 +42,7 @@ import torch
 from torch import nn
 
 from xlstm_ts.config import ModelConfig
+from xlstm_ts.graphed_step import GraphedTrainStep
 from xlstm_ts.layers import round_up
 from xlstm_ts.stack import XLSTMStack
 
@@ -80,32 +85,46 @@ def nxai(D: int, S: int, pattern: str, device: str, slstm_backend: str) -> nn.Mo
     return xLSTMBlockStack(cfg).to(device)
 
 
-def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autocast: bool) -> dict:
+def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).float().pow(2).mean()
+
+
+def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autocast: bool, graph: bool = False) -> dict:
     """Median step time (ms), tokens/s, peak memory (GB, CUDA) and the first loss of `model` trained on x."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     cuda = x.device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            loss = model(x).float().pow(2).mean()
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    start = time.perf_counter()
-    first = float(step())
-    first_step_s = time.perf_counter() - start
-    for _ in range(warmup):
-        step()
-    times = []
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graph)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    if graph:
+        start = time.perf_counter()
+        step = GraphedTrainStep(model, opt, _loss, (x,), torch.bfloat16 if autocast else None, warmup=warmup)
+        first = float(step(x))
+        first_step_s = time.perf_counter() - start
+        run_step = lambda: step(x)  # noqa: E731
+    else:
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+        def run_step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            with amp:
+                loss = _loss(model, x)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        start = time.perf_counter()
+        first = float(run_step())
+        first_step_s = time.perf_counter() - start
+        for _ in range(warmup):
+            run_step()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+    times = []
     for _ in range(reps):
         start = time.perf_counter()
-        step()
+        run_step()
         if cuda:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1e3)
@@ -122,6 +141,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         print("xlstm is not installed: timing ours only (pip install xlstm==2.0.6 mlstm-kernels==2.0.6).")
     backend = args.slstm_backend or ("cuda" if args.device == "cuda" else "vanilla")
     variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["ours-compiled"] if args.compile else [])
+    variants += ["ours-compiled-graph", "ours-compiled-bf16-graph"] if args.graph and args.device == "cuda" else []
     variants += ["nxai"] if have_nxai else []
     torch.set_float32_matmul_precision(args.matmul_precision)
     rows = []
@@ -133,14 +153,18 @@ def run(args: argparse.Namespace) -> list[dict]:
                 model = nxai(D, S, pattern, args.device, backend)
             else:
                 model = ours(D, S, pattern, args.device)
-                if variant == "ours-compiled":
+                if variant.startswith("ours-compiled"):
+                    # a fresh compile per variant: the stacks built before would otherwise use up dynamo's
+                    # recompile limit, and later variants would silently run uncompiled
+                    torch._dynamo.reset()
                     model.compile_blocks()
             build = time.perf_counter() - build
             x = torch.randn(B, S, D, device=args.device)
             try:
-                result = time_steps(model, x, args.warmup, args.reps, autocast=variant == "ours-bf16")
+                result = time_steps(model, x, args.warmup, args.reps, autocast="bf16" in variant,
+                                    graph=variant.endswith("-graph"))  # fmt: skip
             except Exception as err:  # a compiler failure costs its row only; the other variants still run
-                if variant != "ours-compiled":
+                if not variant.startswith("ours-compiled"):
                     raise
                 print(f"{variant} failed at {B}, {S}, {D}, {pattern}: {type(err).__name__}: {err}", flush=True)
                 continue
@@ -214,6 +238,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--matmul-precision", choices=("highest", "high"), default="high",
                         help="torch.set_float32_matmul_precision for both stacks")
     parser.add_argument("--compile", action="store_true", help="also time our stack with torch.compile per block")
+    parser.add_argument("--graph", action="store_true", help="also time the compiled step captured as a CUDA graph "
+                        "(fp32 and bf16 autocast; GPU only)")
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")

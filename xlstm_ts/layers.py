@@ -12,9 +12,10 @@ from torch import nn
 class CausalConv1d(nn.Module):
     """Depthwise causal convolution over time: output t sees inputs t - kernel + 1 .. t.
 
-    On the CPU it runs as a sum of shifted, per-channel scaled copies of the input in its (B, T, C) layout: the
-    same function as the grouped Conv1d, about twice as fast forward + backward for a few taps (no transposes to
-    (B, C, T), no depthwise-convolution backward). Elsewhere it calls the Conv1d.
+    For a few taps (`prefer_taps`) it runs as a sum of shifted, per-channel scaled copies of the input in its
+    (B, T, C) layout: the same function as the grouped Conv1d without transposes to (B, C, T) or a depthwise-
+    convolution backward, and element-wise, so torch.compile fuses it with the activation around it. Otherwise it
+    calls the Conv1d.
     """
 
     def __init__(self, channels: int, kernel_size: int):
@@ -24,10 +25,17 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, C)
         K = self.kernel_size
-        if x.device.type == "cpu" and K <= 8:
+        if prefer_taps(K, x.device):
             return causal_taps(x, self.conv.weight, self.conv.bias)
         y = F.pad(x.transpose(1, 2), (K - 1, 0))  # (B, C, T + K - 1)
         return self.conv(y).transpose(1, 2)  # (B, T, C)
+
+
+def prefer_taps(kernel_size: int, device: torch.device) -> bool:
+    """Whether a depthwise causal conv of this width runs as shifted products (`causal_taps`) on `device`.
+
+    Measured forward + backward: about twice as fast as the grouped Conv1d on a 2-core CPU for up to 8 taps."""
+    return kernel_size <= 8
 
 
 def causal_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Chunkwise mLSTM in Triton: host wrappers, the autograd function and the public `mlstm_chunkwise_triton`.
 
-Launches: the forward is one kernel (`triton_chunkwise_fwd.py`); the backward is one kernel
+Launches: the forward is one kernel (`triton_chunkwise_fwd.py`; it forms the last states only when they are
+returned); the backward is one kernel
 (`triton_chunkwise_bwd.py`), plus one that adds the per-block shares when DHV spans several blocks (DHV > 64).
 Inputs, initial states and upstream gradients are read through their strides and cast inside the kernels, zero
 initial states and absent upstream gradients are compile-time flags, so no torch op runs besides allocating outputs.
@@ -80,7 +81,7 @@ def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
 
 class _MLSTMChunkwiseTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, i, f, C0, n0, m0, eps, chunk_size, detach_normalizer):
+    def forward(ctx, q, k, v, i, f, C0, n0, m0, eps, chunk_size, detach_normalizer, need_last):
         B, NH, S, DQK = q.shape
         DHV = v.shape[-1]
         # the backward runs fp32/TF32 dots for every input dtype: size the tiles for fp32 when a gradient is needed
@@ -95,17 +96,22 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         h32 = torch.empty(B, NH, S, DHV, **f32) if store_h32 else h  # (B, NH, S, DHV)
         z = torch.empty(B, NH, S, **f32)  # (B, NH, S)
         m = torch.empty(B, NH, S, **f32)  # (B, NH, S)
-        C_last = torch.empty(B, NH, DQK, DHV, **f32)  # (B, NH, DQK, DHV)
-        n_last = torch.empty(B, NH, DQK, **f32)  # (B, NH, DQK)
-        m_last = torch.empty(B, NH, **f32)  # (B, NH)
+        if need_last:
+            C_last = torch.empty(B, NH, DQK, DHV, **f32)  # (B, NH, DQK, DHV)
+            n_last = torch.empty(B, NH, DQK, **f32)  # (B, NH, DQK)
+            m_last = torch.empty(B, NH, **f32)  # (B, NH)
+            last = (C_last, n_last, m_last)
+        else:
+            C_last = n_last = m_last = None
+            last = (z, z, z)  # placeholders are never written
         states = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
         _mlstm_chunkwise_fwd_kernel_tl[(triton.cdiv(DHV, BV), B * NH)](
-            q, k, v, i, f, *states, h, h32, z, m, C_last, n_last, m_last,
+            q, k, v, i, f, *states, h, h32, z, m, *last,
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
             NH, S, DQK, DHV, DQK**-0.5, eps,
             L=L, BK=BK, BV=BV, LOWP=_fwd_lowp(q.dtype, store_h32), STORE_H32=store_h32, HAS_INIT=has_init,
-            num_warps=num_warps,
+            ONE_CHUNK=S <= L, NEED_LAST=need_last, num_warps=num_warps,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
         ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer)
@@ -152,7 +158,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         )  # fmt: skip
         if NV > 1:
             dq, dk, di, df, dm0 = _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK)
-        return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None
+        return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None, None
 
 
 def _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
@@ -226,7 +232,9 @@ def mlstm_chunkwise_triton(
                 f"{name} must be a floating-point tensor on {q.device} like q, got {x.dtype} on {x.device}; "
                 "move or cast it with .to(q.device, torch.float32)."
             )
-    h, C, n, m = _MLSTMChunkwiseTriton.apply(q, k, v, i, f, *states, eps, chunk_size, detach_normalizer)
+    h, C, n, m = _MLSTMChunkwiseTriton.apply(
+        q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states)
+    )
     if not return_last_states:
         return h
     return h, pack_states(C, n, m)

@@ -4,7 +4,9 @@ One program per (DHV block, batch * head) loops over the chunks of the sequence 
 stabilized state C (DQK x BV block), n (DQK) and its stabilizer m in registers ("limit chunk" layout: the whole
 chunk of L time steps, L x L scores, lives in one program). It reads q, k, v, i, f and the optional initial states
 through their strides in their own dtypes, starts from zero states without any buffer when none are given, and
-writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the last states.
+writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the last states when asked for
+(NEED_LAST). A sequence of one chunk (ONE_CHUNK) skips the state terms that are zero or unused: the entering state
+without initial states, the leaving state when the last states are not returned.
 """
 
 import triton
@@ -27,7 +29,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     h32_ptr,  # out (BNH, S, DHV) contiguous fp32 copy of h for the backward, written only if STORE_H32
     z_ptr,  # out (BNH, S) fp32: n~_t . q^_t before abs/max
     m_ptr,  # out (BNH, S) fp32: stabilizer m_t
-    cl_ptr,  # out (BNH, DQK, DHV) fp32 last C
+    cl_ptr,  # out (BNH, DQK, DHV) fp32 last C; written only if NEED_LAST
     nl_ptr,  # out (BNH, DQK) fp32 last n
     ml_ptr,  # out (BNH,) fp32 last m
     sq_b, sq_h, sq_s, sq_d,
@@ -50,6 +52,8 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     LOWP: tl.constexpr,
     STORE_H32: tl.constexpr,
     HAS_INIT: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+    NEED_LAST: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -94,8 +98,11 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
         w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
         scores = _dot(q, tl.trans(k), LOWP) * qk_scale * w  # (L, L)
-        num = _dot(scores, v, LOWP) + (w0 * qk_scale)[:, None] * _dot(q, C, LOWP)  # (L, BV)
-        z = tl.sum(scores, axis=1) + w0 * qk_scale * tl.sum(q.to(tl.float32) * n[None, :], axis=1)  # (L,)
+        num = _dot(scores, v, LOWP)  # (L, BV)
+        z = tl.sum(scores, axis=1)  # (L,)
+        if HAS_INIT or not ONE_CHUNK:  # the entering state (zero for a single chunk without initial states)
+            num += (w0 * qk_scale)[:, None] * _dot(q, C, LOWP)
+            z += w0 * qk_scale * tl.sum(q.to(tl.float32) * n[None, :], axis=1)
         den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
         h = num / den[:, None]  # (L, BV)
         h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
@@ -105,15 +112,17 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         tl.store(z_ptr + gate_off + t, z, mask=mask_t & first)
         tl.store(m_ptr + gate_off + t, m_row, mask=mask_t & first)
 
-        # carry the state to the chunk end: key s enters with log weight g - b_s + i~_s
-        a = g - b + i_g  # (L,)
-        m_new = tl.maximum(g + m_prev, tl.max(a, axis=0))
-        decay = tl.exp(g + m_prev - m_new)
-        k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
-        C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
-        n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
-        m_prev = m_new
+        if NEED_LAST or not ONE_CHUNK:
+            # carry the state to the chunk end: key s enters with log weight g - b_s + i~_s
+            a = g - b + i_g  # (L,)
+            m_new = tl.maximum(g + m_prev, tl.max(a, axis=0))
+            decay = tl.exp(g + m_prev - m_new)
+            k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
+            C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
+            n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+            m_prev = m_new
 
-    tl.store(cl_ptr + pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
-    tl.store(nl_ptr + pid_bh * DQK + offs_k, n, mask=mask_k & first)
-    tl.store(ml_ptr + pid_bh, m_prev, mask=first)
+    if NEED_LAST:
+        tl.store(cl_ptr + pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
+        tl.store(nl_ptr + pid_bh * DQK + offs_k, n, mask=mask_k & first)
+        tl.store(ml_ptr + pid_bh, m_prev, mask=first)

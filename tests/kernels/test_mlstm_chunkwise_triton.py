@@ -169,7 +169,7 @@ def test_chunkwise_triton_detach_normalizer(i_mean, nan_poison):
 
 def test_chunkwise_triton_state_passing(nan_poison):
     torch.manual_seed(42)
-    q, k, v, i, f = (x.float() for x in make_mlstm_inputs(1, 2, 35, 16, 16))
+    q, k, v, i, f = (x.float().to(DEVICE) for x in make_mlstm_inputs(1, 2, 35, 16, 16))
     kernel = get_kernel("mlstm_chunkwise--triton")
     h_all, states_all = kernel(q, k, v, i, f, return_last_states=True, chunk_size=16)
     h1, states = kernel(q[:, :, :20], k[:, :, :20], v[:, :, :20], i[:, :, :20], f[:, :, :20], return_last_states=True)

@@ -1,7 +1,7 @@
 """mlstm_chunkwise--triton on sequences of one chunk (S <= chunk), the short sequences of patched forecasters: the
 backward forms dq in its single pass and skips state terms that are zero. Checked against the fp64 torch reference
-with and without initial states, with upstream gradients on h only or also on the last states, both gate regimes,
-S not a multiple of 16 and DHV spanning one or two value blocks.
+with and without initial states, with the last states not returned (the forward then skips them), returned, or
+given upstream gradients, both gate regimes, S not a multiple of 16 and DHV spanning one or two value blocks.
 
 Without CUDA the kernels run in the Triton interpreter (set in conftest.py).
 """
@@ -17,31 +17,33 @@ pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _grads(fn, leaves, upstream, dtype, with_last):
-    """Outputs and gradients of sum(h * dh) (+ sum(state * d state) with_last) w.r.t. every leaf (None if absent)."""
+def _grads(fn, leaves, upstream, dtype, last):
+    """Outputs and gradients of sum(h * dh) (+ sum(state * d state) if last == "grad") w.r.t. every leaf (None if
+    absent); the last states are returned unless last == "none"."""
     state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     cast = [None if x is None else x.to(dtype if idx < 5 else state_dtype) for idx, x in enumerate(leaves)]
-    h, states = fn(*cast, return_last_states=True, chunk_size=64)
-    outs = [h, *states] if with_last else [h]
+    out = fn(*cast, return_last_states=last != "none", chunk_size=64)
+    h, states = out if last != "none" else (out, ())
+    outs = [h, *states] if last == "grad" else [h]
     loss = sum((o.double() * u).sum() for o, u in zip(outs, upstream))
     used = [x for x in leaves if x is not None]
     grads = iter(torch.autograd.grad(loss, used))
     return outs, [None if x is None else next(grads) for x in leaves]
 
 
-@pytest.mark.parametrize("with_last", [False, True], ids=["dh-only", "dh+dstates"])
+@pytest.mark.parametrize("last", ["none", "returned", "grad"], ids=["h-only", "states-returned", "dh+dstates"])
 @pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 @pytest.mark.parametrize("B,NH,S,DQK,DHV", [(1, 2, 13, 16, 24), (2, 1, 40, 20, 80)], ids=lambda x: str(x))
-def test_one_chunk_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, with_last, nan_poison):
+def test_one_chunk_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, last, nan_poison):
     torch.manual_seed(7)
     inputs = make_mlstm_inputs(B, NH, S, DQK, DHV, i_mean=i_mean)
     states = make_mlstm_states(B, NH, DQK, DHV) if with_states else (None, None, None)
     leaves = [x if x is None else x.to(DEVICE).requires_grad_() for x in (*inputs, *states)]
     shapes = [(B, NH, S, DHV), (B, NH, DQK, DHV), (B, NH, DQK), (B, NH, 1)]
     upstream = [torch.randn(s, dtype=torch.float64, device=DEVICE) for s in shapes]
-    ref = _grads(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, with_last)
-    out = _grads(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, with_last)
+    ref = _grads(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, last)
+    out = _grads(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, last)
     for name, a, b in zip("hCnm", ref[0], out[0]):
         assert_close(name, a, b, TOLERANCES["float32-ieee"].ratio)
     for name, a, b in zip(["dq", "dk", "dv", "di", "df", "dC0", "dn0"], ref[1], out[1]):
