@@ -181,34 +181,50 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+VARIANTS = [("ours", "ours fp32"), ("ours-bf16", "ours bf16"), ("ours-compiled", "compiled"),
+            ("ours-compiled-graph", "compiled + graph"), ("ours-compiled-bf16-graph", "compiled + graph, bf16")]
+
+
 def write_markdown(rows: list[dict], path: Path) -> None:
-    """One line per (device, shape, pattern): each variant's step time and ours / NX-AI."""
+    """One line per (device, shape, pattern): NX-AI's step, then each of our variants as ms (ours / NX-AI)."""
     lines = ["# Training step: our xLSTM stack next to NX-AI's xLSTMBlockStack", "",
              "Written by `benchmarks/train_step.py` (setup in its docstring). Step = forward + backward of mean(y^2) "
-             "+ AdamW, fp32 parameters; median step time in ms (tokens/s in millions), peak GPU memory in GB. "
-             "Ratio = ours / NX-AI (below 1: ours is faster). After the device: the fp32 matmul precision "
+             "+ AdamW, fp32 parameters; median step time in ms, and in brackets ours / NX-AI (below 1: ours is "
+             "faster); tokens/s in millions; peak GPU memory in GB. After the device: the fp32 matmul precision "
              "(torch.set_float32_matmul_precision, the same for both stacks; 'high' lets fp32 matmuls use TF32).", "",
-             "Compiled: `XLSTMStack.compile_blocks()`, with the seconds of its first (compiling) step; that is much "
-             "shorter when torch's on-disk compile cache already holds the graphs (93 s cold, 6 s warm on the CPU "
-             "at 64, 64, 64).", "",
-             "| device | B, S, D | pattern | ours ms (M tok/s) | ours bf16 ms | compiled ms (first step s) | "
-             "NX-AI ms (M tok/s) | NX-AI sLSTM | ours / NX-AI | bf16 / NX-AI | compiled / NX-AI | "
-             "peak GB ours / bf16 / NX-AI | params ours / NX-AI |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Variants: eager fp32; eager under bf16 autocast; compiled = `XLSTMStack.compile_blocks()` (in "
+             "brackets after the ratio: seconds of the first, compiling step; much shorter when torch's on-disk "
+             "compile cache already holds the graphs: 93 s cold, 6 s warm on the CPU at 64, 64, 64); + graph = the "
+             "compiled step captured as one CUDA graph and replayed (`xlstm_ts.graphed_step.GraphedTrainStep`); "
+             "bf16 = under bf16 autocast (gates, states and kernel sums stay fp32). Best = the fastest of ours.", "",
+             "| device | B, S, D | pattern | NX-AI ms (M tok/s) | NX-AI sLSTM | "
+             + " | ".join(label for _, label in VARIANTS)
+             + " | best M tok/s | peak GB ours fp32 / best / NX-AI | params ours / NX-AI |",
+             "|---|---|---|---|---|" + "---|" * len(VARIANTS) + "---|---|---|"]  # fmt: skip
     keys = dict.fromkeys((r["device"], r["B"], r["S"], r["D"], r["pattern"]) for r in rows)
     for key in keys:
         cell = {r["variant"]: r for r in rows if (r["device"], r["B"], r["S"], r["D"], r["pattern"]) == key}
-        o, b, c, n = cell.get("ours"), cell.get("ours-bf16"), cell.get("ours-compiled"), cell.get("nxai")
-        ms = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['tokens_per_s'] / 1e6:.3g})"  # noqa: E731
-        ratio = lambda r, n=n: "–" if r is None or n is None else f"{r['step_ms'] / n['step_ms']:.3f}x"  # noqa: E731
-        plain = lambda r: "–" if r is None else f"{r['step_ms']:.2f}"  # noqa: E731
+        n, o = cell.get("nxai"), cell.get("ours")
+        ours = [cell[v] for v, _ in VARIANTS if v in cell]
+        best = min(ours, key=lambda r: r["step_ms"]) if ours else None
+
+        def show(variant: str, cell: dict = cell, n: dict | None = n, best: dict | None = best) -> str:
+            r = cell.get(variant)
+            if r is None:
+                return "–"
+            ratio = f"{r['step_ms'] / n['step_ms']:.3f}x" if n else "–"
+            first = f", {r['first_step_s']:.0f} s" if variant.startswith("ours-compiled") else ""
+            return f"**{r['step_ms']:.2f}** ({ratio}{first})" if r is best else f"{r['step_ms']:.2f} ({ratio}{first})"
+
         peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
-        compiled = lambda r: "–" if r is None else f"{r['step_ms']:.2f} ({r['first_step_s']:.0f})"  # noqa: E731
-        prec = (o or n or b or {}).get("matmul_precision")
-        lines.append(f"| {key[0]}{f' ({prec})' if prec else ''} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {ms(o)} | "
-                     f"{plain(b)} | {compiled(c)} | {ms(n)} | "
-                     f"{n['slstm_backend'] if n and 's' in key[4] else '–'} | {ratio(o)} | {ratio(b)} | {ratio(c)} | "
-                     f"{peak(o)} / {peak(b)} / {peak(n)} | {o['params'] if o else '–'} / "
+        prec = (o or n or best or {}).get("matmul_precision")
+        nx = "–" if n is None else f"{n['step_ms']:.2f} ({n['tokens_per_s'] / 1e6:.3g})"
+        backend = n["slstm_backend"] if n and "s" in key[4] else "–"
+        best_tps = "–" if best is None else f"{best['tokens_per_s'] / 1e6:.3g}"
+        lines.append(f"| {key[0]}{f' ({prec})' if prec else ''} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {nx} | "
+                     f"{backend} | " + " | ".join(show(v) for v, _ in VARIANTS) + " | "
+                     f"{best_tps} | "
+                     f"{peak(o)} / {peak(best)} / {peak(n)} | {o['params'] if o else '–'} / "
                      f"{n['params'] if n else '–'} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 

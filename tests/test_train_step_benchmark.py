@@ -33,3 +33,16 @@ def test_same_widths_as_nxai(load_benchmark):
         n_ours = sum(p.numel() for p in ours.parameters())
         n_theirs = sum(p.numel() for p in theirs.parameters())
         assert abs(n_ours - n_theirs) / n_theirs < 0.1, (pattern, n_ours, n_theirs)
+
+
+def test_table_ratios_and_best_variant(load_benchmark, tmp_path):
+    """Every variant's cell is its time and its ratio to NX-AI's step; the fastest of ours is marked."""
+    bench = load_benchmark("train_step")
+    base = {"device": "GPU", "B": 4, "S": 8, "D": 16, "pattern": "ms", "matmul_precision": "high", "params": 10,
+            "slstm_backend": "", "first_step_s": 2.0, "peak_gb": 1.0}  # fmt: skip
+    times = {"nxai": 40.0, "ours": 20.0, "ours-compiled": 10.0, "ours-compiled-bf16-graph": 4.0}
+    rows = [{**base, "variant": v, "step_ms": ms, "tokens_per_s": 32 / ms * 1e3} for v, ms in times.items()]
+    bench.write_markdown(rows, tmp_path / "t.md")
+    line = (tmp_path / "t.md").read_text().splitlines()[-1]
+    assert "| 20.00 (0.500x) |" in line and "| 10.00 (0.250x, 2 s) |" in line
+    assert "**4.00** (0.100x, 2 s)" in line and line.count("| – |") == 2  # bf16 eager, compiled + graph
