@@ -15,11 +15,10 @@ from sklearn.utils.validation import check_is_fitted
 from xlstm_ts import covariates as cov
 from xlstm_ts import training_utils as tu
 from xlstm_ts.backtest import cross_validation, score
-from xlstm_ts.config import ModelConfig, resolve_config
+from xlstm_ts.config import ModelConfig
 from xlstm_ts.datasets.frame import Panel
 from xlstm_ts.datasets.windows import Covariates, WindowSampler, context_windows, tail_windows
 from xlstm_ts.distributed import fit_trainer
-from xlstm_ts.heads import HEADS, check_quantiles
 from xlstm_ts.inference import forecast_frame, predict_array, predict_series, stack_variates, variate_panel
 from xlstm_ts.lightning_module import LitForecaster
 from xlstm_ts.model import XLSTMForecastNet
@@ -70,6 +69,9 @@ class XLSTMForecaster(BaseEstimator):
             after): "high" lets fp32 matmuls and the Triton kernels' dots use TF32 tensor cores (a training step about
             6x faster on an H100 than exact fp32; gates, states and sums stay fp32), "highest" keeps exact fp32 dots,
             None leaves torch's setting as it is. Without CUDA it changes nothing.
+        compile: torch.compile each xLSTM block before training (`XLSTMStack.compile_blocks`; the Triton kernels
+            stay as they are): faster training steps after a one-off compile (seconds on a GPU, up to minutes on a
+            CPU, which needs a C++ compiler). Single-device fits only. The first `predict` compiles its own graphs.
 
     Examples:
         >>> from xlstm_ts import XLSTMForecaster
@@ -90,7 +92,8 @@ class XLSTMForecaster(BaseEstimator):
                  early_stopping_patience: int | None = None, verbose: bool = False,
                  trainer_kwargs: dict | None = None, past_covariates: Sequence[str] | None = None,
                  future_covariates: Sequence[str] | None = None, static_covariates: Sequence[str] | None = None,
-                 log_dir: str | Path | None = None, float32_matmul_precision: str | None = "high"):
+                 log_dir: str | Path | None = None, float32_matmul_precision: str | None = "high",
+                 compile: bool = False):
         self.prediction_length = prediction_length
         self.context_length = context_length
         self.quantiles = quantiles
@@ -116,31 +119,12 @@ class XLSTMForecaster(BaseEstimator):
         self.static_covariates = static_covariates
         self.log_dir = log_dir
         self.float32_matmul_precision = float32_matmul_precision
-
-    def _check_params(self) -> tuple[int, int, tuple[float, ...], ModelConfig]:
-        for name in ("prediction_length", "max_steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        context = 4 * self.prediction_length if self.context_length is None else self.context_length
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
-        if not isinstance(self.val_size, (int, np.integer)) or self.val_size < 0:
-            raise ValueError(f"val_size must be a non-negative integer, got {self.val_size!r}.")
-        if self.val_size and self.val_size < self.prediction_length:
-            raise ValueError(f"val_size ({self.val_size}) must be 0 or at least prediction_length "
-                             f"({self.prediction_length}) so the tail holds one full forecast window.")
-        if self.float32_matmul_precision not in (None, "highest", "high", "medium"):
-            raise ValueError(f"float32_matmul_precision must be 'highest', 'high', 'medium' or None, got "
-                             f"{self.float32_matmul_precision!r}.")
-        if not isinstance(context, (int, np.integer)) or context < 1:
-            raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
-        return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
+        self.compile = compile
 
     def fit(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> XLSTMForecaster:
         """Train on every series of the long frame `df` (columns id_col, time_col, target_col and the covariate
         columns); `static_df` holds static covariates, one row per series (id_col + the columns). Returns self."""
-        horizon, context, levels, cfg = self._check_params()
+        horizon, context, levels, cfg = tu.check_params(self)
         panel, spec, covs = cov.fit_inputs(self, df, static_df, cfg.mode)
         if self.head == "negative_binomial":
             negative = [uid for uid, v in zip(panel.ids, panel.values) if np.nanmin(v) < 0]
@@ -168,6 +152,8 @@ class XLSTMForecaster(BaseEstimator):
             trainer, best = tu.make_trainer(self, validate=holdout > 0)
             device = tu.training_device(trainer)
             net.to(device)  # the start and the score of the initial weights are computed where training runs
+            if self.compile:
+                tu.compile_network(net, trainer)
             self.linear_skip_ridge_ = tu.linear_start(net, sampler, val_loader, seed)
             if best is not None:
                 best.seed(tu.mean_loss(net, val_loader), net)

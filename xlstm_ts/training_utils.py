@@ -1,5 +1,5 @@
 """Training helpers of the forecaster: the Lightning trainer (logger, progress display), quiet runs, validation
-loaders, validation loss, the least-squares start of the linear skip.
+loaders, validation loss, the least-squares start of the linear skip, compiling the blocks; checking settings.
 
 What a fit shows and writes:
 - verbose=False (default): nothing on screen, no files, unless `log_dir` asks for a CSV log.
@@ -27,9 +27,36 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
+from xlstm_ts.config import ModelConfig, resolve_config
 from xlstm_ts.datasets.windows import WindowSampler
+from xlstm_ts.heads import HEADS, check_quantiles
 from xlstm_ts.lightning_module import RestoreBestWeights
 from xlstm_ts.model import XLSTMForecastNet
+from xlstm_ts.stack import XLSTMStack
+
+
+def check_params(self) -> tuple[int, int, tuple[float, ...], ModelConfig]:
+    """Validate the settings of an XLSTMForecaster (`self`); returns (horizon, context, quantile levels, config)."""
+    for name in ("prediction_length", "max_steps", "batch_size"):
+        value = getattr(self, name)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    context = 4 * self.prediction_length if self.context_length is None else self.context_length
+    if self.head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+    if not isinstance(self.val_size, (int, np.integer)) or self.val_size < 0:
+        raise ValueError(f"val_size must be a non-negative integer, got {self.val_size!r}.")
+    if self.val_size and self.val_size < self.prediction_length:
+        raise ValueError(f"val_size ({self.val_size}) must be 0 or at least prediction_length "
+                         f"({self.prediction_length}) so the tail holds one full forecast window.")
+    if self.float32_matmul_precision not in (None, "highest", "high", "medium"):
+        raise ValueError(f"float32_matmul_precision must be 'highest', 'high', 'medium' or None, got "
+                         f"{self.float32_matmul_precision!r}.")
+    if not isinstance(self.compile, (bool, np.bool_)):
+        raise ValueError(f"compile must be True or False, got {self.compile!r}.")
+    if not isinstance(context, (int, np.integer)) or context < 1:
+        raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
+    return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
 
 
 def interactive() -> bool:
@@ -165,6 +192,21 @@ def training_device(trainer: L.Trainer) -> torch.device:
     if isinstance(trainer.strategy, SingleDeviceStrategy):
         return trainer.strategy.root_device
     return torch.device("cpu")
+
+
+def compile_network(net: torch.nn.Module, trainer: L.Trainer) -> None:
+    """torch.compile every block of every xLSTM stack in `net`, in place, on the device it trains on.
+
+    Single-device trainers only: multi-process strategies pickle or fork the network, which compiled blocks do not
+    survive."""
+    if not isinstance(trainer.strategy, SingleDeviceStrategy):
+        raise ValueError(
+            f"compile=True needs a single-device fit, got the {type(trainer.strategy).__name__}; drop the "
+            "multi-process strategy from trainer_kwargs, or set compile=False."
+        )
+    for module in net.modules():
+        if isinstance(module, XLSTMStack):
+            module.compile_blocks()
 
 
 def linear_start(net: XLSTMForecastNet, sampler: WindowSampler, val_loader: torch.utils.data.DataLoader | None,
