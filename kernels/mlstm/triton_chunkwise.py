@@ -24,6 +24,8 @@ through C_L = e^{-m_L} C^u; those upstream gradients on m_t are routed back thro
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 from torch import Tensor
@@ -49,6 +51,28 @@ def _fwd_lowp(dtype: torch.dtype, store_h32: bool) -> int:
 def _bwd_lowp(dtype: torch.dtype) -> int:
     """Dot mode of the backward: exact for fp32 inputs under 'highest' precision, TF32 otherwise."""
     return 0 if dtype == torch.float32 and not fp32_uses_tf32() else _TF32
+
+
+def _on_device(mode: int) -> int:
+    """The dot mode to launch with: bf16 dots (1) become their fp32 emulation (4) under the Triton interpreter."""
+    return 4 if mode == 1 and os.environ.get("TRITON_INTERPRET") == "1" else mode
+
+
+# set by benchmarks to time the dots below in the default mode instead (None: as documented)
+INPUT_DTYPE_DOTS: bool | None = None
+
+
+def _qk_lowp(dtype: torch.dtype, lowp: int) -> int:
+    """Dot mode of q k^T: bf16/fp16 inputs multiply in their own dtype (exact products, fp32 sums: the same result
+    as TF32 at twice the tensor-core rate); fp32 inputs as the other dots (`lowp`)."""
+    return lowp if dtype == torch.float32 or INPUT_DTYPE_DOTS is False else _LOWP[dtype]
+
+
+def _out_lowp(dtype: torch.dtype, lowp: int) -> int:
+    """Dot mode of the backward's dq and dv for bf16 inputs: bf16 operands (the gradients are stored in bf16, and
+    neither feeds the cancelling gate-gradient sums, which dk does); `lowp` otherwise (fp16 operands could
+    overflow: dh / den has the range of fp32)."""
+    return _LOWP[dtype] if dtype == torch.bfloat16 and INPUT_DTYPE_DOTS is not False else lowp
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
@@ -91,7 +115,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         f32 = {"dtype": torch.float32, "device": q.device}
         h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
         # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels): with a
-        # gradient, bf16/fp16 inputs run the forward dots in TF32 and keep an fp32 copy of h
+        # gradient, bf16/fp16 inputs run the forward's weighted dots in TF32 and keep an fp32 copy of h
         store_h32 = grad and q.dtype != torch.float32
         h32 = torch.empty(B, NH, S, DHV, **f32) if store_h32 else h  # (B, NH, S, DHV)
         z = torch.empty(B, NH, S, **f32)  # (B, NH, S)
@@ -110,7 +134,9 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
             NH, S, DQK, DHV, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=_fwd_lowp(q.dtype, store_h32), STORE_H32=store_h32, HAS_INIT=has_init,
+            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp := _fwd_lowp(q.dtype, store_h32)),
+            QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
+            STORE_H32=store_h32, HAS_INIT=has_init,
             ONE_CHUNK=S <= L, NEED_LAST=need_last, num_warps=num_warps,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
@@ -151,7 +177,9 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2), *dh.stride(),
             *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
             NH, S, DQK, DHV, B * NH, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=_bwd_lowp(q.dtype), HAS_INIT=has_init,
+            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp := _bwd_lowp(q.dtype)),
+            QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
+            HAS_INIT=has_init,
             HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
             DETACH=detach, ONE_CHUNK=S <= L,
             num_warps=num_warps,

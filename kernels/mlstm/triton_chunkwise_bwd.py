@@ -67,6 +67,8 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     BK: tl.constexpr,
     BV: tl.constexpr,
     LOWP: tl.constexpr,
+    QK_LOWP: tl.constexpr,
+    OUT_LOWP: tl.constexpr,
     HAS_INIT: tl.constexpr,
     HAS_DC: tl.constexpr,
     HAS_DN: tl.constexpr,
@@ -135,7 +137,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             w0 = tl.where(mask_t, tl.exp(b + m_prev - m_row), 0.0)  # (L,)
             dnum = dh * inv_den[:, None]  # (L, BV)
             ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
-            dq = _dot(w * ds, k, LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
+            dq = _dot(w * ds, k, OUT_LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
             dq = dq * qk_scale  # (L, BK)
             dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
@@ -186,10 +188,10 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
         decay = tl.exp(g + m_in - m_end)
         dnum = dh * inv_den[:, None]  # (L, BV)
-        qk = _dot(q, tl.trans(k), LOWP) * qk_scale  # (L, L)
+        qk = _dot(q, tl.trans(k), QK_LOWP) * qk_scale  # (L, L)
         ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
         if ONE_CHUNK:  # dq as pass 1 forms it, from the initial state
-            dq = _dot(w * ds, k, LOWP)  # (L, BK)
+            dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
             if HAS_INIT:
                 C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
                 n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
@@ -197,7 +199,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
         dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
-        dv = _dot(tl.trans(w * qk), dnum, LOWP)  # (L, BV)
+        dv = _dot(tl.trans(w * qk), dnum, OUT_LOWP)  # (L, BV)
         if not ONE_CHUNK or (HAS_DC or HAS_DN):  # the gradient of the leaving state (zero for one chunk without them)
             dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
             dv += e[:, None] * _dot(k, dC, LOWP)

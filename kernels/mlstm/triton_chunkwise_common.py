@@ -10,7 +10,9 @@ import triton.language as tl
 
 @triton.jit
 def _dot(a, b, LOWP: tl.constexpr):
-    """a @ b with fp32 accumulation; operands cast to bf16 (LOWP=1), fp16 (LOWP=2), TF32 (LOWP=3) or exact fp32 (0).
+    """a @ b with fp32 accumulation; operands cast to bf16 (LOWP=1), fp16 (LOWP=2), TF32 (LOWP=3) or exact fp32 (0);
+    LOWP=4 rounds the operands to bf16 and multiplies them in fp32, the same numbers as LOWP=1 (bf16 products are
+    exact in fp32), for the Triton interpreter, whose bf16 dot is wrong.
 
     The backward of bf16/fp16 inputs uses TF32: the inputs are exact in TF32, and the fp32 intermediates (weighted
     scores, dh / den, states) keep 3 more mantissa bits, which the cancelling gate-gradient sums need.
@@ -21,6 +23,8 @@ def _dot(a, b, LOWP: tl.constexpr):
         out = tl.dot(a.to(tl.float16), b.to(tl.float16))
     elif LOWP == 3:
         out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    elif LOWP == 4:  # bf16 operands, emulated: what LOWP=1 computes, for the Triton interpreter
+        out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
     else:
         out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
     return out

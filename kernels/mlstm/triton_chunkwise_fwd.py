@@ -50,6 +50,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     BK: tl.constexpr,
     BV: tl.constexpr,
     LOWP: tl.constexpr,
+    QK_LOWP: tl.constexpr,
     STORE_H32: tl.constexpr,
     HAS_INIT: tl.constexpr,
     ONE_CHUNK: tl.constexpr,
@@ -97,7 +98,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         m_row = tl.maximum(b + m_prev, tl.max(log_d, axis=1))  # (L,) m_t of the recurrent form
         w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
         w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
-        scores = _dot(q, tl.trans(k), LOWP) * qk_scale * w  # (L, L)
+        scores = _dot(q, tl.trans(k), QK_LOWP) * qk_scale * w  # (L, L)
         num = _dot(scores, v, LOWP)  # (L, BV)
         z = tl.sum(scores, axis=1)  # (L,)
         if HAS_INIT or not ONE_CHUNK:  # the entering state (zero for a single chunk without initial states)

@@ -217,3 +217,23 @@ def test_triton_kernels_are_registered():
     from xlstm_ts.kernels import available_kernels
 
     assert {"mlstm_chunkwise--triton", "mlstm_step--triton", "slstm--triton"} <= set(available_kernels())
+
+
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("B,NH,S,DQK,DHV", [(1, 2, 19, 16, 24), (2, 1, 40, 20, 80)], ids=lambda x: str(x))
+def test_chunkwise_triton_bf16_small(B, NH, S, DQK, DHV, i_mean, nan_poison):
+    """bf16 inputs with gradients: q k^T, dq and dv in bf16 dots, the weighted and state dots in TF32, against the
+    fp64 reference on the same rounded inputs (one chunk and several); and the all-bf16 dots of a forward without
+    gradients. Under the interpreter the bf16 dots run as their fp32 emulation."""
+    torch.manual_seed(3)
+    leaves = _leaves(B, NH, S, DQK, DHV, i_mean, with_states=True)
+    leaves = [x.detach().to(torch.bfloat16).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
+    upstream = _upstream(B, NH, S, DQK, DHV)
+    ref = _run(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = _run(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.bfloat16, chunk_size=16)
+    _compare(ref, out, *TOL[torch.bfloat16], dm0_terms=_dm0_terms(leaves, ref[1]))
+    with torch.no_grad():
+        inputs = [x.to(torch.bfloat16) if i < 5 else x.float() for i, x in enumerate(leaves)]
+        h, states = get_kernel("mlstm_chunkwise--triton")(*inputs, return_last_states=True, chunk_size=16)
+    for name, a, b in zip(OUT_NAMES, ref[0], [h, *states], strict=True):
+        assert_close(name, a, b, TOL[torch.bfloat16][0])
