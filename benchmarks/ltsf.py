@@ -134,6 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--precision", help="Lightning precision of training, e.g. bf16-mixed (default: float32); "
                         "recorded in the preset label")
+    parser.add_argument("--compile", action="store_true", help="compile the xLSTM blocks (XLSTMForecaster(compile="
+                        "True)); recorded in the preset label")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the training loss as CUDA graphs "
+                        "(XLSTMForecaster(cuda_graphs=True), one GPU); recorded in the preset label")
     parser.add_argument("--eval-batch-size", type=int, default=1024, help="windows per forward pass when scoring")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
@@ -158,6 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.label += f" (max {args.max_time:g} s)"
     if args.precision is not None:
         args.label += f" ({args.precision})"
+    speed = [name for name, on in (("compiled", args.compile), ("CUDA graphs", args.cuda_graphs)) if on]
+    args.label += f" ({', '.join(speed)})" if speed else ""
     try:
         args.mode = args.mode or resolve_config(args.model).mode
     except ValueError as err:
@@ -182,7 +188,8 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience, verbose=args.verbose,
-                            trainer_kwargs=trainer_kwargs)  # fmt: skip
+                            trainer_kwargs=trainer_kwargs, compile=args.compile,
+                            cuda_graphs=args.cuda_graphs)  # fmt: skip
     return model.fit(panel)
 
 

@@ -242,3 +242,14 @@ def test_verbose_prints_training_progress(bench, tmp_path, monkeypatch, capsys):
     bench.fit_forecaster(args, load_ltsf(args.data, args.split), seed=0)
     out = capsys.readouterr().out
     assert "step 10/10" in out and "val_loss" in out
+
+
+def test_speed_flags_reach_the_forecaster_and_the_label(bench, tmp_path):
+    presets = _tiny_presets(tmp_path)
+    base = ["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "2"]
+    assert bench.parse_args(base).label == "a_8/tiny"
+    args = bench.parse_args(base + ["--compile", "--cuda-graphs"])
+    assert args.label == "a_8/tiny (compiled, CUDA graphs)" and args.compile and args.cuda_graphs
+    data = load_ltsf(args.data, args.split)
+    with pytest.raises(ValueError, match="cuda_graphs=True needs a fit on one CUDA device"):
+        bench.fit_forecaster(args, data, seed=0)  # the flag reaches the forecaster; on the CPU it is refused

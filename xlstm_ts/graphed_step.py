@@ -1,4 +1,5 @@
-"""A whole training step (forward, loss, backward, optimizer step) captured once as a CUDA graph and replayed.
+"""Training steps captured as CUDA graphs and replayed: the whole step with its optimizer (`GraphedTrainStep`), or
+a network's loss forward and backward for a loop that steps the optimizer itself (`GraphedLoss`).
 
 At the short, wide shapes of patched forecasters a compiled xLSTM step spends more time launching kernels than
 running them; replaying a captured graph launches the whole step at once (`benchmarks/train_step.py` times both,
@@ -124,3 +125,47 @@ def _restore(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, saved
         for t in s.values():
             if isinstance(t, torch.Tensor):
                 t.copy_(state[id(t)]) if id(t) in state else t.zero_()
+
+
+class GraphedLoss:
+    """`net.loss(**batch)` with its forward and backward captured as CUDA graphs, for a loop that steps the optimizer
+    itself (Lightning's): the forecaster's `cuda_graphs=True`.
+
+    Built on the first training batch (torch.cuda.make_graphed_callables, 3 warm-up passes that change no weights);
+    each later training batch of the same keys, shapes and dtypes is copied into the graph's inputs and the captured
+    kernels replay, forward and backward, with the gradients accumulating into the parameters as usual. A batch of
+    other shapes, a change of autocast, and eval mode run `net.loss` as it is.
+    """
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self._graphed: nn.Module | None = None
+        self._signature: tuple | None = None
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.net.training:
+            return self.net.loss(**batch)
+        keys = tuple(sorted(batch))
+        autocast = torch.is_autocast_enabled("cuda")
+        signature = (keys, tuple((tuple(batch[k].shape), batch[k].dtype) for k in keys), autocast)
+        # cached autocast casts would be captured once and go stale when the weights change
+        with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=autocast, cache_enabled=False):
+            if self._graphed is None:
+                sample = tuple(batch[k].detach() for k in keys)
+                self._graphed = torch.cuda.make_graphed_callables(_KeywordLoss(self.net, keys), sample,
+                                                                  allow_unused_input=True)  # fmt: skip
+                self._signature = signature
+            if signature != self._signature:
+                return self.net.loss(**batch)
+            return self._graphed(*(batch[k] for k in keys))
+
+
+class _KeywordLoss(nn.Module):
+    """net.loss with the batch's tensors as positional arguments in a fixed key order (what graph capture takes)."""
+
+    def __init__(self, net: nn.Module, keys: tuple[str, ...]):
+        super().__init__()
+        self.net, self.keys = net, keys
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.net.loss(**dict(zip(self.keys, tensors)))

@@ -8,21 +8,25 @@ import lightning as L
 import torch
 
 from xlstm_ts.distributed import shard_bounds
+from xlstm_ts.graphed_step import GraphedLoss
 from xlstm_ts.model import XLSTMForecastNet
 
 
 class LitForecaster(L.LightningModule):
-    """Trains the network with AdamW and a linear-warmup cosine learning-rate schedule over `max_steps`."""
+    """Trains the network with AdamW and a linear-warmup cosine learning-rate schedule over `max_steps`; with
+    cuda_graphs, the training loss's forward and backward replay as CUDA graphs (`xlstm_ts.graphed_step.GraphedLoss`;
+    one CUDA device)."""
 
     def __init__(self, net: XLSTMForecastNet, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                 max_steps: int = 1000, warmup_fraction: float = 0.05):
+                 max_steps: int = 1000, warmup_fraction: float = 0.05, cuda_graphs: bool = False):
         super().__init__()
         self.net = net
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.max_steps, self.warmup_fraction = max_steps, warmup_fraction
+        self.graphed_loss = GraphedLoss(net) if cuda_graphs else None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.net.loss(**batch)
+        loss = self.net.loss(**batch) if self.graphed_loss is None else self.graphed_loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["past_target"].shape[0])
         return loss
 

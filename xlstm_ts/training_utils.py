@@ -52,8 +52,9 @@ def check_params(self) -> tuple[int, int, tuple[float, ...], ModelConfig]:
     if self.float32_matmul_precision not in (None, "highest", "high", "medium"):
         raise ValueError(f"float32_matmul_precision must be 'highest', 'high', 'medium' or None, got "
                          f"{self.float32_matmul_precision!r}.")
-    if not isinstance(self.compile, (bool, np.bool_)):
-        raise ValueError(f"compile must be True or False, got {self.compile!r}.")
+    for name in ("compile", "cuda_graphs"):
+        if not isinstance(getattr(self, name), (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
     if not isinstance(context, (int, np.integer)) or context < 1:
         raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
     return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
@@ -186,12 +187,18 @@ def mean_loss(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> flo
     return total / max(count, 1)
 
 
-def training_device(trainer: L.Trainer) -> torch.device:
+def training_device(trainer: L.Trainer, cuda: bool = False) -> torch.device:
     """The device a single-device trainer trains on; the CPU for multi-process strategies, whose calling process
-    must not touch the GPU before the workers start (forked workers cannot use a CUDA context of their parent)."""
-    if isinstance(trainer.strategy, SingleDeviceStrategy):
-        return trainer.strategy.root_device
-    return torch.device("cpu")
+    must not touch the GPU before the workers start (forked workers cannot use a CUDA context of their parent).
+    With cuda=True (the forecaster's cuda_graphs) anything but one CUDA device is an error."""
+    single = isinstance(trainer.strategy, SingleDeviceStrategy)
+    device = trainer.strategy.root_device if single else torch.device("cpu")
+    if cuda and (not single or device.type != "cuda"):
+        raise ValueError(
+            f"cuda_graphs=True needs a fit on one CUDA device, got the {type(trainer.strategy).__name__} on "
+            f"{device}; pass trainer_kwargs={{'accelerator': 'gpu', 'devices': 1}}, or set cuda_graphs=False."
+        )
+    return device
 
 
 def compile_network(net: torch.nn.Module, trainer: L.Trainer) -> None:
