@@ -7,7 +7,9 @@ Both stacks get the same widths: embedding D, 4 heads, causal conv 4, q/k/v bloc
 sLSTM feed-forward 1.3 (both rounded up to a multiple of 64, as NX-AI does), the block pattern given ('m' mLSTM
 block, 's' sLSTM block), dropout 0, a final LayerNorm.
 Timed: median of `--reps` steps after `--warmup` steps (CUDA synchronised on the GPU); tokens/s = B * S / step;
-peak memory = the largest `torch.cuda.max_memory_allocated` of a step (GPU only).
+peak memory = the largest `torch.cuda.max_memory_allocated` of a step (GPU only). On the CPU the variants of a shape
+are timed in interleaved rounds (each round one step of every variant), so that drift of a shared machine cancels
+in the ratios; on a GPU one variant after the other, so that each variant's peak memory is its own.
 
 Variants:
 - `ours`: `XLSTMStack` with kernel "auto" (Triton on CUDA, the torch references on the CPU), fp32.
@@ -36,6 +38,7 @@ import importlib.util
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -89,49 +92,64 @@ def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).float().pow(2).mean()
 
 
-def time_steps(model: nn.Module, x: torch.Tensor, warmup: int, reps: int, autocast: bool, graph: bool = False) -> dict:
-    """Median step time (ms), tokens/s, peak memory (GB, CUDA) and the first loss of `model` trained on x."""
-    cuda = x.device.type == "cuda"
+def prepare(model: nn.Module, x: torch.Tensor, warmup: int, autocast: bool, graph: bool = False):
+    """A zero-argument training step of `model` on x, after its first (timed) step and `warmup` more.
+
+    Returns (step, first loss, seconds of the first step; for a graph, of the capture)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graph)
+    start = time.perf_counter()
+    if graph:
+        graphed = GraphedTrainStep(model, opt, _loss, (x,), torch.bfloat16 if autocast else None, warmup=warmup)
+        first = float(graphed(x))
+        return (lambda: graphed(x)), first, time.perf_counter() - start
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = _loss(model, x)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    first = float(step())
+    first_step_s = time.perf_counter() - start
+    for _ in range(warmup):
+        step()
+    return step, first, first_step_s
+
+
+def time_rounds(steps: dict[str, Callable], reps: int, cuda: bool) -> dict[str, tuple[float, float | None]]:
+    """Median ms and peak GB (CUDA; None on the CPU) per named step over `reps` rounds; each round runs every step
+    once, in turn, so a machine that speeds up or slows down during the run affects them alike."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    if graph:
-        start = time.perf_counter()
-        step = GraphedTrainStep(model, opt, _loss, (x,), torch.bfloat16 if autocast else None, warmup=warmup)
-        first = float(step(x))
-        first_step_s = time.perf_counter() - start
-        run_step = lambda: step(x)  # noqa: E731
-    else:
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-
-        def run_step() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            with amp:
-                loss = _loss(model, x)
-            loss.backward()
-            opt.step()
-            return loss.detach()
-
-        start = time.perf_counter()
-        first = float(run_step())
-        first_step_s = time.perf_counter() - start
-        for _ in range(warmup):
-            run_step()
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-    times = []
     for _ in range(reps):
-        start = time.perf_counter()
-        run_step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    ms = statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - start) * 1e3)
     peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
-    return {"step_ms": ms, "tokens_per_s": x.shape[0] * x.shape[1] / ms * 1e3, "peak_gb": peak, "first_loss": first,
-            "first_step_s": first_step_s}  # fmt: skip
+    return {name: (statistics.median(t), peak) for name, t in times.items()}
+
+
+def build(variant: str, B: int, S: int, D: int, pattern: str, args: argparse.Namespace,
+          backend: str, fresh_compile: bool) -> nn.Module:  # fmt: skip
+    torch.manual_seed(0)
+    if variant == "nxai":
+        return nxai(D, S, pattern, args.device, backend)
+    model = ours(D, S, pattern, args.device)
+    if variant.startswith("ours-compiled"):
+        if fresh_compile:
+            # the stacks built before would otherwise use up dynamo's recompile limit, and later variants would
+            # silently run uncompiled
+            torch._dynamo.reset()
+        model.compile_blocks()
+    return model
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -143,42 +161,55 @@ def run(args: argparse.Namespace) -> list[dict]:
     variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["ours-compiled"] if args.compile else [])
     variants += ["ours-compiled-graph", "ours-compiled-bf16-graph"] if args.graph and args.device == "cuda" else []
     variants += ["nxai"] if have_nxai else []
+    # interleaved rounds on the CPU (a shared machine drifts); one variant after another on a GPU, where each
+    # variant's peak memory must not include the others'
+    interleave = args.device == "cpu"
     torch.set_float32_matmul_precision(args.matmul_precision)
+    first_compiled = next((v for v in variants if v.startswith("ours-compiled")), None)
     rows = []
     for B, S, D, pattern in cases:
+        prepared = {}
         for variant in variants:
-            torch.manual_seed(0)
-            build = time.perf_counter()
-            if variant == "nxai":
-                model = nxai(D, S, pattern, args.device, backend)
-            else:
-                model = ours(D, S, pattern, args.device)
-                if variant.startswith("ours-compiled"):
-                    # a fresh compile per variant: the stacks built before would otherwise use up dynamo's
-                    # recompile limit, and later variants would silently run uncompiled
-                    torch._dynamo.reset()
-                    model.compile_blocks()
-            build = time.perf_counter() - build
+            start = time.perf_counter()
+            fresh = not interleave or variant == first_compiled  # interleaved models must stay compiled
+            model = build(variant, B, S, D, pattern, args, backend, fresh_compile=fresh)
+            build_s = time.perf_counter() - start
             x = torch.randn(B, S, D, device=args.device)
             try:
-                result = time_steps(model, x, args.warmup, args.reps, autocast="bf16" in variant,
-                                    graph=variant.endswith("-graph"))  # fmt: skip
+                step, first, first_s = prepare(model, x, args.warmup, "bf16" in variant, variant.endswith("-graph"))
             except Exception as err:  # a compiler failure costs its row only; the other variants still run
                 if not variant.startswith("ours-compiled"):
                     raise
                 print(f"{variant} failed at {B}, {S}, {D}, {pattern}: {type(err).__name__}: {err}", flush=True)
                 continue
-            precision = args.matmul_precision if args.device == "cuda" else None  # TF32 exists on GPUs only
-            row = {"device": device_name(args.device), "torch": torch.__version__, "B": B, "S": S, "D": D,
-                   "pattern": pattern, "variant": variant, "matmul_precision": precision,
-                   "slstm_backend": backend if variant == "nxai" else "",
-                   "params": sum(p.numel() for p in model.parameters()), "build_s": build, **result}  # fmt: skip
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            del model, x
-            if args.device == "cuda":
+            params = sum(p.numel() for p in model.parameters())
+            prepared[variant] = (step, {"first_loss": first, "first_step_s": first_s, "params": params,
+                                        "build_s": build_s})  # fmt: skip
+            if not interleave:
+                rows.append(_row(args, backend, (B, S, D, pattern), variant, prepared.pop(variant), args.reps))
+                del model, x, step
                 torch.cuda.empty_cache()
+        if interleave:
+            timed = time_rounds({v: p[0] for v, p in prepared.items()}, args.reps, cuda=False)
+            for variant, (step, info) in prepared.items():
+                rows.append(_row(args, backend, (B, S, D, pattern), variant, (step, info), args.reps, timed[variant]))
     return rows
+
+
+def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prepared: tuple, reps: int,
+         timed: tuple[float, float | None] | None = None) -> dict:  # fmt: skip
+    """The result row of one variant; times it alone unless `timed` (median ms, peak GB) is given."""
+    B, S, D, pattern = case
+    step, info = prepared
+    ms, peak = timed or time_rounds({variant: step}, reps, cuda=args.device == "cuda")[variant]
+    precision = args.matmul_precision if args.device == "cuda" else None  # TF32 exists on GPUs only
+    row = {"device": device_name(args.device), "torch": torch.__version__, "B": B, "S": S, "D": D,
+           "pattern": pattern, "variant": variant, "matmul_precision": precision,
+           "slstm_backend": backend if variant == "nxai" else "", "params": info["params"], "build_s": info["build_s"],
+           "step_ms": ms, "tokens_per_s": B * S / ms * 1e3, "peak_gb": peak, "first_loss": info["first_loss"],
+           "first_step_s": info["first_step_s"]}  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return row
 
 
 VARIANTS = [("ours", "ours fp32"), ("ours-bf16", "ours bf16"), ("ours-compiled", "compiled"),

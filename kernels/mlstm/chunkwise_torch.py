@@ -1,7 +1,8 @@
 """Chunkwise mLSTM in pure PyTorch: recurrence over chunk-boundary states plus a batched parallel part per chunk.
 
 This is the CPU training path. The only Python loop runs over chunks and does elementwise work; all matmuls are
-batched over chunks. Gradients come from autograd, through the normalizer max(|n^T q|, exp(-m)) as well.
+batched over chunks. Gradients come from autograd, through the normalizer max(|n^T q|, exp(-m)) as well; a sequence
+of one chunk from zero states without last states goes to `one_chunk_torch.py`, which writes its backward out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ._common import (
     pack_states,
     readout,
 )
+from .one_chunk_torch import mlstm_one_chunk
 
 
 def mlstm_chunkwise_torch(
@@ -68,6 +70,8 @@ def mlstm_chunkwise_torch(
 
     L = min(chunk_size, S)
     NC = math.ceil(S / L)
+    if NC == 1 and c_initial is None and not return_last_states:  # a patched forecaster's call: written-out backward
+        return mlstm_one_chunk(*(x.to(dtype) for x in (q, k, v, i, f)), eps).to(q.dtype)
     pad = NC * L - S
     q_scaled = F.pad(q.to(dtype) * DQK**-0.5, (0, 0, 0, pad)).view(B, NH, NC, L, DQK)  # (B, NH, NC, L, DQK)
     k = F.pad(k.to(dtype), (0, 0, 0, pad)).view(B, NH, NC, L, DQK)  # (B, NH, NC, L, DQK)

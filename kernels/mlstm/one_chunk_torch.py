@@ -1,0 +1,89 @@
+"""mLSTM over one chunk from zero states in PyTorch, with a written-out backward: the CPU path of patched forecasters.
+
+A patched forecaster runs the mLSTM over a few dozen tokens: one chunk, zero initial states, no last states. The
+chunkwise form then reduces to one stabilized attention-like readout, and autograd through it records a dozen
+(L x L) ops with their own backward nodes (the row max among them). Here the backward is formed directly, in as
+few (L x L) passes as the identities allow:
+
+    D_ts = b_t - b_s + i~_s (s <= t), b = cumsum(log f);   m_t = max(b_t, max_s D_ts);   W = exp(D - m)
+    S = W * (q^ k^T);   num = S v;   qn = rowsum(S);   den = max(|qn|, e^{-m}) + eps;   h = num / den
+
+    dnum = dh / den;   dden = -<dh, h> / den;   dqn = dden sign(qn) where |qn| > e^{-m}
+    dS = dnum v^T + dqn;   dv = S^T dnum;   dq^ = (dS * W) k;   dk = (dS * W)^T q^
+    dm = -rowsum(dS * S) - dden e^{-m} where |qn| <= e^{-m};   dD = dS * S, plus dm at the arg max of row t when
+    D won the max (else dm goes to b_t);   di = colsum(dD);   db = rowsum(dD) - colsum(dD) (+ dm where b won)
+    d log f = reverse cumsum(db);   df = d log f * sigmoid(-f~)
+
+The function is that of `mlstm_chunkwise_torch` on such calls (same float64 prefix sums for D, same stabilizer), and
+its gradients are autograd's except at exact ties of a max, where autograd splits the gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class _OneChunk(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float) -> Tensor:
+        # q, k (..., L, DQK); v (..., L, DHV); i, f (..., L); all in the compute dtype
+        L, DQK = q.shape[-2:]
+        lower = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()  # (L, L)
+        log_f = F.logsigmoid(f)  # (..., L)
+        prefix = log_f.double().cumsum(dim=-1)  # (..., L)
+        b = prefix.to(q.dtype)  # (..., L) log weight of the (zero) entering state: sum of log f up to t, m0 = 0
+        D = torch.where(lower, (prefix.unsqueeze(-1) - prefix.unsqueeze(-2)).to(q.dtype) + i.unsqueeze(-2),
+                        float("-inf"))  # (..., L, L)  # fmt: skip
+        row_max, arg = D.max(dim=-1)  # (..., L)
+        m = torch.maximum(b, row_max)  # (..., L)
+        W = torch.exp(D - m.unsqueeze(-1))  # (..., L, L), 0 above the diagonal
+        q_hat = q * DQK**-0.5
+        QK = q_hat @ k.transpose(-1, -2)  # (..., L, L)
+        S = W * QK  # (..., L, L)
+        qn = S.sum(dim=-1)  # (..., L)
+        floor = torch.exp(-m)  # (..., L)
+        den = torch.maximum(qn.abs(), floor) + eps  # (..., L)
+        h = (S @ v) / den.unsqueeze(-1)  # (..., L, DHV)
+        ctx.save_for_backward(q_hat, k, v, f, W, S, h, qn, floor, den, arg, b >= row_max)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dh: Tensor) -> tuple[Tensor | None, ...]:
+        q_hat, k, v, f, W, S, h, qn, floor, den, arg, b_won = ctx.saved_tensors
+        dh = dh.to(h.dtype)
+        dnum = dh / den.unsqueeze(-1)  # (..., L, DHV)
+        dden = -(dh * h).sum(dim=-1) / den  # (..., L)
+        on_qn = qn.abs() > floor  # (..., L) which branch of the denominator's max
+        dqn = torch.where(on_qn, dden * torch.sign(qn), 0.0)  # (..., L)
+        dS = torch.baddbmm(dqn.reshape(-1, qn.shape[-1], 1), dnum.flatten(0, -3), v.flatten(0, -3).transpose(1, 2))
+        dS = dS.view(S.shape)  # (..., L, L) = dnum v^T + dqn
+        dv = S.transpose(-1, -2) @ dnum  # (..., L, DHV)
+        dQK = dS * W  # (..., L, L)
+        dq = (dQK @ k) * q_hat.shape[-1] ** -0.5  # (..., L, DQK)
+        dk = dQK.transpose(-1, -2) @ q_hat  # (..., L, DQK)
+        dD = dS * S  # (..., L, L) through W = exp(D - m); zero above the diagonal
+        dm = torch.where(on_qn, 0.0, -dden * floor) - dD.sum(dim=-1)  # (..., L)
+        # m = max(b, max_s D_ts): dm goes to b_t, or to the arg max entry of row t
+        dD.scatter_add_(-1, arg.unsqueeze(-1), torch.where(b_won, 0.0, dm).unsqueeze(-1))
+        d_i = dD.sum(dim=-2)  # (..., L) column sums: i~_s enters every D_ts with t >= s
+        db = dD.sum(dim=-1) - d_i + torch.where(b_won, dm, 0.0)  # (..., L) b_t in row t with +, column t with -
+        d_log_f = db.flip(-1).cumsum(dim=-1).flip(-1)  # (..., L): log f_r is in every b_t with t >= r
+        d_f = d_log_f * torch.sigmoid(-f)  # (..., L)
+        return dq, dk, dv, d_i, d_f, None
+
+
+def mlstm_one_chunk(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float = 1e-6) -> Tensor:
+    """h of the mLSTM over a sequence of one chunk from zero states, in the compute dtype of the inputs.
+
+    Args:
+        q, k: (..., L, DQK); v: (..., L, DHV); i, f: (..., L) gate pre-activations; all in one floating dtype.
+        eps: added to the denominator.
+
+    Returns:
+        h (..., L, DHV).
+    """
+    with torch.autocast(q.device.type, enabled=False):  # fp32 sums and gates under mixed precision too
+        return _OneChunk.apply(q, k, v, i, f, eps)
