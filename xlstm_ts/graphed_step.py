@@ -157,7 +157,8 @@ class GraphedLoss:
                 self._signature = signature
             if signature != self._signature:
                 return self.net.loss(**batch)
-            return self._graphed(*(batch[k] for k in keys))
+            # the graph's output buffer is overwritten by the next replay: hand out a copy (it keeps its backward)
+            return self._graphed(*(batch[k] for k in keys)).clone()
 
 
 class _KeywordLoss(nn.Module):
