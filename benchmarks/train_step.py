@@ -119,13 +119,16 @@ def prepare(model: nn.Module, x: torch.Tensor, warmup: int, autocast: bool, grap
     return step, first, first_step_s
 
 
-def time_rounds(steps: dict[str, Callable], reps: int, cuda: bool) -> dict[str, tuple[float, float | None]]:
+def time_rounds(steps: dict[str, Callable], reps: int, cuda: bool,
+                reset_peak: bool = True) -> dict[str, tuple[float, float | None]]:  # fmt: skip
     """Median ms and peak GB (CUDA; None on the CPU) per named step over `reps` rounds; each round runs every step
-    once, in turn, so a machine that speeds up or slows down during the run affects them alike."""
+    once, in turn, so a machine that speeds up or slows down during the run affects them alike. The peak counts
+    from here, or with reset_peak=False from the caller's last reset."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     if cuda:
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        if reset_peak:
+            torch.cuda.reset_peak_memory_stats()
     for _ in range(reps):
         for name, step in steps.items():
             start = time.perf_counter()
@@ -175,8 +178,11 @@ def run(args: argparse.Namespace) -> list[dict]:
             model = build(variant, B, S, D, pattern, args, backend, fresh_compile=fresh)
             build_s = time.perf_counter() - start
             x = torch.randn(B, S, D, device=args.device)
+            graph = variant.endswith("-graph")
+            if graph:  # a graph's peak memory counts its capture
+                torch.cuda.reset_peak_memory_stats()
             try:
-                step, first, first_s = prepare(model, x, args.warmup, "bf16" in variant, variant.endswith("-graph"))
+                step, first, first_s = prepare(model, x, args.warmup, "bf16" in variant, graph)
             except Exception as err:  # a compiler failure costs its row only; the other variants still run
                 if not variant.startswith("ours-compiled"):
                     raise
@@ -201,7 +207,8 @@ def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prep
     """The result row of one variant; times it alone unless `timed` (median ms, peak GB) is given."""
     B, S, D, pattern = case
     step, info = prepared
-    ms, peak = timed or time_rounds({variant: step}, reps, cuda=args.device == "cuda")[variant]
+    cuda = args.device == "cuda"
+    ms, peak = timed or time_rounds({variant: step}, reps, cuda, reset_peak=not variant.endswith("-graph"))[variant]
     precision = args.matmul_precision if args.device == "cuda" else None  # TF32 exists on GPUs only
     row = {"device": device_name(args.device), "torch": torch.__version__, "B": B, "S": S, "D": D,
            "pattern": pattern, "variant": variant, "matmul_precision": precision,

@@ -25,16 +25,18 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, C)
         K = self.kernel_size
-        if prefer_taps(K, x.device):
+        if prefer_taps(K):
             return causal_taps(x, self.conv.weight, self.conv.bias)
         y = F.pad(x.transpose(1, 2), (K - 1, 0))  # (B, C, T + K - 1)
         return self.conv(y).transpose(1, 2)  # (B, T, C)
 
 
-def prefer_taps(kernel_size: int, device: torch.device) -> bool:
-    """Whether a depthwise causal conv of this width runs as shifted products (`causal_taps`) on `device`.
+def prefer_taps(kernel_size: int) -> bool:
+    """Whether a depthwise causal conv of this width runs as shifted products (`causal_taps`), on any device.
 
-    Measured forward + backward: about twice as fast as the grouped Conv1d on a 2-core CPU for up to 8 taps."""
+    Measured forward + backward: about twice as fast as the grouped Conv1d on a 2-core CPU for up to 8 taps; on an
+    H200 slower eager than cuDNN's depthwise conv but fused by torch.compile, which made the compiled, graphed bf16
+    training step at (1024, 64, 128) 15 % faster (10.45 -> 8.93 ms, mmmm)."""
     return kernel_size <= 8
 
 

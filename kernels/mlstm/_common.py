@@ -139,28 +139,40 @@ def log_decay_matrix(log_f: Tensor, i: Tensor) -> Tensor:
     return torch.where(lower, log_decay, float("-inf"))  # (..., L, L)
 
 
+def prefix_log_decay(log_f: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+    """`log_decay_matrix` from float64 prefix sums of log f, rounded once to its dtype (no cancellation error).
+
+    Returns the (..., L, L) matrix and the (..., L) prefix sums (float64), sum of log f over [0, t]."""
+    L = log_f.shape[-1]
+    lower = torch.ones(L, L, dtype=torch.bool, device=log_f.device).tril()  # (L, L)
+    prefix = log_f.double().cumsum(dim=-1)  # (..., L)
+    # [t, s] = prefix_t - prefix_s = sum of log f over (s, t]
+    forget_sum = (prefix.unsqueeze(-1) - prefix.unsqueeze(-2)).to(log_f.dtype)  # (..., L, L)
+    return torch.where(lower, forget_sum + i.unsqueeze(-2), float("-inf")), prefix  # (..., L, L), (..., L)
+
+
+def prefix_log_decay_grads(grad: Tensor, d_prefix: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Gradients (d log f, d i~) of `prefix_log_decay` from the gradient of its matrix (zero above the diagonal)
+    and an optional direct gradient on the prefix sums: two reductions and a reverse cumsum."""
+    d_i = grad.sum(dim=-2)  # (..., L): i~_s enters every entry of column s
+    d_sum = grad.sum(dim=-1) - d_i  # (..., L): prefix_t enters row t with +, column t with -
+    if d_prefix is not None:
+        d_sum = d_sum + d_prefix
+    d_log_f = d_sum.flip(-1).cumsum(dim=-1).flip(-1)  # (..., L): log f_r is in every prefix_t with t >= r
+    return d_log_f, d_i
+
+
 class _PrefixLogDecay(torch.autograd.Function):
-    """`log_decay_matrix` from float64 prefix sums, with a backward of two reductions and a reverse cumsum."""
+    """`prefix_log_decay` as an autograd function with its backward written out."""
 
     @staticmethod
     def forward(ctx, log_f: Tensor, i: Tensor) -> Tensor:
-        L = log_f.shape[-1]
-        lower = torch.ones(L, L, dtype=torch.bool, device=log_f.device).tril()  # (L, L)
-        prefix = log_f.double().cumsum(dim=-1)  # (..., L): sum of log f over [0, t]
-        # [t, s] = prefix_t - prefix_s = sum of log f over (s, t], rounded once from float64
-        forget_sum = (prefix.unsqueeze(-1) - prefix.unsqueeze(-2)).to(log_f.dtype)  # (..., L, L)
-        ctx.save_for_backward(lower)
-        return torch.where(lower, forget_sum + i.unsqueeze(-2), float("-inf"))  # (..., L, L)
+        return prefix_log_decay(log_f, i)[0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        (lower,) = ctx.saved_tensors
-        grad = torch.where(lower, grad, 0.0)  # (..., L, L); entries above the diagonal are constants
-        d_i = grad.sum(dim=-2)  # (..., L)
-        d_prefix = grad.sum(dim=-1) - d_i  # (..., L): prefix_t enters row t with +, column t with -
-        d_log_f = d_prefix.flip(-1).cumsum(dim=-1).flip(-1)  # (..., L): log f_r is in every prefix_t with t >= r
-        return d_log_f, d_i
+        return prefix_log_decay_grads(torch.tril(grad))  # entries above the diagonal are constants
 
 
 def log_decay_matrix_prefix(log_f: Tensor, i: Tensor) -> Tensor:

@@ -24,18 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._common import prefix_log_decay, prefix_log_decay_grads
+
 
 class _OneChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float) -> Tensor:
         # q, k (..., L, DQK); v (..., L, DHV); i, f (..., L); all in the compute dtype
-        L, DQK = q.shape[-2:]
-        lower = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()  # (L, L)
-        log_f = F.logsigmoid(f)  # (..., L)
-        prefix = log_f.double().cumsum(dim=-1)  # (..., L)
+        DQK = q.shape[-1]
+        D, prefix = prefix_log_decay(F.logsigmoid(f), i)  # (..., L, L), (..., L)
         b = prefix.to(q.dtype)  # (..., L) log weight of the (zero) entering state: sum of log f up to t, m0 = 0
-        D = torch.where(lower, (prefix.unsqueeze(-1) - prefix.unsqueeze(-2)).to(q.dtype) + i.unsqueeze(-2),
-                        float("-inf"))  # (..., L, L)  # fmt: skip
         row_max, arg = D.max(dim=-1)  # (..., L)
         m = torch.maximum(b, row_max)  # (..., L)
         W = torch.exp(D - m.unsqueeze(-1))  # (..., L, L), 0 above the diagonal
@@ -68,9 +66,7 @@ class _OneChunk(torch.autograd.Function):
         dm = torch.where(on_qn, 0.0, -dden * floor) - dD.sum(dim=-1)  # (..., L)
         # m = max(b, max_s D_ts): dm goes to b_t, or to the arg max entry of row t
         dD.scatter_add_(-1, arg.unsqueeze(-1), torch.where(b_won, 0.0, dm).unsqueeze(-1))
-        d_i = dD.sum(dim=-2)  # (..., L) column sums: i~_s enters every D_ts with t >= s
-        db = dD.sum(dim=-1) - d_i + torch.where(b_won, dm, 0.0)  # (..., L) b_t in row t with +, column t with -
-        d_log_f = db.flip(-1).cumsum(dim=-1).flip(-1)  # (..., L): log f_r is in every b_t with t >= r
+        d_log_f, d_i = prefix_log_decay_grads(dD, torch.where(b_won, dm, 0.0))  # b is the prefix sum too
         d_f = d_log_f * torch.sigmoid(-f)  # (..., L)
         return dq, dk, dv, d_i, d_f, None
 

@@ -58,21 +58,17 @@ def _on_device(mode: int) -> int:
     return 4 if mode == 1 and os.environ.get("TRITON_INTERPRET") == "1" else mode
 
 
-# set by benchmarks to time the dots below in the default mode instead (None: as documented)
-INPUT_DTYPE_DOTS: bool | None = None
-
-
 def _qk_lowp(dtype: torch.dtype, lowp: int) -> int:
     """Dot mode of q k^T: bf16/fp16 inputs multiply in their own dtype (exact products, fp32 sums: the same result
     as TF32 at twice the tensor-core rate); fp32 inputs as the other dots (`lowp`)."""
-    return lowp if dtype == torch.float32 or INPUT_DTYPE_DOTS is False else _LOWP[dtype]
+    return lowp if dtype == torch.float32 else _LOWP[dtype]
 
 
 def _out_lowp(dtype: torch.dtype, lowp: int) -> int:
     """Dot mode of the backward's dq and dv for bf16 inputs: bf16 operands (the gradients are stored in bf16, and
     neither feeds the cancelling gate-gradient sums, which dk does); `lowp` otherwise (fp16 operands could
     overflow: dh / den has the range of fp32)."""
-    return _LOWP[dtype] if dtype == torch.bfloat16 and INPUT_DTYPE_DOTS is not False else lowp
+    return _LOWP[dtype] if dtype == torch.bfloat16 else lowp
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
