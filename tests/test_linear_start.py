@@ -97,3 +97,27 @@ def test_forecaster_picks_the_ridge_with_the_lowest_validation_loss(tmp_path):
     assert est.linear_skip_ridge_ == min(ridges, key=losses.get)
     assert est.best_val_loss_ == pytest.approx(min(losses.values()), rel=1e-6)
     assert XLSTMForecaster.load(est.save(tmp_path / "m")).linear_skip_ridge_ == est.linear_skip_ridge_
+
+
+@pytest.mark.parametrize("mode", ["channel_independent", "variate_mixing"])
+def test_skip_scorer_runs_the_stack_once_and_scores_as_mean_loss(mode):
+    from xlstm_ts.training_utils import batch_loader, mean_loss, skip_scorer
+
+    cfg = ModelConfig(**{**TINY, "dropout": 0.3}, mode=mode, mixing_dim=8, mixing_heads=2)
+    net = XLSTMForecastNet(cfg, 24, 6, (0.1, 0.5, 0.9)).train()  # dropout on: the scorer must score in eval mode
+    batch = _windows(n=90)
+    if mode == "variate_mixing":  # 30 windows of 3 variates
+        batch = {k: v.reshape(30, 3, -1) for k, v in batch.items()}
+    loader = batch_loader(batch, size=16)  # batches of 16, 14 (or 16, 16, ..., 10)
+    passes = []
+    net.stack.register_forward_hook(lambda *_: passes.append(1))
+    score = skip_scorer(net, loader)
+    assert len(passes) == len(loader) and net.training
+    torch.manual_seed(0)
+    for _ in range(3):  # each skip map: the cached score is the full validation loss, and runs no stack
+        with torch.no_grad():
+            net.skip.weight.normal_(0.0, 0.1)
+            net.skip.bias.normal_()
+        cached, before = score(), len(passes)
+        assert len(passes) == before and net.training
+        assert cached == pytest.approx(mean_loss(net, loader), rel=1e-6)

@@ -159,9 +159,9 @@ class XLSTMForecaster(BaseEstimator):
             net.to(device)  # the start and the score of the initial weights are computed where training runs
             if self.compile:
                 tu.compile_network(net, trainer)
-            self.linear_skip_ridge_ = tu.linear_start(net, sampler, val_loader, seed)
+            self.linear_skip_ridge_, start_loss = tu.linear_start(net, sampler, val_loader, seed)
             if best is not None:
-                best.seed(tu.mean_loss(net, val_loader), net)
+                best.seed(start_loss, net)
             fit_trainer(trainer, module, loader, val_loader, best)
         net.to(device).eval()  # Lightning hands the module back on the CPU; predict where it trained
         self.net_, self.config_, self.levels_ = net, cfg, levels

@@ -79,6 +79,15 @@ class XLSTMForecastNet(nn.Module):
         Covariates (only for networks built with them, (B, L) windows): past_covariates and their observed mask
         (B, K, L) over the context, with 0 where unobserved; future_covariates (B, Kf, F); static_covariates (B, Ks).
         """
+        return self.readout(*self.encode(past_target, past_observed, past_covariates, past_covariates_observed,
+                                         future_covariates, static_covariates))
+
+    def encode(self, past_target: torch.Tensor, past_observed: torch.Tensor,
+               past_covariates: torch.Tensor | None = None, past_covariates_observed: torch.Tensor | None = None,
+               future_covariates: torch.Tensor | None = None, static_covariates: torch.Tensor | None = None,
+               ) -> tuple:
+        """The first part of `forward`, up to what the linear skip does not change: (features (N, T * D), scaled
+        context (N, L), covariate terms or None, C or None, loc (N, 1), scale (N, 1)); `readout` finishes it."""
         n_variates = past_target.shape[1] if past_target.dim() == 3 else None
         if self.mixer is not None and n_variates is None:
             raise ValueError(f"mode='variate_mixing' needs windows of shape (B, C, L), got {tuple(past_target.shape)}.")
@@ -92,6 +101,11 @@ class XLSTMForecastNet(nn.Module):
         if terms and terms.token_shift is not None:
             tokens = tokens + terms.token_shift  # (N, T, D)
         features = self.head_drop(self.stack(tokens).flatten(1))  # (N, T * D)
+        return features, scaled, terms, n_variates, loc, scale
+
+    def readout(self, features: torch.Tensor, scaled: torch.Tensor, terms, n_variates: int | None,
+                loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rest of `forward` from `encode`'s outputs: linear skip, covariate features, variate mixer, head."""
         offset = self.skip(scaled) if self.skip is not None else None  # (N, F)
         if terms and terms.features is not None:
             features = torch.cat([features, self.head_drop(terms.features)], dim=1)  # (N, T * D + F * W)
@@ -175,7 +189,12 @@ class XLSTMForecastNet(nn.Module):
 
         With `cfg.loss_scale == "data"` each window's loss is weighted by its scale (for the quantile head: the
         pinball loss in data units)."""
-        params, loc, scale = self(past_target, past_observed, **covariates)
+        return self.loss_of(self(past_target, past_observed, **covariates), future_target, future_observed)
+
+    def loss_of(self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], future_target: torch.Tensor,
+                future_observed: torch.Tensor | None = None) -> torch.Tensor:
+        """`loss` from the network's outputs (params, loc, scale), as `forward` or `readout` returns them."""
+        params, loc, scale = outputs
         F = self.prediction_length
         future_target = future_target.reshape(-1, F)  # (N, F)
         observed = torch.ones_like(future_target) if future_observed is None else future_observed.reshape(-1, F)

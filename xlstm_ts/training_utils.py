@@ -18,6 +18,7 @@ import contextlib
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -216,16 +217,51 @@ def compile_network(net: torch.nn.Module, trainer: L.Trainer) -> None:
             module.compile_blocks()
 
 
+def skip_scorer(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> Callable[[], float]:
+    """`mean_loss(net, loader)` as a function to call after each change of the linear skip (the ridge choice).
+
+    Without covariates the skip changes only `net.readout`, so the loader's batches go through `net.encode` (patch
+    encoder and xLSTM stack) once, here, and each call runs only the readout; with covariates (whose horizon map the
+    ridge fit sets too) each call is a full `mean_loss`."""
+    if net.covariates is not None:
+        return lambda: mean_loss(net, loader)
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        cached = [(len(b["past_target"]), net.encode(b["past_target"].to(device), b["past_observed"].to(device)),
+                   b["future_target"].to(device), b["future_observed"].to(device)) for b in loader]
+    net.train(was_training)
+
+    @torch.no_grad()
+    def score() -> float:
+        was_training = net.training
+        net.eval()
+        total = sum(float(net.loss_of(net.readout(*enc), target, observed)) * n for n, enc, target, observed in cached)
+        net.train(was_training)
+        return total / max(sum(n for n, *_ in cached), 1)
+
+    return score
+
+
 def linear_start(net: XLSTMForecastNet, sampler: WindowSampler, val_loader: torch.utils.data.DataLoader | None,
-                 seed: int) -> float | None:
+                 seed: int) -> tuple[float | None, float | None]:
     """Start the network's linear skip at the ridge least-squares map on (up to 100k) training windows, on the
     network's device; with several ridges in the config and a validation loader, keep the one whose start has the
-    lowest validation loss. Returns the ridge kept (None without an 'lstsq' skip)."""
+    lowest validation loss. Returns the ridge kept (None without an 'lstsq' skip) and the validation loss of the
+    network as it now is (None without a validation loader)."""
+    if val_loader is None:
+        return _linear_start(net, sampler, None, seed), None
+    score = skip_scorer(net, val_loader)
+    return _linear_start(net, sampler, score, seed), score()
+
+
+def _linear_start(net: XLSTMForecastNet, sampler: WindowSampler, score: Callable[[], float] | None,
+                  seed: int) -> float | None:
     cfg = net.cfg
     if not cfg.linear_skip or cfg.linear_skip_init != "lstsq":
         return None
     device = next(net.parameters()).device
     windows = sampler.sample(100_000, np.random.default_rng([seed, 1]))
-    score = (lambda: mean_loss(net, val_loader)) if val_loader is not None else None
     return net.fit_linear_skip(**{k: v.to(device) for k, v in windows.items()}, ridge=cfg.linear_skip_ridge,
                                score=score)

@@ -47,3 +47,19 @@ def test_chunkwise_routes_one_chunk_calls_and_keeps_dtypes():
     assert h.dtype == torch.bfloat16
     ref = mlstm_one_chunk(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), i, f)
     torch.testing.assert_close(h.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_no_grad_cpu_calls_go_in_slices_with_the_same_result(monkeypatch):
+    from xlstm_ts.kernels.mlstm import one_chunk_torch
+
+    q, k, v, i, f = (x.float() for x in _inputs(2, 5, 17, 8, 6, 0.0))  # 10 heads
+    whole = mlstm_one_chunk(*(x.clone().requires_grad_() for x in (q, k, v, i, f))).detach()  # one call
+    calls = []
+    apply = one_chunk_torch._OneChunk.apply
+    monkeypatch.setattr(one_chunk_torch._OneChunk, "apply", lambda *a: calls.append(a[0].shape) or apply(*a))
+    monkeypatch.setattr(one_chunk_torch, "NO_GRAD_SLICE", 4)
+    with torch.no_grad():
+        sliced = mlstm_one_chunk(q, k, v, i, f)
+    assert [c[0] for c in calls] == [4, 4, 2]  # heads 0-3, 4-7, 8-9
+    assert sliced.shape == whole.shape == (2, 5, 17, 6)
+    assert torch.equal(sliced, whole)
