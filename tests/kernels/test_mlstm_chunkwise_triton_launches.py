@@ -88,3 +88,15 @@ def test_chunkwise_triton_reads_strided_inputs(DHV, nan_poison):
     ratio = TOLERANCES["float32-ieee"].ratio
     for name, a, b in zip(["h", "C", "n", "m", "dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"], *results):
         assert_close(name, a, b, ratio)
+
+
+def test_backward_warps_rule(monkeypatch):
+    from xlstm_ts.kernels.mlstm import triton_chunkwise as tc
+
+    assert tc._bwd_num_warps(64, 64, 4) == 8  # one chunk of 64 steps: 8 warps hold its (L, L) tiles without spills
+    assert tc._bwd_num_warps(40, 64, 4) == 8
+    assert tc._bwd_num_warps(512, 64, 4) == 4  # several chunks: the forward's choice
+    assert tc._bwd_num_warps(32, 32, 4) == 4  # a short chunk: the forward's choice
+    assert tc._bwd_num_warps(100, 32, 8) == 8
+    monkeypatch.setattr(tc, "NUM_WARPS_OVERRIDE", 2)  # the benchmark's sweep sets both directions
+    assert tc._bwd_num_warps(64, 64, 4) == 2
