@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from xlstm_ts.datasets.device_windows import DeviceWindows
+
 
 @dataclass
 class Covariates:
@@ -167,8 +169,15 @@ class WindowSampler(torch.utils.data.IterableDataset):
         self._offsets = np.concatenate([[0], np.cumsum(n_cuts[usable])])
         self._min_past = min_past
         self.covariates = covariates
+        self._on_device: DeviceWindows | None = None
         if covariates is not None:
             self._flat_cov, _ = _stack_padded(covariates.dynamic, context_length)  # (sum(L + S), K)
+
+    def to(self, device: torch.device | str) -> WindowSampler:
+        """Make batches on `device`: the series go there once and each batch is gathered there (same values as on
+        the CPU). Windows with covariates stay on the CPU. Returns self."""
+        self._on_device = DeviceWindows(self._flat, device) if self.covariates is None else None
+        return self
 
     @property
     def num_windows(self) -> int:
@@ -193,6 +202,8 @@ class WindowSampler(torch.utils.data.IterableDataset):
         cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
         rows = self._series_idx[which]
         # padded index t + L == original t: a window is rows t .. t + L + F - 1 of its padded series
+        if self._on_device is not None:
+            return self._on_device.gather(self._starts[rows] + cuts, L, F)
         index = (self._starts[rows] + cuts)[:, None] + np.arange(L + F)  # (B, L + F)
         window = self._flat[index]  # (B, L + F, ...)
         batch = _to_batch(_channels_first(window[:, :L]), _channels_first(window[:, L:]))

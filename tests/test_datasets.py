@@ -195,3 +195,35 @@ def test_window_sampler_batches_equal_direct_slices(variates):
                 np.testing.assert_array_equal(batch["future_covariates"][k].numpy(), cov[L:, 1:].T)
             k += 1
     assert k == sampler.num_windows == len(flat)
+
+
+_NO_CUDA = not __import__("torch").cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(_NO_CUDA, reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variates", [None, 3])
+def test_window_sampler_on_a_device_gives_the_same_batches(variates, device):
+    """`WindowSampler.to(device)` gathers the windows there: the same values, dtypes and shapes as the CPU path,
+    NaN padding and missing values included; samplers with covariates keep the CPU path."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    shape = lambda n: (n,) if variates is None else (n, variates)  # noqa: E731
+    series = [rng.normal(size=shape(n)).astype(np.float32) for n in (40, 7, 25)]
+    series[0][5] = np.nan
+    host = WindowSampler(series, 9, 4, batch_size=6, min_past=2)
+    on_device = WindowSampler(series, 9, 4, batch_size=6, min_past=2).to(device)
+    for a, b in [(host.windows(np.arange(host.num_windows)), on_device.windows(np.arange(host.num_windows))),
+                 (next(iter(host)), next(iter(on_device)))]:  # every window, and the same seeded stream
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key].device.type == device and b[key].dtype == a[key].dtype and b[key].is_contiguous()
+            assert torch.equal(b[key].cpu(), a[key]), key
+    assert bool(on_device.windows(np.arange(3))["past_observed"].sum() < 3 * 9 * (variates or 1))  # padding seen
+    if variates is None:  # covariates: the CPU path
+        from xlstm_ts.datasets.windows import Covariates
+
+        dynamic = [rng.normal(size=(len(v), 2)).astype(np.float32) for v in series]
+        with_cov = WindowSampler(series, 9, 4, batch_size=6, covariates=Covariates(dynamic=dynamic)).to(device)
+        assert with_cov.windows(np.arange(4))["past_target"].device.type == "cpu"

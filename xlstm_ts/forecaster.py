@@ -157,6 +157,8 @@ class XLSTMForecaster(BaseEstimator):
             trainer, best = tu.make_trainer(self, validate=holdout > 0)
             device = tu.training_device(trainer, cuda=self.cuda_graphs)
             net.to(device)  # the start and the score of the initial weights are computed where training runs
+            if device.type == "cuda":
+                sampler.to(device)  # batches gathered on the GPU: no per-batch host work or copy
             if self.compile:
                 tu.compile_network(net, trainer)
             self.linear_skip_ridge_, start_loss = tu.linear_start(net, sampler, val_loader, seed)

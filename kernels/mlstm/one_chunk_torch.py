@@ -19,7 +19,7 @@ its gradients are autograd's except at exact ties of a max, where autograd split
 
 Without a gradient on the CPU (validation and prediction batches of thousands of windows), the heads go through in
 slices of `NO_GRAD_SLICE`, so the (L x L) intermediates of a slice stay in cache: 5x faster at 28672 heads of
-(63 x 8), with the same result bit for bit (every op is per head).
+(63 x 8), with the same result bit for bit (every op is per head). Not under torch.compile (see `_in_slices`).
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ class _OneChunk(torch.autograd.Function):
         return dq, dk, dv, d_i, d_f, None
 
 
+def _in_slices(heads: int, *inputs: Tensor) -> bool:
+    """Whether a call goes in slices of heads: on the CPU without a gradient, not while torch.compile traces it (a
+    traced loop over slices would unroll into a graph of hundreds of copies; compiled code has its own fusion)."""
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
+    cpu = inputs[0].device.type == "cpu"
+    return not grad and cpu and heads > NO_GRAD_SLICE and not torch.compiler.is_compiling()
+
+
 def mlstm_one_chunk(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float = 1e-6) -> Tensor:
     """h of the mLSTM over a sequence of one chunk from zero states, in the compute dtype of the inputs.
 
@@ -90,8 +98,7 @@ def mlstm_one_chunk(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: 
     """
     with torch.autocast(q.device.type, enabled=False):  # fp32 sums and gates under mixed precision too
         heads = i.numel() // max(i.shape[-1], 1)
-        grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, i, f))
-        if grad or q.device.type != "cpu" or heads <= NO_GRAD_SLICE:
+        if not _in_slices(heads, q, k, v, i, f):
             return _OneChunk.apply(q, k, v, i, f, eps)
         lead = i.shape[:-1]
         flat = [x.reshape(heads, *x.shape[len(lead):]) for x in (q, k, v, i, f)]  # (heads, L[, D])

@@ -63,3 +63,16 @@ def test_no_grad_cpu_calls_go_in_slices_with_the_same_result(monkeypatch):
     assert [c[0] for c in calls] == [4, 4, 2]  # heads 0-3, 4-7, 8-9
     assert sliced.shape == whole.shape == (2, 5, 17, 6)
     assert torch.equal(sliced, whole)
+
+
+def test_no_slices_with_a_gradient_on_a_gpu_or_under_compile(monkeypatch):
+    from xlstm_ts.kernels.mlstm import one_chunk_torch
+
+    x = torch.zeros(2, 3)
+    assert one_chunk_torch._in_slices(300, x) and not one_chunk_torch._in_slices(256, x)
+    assert not one_chunk_torch._in_slices(300, x.requires_grad_())
+    with torch.no_grad():
+        assert one_chunk_torch._in_slices(300, x)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # traced by torch.compile: one call
+        assert not one_chunk_torch._in_slices(300, x)
+    assert not one_chunk_torch._in_slices(300, torch.zeros(2, 3, device="meta"))
