@@ -121,3 +121,14 @@ def test_skip_scorer_runs_the_stack_once_and_scores_as_mean_loss(mode):
         cached, before = score(), len(passes)
         assert len(passes) == before and net.training
         assert cached == pytest.approx(mean_loss(net, loader), rel=1e-6)
+
+
+def test_validation_batches_are_smaller_on_the_cpu():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from xlstm_ts.training_utils import validation_batch_size
+
+    assert validation_batch_size(SimpleNamespace(accelerator=CPUAccelerator())) == 256
+    assert validation_batch_size(SimpleNamespace(accelerator=CUDAAccelerator())) == 1024

@@ -150,11 +150,11 @@ class XLSTMForecaster(BaseEstimator):
             sampler = WindowSampler(series, context, horizon, self.batch_size, seed=seed, holdout=holdout,
                                     covariates=covs)
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
-            val_loader = tu.batch_loader(tail_windows(series, context, horizon, holdout, covariates=covs)) \
-                if holdout else None
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps,
                                    cuda_graphs=self.cuda_graphs)
             trainer, best = tu.make_trainer(self, validate=holdout > 0)
+            val_loader = tu.batch_loader(tail_windows(series, context, horizon, holdout, covariates=covs),
+                                         tu.validation_batch_size(trainer)) if holdout else None
             device = tu.training_device(trainer, cuda=self.cuda_graphs)
             net.to(device)  # the start and the score of the initial weights are computed where training runs
             if device.type == "cuda":

@@ -24,6 +24,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -162,6 +163,13 @@ def quiet(verbose: bool):
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+
+
+def validation_batch_size(trainer: L.Trainer) -> int:
+    """Windows per validation batch: 1024 on GPUs; 256 on the CPU, where the intermediates of a smaller batch stay
+    in cache (ETTh1 H=96 validation windows, `ltsf_center`, 2-core CPU: 4.3 s against 7.7 s at 1024). The
+    validation loss is a window-weighted mean, so the size changes only its rounding."""
+    return 1024 if isinstance(trainer.accelerator, CUDAAccelerator) else 256
 
 
 def batch_loader(batch: dict[str, torch.Tensor], size: int = 1024) -> torch.utils.data.DataLoader:
