@@ -18,8 +18,10 @@ The function is that of `mlstm_chunkwise_torch` on such calls (same float64 pref
 its gradients are autograd's except at exact ties of a max, where autograd splits the gradient.
 
 Without a gradient on the CPU (validation and prediction batches of thousands of windows), the heads go through in
-slices of `NO_GRAD_SLICE`, so the (L x L) intermediates of a slice stay in cache: 5x faster at 28672 heads of
-(63 x 8), with the same result bit for bit (every op is per head). Not under torch.compile (see `_in_slices`).
+slices of about `SLICE_HEADS` along the first dimension, so the (L x L) intermediates of a slice stay in cache: 5x
+faster at 28672 heads of (63 x 8), with the same result (every op is per head; a batched matmul may round
+differently for another batch count). Training batches (896 heads in the ETTh1 presets) gained nothing from slices,
+so calls with a gradient run whole; so does any call under torch.compile (see `_slices`).
 """
 
 from __future__ import annotations
@@ -31,59 +33,74 @@ from torch import Tensor
 from ._common import prefix_log_decay, prefix_log_decay_grads
 
 # heads per slice of a no-grad CPU call: 256 heads of 64 steps keep each (L x L) float64 intermediate at 8 MB
-NO_GRAD_SLICE = 256
+SLICE_HEADS = 256
+
+
+def _forward(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float) -> tuple[Tensor, tuple]:
+    """h and the tensors the backward reads, for q, k (..., L, DQK); v (..., L, DHV); i, f (..., L)."""
+    DQK = q.shape[-1]
+    D, prefix = prefix_log_decay(F.logsigmoid(f), i)  # (..., L, L), (..., L)
+    b = prefix.to(q.dtype)  # (..., L) log weight of the (zero) entering state: sum of log f up to t, m0 = 0
+    row_max, arg = D.max(dim=-1)  # (..., L)
+    m = torch.maximum(b, row_max)  # (..., L)
+    W = torch.exp(D - m.unsqueeze(-1))  # (..., L, L), 0 above the diagonal
+    q_hat = q * DQK**-0.5
+    QK = q_hat @ k.transpose(-1, -2)  # (..., L, L)
+    S = W * QK  # (..., L, L)
+    qn = S.sum(dim=-1)  # (..., L)
+    floor = torch.exp(-m)  # (..., L)
+    den = torch.maximum(qn.abs(), floor) + eps  # (..., L)
+    h = (S @ v) / den.unsqueeze(-1)  # (..., L, DHV)
+    return h, (q_hat, k, v, f, W, S, h, qn, floor, den, arg, b >= row_max)
+
+
+def _backward(dh: Tensor, q_hat, k, v, f, W, S, h, qn, floor, den, arg, b_won) -> tuple[Tensor, ...]:
+    """(dq, dk, dv, di, df) from the upstream dh (..., L, DHV) and what `_forward` kept."""
+    dh = dh.to(h.dtype)
+    dnum = dh / den.unsqueeze(-1)  # (..., L, DHV)
+    dden = -(dh * h).sum(dim=-1) / den  # (..., L)
+    on_qn = qn.abs() > floor  # (..., L) which branch of the denominator's max
+    dqn = torch.where(on_qn, dden * torch.sign(qn), 0.0)  # (..., L)
+    dS = torch.baddbmm(dqn.reshape(-1, qn.shape[-1], 1), dnum.flatten(0, -3), v.flatten(0, -3).transpose(1, 2))
+    dS = dS.view(S.shape)  # (..., L, L) = dnum v^T + dqn
+    dv = S.transpose(-1, -2) @ dnum  # (..., L, DHV)
+    dQK = dS * W  # (..., L, L)
+    dq = (dQK @ k) * q_hat.shape[-1] ** -0.5  # (..., L, DQK)
+    dk = dQK.transpose(-1, -2) @ q_hat  # (..., L, DQK)
+    dD = dS * S  # (..., L, L) through W = exp(D - m); zero above the diagonal
+    dm = torch.where(on_qn, 0.0, -dden * floor) - dD.sum(dim=-1)  # (..., L)
+    # m = max(b, max_s D_ts): dm goes to b_t, or to the arg max entry of row t
+    dD.scatter_add_(-1, arg.unsqueeze(-1), torch.where(b_won, 0.0, dm).unsqueeze(-1))
+    d_log_f, d_i = prefix_log_decay_grads(dD, torch.where(b_won, dm, 0.0))  # b is the prefix sum too
+    return dq, dk, dv, d_i, d_log_f * torch.sigmoid(-f)
+
+
+def _slices(x: Tensor) -> list[slice]:
+    """Slices of the first dimension of x (..., L, D) holding about SLICE_HEADS heads each: one slice (the whole)
+    unless x is a CPU tensor with more heads, or torch.compile traces the call (a traced loop over slices would
+    unroll into a graph of hundreds of copies; compiled code has its own fusion)."""
+    lead = x.shape[:-2]
+    heads = lead.numel()
+    if not lead or heads <= SLICE_HEADS or x.device.type != "cpu" or torch.compiler.is_compiling():
+        return [slice(None)]
+    step = max(1, SLICE_HEADS // (heads // lead[0]))  # rows of the first dimension per slice
+    return [slice(s, s + step) for s in range(0, lead[0], step)]
 
 
 class _OneChunk(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float) -> Tensor:
-        # q, k (..., L, DQK); v (..., L, DHV); i, f (..., L); all in the compute dtype
-        DQK = q.shape[-1]
-        D, prefix = prefix_log_decay(F.logsigmoid(f), i)  # (..., L, L), (..., L)
-        b = prefix.to(q.dtype)  # (..., L) log weight of the (zero) entering state: sum of log f up to t, m0 = 0
-        row_max, arg = D.max(dim=-1)  # (..., L)
-        m = torch.maximum(b, row_max)  # (..., L)
-        W = torch.exp(D - m.unsqueeze(-1))  # (..., L, L), 0 above the diagonal
-        q_hat = q * DQK**-0.5
-        QK = q_hat @ k.transpose(-1, -2)  # (..., L, L)
-        S = W * QK  # (..., L, L)
-        qn = S.sum(dim=-1)  # (..., L)
-        floor = torch.exp(-m)  # (..., L)
-        den = torch.maximum(qn.abs(), floor) + eps  # (..., L)
-        h = (S @ v) / den.unsqueeze(-1)  # (..., L, DHV)
-        ctx.save_for_backward(q_hat, k, v, f, W, S, h, qn, floor, den, arg, b >= row_max)
-        return h
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float, keep: bool) -> Tensor:
+        # q, k (..., L, DQK); v (..., L, DHV); i, f (..., L); all in the compute dtype. keep: a backward follows
+        if keep:
+            h, saved = _forward(q, k, v, i, f, eps)
+            ctx.save_for_backward(*saved)
+            return h
+        return torch.cat([_forward(q[s], k[s], v[s], i[s], f[s], eps)[0] for s in _slices(q)])  # (..., L, DHV)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dh: Tensor) -> tuple[Tensor | None, ...]:
-        q_hat, k, v, f, W, S, h, qn, floor, den, arg, b_won = ctx.saved_tensors
-        dh = dh.to(h.dtype)
-        dnum = dh / den.unsqueeze(-1)  # (..., L, DHV)
-        dden = -(dh * h).sum(dim=-1) / den  # (..., L)
-        on_qn = qn.abs() > floor  # (..., L) which branch of the denominator's max
-        dqn = torch.where(on_qn, dden * torch.sign(qn), 0.0)  # (..., L)
-        dS = torch.baddbmm(dqn.reshape(-1, qn.shape[-1], 1), dnum.flatten(0, -3), v.flatten(0, -3).transpose(1, 2))
-        dS = dS.view(S.shape)  # (..., L, L) = dnum v^T + dqn
-        dv = S.transpose(-1, -2) @ dnum  # (..., L, DHV)
-        dQK = dS * W  # (..., L, L)
-        dq = (dQK @ k) * q_hat.shape[-1] ** -0.5  # (..., L, DQK)
-        dk = dQK.transpose(-1, -2) @ q_hat  # (..., L, DQK)
-        dD = dS * S  # (..., L, L) through W = exp(D - m); zero above the diagonal
-        dm = torch.where(on_qn, 0.0, -dden * floor) - dD.sum(dim=-1)  # (..., L)
-        # m = max(b, max_s D_ts): dm goes to b_t, or to the arg max entry of row t
-        dD.scatter_add_(-1, arg.unsqueeze(-1), torch.where(b_won, 0.0, dm).unsqueeze(-1))
-        d_log_f, d_i = prefix_log_decay_grads(dD, torch.where(b_won, dm, 0.0))  # b is the prefix sum too
-        d_f = d_log_f * torch.sigmoid(-f)  # (..., L)
-        return dq, dk, dv, d_i, d_f, None
-
-
-def _in_slices(heads: int, *inputs: Tensor) -> bool:
-    """Whether a call goes in slices of heads: on the CPU without a gradient, not while torch.compile traces it (a
-    traced loop over slices would unroll into a graph of hundreds of copies; compiled code has its own fusion)."""
-    grad = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
-    cpu = inputs[0].device.type == "cpu"
-    return not grad and cpu and heads > NO_GRAD_SLICE and not torch.compiler.is_compiling()
+        return (*_backward(dh, *ctx.saved_tensors), None, None)
 
 
 def mlstm_one_chunk(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float = 1e-6) -> Tensor:
@@ -97,10 +114,5 @@ def mlstm_one_chunk(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: 
         h (..., L, DHV).
     """
     with torch.autocast(q.device.type, enabled=False):  # fp32 sums and gates under mixed precision too
-        heads = i.numel() // max(i.shape[-1], 1)
-        if not _in_slices(heads, q, k, v, i, f):
-            return _OneChunk.apply(q, k, v, i, f, eps)
-        lead = i.shape[:-1]
-        flat = [x.reshape(heads, *x.shape[len(lead):]) for x in (q, k, v, i, f)]  # (heads, L[, D])
-        parts = [_OneChunk.apply(*(x[s:s + NO_GRAD_SLICE] for x in flat), eps) for s in range(0, heads, NO_GRAD_SLICE)]
-        return torch.cat(parts).view(*lead, *parts[0].shape[1:])  # (..., L, DHV)
+        keep = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, i, f))
+        return _OneChunk.apply(q, k, v, i, f, eps, keep)

@@ -49,30 +49,38 @@ def test_chunkwise_routes_one_chunk_calls_and_keeps_dtypes():
     torch.testing.assert_close(h.float(), ref, rtol=1e-2, atol=1e-2)
 
 
-def test_no_grad_cpu_calls_go_in_slices_with_the_same_result(monkeypatch):
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_no_grad_cpu_calls_go_in_slices_with_the_same_result(monkeypatch, grad):
     from xlstm_ts.kernels.mlstm import one_chunk_torch
 
-    q, k, v, i, f = (x.float() for x in _inputs(2, 5, 17, 8, 6, 0.0))  # 10 heads
-    whole = mlstm_one_chunk(*(x.clone().requires_grad_() for x in (q, k, v, i, f))).detach()  # one call
-    calls = []
-    apply = one_chunk_torch._OneChunk.apply
-    monkeypatch.setattr(one_chunk_torch._OneChunk, "apply", lambda *a: calls.append(a[0].shape) or apply(*a))
-    monkeypatch.setattr(one_chunk_torch, "NO_GRAD_SLICE", 4)
-    with torch.no_grad():
-        sliced = mlstm_one_chunk(q, k, v, i, f)
-    assert [c[0] for c in calls] == [4, 4, 2]  # heads 0-3, 4-7, 8-9
-    assert sliced.shape == whole.shape == (2, 5, 17, 6)
-    assert torch.equal(sliced, whole)
+    q, k, v, i, f = (x.float() for x in _inputs(5, 2, 17, 8, 6, 0.0))  # 10 heads, 2 per row of the first dim
+    upstream = torch.randn(5, 2, 17, 6)
+    results, calls = [], []
+    forward = one_chunk_torch._forward
+    for heads in (1000, 4):  # one slice, then slices of 2 rows (4 heads): rows 0-1, 2-3, 4
+        monkeypatch.setattr(one_chunk_torch, "SLICE_HEADS", heads)
+        monkeypatch.setattr(one_chunk_torch, "_forward", lambda *a: calls.append(a[0].shape[0]) or forward(*a))
+        leaves = [x.clone().requires_grad_(grad) for x in (q, k, v, i, f)]
+        with torch.set_grad_enabled(grad):
+            h = mlstm_one_chunk(*leaves)
+        grads = torch.autograd.grad((h * upstream).sum(), leaves) if grad else ()
+        results.append((h.detach(), grads))
+    assert calls == ([5, 5] if grad else [5, 2, 2, 1])  # with a gradient: whole
+    (h_whole, g_whole), (h_sliced, g_sliced) = results
+    # every op is per head; only a batched matmul may sum in another order for another batch count
+    assert h_sliced.shape == (5, 2, 17, 6)
+    torch.testing.assert_close(h_sliced, h_whole, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g_whole, g_sliced):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
 
 
-def test_no_slices_with_a_gradient_on_a_gpu_or_under_compile(monkeypatch):
+def test_no_slices_for_few_heads_other_devices_or_under_compile(monkeypatch):
     from xlstm_ts.kernels.mlstm import one_chunk_torch
 
-    x = torch.zeros(2, 3)
-    assert one_chunk_torch._in_slices(300, x) and not one_chunk_torch._in_slices(256, x)
-    assert not one_chunk_torch._in_slices(300, x.requires_grad_())
-    with torch.no_grad():
-        assert one_chunk_torch._in_slices(300, x)
-        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # traced by torch.compile: one call
-        assert not one_chunk_torch._in_slices(300, x)
-    assert not one_chunk_torch._in_slices(300, torch.zeros(2, 3, device="meta"))
+    whole = [slice(None)]
+    assert one_chunk_torch._slices(torch.zeros(300, 4, 3)) != whole  # 300 heads
+    assert one_chunk_torch._slices(torch.zeros(256, 4, 3)) == whole
+    assert one_chunk_torch._slices(torch.zeros(4, 3)) == whole  # no heads dimension
+    assert one_chunk_torch._slices(torch.zeros(300, 4, 3, device="meta")) == whole
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # traced by torch.compile: one call
+    assert one_chunk_torch._slices(torch.zeros(300, 4, 3)) == whole
