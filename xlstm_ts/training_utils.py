@@ -37,29 +37,29 @@ from xlstm_ts.model import XLSTMForecastNet
 from xlstm_ts.stack import XLSTMStack
 
 
-def check_params(self) -> tuple[int, int, tuple[float, ...], ModelConfig]:
-    """Validate the settings of an XLSTMForecaster (`self`); returns (horizon, context, quantile levels, config)."""
+def check_params(est) -> tuple[int, int, tuple[float, ...], ModelConfig]:
+    """Validate the settings of the XLSTMForecaster `est`; returns (horizon, context, quantile levels, config)."""
     for name in ("prediction_length", "max_steps", "batch_size"):
-        value = getattr(self, name)
+        value = getattr(est, name)
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    context = 4 * self.prediction_length if self.context_length is None else self.context_length
-    if self.head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
-    if not isinstance(self.val_size, (int, np.integer)) or self.val_size < 0:
-        raise ValueError(f"val_size must be a non-negative integer, got {self.val_size!r}.")
-    if self.val_size and self.val_size < self.prediction_length:
-        raise ValueError(f"val_size ({self.val_size}) must be 0 or at least prediction_length "
-                         f"({self.prediction_length}) so the tail holds one full forecast window.")
-    if self.float32_matmul_precision not in (None, "highest", "high", "medium"):
+    context = 4 * est.prediction_length if est.context_length is None else est.context_length
+    if est.head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {est.head!r}.")
+    if not isinstance(est.val_size, (int, np.integer)) or est.val_size < 0:
+        raise ValueError(f"val_size must be a non-negative integer, got {est.val_size!r}.")
+    if est.val_size and est.val_size < est.prediction_length:
+        raise ValueError(f"val_size ({est.val_size}) must be 0 or at least prediction_length "
+                         f"({est.prediction_length}) so the tail holds one full forecast window.")
+    if est.float32_matmul_precision not in (None, "highest", "high", "medium"):
         raise ValueError(f"float32_matmul_precision must be 'highest', 'high', 'medium' or None, got "
-                         f"{self.float32_matmul_precision!r}.")
+                         f"{est.float32_matmul_precision!r}.")
     for name in ("compile", "cuda_graphs"):
-        if not isinstance(getattr(self, name), (bool, np.bool_)):
-            raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if not isinstance(getattr(est, name), (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {getattr(est, name)!r}.")
     if not isinstance(context, (int, np.integer)) or context < 1:
-        raise ValueError(f"context_length must be a positive integer or None, got {self.context_length!r}.")
-    return int(self.prediction_length), int(context), check_quantiles(self.quantiles), resolve_config(self.model)
+        raise ValueError(f"context_length must be a positive integer or None, got {est.context_length!r}.")
+    return int(est.prediction_length), int(context), check_quantiles(est.quantiles), resolve_config(est.model)
 
 
 def interactive() -> bool:
@@ -179,20 +179,28 @@ def batch_loader(batch: dict[str, torch.Tensor], size: int = 1024) -> torch.util
     return torch.utils.data.DataLoader(chunks, batch_size=None, shuffle=False)
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def evaluating(net: torch.nn.Module):
+    """The network in eval mode without autograd for the block; its training mode comes back after."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        net.train(was_training)
+
+
 def mean_loss(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> float:
     """The network's loss over a validation loader, weighted by batch size as Lightning logs it; batches go to the
     network's device."""
-    was_training = net.training
-    net.eval()
     device = next(net.parameters()).device
     total, count = 0.0, 0
-    for batch in loader:
-        n = len(batch["past_target"])
-        with torch.no_grad():
+    with evaluating(net):
+        for batch in loader:
+            n = len(batch["past_target"])
             total += float(net.loss(**{k: v.to(device) for k, v in batch.items()})) * n
-        count += n
-    net.train(was_training)
+            count += n
     return total / max(count, 1)
 
 
@@ -233,20 +241,15 @@ def skip_scorer(net: XLSTMForecastNet, loader: torch.utils.data.DataLoader) -> C
     ridge fit sets too) each call is a full `mean_loss`."""
     if net.covariates is not None:
         return lambda: mean_loss(net, loader)
-    was_training = net.training
-    net.eval()
     device = next(net.parameters()).device
-    with torch.no_grad():
+    with evaluating(net):
         cached = [(len(b["past_target"]), net.encode(b["past_target"].to(device), b["past_observed"].to(device)),
                    b["future_target"].to(device), b["future_observed"].to(device)) for b in loader]
-    net.train(was_training)
 
-    @torch.no_grad()
     def score() -> float:
-        was_training = net.training
-        net.eval()
-        total = sum(float(net.loss_of(net.readout(*enc), target, observed)) * n for n, enc, target, observed in cached)
-        net.train(was_training)
+        with evaluating(net):
+            total = sum(float(net.loss_of(net.readout(*enc), target, observed)) * n
+                        for n, enc, target, observed in cached)
         return total / max(sum(n for n, *_ in cached), 1)
 
     return score

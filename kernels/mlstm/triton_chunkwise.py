@@ -69,6 +69,8 @@ def _out_lowp(dtype: torch.dtype, lowp: int) -> int:
     neither feeds the cancelling gate-gradient sums, which dk does); `lowp` otherwise (fp16 operands could
     overflow: dh / den has the range of fp32)."""
     return _LOWP[dtype] if dtype == torch.bfloat16 else lowp
+
+
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 

@@ -203,8 +203,8 @@ def _slstm_bwd_kernel_tl(
     c, n, m = _states_before(cs_ptr, ns_ptr, ms_ptr, c0_ptr, n0_ptr, m0_ptr, head, offs_b, offs_d, S, S, NH, DH, mask)
     c_prev, n_prev, m_prev = _states_before(cs_ptr, ns_ptr, ms_ptr, c0_ptr, n0_ptr, m0_ptr, head, offs_b, offs_d,
                                             S - 1, S, NH, DH, mask)  # fmt: skip
-    seq_last = offs_b[:, None] * S * NH * DH + (S - 1) * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
-    d_out = tl.load(dout_ptr + seq_last, mask=mask, other=0.0).to(tl.float32)
+    seq_base = offs_b[:, None] * S * NH * DH + head * DH + offs_d[None, :]  # (BB, BD) at step 0
+    d_out = tl.load(dout_ptr + seq_base + (S - 1) * NH * DH, mask=mask, other=0.0).to(tl.float32)
     for tt in range(0, S):
         t = S - 1 - tt
         gx_off = offs_b[:, None] * S * 4 * NH * DH + t * 4 * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
@@ -212,7 +212,7 @@ def _slstm_bwd_kernel_tl(
         p_i, p_f, p_z, p_o = _load_gates(gates_ptr, head, offs_b, offs_d, t - 1, S, NH, DH, mask, False)
         p_c, p_n, p_m = _states_before(cs_ptr, ns_ptr, ms_ptr, c0_ptr, n0_ptr, m0_ptr, head, offs_b, offs_d, t - 1,
                                        S, NH, DH, mask)  # fmt: skip
-        p_out = tl.load(dout_ptr + seq_last + (t - 1 - (S - 1)) * NH * DH, mask=mask & (t >= 1), other=0.0)
+        p_out = tl.load(dout_ptr + seq_base + (t - 1) * NH * DH, mask=mask & (t >= 1), other=0.0)
         i_pre, f_pre, z_pre, o_pre = g_i, g_f, g_z, g_o
         dh = d_out + dh_rec
 
