@@ -2,8 +2,10 @@
 
 The forward kernel keeps the head's recurrent matrices in registers and loops over time; it stores the gate
 pre-activations and the states of every step (fp32), which the reverse-time backward kernel reads. The backward is the
-exact chain rule of the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t); dR and db are reduced from
-the gate gradients here with one batched matmul.
+exact chain rule of the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t). dR and db are sums over
+all rows and steps: where `_weight_grads_in_kernel` says so, the backward kernel sums them in registers (one part per
+program, added up here) and writes the gate gradients in the input dtype; otherwise they are reduced here from fp32
+gate gradients with one batched matmul.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ def _launch_config(B: int, DH: int) -> tuple[int, int, int]:
     BB = 16 if B <= 4096 or BD > 32 else 32
     num_warps = 4 if BD <= 32 else 8
     return BB, BD, num_warps
+
+
+def _weight_grads_in_kernel(dtype: torch.dtype, BD: int, programs: int) -> bool:
+    """Whether the backward kernel sums dR and db itself (four more (BD, BD) fp32 accumulators and dots per step).
+
+    Measured fw+bw on an H200 (kernel / host, ms): bf16 (B, S, D, NH) = (1024, 64, 128, 4) 0.71-0.85 / 0.95-1.00,
+    (256, 32, 256, 4) 0.60-0.87 / 1.05-1.09, (256, 336, 128, 4) 1.41 / 1.57; but (64, 512, 256, 4), 16 programs
+    whose serial steps get longer, 3.31 / 3.20, and fp32 (1024, 64, 128, 4) 1.24 / 1.20 (the gain of bf16 inputs
+    is partly the gate gradients written in bf16). DH > 64 re-reads R (no room for the accumulators)."""
+    return BD <= 64 and dtype != torch.float32 and programs >= 64
 
 
 def _recurrent_weight_grad(h_prev: Tensor, dg: Tensor) -> Tensor:
@@ -91,17 +103,25 @@ class _SLSTMTriton(torch.autograd.Function):
         B, S, _, NH, DH = gates.shape
         dout = dout.contiguous()
         dh_last, dc_last, dn_last, dm_last = (x.float().contiguous() for x in (dh_last, dc_last, dn_last, dm_last))
-        dg = torch.empty_like(gates)  # (B, S, 4, NH, DH)
+        tiles = triton.cdiv(B, BB)
+        acc_w = _weight_grads_in_kernel(wx_dtype, BD, NH * tiles)
+        dg = torch.empty_like(gates, dtype=wx_dtype if acc_w else torch.float32)  # (B, S, 4, NH, DH)
         dh0, dc0, dn0, dm0 = (torch.empty_like(h0) for _ in range(4))  # (B, NH, DH) each
-        _slstm_bwd_kernel_tl[(NH, triton.cdiv(B, BB))](
-            r32, gates, c0, n0, m0, cs, ns, ms, dout, dh_last, dc_last, dn_last, dm_last,
-            dg, dh0, dc0, dn0, dm0,
-            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx_dtype), RELOAD_R=BD > 64,
+        f32 = {"dtype": torch.float32, "device": dg.device}
+        dr_parts = torch.empty(NH, tiles if acc_w else 0, 4, DH, DH, **f32)  # (NH, tiles, 4, DH, DH)
+        db_parts = torch.empty(NH, tiles if acc_w else 0, 4, DH, **f32)  # (NH, tiles, 4, DH)
+        _slstm_bwd_kernel_tl[(NH, tiles)](
+            r32, gates, h0, c0, n0, m0, hs, cs, ns, ms, dout, dh_last, dc_last, dn_last, dm_last,
+            dg, dh0, dc0, dn0, dm0, dr_parts, db_parts,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx_dtype), RELOAD_R=BD > 64, ACC_W=acc_w,
             num_warps=num_warps, num_stages=1 if BD > 64 else 3,
         )  # fmt: skip
-        h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)  # (B, S, NH, DH)
-        dr = _recurrent_weight_grad(h_prev, dg)  # (NH, 4, DH, DH)
-        db = dg.sum(dim=(0, 1)).transpose(0, 1)  # (NH, 4, DH)
+        if acc_w:
+            dr, db = dr_parts.sum(1), db_parts.sum(1)  # (NH, 4, DH, DH), (NH, 4, DH)
+        else:
+            h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)  # (B, S, NH, DH)
+            dr = _recurrent_weight_grad(h_prev, dg)  # (NH, 4, DH, DH)
+            db = dg.sum(dim=(0, 1)).transpose(0, 1)  # (NH, 4, DH)
         return dg.to(wx_dtype), dr.to(r_dtype), db.to(b_dtype), dh0, dc0, dn0, dm0
 
 

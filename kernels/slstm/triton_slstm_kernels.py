@@ -70,6 +70,22 @@ def _states_before(cs_ptr, ns_ptr, ms_ptr, c0_ptr, n0_ptr, m0_ptr, head, offs_b,
 
 
 @triton.jit
+def _h_before(hs_ptr, h0_ptr, head, offs_b, offs_d, t, S, NH, DH, mask):
+    """h entering step t (BB, BD): the stored h of step t - 1, the initial h at t = 0; zeros in padding lanes and
+    for t < 0."""
+    seq_off = offs_b[:, None] * S * NH * DH + (t - 1) * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+    st_off = offs_b[:, None] * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
+    h = tl.load(hs_ptr + seq_off, mask=mask & (t >= 1), other=0.0)
+    return h + tl.load(h0_ptr + st_off, mask=mask & (t == 0), other=0.0)
+
+
+@triton.jit
+def _weight_grad_dot(h_prev, dg, LOWP: tl.constexpr):
+    """h_prev^T @ dg (BD, BD) in fp32, the step's contribution to dR of one gate."""
+    return _rdot(tl.trans(h_prev), dg, LOWP)
+
+
+@triton.jit
 def _logsigmoid(x):
     return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
 
@@ -164,12 +180,14 @@ def _slstm_fwd_kernel_tl(
 def _slstm_bwd_kernel_tl(
     r_ptr,  # (NH, 4, DH, DH) fp32
     gates_ptr,  # (B, S, 4, NH, DH) fp32 pre-activations from the forward
-    c0_ptr, n0_ptr, m0_ptr,  # (B, NH, DH) fp32 initial states
-    cs_ptr, ns_ptr, ms_ptr,  # (B, S, NH, DH) fp32 states after each step
+    h0_ptr, c0_ptr, n0_ptr, m0_ptr,  # (B, NH, DH) fp32 initial states
+    hs_ptr, cs_ptr, ns_ptr, ms_ptr,  # (B, S, NH, DH) fp32 states after each step
     dout_ptr,  # (B, S, NH, DH) upstream gradient of h
     dhl_ptr, dcl_ptr, dnl_ptr, dml_ptr,  # (B, NH, DH) fp32 upstream gradients of the last states
-    dg_ptr,  # out (B, S, 4, NH, DH) fp32 gradients of the pre-activations (= dwx)
+    dg_ptr,  # out (B, S, 4, NH, DH) gradients of the pre-activations (= dwx); fp32, or the input dtype with ACC_W
     dh0_ptr, dc0_ptr, dn0_ptr, dm0_ptr,  # out (B, NH, DH) fp32
+    dr_ptr,  # out with ACC_W (NH, batch tiles, 4, DH, DH) fp32: this program's part of dR
+    db_ptr,  # out with ACC_W (NH, batch tiles, 4, DH) fp32: this program's part of db
     B,
     S,
     NH,
@@ -178,6 +196,7 @@ def _slstm_bwd_kernel_tl(
     BD: tl.constexpr,
     LOWP: tl.constexpr,
     RELOAD_R: tl.constexpr,
+    ACC_W: tl.constexpr,
 ):  # fmt: skip
     head = tl.program_id(0)
     offs_b = (tl.program_id(1) * BB + tl.arange(0, BB)).to(tl.int64)
@@ -205,6 +224,13 @@ def _slstm_bwd_kernel_tl(
                                             S - 1, S, NH, DH, mask)  # fmt: skip
     seq_base = offs_b[:, None] * S * NH * DH + head * DH + offs_d[None, :]  # (BB, BD) at step 0
     d_out = tl.load(dout_ptr + seq_base + (S - 1) * NH * DH, mask=mask, other=0.0).to(tl.float32)
+    if ACC_W:
+        # dR and db of this program's rows, summed over time in registers: dR_g += h_{t-1}^T dg~_t, db_g += dg~_t
+        h_prev = _h_before(hs_ptr, h0_ptr, head, offs_b, offs_d, S - 1, S, NH, DH, mask)
+        dr_i = tl.zeros([BD, BD], dtype=tl.float32)
+        dr_f, dr_z, dr_o = dr_i, dr_i, dr_i
+        db_i = tl.zeros([BB, BD], dtype=tl.float32)
+        db_f, db_z, db_o = db_i, db_i, db_i
     for tt in range(0, S):
         t = S - 1 - tt
         gx_off = offs_b[:, None] * S * 4 * NH * DH + t * 4 * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
@@ -240,10 +266,19 @@ def _slstm_bwd_kernel_tl(
         df_pre = tl.where(mask, df_pre, 0.0)
         dz_pre = tl.where(mask, dz_pre, 0.0)
         do_pre = tl.where(mask, do_pre, 0.0)
-        tl.store(dg_ptr + gx_off, di_pre, mask=mask)
-        tl.store(dg_ptr + gx_off + NH * DH, df_pre, mask=mask)
-        tl.store(dg_ptr + gx_off + 2 * NH * DH, dz_pre, mask=mask)
-        tl.store(dg_ptr + gx_off + 3 * NH * DH, do_pre, mask=mask)
+        dg_ty = dg_ptr.dtype.element_ty
+        tl.store(dg_ptr + gx_off, di_pre.to(dg_ty), mask=mask)
+        tl.store(dg_ptr + gx_off + NH * DH, df_pre.to(dg_ty), mask=mask)
+        tl.store(dg_ptr + gx_off + 2 * NH * DH, dz_pre.to(dg_ty), mask=mask)
+        tl.store(dg_ptr + gx_off + 3 * NH * DH, do_pre.to(dg_ty), mask=mask)
+        if ACC_W:
+            p_h = _h_before(hs_ptr, h0_ptr, head, offs_b, offs_d, t - 1, S, NH, DH, mask)
+            dr_i += _weight_grad_dot(h_prev, di_pre, LOWP)
+            dr_f += _weight_grad_dot(h_prev, df_pre, LOWP)
+            dr_z += _weight_grad_dot(h_prev, dz_pre, LOWP)
+            dr_o += _weight_grad_dot(h_prev, do_pre, LOWP)
+            db_i, db_f, db_z, db_o = db_i + di_pre, db_f + df_pre, db_z + dz_pre, db_o + do_pre
+            h_prev = p_h
         if RELOAD_R:
             # one (BD, BD) matrix on chip at a time: read this step's gate gradients back after a barrier
             tl.debug_barrier()
@@ -264,3 +299,15 @@ def _slstm_bwd_kernel_tl(
     tl.store(dc0_ptr + st_off, dc, mask=mask)
     tl.store(dn0_ptr + st_off, dn, mask=mask)
     tl.store(dm0_ptr + st_off, dm, mask=mask)
+    if ACC_W:
+        part = head * tl.num_programs(1) + tl.program_id(1)  # this program's slot
+        r_out = part * 4 * DH * DH + offs_d[:, None] * DH + offs_d[None, :]  # (BD, BD)
+        tl.store(dr_ptr + r_out, dr_i, mask=mask_r)
+        tl.store(dr_ptr + r_out + DH * DH, dr_f, mask=mask_r)
+        tl.store(dr_ptr + r_out + 2 * DH * DH, dr_z, mask=mask_r)
+        tl.store(dr_ptr + r_out + 3 * DH * DH, dr_o, mask=mask_r)
+        b_out = part * 4 * DH + offs_d
+        tl.store(db_ptr + b_out, tl.sum(db_i, axis=0), mask=mask_d)
+        tl.store(db_ptr + b_out + DH, tl.sum(db_f, axis=0), mask=mask_d)
+        tl.store(db_ptr + b_out + 2 * DH, tl.sum(db_z, axis=0), mask=mask_d)
+        tl.store(db_ptr + b_out + 3 * DH, tl.sum(db_o, axis=0), mask=mask_d)

@@ -21,6 +21,17 @@ TOL = {
 }
 
 
+@pytest.fixture(params=["kernel", "host"], ids=["dR-in-kernel", "dR-on-host"])
+def weight_grads(request, monkeypatch):
+    """Runs a test with dR and db summed by the backward kernel and by the host (the dispatch is forced; the
+    kernel path needs DH <= 64)."""
+    from xlstm_ts.kernels.slstm import triton_slstm
+
+    in_kernel = request.param == "kernel"
+    monkeypatch.setattr(triton_slstm, "_weight_grads_in_kernel", lambda dtype, BD, programs: in_kernel and BD <= 64)
+    return request.param
+
+
 def _leaves(B, S, NH, DH, with_states, f_bias=0.0):
     kw = {"dtype": torch.float64, "device": DEVICE}
     wx = torch.randn(B, S, 4, NH, DH, **kw)  # (B, S, 4, NH, DH)
@@ -60,7 +71,7 @@ def _upstream(B, S, NH, DH):
 @pytest.mark.parametrize(
     "B,S,NH,DH", [(3, 1, 2, 12), (3, 6, 2, 12), (17, 4, 1, 16), (2, 3, 1, 80)], ids=lambda x: str(x)
 )
-def test_slstm_triton_matches_fp64_reference(B, S, NH, DH, with_states, nan_poison):
+def test_slstm_triton_matches_fp64_reference(B, S, NH, DH, with_states, weight_grads, nan_poison):
     torch.manual_seed(42)
     leaves = _leaves(B, S, NH, DH, with_states)
     upstream = _upstream(B, S, NH, DH)
@@ -91,12 +102,8 @@ def test_slstm_triton_input_errors():
         kernel(torch.randn(1, 2, 4, 1, 130), torch.randn(1, 4, 130, 130), torch.randn(1, 4, 130))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("S", [1, 63, 100, 257])
-@pytest.mark.parametrize("B,NH,DH", [(37, 4, 32), (16, 2, 48), (8, 2, 128)], ids=lambda x: str(x))
-def test_slstm_triton_gpu(B, NH, DH, S, dtype):
+def _check_input_dtype(B, NH, DH, S, dtype):
+    """Kernel in `dtype` (wx cast, r, b and the states fp32) against the fp64 reference on the same rounded wx."""
     torch.manual_seed(42)
     leaves = _leaves(B, S, NH, DH, with_states=True, f_bias=3.0)
     # bf16: the reference sees the same rounded wx; r, b and the states stay fp64 on both sides
@@ -105,8 +112,33 @@ def test_slstm_triton_gpu(B, NH, DH, S, dtype):
     ref = _run(get_kernel("slstm--torch"), leaves, upstream, torch.float64)
     cast = [leaves[0].to(dtype)] + [x.float() for x in leaves[1:]]
     out, last = get_kernel("slstm--triton")(*cast[:3], initial_states=tuple(cast[3:]), return_last_states=True)
+    assert out.dtype == dtype
     outs = [out, *last]
     loss = sum((o.double() * u).sum() for o, u in zip(outs, upstream, strict=True))
     grads = torch.autograd.grad(loss, leaves)
-    errors = _compare(ref, (outs, grads), *TOL[dtype])
-    print(f"slstm B={B} NH={NH} DH={DH} S={S} {dtype}: " + " ".join(f"{k}={v:.1e}" for k, v in errors.items()))
+    return _compare(ref, (outs, grads), *TOL[dtype])
+
+
+# in the kernel path the gate gradients are written in bf16; DH 80 always sums dR, db on the host
+@pytest.mark.parametrize("B,NH,DH,S", [(17, 2, 16, 5), (3, 1, 80, 2)], ids=lambda x: str(x))
+def test_slstm_triton_bf16_matches_fp64_reference(B, NH, DH, S, weight_grads, nan_poison):
+    _check_input_dtype(B, NH, DH, S, torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("S", [1, 63, 100, 257])
+@pytest.mark.parametrize("B,NH,DH", [(37, 4, 32), (16, 2, 48), (8, 2, 128)], ids=lambda x: str(x))
+def test_slstm_triton_gpu(B, NH, DH, S, dtype, weight_grads):
+    errors = _check_input_dtype(B, NH, DH, S, dtype)
+    print(f"slstm dR/db on {weight_grads} B={B} NH={NH} DH={DH} S={S} {dtype}: " + " ".join(f"{k}={v:.1e}" for k, v in errors.items()))
+
+
+def test_weight_grads_in_kernel_dispatch():
+    from xlstm_ts.kernels.slstm.triton_slstm import _weight_grads_in_kernel
+
+    assert _weight_grads_in_kernel(torch.bfloat16, 32, 256)  # the forecaster's (1024, 64, 128, 4) under autocast
+    assert not _weight_grads_in_kernel(torch.float32, 32, 256)
+    assert not _weight_grads_in_kernel(torch.bfloat16, 64, 16)  # few programs: (64, 512, 256, 4)
+    assert not _weight_grads_in_kernel(torch.bfloat16, 128, 256)  # R re-read from memory, no room
