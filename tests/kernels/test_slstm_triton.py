@@ -132,7 +132,8 @@ def test_slstm_triton_bf16_matches_fp64_reference(B, NH, DH, S, weight_grads, na
 @pytest.mark.parametrize("B,NH,DH", [(37, 4, 32), (16, 2, 48), (8, 2, 128)], ids=lambda x: str(x))
 def test_slstm_triton_gpu(B, NH, DH, S, dtype, weight_grads):
     errors = _check_input_dtype(B, NH, DH, S, dtype)
-    print(f"slstm dR/db on {weight_grads} B={B} NH={NH} DH={DH} S={S} {dtype}: " + " ".join(f"{k}={v:.1e}" for k, v in errors.items()))
+    shown = " ".join(f"{k}={v:.1e}" for k, v in errors.items())
+    print(f"slstm dR/db on {weight_grads} B={B} NH={NH} DH={DH} S={S} {dtype}: {shown}")
 
 
 def test_weight_grads_in_kernel_dispatch():
