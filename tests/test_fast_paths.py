@@ -1,14 +1,14 @@
 """The stack's fast forms compute the reference function in training: a fixed-seed fp32 run of 50 AdamW steps with
-every fast path on (dense block-diagonal maps with the gate weight folded in, the conv as shifted products, the
-default sequence kernels) against the same run with the reference forms (block-by-block maps and the concatenated
-gate input, nn.Conv1d, the mLSTM parallel form and the autograd-through-the-loop sLSTM)."""
+every fast path on (dense block-diagonal maps, the conv as shifted products, the default sequence kernels: the
+one-chunk or chunkwise mLSTM and the hand-written sLSTM loop) against the same run with the reference forms
+(block-by-block maps, nn.Conv1d, the mLSTM parallel form and autograd through the sLSTM loop)."""
 
 import dataclasses
 
 import pytest
 import torch
 
-from xlstm_ts import layers, mlstm_block
+from xlstm_ts import layers
 from xlstm_ts.config import ModelConfig
 from xlstm_ts.stack import XLSTMStack
 
@@ -17,7 +17,6 @@ def _losses(cfg: ModelConfig, fast: bool, monkeypatch: pytest.MonkeyPatch, steps
     with monkeypatch.context() as patch:
         if not fast:
             patch.setattr(layers, "prefer_dense", lambda features, device: False)
-            patch.setattr(mlstm_block, "prefer_dense", lambda features, device: False)
             patch.setattr(layers, "prefer_taps", lambda kernel_size: False)
             cfg = dataclasses.replace(cfg, mlstm_kernel="mlstm_parallel--torch", slstm_kernel="slstm--torch")
         torch.manual_seed(0)

@@ -101,31 +101,3 @@ def test_causal_conv_taps_match_conv1d(kernel_size):
     for a, b in zip(torch.autograd.grad((ref * dy).sum(), params), torch.autograd.grad((out * dy).sum(), params)):
         torch.testing.assert_close(b, a)
     assert out[:, 0].allclose(conv.conv.bias + conv.conv.weight[:, 0, -1] * x[:, 0])  # t = 0 sees only x_0
-
-
-@pytest.mark.parametrize("dense", [True, False], ids=["folded", "concat"])
-def test_mlstm_projections_fold_the_gates_into_the_dense_maps(monkeypatch, dense):
-    """The folded gate weight gives the function of gates(concat(q, k, v)): outputs and every gradient in fp64."""
-    from xlstm_ts import mlstm_block
-    from xlstm_ts.mlstm_block import MLSTMBlock
-
-    torch.manual_seed(0)
-    block = MLSTMBlock(embed_dim=24, num_heads=4, kernel="mlstm_chunkwise--torch").double()
-    nn.init.normal_(block.gates.weight, std=0.3)  # zero at init, which would hide the gate path
-    x_c, x_m = (torch.randn(3, 5, block.inner, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    monkeypatch.setattr(mlstm_block, "prefer_dense", lambda f, d: dense)
-    qk, v, gates = block.projections(x_c, x_m)
-    expected_qk = torch.cat([block.q_proj(x_c), block.k_proj(x_c)], dim=-1)  # (3, 5, 2 inner)
-    expected_v = block.v_proj(x_m)
-    expected_gates = block.gates(torch.cat([expected_qk, expected_v], dim=-1))  # (3, 5, 2 NH)
-    for got, want in ((qk, expected_qk), (v, expected_v), (gates, expected_gates)):
-        assert got.shape == want.shape
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    up = [torch.randn_like(t) for t in (qk, v, gates)]
-    leaves = [x_c, x_m, block.q_proj.weight, block.k_proj.weight, block.v_proj.weight, block.gates.weight,
-              block.gates.bias]  # fmt: skip
-    got = torch.autograd.grad(sum((t * u).sum() for t, u in zip((qk, v, gates), up)), leaves)
-    want = torch.autograd.grad(sum((t * u).sum() for t, u in zip((expected_qk, expected_v, expected_gates), up)),
-                               leaves)  # fmt: skip
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -13,7 +13,6 @@ from xlstm_ts.layers import (
     LayerNorm,
     MultiHeadNorm,
     block_diagonal_concat,
-    prefer_dense,
     round_up,
     small_init_,
     wang_init_,
@@ -66,36 +65,15 @@ class MLSTMBlock(nn.Module):
             self.gates.bias[:nh].normal_(0.0, 0.1)  # input gate
             self.gates.bias[nh:] = torch.linspace(3.0, 6.0, nh)  # forget gate: long memory at init
 
-    def projections(self, x_c: torch.Tensor, x_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q|k = blockdiag(x_c), v = blockdiag(x_m) and the gate pre-activations gates(concat(q, k, v)).
-
-        Where the block-diagonal maps run as dense matmuls the gate weight is folded into them (the gates are linear
-        in q, k, v): two matmuls with 2 NH more output columns each, and no (B, T, 3 inner) concatenation forward or
-        backward. Same function, rounded differently.
-
-        Returns:
-            qk (B, T, 2 inner), v (B, T, inner), gates (B, T, 2 NH); qk and v may be views with a wider row.
-        """
-        if not prefer_dense(self.inner, x_c.device):
-            qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
-            v = self.v_proj(x_m)  # (B, T, inner)
-            return qk, v, self.gates(torch.cat([qk, v], dim=-1))
-        two = 2 * self.inner
-        w_qk = torch.cat([self.q_proj.dense_weight(), self.k_proj.dense_weight()], dim=1)  # (inner, 2 inner)
-        w_v = self.v_proj.dense_weight()  # (inner, inner)
-        w_g = self.gates.weight.t()  # (3 inner, 2 NH)
-        qkg = x_c @ torch.cat([w_qk, w_qk @ w_g[:two]], dim=1)  # (B, T, 2 inner + 2 NH)
-        vg = x_m @ torch.cat([w_v, w_v @ w_g[two:]], dim=1)  # (B, T, inner + 2 NH)
-        return qkg[..., :two], vg[..., : self.inner], qkg[..., two:] + vg[..., self.inner :] + self.gates.bias
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         B, T, _ = x.shape
         NH, DH = self.num_heads, self.inner // self.num_heads
         x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
         x_c = F.silu(self.conv(x_m))  # (B, T, inner)
-        qk, v, gates = self.projections(x_c, x_m)  # (B, T, 2 inner), (B, T, inner), (B, T, 2 NH)
+        qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
+        v = self.v_proj(x_m)  # (B, T, inner)
         q, k = qk.chunk(2, dim=-1)  # (B, T, inner) each
-        i_pre, f_pre = gates.chunk(2, dim=-1)  # (B, T, NH) each
+        i_pre, f_pre = self.gates(torch.cat([qk, v], dim=-1)).chunk(2, dim=-1)  # (B, T, NH) each
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)
