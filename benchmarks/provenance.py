@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -18,7 +19,11 @@ def device_name(accelerator: str) -> str:
 
 
 def commit_id() -> str:
-    """The short hash of the checked-out commit, or "unknown" outside a git checkout."""
+    """The short hash of the checked-out commit, or "unknown" outside a git checkout. $XLSTM_TS_COMMIT, when set,
+    wins: a copy of the tree run on another machine may carry stale or no git metadata, so the caller names the
+    commit it copied."""
+    if os.environ.get("XLSTM_TS_COMMIT"):
+        return os.environ["XLSTM_TS_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parent)
