@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from xlstm_ts.datasets.device_windows import DeviceWindows
-
 
 @dataclass
 class Covariates:
@@ -89,9 +87,13 @@ def _stack_padded(series: list[np.ndarray], length: int) -> tuple[np.ndarray, np
     return np.concatenate(padded), starts
 
 
-def _channels_first(windows: np.ndarray) -> np.ndarray:
-    """(N, T) stays; (N, T, C) -> (N, C, T)."""
-    return np.ascontiguousarray(np.moveaxis(windows, 2, 1)) if windows.ndim == 3 else windows
+def _channels_first(windows: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """(N, T) stays; (N, T, C) -> (N, C, T): a contiguous array, or a view of a tensor."""
+    if windows.ndim != 3:
+        return windows
+    if isinstance(windows, torch.Tensor):
+        return windows.movedim(2, 1)
+    return np.ascontiguousarray(np.moveaxis(windows, 2, 1))
 
 
 def context_windows(series: list[np.ndarray], context_length: int,
@@ -169,14 +171,14 @@ class WindowSampler(torch.utils.data.IterableDataset):
         self._offsets = np.concatenate([[0], np.cumsum(n_cuts[usable])])
         self._min_past = min_past
         self.covariates = covariates
-        self._on_device: DeviceWindows | None = None
+        self._flat_on_device: torch.Tensor | None = None  # _flat on the device that batches are made on
         if covariates is not None:
             self._flat_cov, _ = _stack_padded(covariates.dynamic, context_length)  # (sum(L + S), K)
 
     def to(self, device: torch.device | str) -> WindowSampler:
         """Make batches on `device`: the series go there once and each batch is gathered there (same values as on
         the CPU). Windows with covariates stay on the CPU. Returns self."""
-        self._on_device = DeviceWindows(self._flat, device) if self.covariates is None else None
+        self._flat_on_device = None if self.covariates is not None else torch.from_numpy(self._flat).to(device)
         return self
 
     @property
@@ -202,10 +204,14 @@ class WindowSampler(torch.utils.data.IterableDataset):
         cuts = flat - self._offsets[which] + self._min_past  # cut point in original series coordinates
         rows = self._series_idx[which]
         # padded index t + L == original t: a window is rows t .. t + L + F - 1 of its padded series
-        if self._on_device is not None:
-            return self._on_device.gather(self._starts[rows] + cuts, L, F)
-        index = (self._starts[rows] + cuts)[:, None] + np.arange(L + F)  # (B, L + F)
-        window = self._flat[index]  # (B, L + F, ...)
+        first = self._starts[rows] + cuts  # (B,)
+        if self._flat_on_device is not None:  # one gather on the device, no per-batch host work or copy
+            device = self._flat_on_device.device
+            index = torch.from_numpy(first).to(device)[:, None] + torch.arange(L + F, device=device)  # (B, L + F)
+            window = self._flat_on_device[index]  # (B, L + F, ...)
+        else:
+            index = first[:, None] + np.arange(L + F)  # (B, L + F)
+            window = self._flat[index]  # (B, L + F, ...)
         batch = _to_batch(_channels_first(window[:, :L]), _channels_first(window[:, L:]))
         if self.covariates is not None:
             cov = self._flat_cov[index]  # (B, L + F, K)
@@ -224,13 +230,15 @@ class WindowSampler(torch.utils.data.IterableDataset):
             yield self.batch(rng)
 
 
-def _to_batch(past: np.ndarray, future: np.ndarray) -> dict[str, torch.Tensor]:
-    past_obs, fut_obs = ~np.isnan(past), ~np.isnan(future)
+def _to_batch(past: np.ndarray | torch.Tensor, future: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    """Targets with NaN as 0 and float observed masks, contiguous, on the device of tensor inputs (CPU for arrays).
+    past (B, [C,] L), future (B, [C,] F) float32, NaN = missing or padding."""
+    past, future = torch.as_tensor(past), torch.as_tensor(future)
     return {
-        "past_target": torch.from_numpy(np.nan_to_num(past, nan=0.0)),  # (B, L)
-        "past_observed": torch.from_numpy(past_obs.astype(np.float32)),  # (B, L)
-        "future_target": torch.from_numpy(np.nan_to_num(future, nan=0.0)),  # (B, F)
-        "future_observed": torch.from_numpy(fut_obs.astype(np.float32)),  # (B, F)
+        "past_target": torch.nan_to_num(past, nan=0.0).contiguous(),  # (B, [C,] L)
+        "past_observed": (~past.isnan()).float().contiguous(),  # (B, [C,] L)
+        "future_target": torch.nan_to_num(future, nan=0.0).contiguous(),  # (B, [C,] F)
+        "future_observed": (~future.isnan()).float().contiguous(),  # (B, [C,] F)
     }
 
 

@@ -95,7 +95,8 @@ class _OneChunk(torch.autograd.Function):
             h, saved = _forward(q, k, v, i, f, eps)
             ctx.save_for_backward(*saved)
             return h
-        return torch.cat([_forward(q[s], k[s], v[s], i[s], f[s], eps)[0] for s in _slices(q)])  # (..., L, DHV)
+        parts = [_forward(q[s], k[s], v[s], i[s], f[s], eps)[0] for s in _slices(q)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # (..., L, DHV); one slice is not copied
 
     @staticmethod
     @torch.autograd.function.once_differentiable
