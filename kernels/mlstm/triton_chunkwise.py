@@ -35,6 +35,7 @@ from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pa
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
+from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _TF32 = 3
@@ -136,28 +137,37 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             C_last = n_last = m_last = None
             last = (z, z, z)  # placeholders are never written
         states = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
-        _mlstm_chunkwise_fwd_kernel_tl[(triton.cdiv(DHV, BV), B * NH)](
+        lowp = _fwd_lowp(q.dtype, store_h32)
+        NV = triton.cdiv(DHV, BV)
+        G, CPS = segment_plan(S, L, NV * B * NH, q.device)
+        segs = None
+        if G > 1:  # long sequence, few programs: entering states of all segments first, then all segments at once
+            segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
+            if need_last:
+                C_last, n_last, m_last = last_states
+            states = segs
+        _mlstm_chunkwise_fwd_kernel_tl[(NV, B * NH * G)](
             q, k, v, i, f, *states, h, h32, z, m, *last,
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
-            *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
-            NH, S, DQK, DHV, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp := _fwd_lowp(q.dtype, store_h32)),
-            QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
-            STORE_H32=store_h32, HAS_INIT=has_init,
-            ONE_CHUNK=S <= L, NEED_LAST=need_last, num_warps=num_warps,
+            *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2),
+            NH, S, DQK, DHV, G, CPS * L, DQK**-0.5, eps,
+            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
+            STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
+            ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, num_warps=num_warps,
         )  # fmt: skip
-        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
-        ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer)
+        seg_saved = (*segs, C_last, n_last) if G > 1 else (None,) * 5
+        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m, *seg_saved)
+        ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer, G, CPS)
         # absent upstream gradients arrive as None and become compile-time flags instead of zero tensors
         ctx.set_materialize_grads(False)
         return h, C_last, n_last, m_last
 
     @staticmethod
     def backward(ctx, dh, dC_last, dn_last, dm_last):
-        q, k, v, i, f, C0, n0, m0, h, z, m = ctx.saved_tensors
-        eps, L, BK, BV, num_warps, detach = ctx.config
+        q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
+        eps, L, BK, BV, num_warps, detach, G, CPS = ctx.config
         B, NH, S, DQK = q.shape
-        num_warps = _bwd_num_warps(S, L, num_warps)
+        num_warps = _bwd_num_warps(CPS * L, L, num_warps)
         DHV = v.shape[-1]
         NV = triton.cdiv(DHV, BV)
         has_init = C0 is not None
@@ -178,18 +188,27 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         else:
             dC0 = dn0 = dm0 = None
             states, grads0 = (q, q, q), (dv, dv, dv)  # placeholders are never read or written
-        upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
-        _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH)](
-            q, k, v, i, f, *states, h, z, m, dh, *upstream, dq, dk, dv, di, df, *grads0,
+        upstream = [dC_last, dn_last, dm_last]
+        lowp = _bwd_lowp(q.dtype)
+        if G > 1:  # gradients of the state leaving each segment first, then all segments at once
+            states = (cs, ns, ms)
+            last = (C_last, n_last) if C_last is not None else None
+            upstream = bounds_backward(
+                q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, _on_device(lowp), eps, detach
+            )
+        dm_strides = (0, *_strides(dm_last, 2)) if G == 1 else upstream[2].stride()
+        _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH * G)](
+            q, k, v, i, f, *states, h, z, m, dh, *(x if x is not None else dh for x in upstream),
+            dq, dk, dv, di, df, *grads0,
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
-            *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2), *dh.stride(),
-            *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
-            NH, S, DQK, DHV, B * NH, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp := _bwd_lowp(q.dtype)),
+            *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2), *dh.stride(),
+            *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides,
+            NH, S, DQK, DHV, B * NH, G, CPS * L, DQK**-0.5, eps,
+            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp),
             QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
-            HAS_INIT=has_init,
-            HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-            DETACH=detach, ONE_CHUNK=S <= L,
+            HAS_INIT=has_init or G > 1, STORE_D0=has_init, SEG_DM=G > 1,
+            HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
+            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1,
             num_warps=num_warps,
         )  # fmt: skip
         if NV > 1:

@@ -10,13 +10,18 @@ state, so the chunk's tiles, scores and weights are loaded and computed once; st
 upstream dC/dn, no initial state) are skipped.
 With one DHV block the program writes the final gradients in the input dtypes; with several, dq, dk, di, df and
 dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds up.
+
+Segments (G > 1, see `triton_chunkwise_fwd.py`): one program per (DHV block, batch * head, segment), each starting
+from the segment's entering state and ending with the gradients of its leaving state, read from (B, NH * G, ...)
+buffers filled by `triton_chunkwise_bounds.py` (SEG_DM: the m buffer holds per-DHV-block shares of the gradient
+routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes dC0, dn0, dm0.
 """
 
 import triton
 import triton.language as tl
 
 from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _tile
-from .triton_chunkwise_gates import _route_stabilizer, _row_terms
+from .triton_chunkwise_gates import _branches, _route_stabilizer, _row_terms
 
 
 @triton.jit
@@ -26,22 +31,22 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     v_ptr,  # (B, NH, S, DHV), strides sv_*
     i_ptr,  # (B, NH, S), strides si_*
     f_ptr,  # (B, NH, S), strides sf_*
-    c0_ptr,  # (B, NH, DQK, DHV), strides sc_*; read only if HAS_INIT
-    n0_ptr,  # (B, NH, DQK), strides sn_*
-    m0_ptr,  # (B, NH[, 1]), strides sm_*
+    c0_ptr,  # (B, NH * G, DQK, DHV) entering C of each segment, strides sc_*; read only if HAS_INIT
+    n0_ptr,  # (B, NH * G, DQK), strides sn_*
+    m0_ptr,  # (B, NH * G[, 1]), strides sm_*
     h_ptr,  # (BNH, S, DHV) contiguous, h from the forward (fp32 for bf16/fp16 inputs)
     z_ptr,  # (BNH, S) fp32 z_t from the forward
     m_ptr,  # (BNH, S) fp32 m_t from the forward
     dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
-    dcl_ptr,  # (B, NH, DQK, DHV) upstream gradient of the last C, strides sdc_*; read only if HAS_DC
-    dnl_ptr,  # (B, NH, DQK) upstream gradient of the last n, strides sdn_*; read only if HAS_DN
-    dml_ptr,  # (B, NH) upstream gradient of the last m, strides sdm_*; read only if HAS_DM
+    dcl_ptr,  # (B, NH * G, DQK, DHV) upstream gradient of the leaving C, strides sdc_*; read only if HAS_DC
+    dnl_ptr,  # (B, NH * G, DQK) upstream gradient of the leaving n, strides sdn_*; read only if HAS_DN
+    dml_ptr,  # (NV, B, NH * G) upstream gradient of the leaving m, strides sdm_*; read only if HAS_DM
     dq_ptr,  # out (NV, BNH, S, DQK): fp32 shares, or with NV = 1 the final dq in the dtype of q
     dk_ptr,  # out (NV, BNH, S, DQK), as dq
     dv_ptr,  # out (BNH, S, DHV), dtype of v
     di_ptr,  # out (NV, BNH, S), as dq
     df_ptr,  # out (NV, BNH, S), as dq
-    dc0_ptr,  # out (BNH, DQK, DHV), dtype of c0; written only if HAS_INIT
+    dc0_ptr,  # out (BNH, DQK, DHV), dtype of c0; written only if STORE_D0
     dn0_ptr,  # out (BNH, DQK), dtype of n0
     dm0_ptr,  # out (NV, BNH), as dq
     sq_b, sq_h, sq_s, sq_d,
@@ -55,12 +60,14 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     sdh_b, sdh_h, sdh_s, sdh_d,
     sdc_b, sdc_h, sdc_k, sdc_v,
     sdn_b, sdn_h, sdn_k,
-    sdm_b, sdm_h,
+    sdm_v, sdm_b, sdm_h,
     NH,
-    S,
+    S_all,
     DQK,
     DHV,
     BNH,
+    G,
+    SEG_LEN,
     qk_scale,
     eps,
     L: tl.constexpr,
@@ -70,6 +77,8 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     QK_LOWP: tl.constexpr,
     OUT_LOWP: tl.constexpr,
     HAS_INIT: tl.constexpr,
+    STORE_D0: tl.constexpr,
+    SEG_DM: tl.constexpr,
     HAS_DC: tl.constexpr,
     HAS_DN: tl.constexpr,
     HAS_DM: tl.constexpr,
@@ -78,8 +87,14 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     ONE_CHUNK: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(1).to(tl.int64)
+    pid_bh, seg = pid // G, pid % G
     bb, hh = pid_bh // NH, pid_bh % NH
+    hs = hh * G + seg  # head index of the segment's states and upstream state gradients
+    seg0 = seg * SEG_LEN  # first step of the segment
+    row0 = pid_bh * S_all + seg0  # its row in the contiguous (BNH, S, ...) buffers
+    prow = pid_v * BNH * S_all + row0  # and in the (NV, BNH, S, ...) outputs
+    S = tl.minimum(SEG_LEN, S_all - seg0)  # steps in this segment; t below counts from seg0
     offs_l = tl.arange(0, L)
     offs_k = tl.arange(0, BK)
     offs_v = pid_v * BV + tl.arange(0, BV)
@@ -90,23 +105,23 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     z_on = tl.where(pid_v == 0, 1.0, 0.0)
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
 
-    q_base = q_ptr + bb * sq_b + hh * sq_h
-    k_base = k_ptr + bb * sk_b + hh * sk_h
-    v_base = v_ptr + bb * sv_b + hh * sv_h
-    i_base = i_ptr + bb * si_b + hh * si_h
-    f_base = f_ptr + bb * sf_b + hh * sf_h
-    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
-    h_base = h_ptr + pid_bh * S * DHV
-    zm_off = pid_bh * S
-    part = pid_v * BNH + pid_bh  # index of this program's share in the (NV, BNH, ...) outputs
+    q_base = q_ptr + bb * sq_b + hh * sq_h + seg0 * sq_s
+    k_base = k_ptr + bb * sk_b + hh * sk_h + seg0 * sk_s
+    v_base = v_ptr + bb * sv_b + hh * sv_h + seg0 * sv_s
+    i_base = i_ptr + bb * si_b + hh * si_h + seg0 * si_s
+    f_base = f_ptr + bb * sf_b + hh * sf_h + seg0 * sf_s
+    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h + seg0 * sdh_s
+    h_base = h_ptr + row0 * DHV
+    zm_off = row0
+    part = pid_v * BNH + pid_bh  # index of this program's share in the (NV, BNH) dm0 output
     NC = tl.cdiv(S, L)
 
-    c0_base = c0_ptr + bb * sc_b + hh * sc_h
-    n0_base = n0_ptr + bb * sn_b + hh * sn_h
+    c0_base = c0_ptr + bb * sc_b + hs * sc_h
+    n0_base = n0_ptr + bb * sn_b + hs * sn_h
     if HAS_INIT:
         C = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
         n = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-        m_init = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
+        m_init = tl.load(m0_ptr + bb * sm_b + hs * sm_h).to(tl.float32)
     else:
         C = tl.zeros((BK, BV), dtype=tl.float32)
         n = tl.zeros((BK,), dtype=tl.float32)
@@ -139,7 +154,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
             dq = _dot(w * ds, k, OUT_LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
             dq = dq * qk_scale  # (L, BK)
-            dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+            dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
 
         a = g - b + i_g  # (L,)
@@ -153,15 +168,19 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     dC = tl.zeros((BK, BV), dtype=tl.float32)
     dn = tl.zeros((BK,), dtype=tl.float32)
     if HAS_DC:
-        dC = _tile(dcl_ptr + bb * sdc_b + hh * sdc_h, offs_k, offs_v, sdc_k, sdc_v, mask_kv).to(tl.float32)
+        dC = _tile(dcl_ptr + bb * sdc_b + hs * sdc_h, offs_k, offs_v, sdc_k, sdc_v, mask_kv).to(tl.float32)
     if HAS_DN:
-        dn = tl.load(dnl_ptr + bb * sdn_b + hh * sdn_h + offs_k * sdn_k, mask=mask_k, other=0.0).to(tl.float32)
+        dn = tl.load(dnl_ptr + bb * sdn_b + hs * sdn_h + offs_k * sdn_k, mask=mask_k, other=0.0).to(tl.float32)
         dn = dn * z_on
     # C, n are now the last states: <dC_L, C_L> + <dn_L, n_L> is the gradient of the last log-forget cumsum
     last_dot = tl.sum(tl.sum(dC * C, axis=1), axis=0) + tl.sum(dn * n, axis=0)
     dm_last = tl.zeros((), dtype=tl.float32)
     if HAS_DM:
-        dm_last = tl.load(dml_ptr + bb * sdm_b + hh * sdm_h).to(tl.float32) * z_on
+        dm_last = tl.load(dml_ptr + pid_v * sdm_v + bb * sdm_b + hs * sdm_h).to(tl.float32)
+        if not SEG_DM:
+            dm_last = dm_last * z_on - last_dot  # the user's gradient of m_L, net of the state terms
+    elif not SEG_DM:
+        dm_last = -last_dot
     cum_carry = tl.zeros((), dtype=tl.float32)  # sum of d(cumsum log f) over the later chunks
     m_carry = tl.zeros((), dtype=tl.float32)  # gradient reaching m at the later chunk's first step
     for cc in range(0, NC):
@@ -196,17 +215,17 @@ def _mlstm_chunkwise_bwd_kernel_tl(
                 C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
                 n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
                 dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
-            dq_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+            dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
         dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
         dv = _dot(tl.trans(w * qk), dnum, OUT_LOWP)  # (L, BV)
         if not ONE_CHUNK or (HAS_DC or HAS_DN):  # the gradient of the leaving state (zero for one chunk without them)
             dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
             dv += e[:, None] * _dot(k, dC, LOWP)
-        dk_off = part * S * DQK + t[:, None] * DQK + offs_k[None, :]  # (L, BK)
+        dk_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
         tl.store(dk_ptr + dk_off, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
         di = tl.sum(k.to(tl.float32) * dk, axis=1)  # (L,) di_s = <k_s, dk_s>, before the stabilizer terms
-        dv_off = pid_bh * S * DHV + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
+        dv_off = (row0 + t[:, None]) * DHV + offs_v[None, :]  # (L, BV)
         tl.store(dv_ptr + dv_off, dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
         if not ONE_CHUNK or HAS_INIT:  # the gradient of the entering state (only dC0, dn0 read it for one chunk)
             q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
@@ -220,22 +239,18 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         cum_carry += tl.sum(d_cum, axis=0)
         if not DETACH:
             # m enters h through eps and the last states through e^{-m_L}; route those gradients through the max
-            dm = -eps * hd * inv_den + tl.where(is_last, dm_last - last_dot, 0.0)  # (L,)
-            m_before = tl.load(m_ptr + zm_off + t - 1, mask=mask_t & (offs_l > 0), other=0.0)  # (L,) m_{t-1}
-            m_before = tl.where(offs_l == 0, m_in, m_before)
-            forget = log_f + m_before >= i_g  # (L,) step t took the forget branch of the max
-            has_next = t + 1 < S
-            i_next = tl.load(i_base + (t + 1) * si_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
-            f_next = tl.load(f_base + (t + 1) * sf_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
-            forget_next = has_next & (_logsigmoid(f_next) + m_row >= i_next)  # (L,) the same for step t+1
-            reach, m_carry = _route_stabilizer(dm, tl.where(forget_next, 1.0, 0.0), m_carry)
+            dm = -eps * hd * inv_den + tl.where(is_last, dm_last, 0.0)  # (L,)
+            forget, forget_next = _branches(
+                m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
+            )  # (L,), (L,)
+            reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
             di += tl.where(forget, 0.0, reach)
             dlog_f += tl.where(forget, reach, 0.0)
         df = dlog_f * tl.exp(log_f - f_g)  # (L,) d log f / d f~ = sigmoid(-f~) = exp(logsigmoid(f~) - f~)
-        tl.store(di_ptr + part * S + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
-        tl.store(df_ptr + part * S + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
+        tl.store(di_ptr + prow + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
+        tl.store(df_ptr + prow + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
 
-    if HAS_INIT:
+    if STORE_D0:
         # dm0 = <C0, dC0> + <n0, dn0> plus the stabilizer gradient that reached the start
         C0 = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
         n0 = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
@@ -244,6 +259,8 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             forget_0 = _logsigmoid(tl.load(f_base).to(tl.float32)) + m_init >= tl.load(i_base).to(tl.float32)
             dm0 += tl.where(forget_0, m_carry, 0.0)
         dc0_off = pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
-        tl.store(dc0_ptr + dc0_off, dC.to(dc0_ptr.dtype.element_ty), mask=mask_kv)
-        tl.store(dn0_ptr + pid_bh * DQK + offs_k, dn.to(dn0_ptr.dtype.element_ty), mask=mask_k & (pid_v == 0))
-        tl.store(dm0_ptr + part, dm0.to(dm0_ptr.dtype.element_ty))
+        first_seg = seg == 0
+        tl.store(dc0_ptr + dc0_off, dC.to(dc0_ptr.dtype.element_ty), mask=mask_kv & first_seg)
+        mask_n = mask_k & (pid_v == 0) & first_seg
+        tl.store(dn0_ptr + pid_bh * DQK + offs_k, dn.to(dn0_ptr.dtype.element_ty), mask=mask_n)
+        tl.store(dm0_ptr + part, dm0.to(dm0_ptr.dtype.element_ty), mask=first_seg)

@@ -7,6 +7,11 @@ through their strides in their own dtypes, starts from zero states without any b
 writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the last states when asked for
 (NEED_LAST). A sequence of one chunk (ONE_CHUNK) skips the state terms that are zero or unused: the entering state
 without initial states, the leaving state when the last states are not returned.
+
+Segments: with G > 1 the sequence is cut into G segments of SEG_LEN steps (a whole number of chunks), one program
+per (DHV block, batch * head, segment), so long sequences with few batch * heads fill the GPU. Each segment starts
+from its entering state, read from a (B, NH * G, ...) buffer that `triton_chunkwise_bounds.py` fills; state head
+index hh * G + g. With G = 1 (SEG_LEN = S) this is the plain layout.
 """
 
 import triton
@@ -22,9 +27,9 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     v_ptr,  # (B, NH, S, DHV), strides sv_*
     i_ptr,  # (B, NH, S), strides si_*
     f_ptr,  # (B, NH, S), strides sf_*
-    c0_ptr,  # (B, NH, DQK, DHV) initial C, strides sc_*; read only if HAS_INIT
-    n0_ptr,  # (B, NH, DQK) initial n, strides sn_*
-    m0_ptr,  # (B, NH[, 1]) initial m, strides sm_*
+    c0_ptr,  # (B, NH * G, DQK, DHV) entering C of each segment, strides sc_*; read only if HAS_INIT
+    n0_ptr,  # (B, NH * G, DQK) entering n, strides sn_*
+    m0_ptr,  # (B, NH * G[, 1]) entering m, strides sm_*
     h_ptr,  # out (BNH, S, DHV) contiguous, input dtype
     h32_ptr,  # out (BNH, S, DHV) contiguous fp32 copy of h for the backward, written only if STORE_H32
     z_ptr,  # out (BNH, S) fp32: n~_t . q^_t before abs/max
@@ -41,9 +46,11 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     sn_b, sn_h, sn_k,
     sm_b, sm_h,
     NH,
-    S,
+    S_all,
     DQK,
     DHV,
+    G,
+    SEG_LEN,
     qk_scale,
     eps,
     L: tl.constexpr,
@@ -57,8 +64,13 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     NEED_LAST: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(1).to(tl.int64)
+    pid_bh, seg = pid // G, pid % G
     bb, hh = pid_bh // NH, pid_bh % NH
+    hs = hh * G + seg  # head index of the segment's entering state
+    seg0 = seg * SEG_LEN  # first step of the segment
+    row0 = pid_bh * S_all + seg0  # its row in the contiguous (BNH, S, ...) outputs
+    S = tl.minimum(SEG_LEN, S_all - seg0)  # steps in this segment; t below counts from seg0
     offs_l = tl.arange(0, L)
     offs_k = tl.arange(0, BK)
     offs_v = pid_v * BV + tl.arange(0, BV)
@@ -68,18 +80,18 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     first = pid_v == 0
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
 
-    q_base = q_ptr + bb * sq_b + hh * sq_h
-    k_base = k_ptr + bb * sk_b + hh * sk_h
-    v_base = v_ptr + bb * sv_b + hh * sv_h
-    i_base = i_ptr + bb * si_b + hh * si_h
-    f_base = f_ptr + bb * sf_b + hh * sf_h
-    out_base = pid_bh * S * DHV
-    gate_off = pid_bh * S
+    q_base = q_ptr + bb * sq_b + hh * sq_h + seg0 * sq_s
+    k_base = k_ptr + bb * sk_b + hh * sk_h + seg0 * sk_s
+    v_base = v_ptr + bb * sv_b + hh * sv_h + seg0 * sv_s
+    i_base = i_ptr + bb * si_b + hh * si_h + seg0 * si_s
+    f_base = f_ptr + bb * sf_b + hh * sf_h + seg0 * sf_s
+    out_base = row0 * DHV
+    gate_off = row0
 
     if HAS_INIT:
-        C = _tile(c0_ptr + bb * sc_b + hh * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
-        n = tl.load(n0_ptr + bb * sn_b + hh * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-        m_prev = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
+        C = _tile(c0_ptr + bb * sc_b + hs * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n = tl.load(n0_ptr + bb * sn_b + hs * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+        m_prev = tl.load(m0_ptr + bb * sm_b + hs * sm_h).to(tl.float32)
     else:
         C = tl.zeros((BK, BV), dtype=tl.float32)
         n = tl.zeros((BK,), dtype=tl.float32)

@@ -16,7 +16,7 @@ and casts to the input dtypes.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _tile
+from .triton_chunkwise_common import _logsigmoid, _tile
 
 
 @triton.jit
@@ -57,6 +57,29 @@ def _row_terms(
         sign = tl.where(z > 0, 1.0, -1.0)  # (L,) z != 0 wherever it is used
         dz = tl.where((tl.abs(z) > lower) & (pid_v == 0), -hd_all * inv_den * sign, 0.0)  # (L,)
     return z, m_row, inv_den, hd, dz
+
+
+@triton.jit
+def _branches(m_base, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in):
+    """Which branch of m_t = max(log f_t + m_{t-1}, i~_t) the steps t of one chunk took, and step t+1.
+
+    Args:
+        m_base: m_t of this batch * head (contiguous (S,)); i_base, f_base: gate pre-activations, strides si_s, sf_s.
+        t: (L,) steps of the chunk, t[0] its first; log_f, i_g, m_row: (L,) the chunk's log f, i~ and m.
+        m_in: m before the chunk's first step.
+
+    Returns:
+        forget (L,): step t took the forget branch; forget_next (L,) 1.0 where step t+1 took it (0.0 at t = S-1).
+    """
+    offs_l = tl.arange(0, t.shape[0])
+    m_before = tl.load(m_base + t - 1, mask=mask_t & (offs_l > 0), other=0.0)  # (L,) m_{t-1}
+    m_before = tl.where(offs_l == 0, m_in, m_before)
+    forget = log_f + m_before >= i_g  # (L,)
+    has_next = t + 1 < S
+    i_next = tl.load(i_base + (t + 1) * si_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
+    f_next = tl.load(f_base + (t + 1) * sf_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
+    forget_next = has_next & (_logsigmoid(f_next) + m_row >= i_next)  # (L,)
+    return forget, tl.where(forget_next, 1.0, 0.0)
 
 
 @triton.jit

@@ -1,0 +1,102 @@
+"""Times the chunkwise mLSTM in Triton at long sequences with few batch * heads: the plain layout (one program per
+DHV block and batch * head walks all chunks) against the segmented layout that `segment_plan` picks, and each
+chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in one GPU run.
+
+    python benchmarks/mlstm_segments.py --out benchmarks/results
+
+Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.md. Needs CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import provenance
+
+SHAPES = [(1, 4, 8192, 64), (2, 4, 4096, 128), (4, 8, 2048, 64), (8, 4, 2048, 128), (16, 4, 2048, 128)]
+SWEEP = [1, 2, 4, 8, 16]
+PLAIN = 10**9  # chunks per segment beyond any sequence: one segment, the plain layout
+
+
+def _inputs(B: int, NH: int, S: int, DH: int) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    i = torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)
+    f = 3.0 + torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)  # (B, NH, S) forget gates mostly open
+    return [q, k, v, i, f]
+
+
+def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
+    """One row per layout: "plain", "auto" (the plan's choice) and "cps=N" for the sweep."""
+    from triton.testing import do_bench
+
+    from xlstm_ts.kernels import get_kernel
+    from xlstm_ts.kernels.mlstm import triton_chunkwise
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    x = _inputs(*shape)
+    g = [t.clone().requires_grad_() for t in x]
+    B, NH, S, DH = shape
+    rows = []
+    for name, cps in [("plain", PLAIN), ("auto", None), *((f"cps={c}", c) for c in SWEEP)]:
+        segments.SEGMENT_CHUNKS_OVERRIDE = cps
+        try:
+            fw = lambda: kernel(*x)  # noqa: E731
+            fwbw = lambda: kernel(*g).sum().backward()  # noqa: E731
+            fw(), fwbw()
+            torch.cuda.synchronize()
+            t_fw = do_bench(fw, warmup=warmup, rep=reps, return_mode="median")
+            t_fb = do_bench(fwbw, warmup=warmup, rep=reps, return_mode="median")
+        finally:
+            segments.SEGMENT_CHUNKS_OVERRIDE = None
+        rows.append({"shape": list(shape), "layout": name, "fw_ms": round(t_fw, 4), "fwbw_ms": round(t_fb, 4)})
+    L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)  # the launch with gradients
+    G, CPS = segments.segment_plan(S, L, -(-DH // BV) * B * NH, x[0].device)
+    rows[1]["layout"] = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"
+    return rows
+
+
+def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> None:
+    lines = [
+        "# Chunkwise mLSTM: plain against segmented layout (long sequences, few batch * heads)",
+        "",
+        f"Device: {device}; bf16; `triton.testing.do_bench` medians; commit {commit}. Written by "
+        "`benchmarks/mlstm_segments.py`. auto = the layout `segment_plan` picks (plain above one program per 2 SMs).",
+        "",
+        "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain |",
+        "|---|---|---|---|---|",
+    ]
+    plain = {tuple(r["shape"]): r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
+    for r in rows:
+        ratio = r["fwbw_ms"] / plain[tuple(r["shape"])] if tuple(r["shape"]) in plain else float("nan")
+        lines.append(f"| {', '.join(map(str, r['shape']))} | {r['layout']} | {r['fw_ms']:.3f} | {r['fwbw_ms']:.3f} "
+                     f"| {ratio:.2f} |")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    parser.add_argument("--warmup", type=int, default=20, help="do_bench warm-up, ms")
+    parser.add_argument("--reps", type=int, default=80, help="do_bench measuring time, ms")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
+    device, commit = provenance.device_name("gpu"), provenance.commit_id()
+    rows = []
+    for shape in SHAPES:
+        for row in time_layouts(shape, args.warmup, args.reps):
+            row.update(device=device, commit=commit)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    merged = provenance.merge_rows(args.out / "mlstm_segments.json", rows, ("shape", "layout"))
+    write_markdown(merged, args.out / "mlstm_segments.md", device, commit)
+
+
+if __name__ == "__main__":
+    main()

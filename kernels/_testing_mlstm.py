@@ -1,0 +1,104 @@
+"""Comparison helpers for the chunkwise mLSTM kernel tests: a step-by-step fp64 recurrence (with the detached
+normalizer of mlstm_kernels as an option), input leaves and upstream gradients, and one comparison of outputs, last
+states and every gradient against a reference, with the tolerances of `_testing.TOLERANCES`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._testing import TOLERANCES, assert_close, make_mlstm_inputs, make_mlstm_states
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+OUT_NAMES = ["h", "C", "n", "m"]
+GRAD_NAMES = ["dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
+TOL = {
+    torch.float32: (TOLERANCES["float32-ieee"].ratio, TOLERANCES["float32-ieee-grad"].ratio),
+    torch.bfloat16: (TOLERANCES["bfloat16"].ratio, TOLERANCES["bfloat16-triton-grad"].ratio),
+}
+
+
+def naive_mlstm(q, k, v, i, f, C, n, m, eps=1e-6, detach=False):
+    """Step-by-step recurrence; with detach, the denominator and m are constants (mlstm_kernels' backward).
+
+    Returns h (B, NH, S, DHV), the last states (C, n, m (B, NH, 1)) and the fraction of rows where |n.q| > exp(-m).
+    """
+    hs, active = [], []
+    m = m.squeeze(-1)
+    for t in range(q.shape[2]):
+        log_f = F.logsigmoid(f[:, :, t])
+        m_new = torch.maximum(log_f + m, i[:, :, t])
+        if detach:
+            m_new = m_new.detach()
+        f_act, i_act = torch.exp(log_f + m - m_new), torch.exp(i[:, :, t] - m_new)
+        C = f_act[..., None, None] * C + i_act[..., None, None] * torch.einsum("bhd,bhe->bhde", k[:, :, t], v[:, :, t])
+        n = f_act[..., None] * n + i_act[..., None] * k[:, :, t]
+        q_t = q[:, :, t] / q.shape[-1] ** 0.5
+        qn = torch.einsum("bhd,bhd->bh", q_t, n).abs()
+        den = torch.maximum(qn, torch.exp(-m_new)) + eps
+        if detach:
+            den = den.detach()
+        hs.append(torch.einsum("bhd,bhde->bhe", q_t, C) / den[..., None])
+        active.append(qn > torch.exp(-m_new))
+        m = m_new
+    return torch.stack(hs, dim=2), (C, n, m.unsqueeze(-1)), torch.stack(active).double().mean().item()
+
+
+def mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states):
+    inputs = make_mlstm_inputs(B, NH, S, DQK, DHV, i_mean=i_mean)
+    states = make_mlstm_states(B, NH, DQK, DHV) if with_states else (None, None, None)
+    return [x if x is None else x.to(DEVICE).requires_grad_() for x in (*inputs, *states)]
+
+
+def mlstm_upstream(B, NH, S, DQK, DHV):
+    shapes = [(B, NH, S, DHV), (B, NH, DQK, DHV), (B, NH, DQK), (B, NH, 1)]
+    return [torch.randn(s, dtype=torch.float64, device=DEVICE) for s in shapes]
+
+
+def run_mlstm(fn, leaves, upstream, dtype, **kw):
+    """Outputs (h, C, n, m) and gradients of sum(out * upstream) w.r.t. every leaf (None where unused)."""
+    # q, k, v, i, f in dtype; initial states stay fp32 (fp64 for the reference), as a caller keeps them
+    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    cast = [None if x is None else x.to(dtype if idx < 5 else state_dtype) for idx, x in enumerate(leaves)]
+    h, states = fn(*cast, return_last_states=True, **kw)
+    outs = [h, *states]
+    loss = sum((o.double() * u).sum() for o, u in zip(outs, upstream, strict=True))
+    used = [x for x in leaves if x is not None]
+    grads = iter(torch.autograd.grad(loss, used))
+    return outs, [None if x is None else next(grads) for x in leaves]
+
+
+def dm0_terms(leaves, grads):
+    """Size (rms over batch and head) of <C0, dC0> + <n0, dn0>, the sums of DQK * DHV products that make up dm0.
+
+    They largely cancel against the gradient routed through m (e.g. -<dC_L, C_L> when the state just decays), so
+    fp32 rounding of the states is relative to these terms, not to their small sum; 0 without initial states.
+    """
+    if leaves[5] is None:
+        return 0.0
+    C0, n0, dC0, dn0 = (x.detach().double() for x in (leaves[5], leaves[6], grads[5], grads[6]))
+    terms = (C0 * dC0).sum((-2, -1)).abs() + (n0 * dn0).sum(-1).abs()  # (B, NH)
+    return terms.pow(2).mean().sqrt().item()
+
+
+def compare_mlstm(ref, out, tol_out, tol_grad, dm0_terms=0.0):
+    errors = {}
+    for name, a, b in zip(OUT_NAMES, ref[0], out[0], strict=True):
+        errors[name] = assert_close(name, a, b, tol_out)
+    scale = max(a.double().pow(2).mean().sqrt().item() for a in ref[1] if a is not None)
+    for name, a, b in zip(GRAD_NAMES, ref[1], out[1], strict=True):
+        if a is None:
+            continue
+        rms_ref = a.double().pow(2).mean().sqrt().item()
+        if name == "dm0" and dm0_terms > rms_ref:
+            rms_err = (a.double() - b.double()).pow(2).mean().sqrt().item()
+            assert rms_err <= tol_grad * dm0_terms, f"dm0: rms error {rms_err:.2e} > {tol_grad:.0e} * {dm0_terms:.2e}"
+            errors[name] = rms_err / dm0_terms
+            continue
+        if rms_ref < 1e-6 * scale:
+            # a (near) zero reference, e.g. df at S=1 from a zero state: compare against the other gradients' size
+            assert (a.double() - b.double()).abs().max().item() <= tol_grad * scale, name
+            continue
+        errors[name] = assert_close(name, a, b, tol_grad)
+    return errors

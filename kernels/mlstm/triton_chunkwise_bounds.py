@@ -1,0 +1,260 @@
+"""Triton kernels for the segmented chunkwise mLSTM: the states and state gradients at segment boundaries.
+
+A long sequence with few batch * heads leaves most of the GPU idle when one program walks all its chunks. The
+segmented layout cuts the sequence into G segments of CPS chunks and runs the forward and backward kernels on all
+segments at once (`triton_chunkwise_fwd.py`, `triton_chunkwise_bwd.py`). Each segment needs:
+
+- forward: the stabilized state (C, n, m) entering it. `_mlstm_bounds_fwd_kernel_tl` walks the chunks carrying
+  only the state (one (BK, L) x (L, BV) dot per chunk, no outputs), split over DQK blocks as well as DHV blocks;
+- backward: the gradient of the state leaving it, and the gradient routed to m there.
+  `_mlstm_bounds_bwd_kernel_tl` walks the chunks backward carrying dC = decay dC + (q^ w0)^T dnum,
+  dn = decay dn + (q^ w0)^T dz and the stabilizer routing of `triton_chunkwise_gates.py`.
+
+Buffers, contiguous fp32, entry g for segment g (state head index hh * G + g):
+cs (B, NH * G, DQK, DHV), ns (B, NH * G, DQK), ms (B, NH * G): the entering states (entry 0 = the initial state);
+dcs, dns like cs, ns, and dms (NV, B, NH * G): the leaving-state gradients (entry G-1 = the upstream ones). dms
+holds per-DHV-block shares of the gradient routed to m, net of <dC_L, C_L> + <dn_L, n_L>, which the segment kernel
+adds itself.
+"""
+
+import triton
+import triton.language as tl
+
+from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+from .triton_chunkwise_gates import _branches, _route_stabilizer, _row_terms
+
+
+@triton.jit
+def _carry(C, n, m_prev, k, v, i_g, b, g, LOWP: tl.constexpr):
+    """The state after one chunk: key s enters with log weight g - b_s + i~_s (see the forward kernel)."""
+    a = g - b + i_g  # (L,)
+    m_new = tl.maximum(g + m_prev, tl.max(a, axis=0))
+    decay = tl.exp(g + m_prev - m_new)
+    k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
+    C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
+    n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+    return C, n, m_new
+
+
+@triton.jit
+def _mlstm_bounds_fwd_kernel_tl(
+    k_ptr,  # (B, NH, S, DQK), strides sk_*
+    v_ptr,  # (B, NH, S, DHV), strides sv_*
+    i_ptr,  # (B, NH, S), strides si_*
+    f_ptr,  # (B, NH, S), strides sf_*
+    c0_ptr,  # (B, NH, DQK, DHV) initial C, strides sc_*; read only if HAS_INIT
+    n0_ptr,  # (B, NH, DQK), strides sn_*
+    m0_ptr,  # (B, NH[, 1]), strides sm_*
+    cs_ptr,  # out (BNH * G, DQK, DHV) fp32 entering C of each segment
+    ns_ptr,  # out (BNH * G, DQK) fp32
+    ms_ptr,  # out (BNH * G,) fp32
+    cl_ptr,  # out (BNH, DQK, DHV) fp32 last C; written only if NEED_LAST
+    nl_ptr,  # out (BNH, DQK) fp32
+    ml_ptr,  # out (BNH,) fp32
+    sk_b, sk_h, sk_s, sk_d,
+    sv_b, sv_h, sv_s, sv_d,
+    si_b, si_h, si_s,
+    sf_b, sf_h, sf_s,
+    sc_b, sc_h, sc_k, sc_v,
+    sn_b, sn_h, sn_k,
+    sm_b, sm_h,
+    NH,
+    S,
+    DQK,
+    DHV,
+    G,
+    CPS,
+    NV,
+    L: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    LOWP: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    NEED_LAST: tl.constexpr,
+):  # fmt: skip
+    pid_kv = tl.program_id(0)
+    pid_k, pid_v = pid_kv // NV, pid_kv % NV
+    pid_bh = tl.program_id(1).to(tl.int64)
+    bb, hh = pid_bh // NH, pid_bh % NH
+    offs_l = tl.arange(0, L)
+    offs_k = pid_k * BK + tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DQK
+    mask_v = offs_v < DHV
+    mask_kv = mask_k[:, None] & mask_v[None, :]
+    mask_n = mask_k & (pid_v == 0)
+    first = (pid_v == 0) & (pid_k == 0)
+    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
+    k_base = k_ptr + bb * sk_b + hh * sk_h
+    v_base = v_ptr + bb * sv_b + hh * sv_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    kv_off = offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
+
+    if HAS_INIT:
+        C = _tile(c0_ptr + bb * sc_b + hh * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n = tl.load(n0_ptr + bb * sn_b + hh * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+        m_prev = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
+    else:
+        C = tl.zeros((BK, BV), dtype=tl.float32)
+        n = tl.zeros((BK,), dtype=tl.float32)
+        m_prev = tl.zeros((), dtype=tl.float32)
+
+    # walk to the last segment's start, storing the state entering each segment; then, for the last states, on
+    NC = tl.cdiv(S, L)
+    walk_end = (G - 1) * CPS
+    if NEED_LAST:
+        walk_end = NC
+    for c in range(0, walk_end):
+        if c % CPS == 0:
+            row = pid_bh * G + c // CPS
+            tl.store(cs_ptr + row * DQK * DHV + kv_off, C, mask=mask_kv)
+            tl.store(ns_ptr + row * DQK + offs_k, n, mask=mask_n)
+            tl.store(ms_ptr + row, m_prev, mask=first)
+        t = c * L + offs_l  # (L,)
+        mask_t = t < S
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
+        v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
+        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        C, n, m_prev = _carry(C, n, m_prev, k, v, i_g, b, g, LOWP)
+    if NEED_LAST:
+        tl.store(cl_ptr + pid_bh * DQK * DHV + kv_off, C, mask=mask_kv)
+        tl.store(nl_ptr + pid_bh * DQK + offs_k, n, mask=mask_n)
+        tl.store(ml_ptr + pid_bh, m_prev, mask=first)
+    else:
+        row = pid_bh * G + G - 1
+        tl.store(cs_ptr + row * DQK * DHV + kv_off, C, mask=mask_kv)
+        tl.store(ns_ptr + row * DQK + offs_k, n, mask=mask_n)
+        tl.store(ms_ptr + row, m_prev, mask=first)
+
+
+@triton.jit
+def _mlstm_bounds_bwd_kernel_tl(
+    q_ptr,  # (B, NH, S, DQK), strides sq_*
+    i_ptr,  # (B, NH, S), strides si_*
+    f_ptr,  # (B, NH, S), strides sf_*
+    h_ptr,  # (BNH, S, DHV) contiguous h from the forward
+    z_ptr,  # (BNH, S) fp32 z_t from the forward
+    m_ptr,  # (BNH, S) fp32 m_t from the forward
+    cl_ptr,  # (BNH, DQK, DHV) fp32 last C from the forward; read only if HAS_DC or HAS_DN
+    nl_ptr,  # (BNH, DQK) fp32 last n
+    dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
+    dcl_ptr,  # (B, NH, DQK, DHV) upstream gradient of the last C, strides sdc_*; read only if HAS_DC
+    dnl_ptr,  # (B, NH, DQK), strides sdn_*; read only if HAS_DN
+    dml_ptr,  # (B, NH), strides sdm_*; read only if HAS_DM
+    dcs_ptr,  # out (BNH * G, DQK, DHV) fp32 gradient of the state leaving each segment
+    dns_ptr,  # out (BNH * G, DQK) fp32
+    dms_ptr,  # out (NV, BNH * G) fp32 per-DHV-block share of the gradient routed to m at each segment end
+    sq_b, sq_h, sq_s, sq_d,
+    si_b, si_h, si_s,
+    sf_b, sf_h, sf_s,
+    sdh_b, sdh_h, sdh_s, sdh_d,
+    sdc_b, sdc_h, sdc_k, sdc_v,
+    sdn_b, sdn_h, sdn_k,
+    sdm_b, sdm_h,
+    NH,
+    S,
+    DQK,
+    DHV,
+    BNH,
+    G,
+    CPS,
+    NV,
+    qk_scale,
+    eps,
+    L: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NKB: tl.constexpr,
+    LOWP: tl.constexpr,
+    HAS_DC: tl.constexpr,
+    HAS_DN: tl.constexpr,
+    HAS_DM: tl.constexpr,
+    MULTI_V: tl.constexpr,
+    DETACH: tl.constexpr,
+):  # fmt: skip
+    pid_kv = tl.program_id(0)
+    pid_k, pid_v = pid_kv // NV, pid_kv % NV
+    pid_bh = tl.program_id(1).to(tl.int64)
+    bb, hh = pid_bh // NH, pid_bh % NH
+    offs_l = tl.arange(0, L)
+    offs_k = pid_k * BK + tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DQK
+    mask_v = offs_v < DHV
+    mask_kv = mask_k[:, None] & mask_v[None, :]
+    mask_n = mask_k & (pid_v == 0)
+    z_on = tl.where(pid_v == 0, 1.0, 0.0)  # the normalizer column of V' = [V, 1] belongs to DHV block 0
+    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
+    q_base = q_ptr + bb * sq_b + hh * sq_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
+    h_base = h_ptr + pid_bh * S * DHV
+    zm_off = pid_bh * S
+    kv_off = offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
+
+    # the last segment's upstream: the caller's gradients of the last states
+    dC = tl.zeros((BK, BV), dtype=tl.float32)
+    dn = tl.zeros((BK,), dtype=tl.float32)
+    last_dot = tl.zeros((), dtype=tl.float32)  # this DHV block's <dC_L, C_L> + <dn_L, n_L>, over all of DQK
+    dc_base = dcl_ptr + bb * sdc_b + hh * sdc_h
+    dn_base = dnl_ptr + bb * sdn_b + hh * sdn_h
+    for kb in range(0, NKB):
+        ks = kb * BK + tl.arange(0, BK)
+        mask_ks = ks < DQK
+        if HAS_DC:
+            dC_kb = _tile(dc_base, ks, offs_v, sdc_k, sdc_v, mask_ks[:, None] & mask_v[None, :]).to(tl.float32)
+            C_kb = _tile(cl_ptr + pid_bh * DQK * DHV, ks, offs_v, DHV, 1, mask_ks[:, None] & mask_v[None, :])
+            last_dot += tl.sum(tl.sum(dC_kb * C_kb, axis=1), axis=0)
+        if HAS_DN:
+            dn_kb = tl.load(dn_base + ks * sdn_k, mask=mask_ks, other=0.0).to(tl.float32) * z_on
+            n_kb = tl.load(nl_ptr + pid_bh * DQK + ks, mask=mask_ks, other=0.0)
+            last_dot += tl.sum(dn_kb * n_kb, axis=0)
+    if HAS_DC:
+        dC = _tile(dc_base, offs_k, offs_v, sdc_k, sdc_v, mask_kv).to(tl.float32)
+    if HAS_DN:
+        dn = tl.load(dn_base + offs_k * sdn_k, mask=mask_k, other=0.0).to(tl.float32) * z_on
+    dm_last = -last_dot
+    if HAS_DM:
+        dm_last += tl.load(dml_ptr + bb * sdm_b + hh * sdm_h).to(tl.float32) * z_on
+    row = pid_bh * G + G - 1
+    tl.store(dcs_ptr + row * DQK * DHV + kv_off, dC, mask=mask_kv)
+    tl.store(dns_ptr + row * DQK + offs_k, dn, mask=mask_n)
+    tl.store(dms_ptr + pid_v * BNH * G + row, dm_last, mask=pid_k == 0)
+
+    # walk backward to segment 1's first chunk, storing the gradient of the state leaving each segment
+    NC = tl.cdiv(S, L)
+    m_carry = tl.zeros((), dtype=tl.float32)  # gradient reaching m at the later chunk's first step
+    for cc in range(0, NC - CPS):
+        c = NC - 1 - cc
+        t = c * L + offs_l  # (L,)
+        mask_t = t < S
+        q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
+        dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)  # (L, BV)
+        z, m_row, inv_den, hd, dz = _row_terms(
+            z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
+            BV, MULTI_V, DETACH,
+        )  # fmt: skip
+        m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
+        m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
+        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
+        q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
+        decay = tl.exp(g + m_in - m_end)
+        dC = decay * dC + _dot(tl.trans(q_w), dh * inv_den[:, None], LOWP)  # (BK, BV)
+        dn = decay * dn + tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
+        dm_to_prev = tl.zeros((), dtype=tl.float32)
+        if not DETACH:
+            dm = -eps * hd * inv_den + tl.where(t == S - 1, dm_last, 0.0)  # (L,)
+            forget, forget_next = _branches(
+                m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
+            )  # fmt: skip
+            reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
+            forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
+            dm_to_prev = forget_first * m_carry  # what reaches m before the chunk
+        if c % CPS == 0:
+            row = pid_bh * G + c // CPS - 1
+            tl.store(dcs_ptr + row * DQK * DHV + kv_off, dC, mask=mask_kv)
+            tl.store(dns_ptr + row * DQK + offs_k, dn, mask=mask_n)
+            tl.store(dms_ptr + pid_v * BNH * G + row, dm_to_prev, mask=pid_k == 0)

@@ -1,0 +1,135 @@
+"""The segmented layout of the chunkwise mLSTM in Triton: when to use it, and the launches of its boundary kernels.
+
+One program per (DHV block, batch * head) walks every chunk of its sequence in turn; with few batch * heads and
+long sequences most of the GPU idles (at (1, 4, 8192, 64): 4 programs of 128 chunks each). The segmented layout
+cuts the sequence into G segments of CPS chunks: the boundary kernels (`triton_chunkwise_bounds.py`) carry only the
+state (forward) or the state gradient (backward) across the chunks, split over DQK blocks too, and the forward and
+backward kernels then run on all segments in parallel. It is the same function; the state at a boundary is
+computed once instead of being carried by one program.
+
+It pays only while the plain launch leaves SMs idle. bf16, H200 (132 SMs), fw+bw: (1, 4, 8192, 64) 1.28 against
+5.09 ms plain, (2, 4, 4096, 128) 1.55 against 3.64, (4, 8, 2048, 64) 1.01 against 1.46, (8, 4, 2048, 128)
+1.57 against 1.96; with 128 programs or more the plain layout was faster ((16, 4, 2048, 128): 2.03 against
+2.41-3.00 ms, (64, 4, 512, 64): 0.87 against 1.00-1.24 ms), because the segment kernels redo the state terms.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+from torch import Tensor
+
+from .triton_chunkwise_bounds import _mlstm_bounds_bwd_kernel_tl, _mlstm_bounds_fwd_kernel_tl
+
+# chunks per segment for every call (None: `segment_plan` decides); set by tests and the benchmark's sweep
+SEGMENT_CHUNKS_OVERRIDE: int | None = None
+
+# segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
+_SMS_PER_PROGRAM = 2
+_PROGRAMS_PER_SM = 4
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def segment_plan(S: int, L: int, programs: int, device: torch.device) -> tuple[int, int]:
+    """(G, CPS): the number of segments and chunks per segment for a sequence of S steps in chunks of L.
+
+    Args:
+        S: sequence length. L: chunk length. programs: programs of the unsegmented launch (DHV blocks x batch * heads).
+        device: where the kernels run; off CUDA (the Triton interpreter) only `SEGMENT_CHUNKS_OVERRIDE` segments.
+
+    Returns:
+        G >= 1 and CPS >= 1 with G = ceil(ceil(S / L) / CPS); G = 1 is the plain layout.
+    """
+    NC = triton.cdiv(S, L)
+    if SEGMENT_CHUNKS_OVERRIDE is not None:
+        CPS = max(1, int(SEGMENT_CHUNKS_OVERRIDE))
+    elif device.type != "cuda" or NC < 2:
+        return 1, NC
+    else:
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        if programs * _SMS_PER_PROGRAM > sms:
+            return 1, NC
+        want = _PROGRAMS_PER_SM * sms
+        CPS = triton.cdiv(NC, min(NC, triton.cdiv(want, programs)))
+    G = triton.cdiv(NC, CPS)
+    return (G, CPS) if G > 1 else (1, NC)
+
+
+def _k_block(DQK: int) -> tuple[int, int]:
+    """DQK block of the boundary kernels (at most 64: small state tiles, more programs) and the number of blocks."""
+    BK = min(max(triton.next_power_of_2(DQK), 16), 64)
+    return BK, triton.cdiv(DQK, BK)
+
+
+def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
+    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
+
+
+def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lowp: int, need_last: bool):
+    """The stabilized state entering each segment, and the last states when `need_last`.
+
+    Returns:
+        (cs (B, NH * G, DQK, DHV), ns (B, NH * G, DQK), ms (B, NH * G)) and (C_L (B, NH, DQK, DHV),
+        n_L (B, NH, DQK), m_L (B, NH)) or None; all fp32.
+    """
+    B, NH, S, DQK = k.shape
+    DHV = v.shape[-1]
+    f32 = {"dtype": torch.float32, "device": k.device}
+    cs = torch.empty(B, NH * G, DQK, DHV, **f32)  # (B, NH * G, DQK, DHV)
+    ns = torch.empty(B, NH * G, DQK, **f32)  # (B, NH * G, DQK)
+    ms = torch.empty(B, NH * G, **f32)  # (B, NH * G)
+    last = (
+        (torch.empty(B, NH, DQK, DHV, **f32), torch.empty(B, NH, DQK, **f32), torch.empty(B, NH, **f32))
+        if need_last
+        else (cs, ns, ms)  # placeholders are never written
+    )
+    has_init = C0 is not None
+    init = (C0, n0, m0) if has_init else (k, k, k)  # placeholders are never read
+    BK, NKB = _k_block(DQK)
+    NV = triton.cdiv(DHV, BV)
+    _mlstm_bounds_fwd_kernel_tl[(NKB * NV, B * NH)](
+        k, v, i, f, *init, cs, ns, ms, *last,
+        *k.stride(), *v.stride(), *i.stride(), *f.stride(), *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
+        NH, S, DQK, DHV, G, CPS, NV,
+        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last, num_warps=4,
+    )  # fmt: skip
+    return (cs, ns, ms), (last if need_last else None)
+
+
+def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach):
+    """Gradients of the state leaving each segment (the caller's for the last one) and the per-DHV-block shares
+    of the gradient routed to m there.
+
+    Args:
+        h, z, m: the forward's saved h (BNH, S, DHV), z and m (BNH, S). last: (C_L, n_L) from the forward, read
+            only with dC_last or dn_last. dh, dC_last, dn_last, dm_last: upstream gradients (None where absent).
+
+    Returns:
+        dcs (B, NH * G, DQK, DHV), dns (B, NH * G, DQK), dms (NV, B, NH * G); fp32.
+    """
+    B, NH, S, DQK = q.shape
+    DHV = dh.shape[-1]
+    NV = triton.cdiv(DHV, BV)
+    f32 = {"dtype": torch.float32, "device": q.device}
+    dcs = torch.empty(B, NH * G, DQK, DHV, **f32)  # (B, NH * G, DQK, DHV)
+    dns = torch.empty(B, NH * G, DQK, **f32)  # (B, NH * G, DQK)
+    dms = torch.empty(NV, B, NH * G, **f32)  # (NV, B, NH * G)
+    C_L, n_L = last if last is not None else (dcs, dns)  # placeholders are never read
+    upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
+    BK, NKB = _k_block(DQK)
+    _mlstm_bounds_bwd_kernel_tl[(NKB * NV, B * NH)](
+        q, i, f, h, z, m, C_L, n_L, dh, *upstream, dcs, dns, dms,
+        *q.stride(), *i.stride(), *f.stride(), *dh.stride(),
+        *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
+        NH, S, DQK, DHV, B * NH, G, CPS, NV, DQK**-0.5, eps,
+        L=L, BK=BK, BV=BV, NKB=NKB, LOWP=lowp,
+        HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
+        DETACH=detach, num_warps=4,
+    )  # fmt: skip
+    return dcs, dns, dms

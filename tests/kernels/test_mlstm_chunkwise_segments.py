@@ -1,0 +1,122 @@
+"""The segmented layout of mlstm_chunkwise--triton (long sequences cut into segments that run in parallel) against
+the fp64 reference: outputs, last states and true gradients, with segments of one chunk and of several, a last
+segment shorter than the others, several DHV blocks and DQK blocks, both gate regimes, and the detached normalizer.
+
+The GPU picks the layout from the launch size (`segment_plan`); here `SEGMENT_CHUNKS_OVERRIDE` forces it.
+"""
+
+import pytest
+import torch
+
+from xlstm_ts.kernels import get_kernel
+from xlstm_ts.kernels._launches import LaunchCounter
+from xlstm_ts.kernels._testing import make_mlstm_inputs
+from xlstm_ts.kernels._testing_mlstm import (
+    DEVICE,
+    TOL,
+    compare_mlstm,
+    dm0_terms,
+    mlstm_leaves,
+    mlstm_upstream,
+    naive_mlstm,
+    run_mlstm,
+)
+from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture
+def chunks_per_segment(monkeypatch, request):
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("chunks_per_segment", [1, 2], indirect=True, ids=["1-chunk", "2-chunks"])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV",
+    # 2-5 chunks of 16: the last segment is short; DHV 80 spans two DHV blocks, DQK 100 two DQK blocks of 64
+    [(1, 2, 19, 16, 24), (2, 1, 40, 20, 80), (1, 1, 70, 100, 40)],
+    ids=lambda x: str(x),
+)
+def test_segmented_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, chunks_per_segment, nan_poison):
+    torch.manual_seed(42)
+    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
+    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+@pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_segmented_detach_normalizer(i_mean, chunks_per_segment, nan_poison):
+    torch.manual_seed(7)
+    leaves = mlstm_leaves(1, 2, 40, 16, 80, i_mean, with_states=True)
+    upstream = mlstm_upstream(1, 2, 40, 16, 80)
+    naive = lambda *args, **kw: naive_mlstm(*args, detach=True)[:2]
+    ref = run_mlstm(naive, leaves, upstream, torch.float64)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16,
+               detach_normalizer=True)  # fmt: skip
+    compare_mlstm(ref, out, *TOL[torch.float32])
+
+
+@pytest.mark.parametrize("chunks_per_segment", [1, 2], indirect=True, ids=["1-chunk", "2-chunks"])
+def test_segmented_stabilizer_gradient_crosses_segments(chunks_per_segment, nan_poison):
+    """As test_chunkwise_triton_first_step_on_either_branch, over 5 segments: the gradient routed through
+    m_t = max(log f_t + m_{t-1}, i~_t) from the last states reaches step 0 (head 0) or m0 (head 1)."""
+    torch.manual_seed(42)
+    B, NH, S, DQK, DHV = 1, 2, 70, 16, 24
+    leaves = mlstm_leaves(B, NH, S, DQK, DHV, -10.0, with_states=True)
+    with torch.no_grad():
+        leaves[3][..., 0] = 3.0
+        leaves[7].copy_(torch.tensor([-5.0, 5.0]).view(B, NH, 1))
+    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+@pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
+def test_segmented_bf16(chunks_per_segment, nan_poison):
+    torch.manual_seed(3)
+    leaves = mlstm_leaves(2, 1, 40, 20, 80, 0.0, with_states=True)
+    leaves = [x.detach().to(torch.bfloat16).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
+    upstream = mlstm_upstream(2, 1, 40, 20, 80)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.bfloat16, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[torch.bfloat16], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+@pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
+@pytest.mark.parametrize("DHV", [24, 80], ids=["one-DHV-block", "two-DHV-blocks"])
+def test_segmented_launches(DHV, chunks_per_segment):
+    """Boundary kernel + segment kernel each way (+ the DHV-share sum), no torch ops between them."""
+    torch.manual_seed(0)
+    x = [t.to(DEVICE, torch.float32).requires_grad_() for t in make_mlstm_inputs(1, 2, 40, 16, DHV)]
+    with LaunchCounter() as forward:
+        h, last = get_kernel("mlstm_chunkwise--triton")(*x, return_last_states=True, chunk_size=16)
+    outs = [h, *last]
+    upstream = [torch.randn_like(o) for o in outs]
+    with LaunchCounter() as backward:
+        torch.autograd.grad(outs, x, upstream)
+    assert forward.total == 2 and "_mlstm_bounds_fwd_kernel_tl x1" in forward.summary(), forward.summary()
+    assert not forward.torch_ops and not backward.torch_ops, (forward.summary(), backward.summary())
+    assert backward.total == (2 if DHV <= 64 else 3), backward.summary()
+
+
+def test_segment_plan(monkeypatch):
+    cpu = torch.device("cpu")
+    assert segments.segment_plan(2048, 32, 128, cpu) == (1, 64)  # off CUDA: the plain layout unless forced
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 3)
+    assert segments.segment_plan(100, 16, 128, cpu) == (3, 3)  # 7 chunks: segments of 3, 3 and 1
+    assert segments.segment_plan(30, 16, 128, cpu) == (1, 2)  # one segment is the plain layout
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", None)
+    monkeypatch.setattr(segments, "_sm_count", lambda index: 132)
+    cuda = torch.device("cuda", 0)
+    assert segments.segment_plan(8192, 64, 4, cuda) == (128, 1)  # 4 programs: 528 wanted, one chunk per segment
+    assert segments.segment_plan(2048, 32, 64, cuda) == (8, 8)  # 64 programs: 9 segments wanted, of 8 chunks
+    assert segments.segment_plan(2048, 32, 67, cuda) == (1, 64)  # more than one program per 2 SMs: plain
+    assert segments.segment_plan(64, 64, 4, cuda) == (1, 1)  # one chunk
