@@ -30,7 +30,7 @@ def _inputs(B: int, NH: int, S: int, DH: int) -> list[torch.Tensor]:
     return [q, k, v, i, f]
 
 
-def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
+def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep: list[int]) -> list[dict]:
     """One row per layout: "plain", "auto" (the plan's choice) and "cps=N" for the sweep."""
     from triton.testing import do_bench
 
@@ -43,7 +43,7 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int) -> li
     g = [t.clone().requires_grad_() for t in x]
     B, NH, S, DH = shape
     rows = []
-    for name, cps in [("plain", PLAIN), ("auto", None), *((f"cps={c}", c) for c in SWEEP)]:
+    for name, cps in [("plain", PLAIN), ("auto", None), *((f"cps={c}", c) for c in sweep)]:
         segments.SEGMENT_CHUNKS_OVERRIDE = cps
         try:
             fw = lambda: kernel(*x)  # noqa: E731
@@ -84,13 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
     parser.add_argument("--warmup", type=int, default=20, help="do_bench warm-up, ms")
     parser.add_argument("--reps", type=int, default=80, help="do_bench measuring time, ms")
+    parser.add_argument("--sweep", default=",".join(map(str, SWEEP)),
+                        help="chunks per segment to time besides plain and auto, comma-separated ('' for none)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
     device, commit = provenance.device_name("gpu"), provenance.commit_id()
     rows = []
     for shape in SHAPES:
-        for row in time_layouts(shape, args.warmup, args.reps):
+        sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
+        for row in time_layouts(shape, args.warmup, args.reps, sweep):
             row.update(device=device, commit=commit)
             rows.append(row)
             print(json.dumps(row), flush=True)
