@@ -54,7 +54,7 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
             t_fb = do_bench(fwbw, warmup=warmup, rep=reps, return_mode="median")
         finally:
             segments.SEGMENT_CHUNKS_OVERRIDE = None
-        rows.append({"shape": list(shape), "layout": name, "fw_ms": round(t_fw, 4), "fwbw_ms": round(t_fb, 4)})
+        rows.append({"shape": ", ".join(map(str, shape)), "layout": name, "fw_ms": round(t_fw, 4), "fwbw_ms": round(t_fb, 4)})
     L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)  # the launch with gradients
     G, CPS = segments.segment_plan(S, L, -(-DH // BV) * B * NH, x[0].device)
     rows[1]["layout"] = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"
@@ -71,10 +71,10 @@ def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> No
         "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain |",
         "|---|---|---|---|---|",
     ]
-    plain = {tuple(r["shape"]): r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
+    plain = {r["shape"]: r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
     for r in rows:
-        ratio = r["fwbw_ms"] / plain[tuple(r["shape"])] if tuple(r["shape"]) in plain else float("nan")
-        lines.append(f"| {', '.join(map(str, r['shape']))} | {r['layout']} | {r['fw_ms']:.3f} | {r['fwbw_ms']:.3f} "
+        ratio = r["fwbw_ms"] / plain[r["shape"]] if r["shape"] in plain else float("nan")
+        lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | {r['fwbw_ms']:.3f} "
                      f"| {ratio:.2f} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 

@@ -3,10 +3,11 @@
 
 def test_markdown_ratios_against_plain(load_benchmark, tmp_path):
     bench = load_benchmark("mlstm_segments")
-    rows = [{"shape": [1, 4, 8192, 64], "layout": "plain", "fw_ms": 1.0, "fwbw_ms": 5.0},
-            {"shape": [1, 4, 8192, 64], "layout": "auto (128 x 1 chunks)", "fw_ms": 0.35, "fwbw_ms": 1.25},
-            {"shape": [16, 4, 2048, 128], "layout": "auto (plain)", "fw_ms": 0.5, "fwbw_ms": 2.0}]  # fmt: skip
+    rows = [{"shape": "1, 4, 8192, 64", "layout": "plain", "fw_ms": 1.0, "fwbw_ms": 5.0},
+            {"shape": "1, 4, 8192, 64", "layout": "auto (128 x 1 chunks)", "fw_ms": 0.35, "fwbw_ms": 1.25},
+            {"shape": "16, 4, 2048, 128", "layout": "auto (plain)", "fw_ms": 0.5, "fwbw_ms": 2.0}]  # fmt: skip
     out = tmp_path / "segments.md"
+    rows = bench.provenance.merge_rows(tmp_path / "segments.json", rows, ("shape", "layout"))  # string keys merge
     bench.write_markdown(rows, out, "GPU X", "abc1234")
     text = out.read_text()
     assert "GPU X" in text and "abc1234" in text

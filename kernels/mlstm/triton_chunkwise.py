@@ -153,7 +153,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             NH, S, DQK, DHV, G, CPS * L, DQK**-0.5, eps,
             L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
             STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
-            ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, num_warps=num_warps,
+            ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, num_warps=num_warps,
         )  # fmt: skip
         seg_saved = (*segs, C_last, n_last) if G > 1 else (None,) * 5
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m, *seg_saved)
@@ -208,7 +208,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
             HAS_INIT=has_init or G > 1, STORE_D0=has_init, SEG_DM=G > 1,
             HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
-            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1,
+            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1,
             num_warps=num_warps,
         )  # fmt: skip
         if NV > 1:

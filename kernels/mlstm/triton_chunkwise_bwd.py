@@ -11,9 +11,9 @@ upstream dC/dn, no initial state) are skipped.
 With one DHV block the program writes the final gradients in the input dtypes; with several, dq, dk, di, df and
 dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds up.
 
-Segments (G > 1, see `triton_chunkwise_fwd.py`): one program per (DHV block, batch * head, segment), each starting
-from the segment's entering state and ending with the gradients of its leaving state, read from (B, NH * G, ...)
-buffers filled by `triton_chunkwise_bounds.py` (SEG_DM: the m buffer holds per-DHV-block shares of the gradient
+Segments (SEGMENTED, G > 1, see `triton_chunkwise_fwd.py`): one program per (DHV block, batch * head, segment),
+each starting from the segment's entering state and ending with the gradients of its leaving state, read from
+(B, NH * G, ...) buffers filled by `triton_chunkwise_bounds.py` (SEG_DM: the m buffer holds per-DHV-block shares of the gradient
 routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes dC0, dn0, dm0.
 """
 
@@ -85,16 +85,19 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     MULTI_V: tl.constexpr,
     DETACH: tl.constexpr,
     ONE_CHUNK: tl.constexpr,
+    SEGMENTED: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
-    pid = tl.program_id(1).to(tl.int64)
-    pid_bh, seg = pid // G, pid % G
+    pid_bh = tl.program_id(1).to(tl.int64)
+    S = S_all
+    if SEGMENTED:  # program = (batch * head, segment): S becomes the segment's length, t counts from its start
+        seg = pid_bh % G
+        pid_bh = pid_bh // G
+        seg0 = seg * SEG_LEN
+        S = tl.minimum(SEG_LEN, S_all - seg0)
     bb, hh = pid_bh // NH, pid_bh % NH
-    hs = hh * G + seg  # head index of the segment's states and upstream state gradients
-    seg0 = seg * SEG_LEN  # first step of the segment
-    row0 = pid_bh * S_all + seg0  # its row in the contiguous (BNH, S, ...) buffers
-    prow = pid_v * BNH * S_all + row0  # and in the (NV, BNH, S, ...) outputs
-    S = tl.minimum(SEG_LEN, S_all - seg0)  # steps in this segment; t below counts from seg0
+    hs = hh  # head index of the entering states and the upstream state gradients
+    row0 = pid_bh * S_all  # row of step 0 in the contiguous (BNH, S, ...) buffers
     offs_l = tl.arange(0, L)
     offs_k = tl.arange(0, BK)
     offs_v = pid_v * BV + tl.arange(0, BV)
@@ -105,12 +108,22 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     z_on = tl.where(pid_v == 0, 1.0, 0.0)
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
 
-    q_base = q_ptr + bb * sq_b + hh * sq_h + seg0 * sq_s
-    k_base = k_ptr + bb * sk_b + hh * sk_h + seg0 * sk_s
-    v_base = v_ptr + bb * sv_b + hh * sv_h + seg0 * sv_s
-    i_base = i_ptr + bb * si_b + hh * si_h + seg0 * si_s
-    f_base = f_ptr + bb * sf_b + hh * sf_h + seg0 * sf_s
-    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h + seg0 * sdh_s
+    q_base = q_ptr + bb * sq_b + hh * sq_h
+    k_base = k_ptr + bb * sk_b + hh * sk_h
+    v_base = v_ptr + bb * sv_b + hh * sv_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
+    if SEGMENTED:
+        hs = hh * G + seg
+        row0 += seg0
+        q_base += seg0 * sq_s
+        k_base += seg0 * sk_s
+        v_base += seg0 * sv_s
+        i_base += seg0 * si_s
+        f_base += seg0 * sf_s
+        dh_base += seg0 * sdh_s
+    prow = pid_v * BNH * S_all + row0  # row of step 0 in the (NV, BNH, S, ...) outputs
     h_base = h_ptr + row0 * DHV
     zm_off = row0
     part = pid_v * BNH + pid_bh  # index of this program's share in the (NV, BNH) dm0 output
@@ -259,8 +272,11 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             forget_0 = _logsigmoid(tl.load(f_base).to(tl.float32)) + m_init >= tl.load(i_base).to(tl.float32)
             dm0 += tl.where(forget_0, m_carry, 0.0)
         dc0_off = pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
-        first_seg = seg == 0
-        tl.store(dc0_ptr + dc0_off, dC.to(dc0_ptr.dtype.element_ty), mask=mask_kv & first_seg)
-        mask_n = mask_k & (pid_v == 0) & first_seg
+        mask_c, mask_n = mask_kv, mask_k & (pid_v == 0)
+        if SEGMENTED:  # only segment 0 starts from the initial state
+            mask_c, mask_n = mask_c & (seg == 0), mask_n & (seg == 0)
+            tl.store(dm0_ptr + part, dm0.to(dm0_ptr.dtype.element_ty), mask=seg == 0)
+        else:
+            tl.store(dm0_ptr + part, dm0.to(dm0_ptr.dtype.element_ty))
+        tl.store(dc0_ptr + dc0_off, dC.to(dc0_ptr.dtype.element_ty), mask=mask_c)
         tl.store(dn0_ptr + pid_bh * DQK + offs_k, dn.to(dn0_ptr.dtype.element_ty), mask=mask_n)
-        tl.store(dm0_ptr + part, dm0.to(dm0_ptr.dtype.element_ty), mask=first_seg)

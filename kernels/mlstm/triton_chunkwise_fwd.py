@@ -8,10 +8,11 @@ writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the las
 (NEED_LAST). A sequence of one chunk (ONE_CHUNK) skips the state terms that are zero or unused: the entering state
 without initial states, the leaving state when the last states are not returned.
 
-Segments: with G > 1 the sequence is cut into G segments of SEG_LEN steps (a whole number of chunks), one program
+Segments (SEGMENTED, G > 1): the sequence is cut into G segments of SEG_LEN steps (a whole number of chunks), one
+program
 per (DHV block, batch * head, segment), so long sequences with few batch * heads fill the GPU. Each segment starts
 from its entering state, read from a (B, NH * G, ...) buffer that `triton_chunkwise_bounds.py` fills; state head
-index hh * G + g. With G = 1 (SEG_LEN = S) this is the plain layout.
+index hh * G + g. Without SEGMENTED, G and SEG_LEN are not read and the kernel is the plain layout's.
 """
 
 import triton
@@ -62,15 +63,19 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     HAS_INIT: tl.constexpr,
     ONE_CHUNK: tl.constexpr,
     NEED_LAST: tl.constexpr,
+    SEGMENTED: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
-    pid = tl.program_id(1).to(tl.int64)
-    pid_bh, seg = pid // G, pid % G
+    pid_bh = tl.program_id(1).to(tl.int64)
+    S = S_all
+    if SEGMENTED:  # program = (batch * head, segment): S becomes the segment's length, t counts from its start
+        seg = pid_bh % G
+        pid_bh = pid_bh // G
+        seg0 = seg * SEG_LEN
+        S = tl.minimum(SEG_LEN, S_all - seg0)
     bb, hh = pid_bh // NH, pid_bh % NH
-    hs = hh * G + seg  # head index of the segment's entering state
-    seg0 = seg * SEG_LEN  # first step of the segment
-    row0 = pid_bh * S_all + seg0  # its row in the contiguous (BNH, S, ...) outputs
-    S = tl.minimum(SEG_LEN, S_all - seg0)  # steps in this segment; t below counts from seg0
+    hs = hh  # head index of the entering state
+    row0 = pid_bh * S_all  # row of step 0 in the contiguous (BNH, S, ...) outputs
     offs_l = tl.arange(0, L)
     offs_k = tl.arange(0, BK)
     offs_v = pid_v * BV + tl.arange(0, BV)
@@ -80,11 +85,19 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     first = pid_v == 0
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
 
-    q_base = q_ptr + bb * sq_b + hh * sq_h + seg0 * sq_s
-    k_base = k_ptr + bb * sk_b + hh * sk_h + seg0 * sk_s
-    v_base = v_ptr + bb * sv_b + hh * sv_h + seg0 * sv_s
-    i_base = i_ptr + bb * si_b + hh * si_h + seg0 * si_s
-    f_base = f_ptr + bb * sf_b + hh * sf_h + seg0 * sf_s
+    q_base = q_ptr + bb * sq_b + hh * sq_h
+    k_base = k_ptr + bb * sk_b + hh * sk_h
+    v_base = v_ptr + bb * sv_b + hh * sv_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    if SEGMENTED:
+        hs = hh * G + seg
+        row0 += seg0
+        q_base += seg0 * sq_s
+        k_base += seg0 * sk_s
+        v_base += seg0 * sv_s
+        i_base += seg0 * si_s
+        f_base += seg0 * sf_s
     out_base = row0 * DHV
     gate_off = row0
 
