@@ -54,7 +54,8 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
             t_fb = do_bench(fwbw, warmup=warmup, rep=reps, return_mode="median")
         finally:
             segments.SEGMENT_CHUNKS_OVERRIDE = None
-        rows.append({"shape": ", ".join(map(str, shape)), "layout": name, "fw_ms": round(t_fw, 4), "fwbw_ms": round(t_fb, 4)})
+        rows.append({"shape": ", ".join(map(str, shape)), "layout": name, "fw_ms": round(t_fw, 4),
+                     "fwbw_ms": round(t_fb, 4)})  # fmt: skip
     L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)  # the launch with gradients
     G, CPS = segments.segment_plan(S, L, -(-DH // BV) * B * NH, x[0].device)
     rows[1]["layout"] = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"

@@ -37,6 +37,30 @@ def _carry(C, n, m_prev, k, v, i_g, b, g, LOWP: tl.constexpr):
 
 
 @triton.jit
+def _program(NV, NH, DQK, DHV, BK: tl.constexpr, BV: tl.constexpr):
+    """This program's (DQK block, DHV block, batch * head) of the (NKB * NV, BNH) grid, its offsets and masks; n
+    (mask_n) belongs to DHV block 0."""
+    pid_kv = tl.program_id(0)
+    pid_k, pid_v = pid_kv // NV, pid_kv % NV
+    pid_bh = tl.program_id(1).to(tl.int64)
+    offs_k = pid_k * BK + tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DQK
+    mask_v = offs_v < DHV
+    mask_kv = mask_k[:, None] & mask_v[None, :]
+    mask_n = mask_k & (pid_v == 0)
+    return pid_k, pid_v, pid_bh, pid_bh // NH, pid_bh % NH, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n
+
+
+@triton.jit
+def _store_state(c_ptr, n_ptr, m_ptr, row, C, n, m, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, mask_m):
+    """Write one (C (BK, BV), n (BK,), m) block as entry `row` of contiguous (rows, DQK, DHV), (rows, DQK), (rows,)."""
+    tl.store(c_ptr + row * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
+    tl.store(n_ptr + row * DQK + offs_k, n, mask=mask_n)
+    tl.store(m_ptr + row, m, mask=mask_m)
+
+
+@triton.jit
 def _mlstm_bounds_fwd_kernel_tl(
     k_ptr,  # (B, NH, S, DQK), strides sk_*
     v_ptr,  # (B, NH, S, DHV), strides sv_*
@@ -72,24 +96,14 @@ def _mlstm_bounds_fwd_kernel_tl(
     HAS_INIT: tl.constexpr,
     NEED_LAST: tl.constexpr,
 ):  # fmt: skip
-    pid_kv = tl.program_id(0)
-    pid_k, pid_v = pid_kv // NV, pid_kv % NV
-    pid_bh = tl.program_id(1).to(tl.int64)
-    bb, hh = pid_bh // NH, pid_bh % NH
+    pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
-    offs_k = pid_k * BK + tl.arange(0, BK)
-    offs_v = pid_v * BV + tl.arange(0, BV)
-    mask_k = offs_k < DQK
-    mask_v = offs_v < DHV
-    mask_kv = mask_k[:, None] & mask_v[None, :]
-    mask_n = mask_k & (pid_v == 0)
     first = (pid_v == 0) & (pid_k == 0)
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
     k_base = k_ptr + bb * sk_b + hh * sk_h
     v_base = v_ptr + bb * sv_b + hh * sv_h
     i_base = i_ptr + bb * si_b + hh * si_h
     f_base = f_ptr + bb * sf_b + hh * sf_h
-    kv_off = offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
 
     if HAS_INIT:
         C = _tile(c0_ptr + bb * sc_b + hh * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
@@ -107,10 +121,8 @@ def _mlstm_bounds_fwd_kernel_tl(
         walk_end = NC
     for c in range(0, walk_end):
         if c % CPS == 0:
-            row = pid_bh * G + c // CPS
-            tl.store(cs_ptr + row * DQK * DHV + kv_off, C, mask=mask_kv)
-            tl.store(ns_ptr + row * DQK + offs_k, n, mask=mask_n)
-            tl.store(ms_ptr + row, m_prev, mask=first)
+            _store_state(cs_ptr, ns_ptr, ms_ptr, pid_bh * G + c // CPS, C, n, m_prev, DQK, DHV, offs_k, offs_v,
+                         mask_kv, mask_n, first)  # fmt: skip
         t = c * L + offs_l  # (L,)
         mask_t = t < S
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
@@ -118,14 +130,10 @@ def _mlstm_bounds_fwd_kernel_tl(
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
         C, n, m_prev = _carry(C, n, m_prev, k, v, i_g, b, g, LOWP)
     if NEED_LAST:
-        tl.store(cl_ptr + pid_bh * DQK * DHV + kv_off, C, mask=mask_kv)
-        tl.store(nl_ptr + pid_bh * DQK + offs_k, n, mask=mask_n)
-        tl.store(ml_ptr + pid_bh, m_prev, mask=first)
+        _store_state(cl_ptr, nl_ptr, ml_ptr, pid_bh, C, n, m_prev, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, first)
     else:
-        row = pid_bh * G + G - 1
-        tl.store(cs_ptr + row * DQK * DHV + kv_off, C, mask=mask_kv)
-        tl.store(ns_ptr + row * DQK + offs_k, n, mask=mask_n)
-        tl.store(ms_ptr + row, m_prev, mask=first)
+        _store_state(cs_ptr, ns_ptr, ms_ptr, pid_bh * G + G - 1, C, n, m_prev, DQK, DHV, offs_k, offs_v, mask_kv,
+                     mask_n, first)  # fmt: skip
 
 
 @triton.jit
@@ -173,17 +181,8 @@ def _mlstm_bounds_bwd_kernel_tl(
     MULTI_V: tl.constexpr,
     DETACH: tl.constexpr,
 ):  # fmt: skip
-    pid_kv = tl.program_id(0)
-    pid_k, pid_v = pid_kv // NV, pid_kv % NV
-    pid_bh = tl.program_id(1).to(tl.int64)
-    bb, hh = pid_bh // NH, pid_bh % NH
+    pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
-    offs_k = pid_k * BK + tl.arange(0, BK)
-    offs_v = pid_v * BV + tl.arange(0, BV)
-    mask_k = offs_k < DQK
-    mask_v = offs_v < DHV
-    mask_kv = mask_k[:, None] & mask_v[None, :]
-    mask_n = mask_k & (pid_v == 0)
     z_on = tl.where(pid_v == 0, 1.0, 0.0)  # the normalizer column of V' = [V, 1] belongs to DHV block 0
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
     q_base = q_ptr + bb * sq_b + hh * sq_h
@@ -192,7 +191,6 @@ def _mlstm_bounds_bwd_kernel_tl(
     dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
     h_base = h_ptr + pid_bh * S * DHV
     zm_off = pid_bh * S
-    kv_off = offs_k[:, None] * DHV + offs_v[None, :]  # (BK, BV)
 
     # the last segment's upstream: the caller's gradients of the last states
     dC = tl.zeros((BK, BV), dtype=tl.float32)
@@ -219,9 +217,8 @@ def _mlstm_bounds_bwd_kernel_tl(
     if HAS_DM:
         dm_last += tl.load(dml_ptr + bb * sdm_b + hh * sdm_h).to(tl.float32) * z_on
     row = pid_bh * G + G - 1
-    tl.store(dcs_ptr + row * DQK * DHV + kv_off, dC, mask=mask_kv)
-    tl.store(dns_ptr + row * DQK + offs_k, dn, mask=mask_n)
-    tl.store(dms_ptr + pid_v * BNH * G + row, dm_last, mask=pid_k == 0)
+    _store_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, row, dC, dn, dm_last, DQK, DHV, offs_k, offs_v,
+                 mask_kv, mask_n, pid_k == 0)  # fmt: skip
 
     # walk backward to segment 1's first chunk, storing the gradient of the state leaving each segment
     NC = tl.cdiv(S, L)
@@ -254,7 +251,5 @@ def _mlstm_bounds_bwd_kernel_tl(
             forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
             dm_to_prev = forget_first * m_carry  # what reaches m before the chunk
         if c % CPS == 0:
-            row = pid_bh * G + c // CPS - 1
-            tl.store(dcs_ptr + row * DQK * DHV + kv_off, dC, mask=mask_kv)
-            tl.store(dns_ptr + row * DQK + offs_k, dn, mask=mask_n)
-            tl.store(dms_ptr + pid_v * BNH * G + row, dm_to_prev, mask=pid_k == 0)
+            _store_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, pid_bh * G + c // CPS - 1, dC, dn, dm_to_prev,
+                         DQK, DHV, offs_k, offs_v, mask_kv, mask_n, pid_k == 0)  # fmt: skip

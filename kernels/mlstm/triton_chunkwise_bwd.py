@@ -13,8 +13,9 @@ dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds 
 
 Segments (SEGMENTED, G > 1, see `triton_chunkwise_fwd.py`): one program per (DHV block, batch * head, segment),
 each starting from the segment's entering state and ending with the gradients of its leaving state, read from
-(B, NH * G, ...) buffers filled by `triton_chunkwise_bounds.py` (SEG_DM: the m buffer holds per-DHV-block shares of the gradient
-routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes dC0, dn0, dm0.
+(B, NH * G, ...) buffers filled by `triton_chunkwise_bounds.py` (SEG_DM: the m buffer holds per-DHV-block shares
+of the gradient routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes
+dC0, dn0, dm0.
 """
 
 import triton

@@ -9,9 +9,10 @@ writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the las
 without initial states, the leaving state when the last states are not returned.
 
 Segments (SEGMENTED, G > 1): the sequence is cut into G segments of SEG_LEN steps (a whole number of chunks),
-one program per (DHV block, batch * head, segment), so long sequences with few batch * heads fill the GPU. Each segment starts
-from its entering state, read from a (B, NH * G, ...) buffer that `triton_chunkwise_bounds.py` fills; state head
-index hh * G + g. Without SEGMENTED, G and SEG_LEN are not read and the kernel is the plain layout's.
+one program per (DHV block, batch * head, segment), so long sequences with few batch * heads fill the GPU. Each
+segment starts from its entering state, read from a (B, NH * G, ...) buffer that `triton_chunkwise_bounds.py`
+fills; state head index hh * G + g. Without SEGMENTED, G and SEG_LEN are not read and the kernel is the plain
+layout's.
 """
 
 import triton
