@@ -124,7 +124,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         i_base += seg0 * si_s
         f_base += seg0 * sf_s
         dh_base += seg0 * sdh_s
-    prow = pid_v * BNH * S_all + row0  # row of step 0 in the (NV, BNH, S, ...) outputs
+    prow = pid_v.to(tl.int64) * BNH * S_all + row0  # row of step 0 in the (NV, BNH, S, ...) outputs
     h_base = h_ptr + row0 * DHV
     zm_off = row0
     part = pid_v * BNH + pid_bh  # index of this program's share in the (NV, BNH) dm0 output
