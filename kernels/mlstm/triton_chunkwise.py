@@ -1,13 +1,14 @@
 """Chunkwise mLSTM in Triton: host wrappers, the autograd function and the public `mlstm_chunkwise_triton`.
 
-Launches: the forward is one kernel (`triton_chunkwise_fwd.py`; it forms the last states only when they are
-returned); the backward is one kernel
-(`triton_chunkwise_bwd.py`), plus one that adds the per-block shares when DHV spans several blocks (DHV > 64).
-Inputs, initial states and upstream gradients are read through their strides and cast inside the kernels, zero
-initial states and absent upstream gradients are compile-time flags, so no torch op runs besides allocating outputs.
+Launches: forward one kernel (`triton_chunkwise_fwd.py`), backward one (`triton_chunkwise_bwd.py`) plus one adding
+the per-block shares when DHV spans several blocks; long sequences with few batch * heads add one boundary kernel
+each way (segmented layout, `triton_chunkwise_segments.py`). Inputs, states and upstream gradients are read through
+their strides and cast in the kernels; absent ones are compile-time flags, so no torch op runs but allocations.
 
-Forward: one program per (DHV block, batch * head), looping over chunks with the state in registers. It writes h
-and, per time step, z_t = n~_t . q^_t and the stabilizer m_t (no chunk states are stored).
+Forward: one program per (DHV block, batch * head [, segment]), looping over chunks with the state in registers.
+It writes h, per step z_t = n~_t . q^_t and m_t, and, for a backward of several chunks whose states are not much
+larger than the inputs (`store_chunk_states`), the state entering each chunk: the backward's dq then needs no pass
+that recomputes them.
 
 Backward (true gradient): with den_t = max(|z_t|, exp(-m_t)), num_t = C~_t^T q^_t and m held constant,
     dnum_t = dh_t / (den_t + eps),  dden_t = -<dh_t, h_t> / (den_t + eps),  dz_t = dden_t sign(z_t) [|z_t| > e^{-m_t}],
@@ -35,7 +36,7 @@ from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pa
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
-from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
+from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _TF32 = 3
@@ -141,23 +142,30 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         NV = triton.cdiv(DHV, BV)
         G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         segs = None
+        NC = triton.cdiv(S, L)
+        stored = grad and G == 1 and store_chunk_states(NC, DQK, DHV, L, q.element_size())
+        chunk_states = (z, z)  # placeholders are never written
+        if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)
+            chunk_states = (torch.empty(B * NH, NC + 1, DQK, DHV, **f32), torch.empty(B * NH, NC + 1, DQK, **f32))
         if G > 1:  # long sequence, few programs: entering states of all segments first, then all segments at once
             segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
         _mlstm_chunkwise_fwd_kernel_tl[(NV, B * NH * G)](
-            q, k, v, i, f, *states, h, h32, z, m, *last,
+            q, k, v, i, f, *states, h, h32, z, m, *last, *chunk_states,
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2),
             NH, S, DQK, DHV, G, CPS * L, DQK**-0.5, eps,
             L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
             STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
-            ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, num_warps=num_warps,
+            ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=stored,
+            num_warps=num_warps,
         )  # fmt: skip
-        seg_saved = (*segs, C_last, n_last) if G > 1 else (None,) * 5
+        # the segments' entering states and the last ones, or the chunks' entering states (stored)
+        seg_saved = (*segs, C_last, n_last) if G > 1 else (*chunk_states, None, None, None) if stored else (None,) * 5
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m, *seg_saved)
-        ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer, G, CPS)
+        ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer, G, CPS, stored)
         # absent upstream gradients arrive as None and become compile-time flags instead of zero tensors
         ctx.set_materialize_grads(False)
         return h, C_last, n_last, m_last
@@ -165,7 +173,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh, dC_last, dn_last, dm_last):
         q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
-        eps, L, BK, BV, num_warps, detach, G, CPS = ctx.config
+        eps, L, BK, BV, num_warps, detach, G, CPS, stored = ctx.config
         B, NH, S, DQK = q.shape
         num_warps = _bwd_num_warps(CPS * L, L, num_warps)
         DHV = v.shape[-1]
@@ -199,7 +207,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         dm_strides = (0, *_strides(dm_last, 2)) if G == 1 else upstream[2].stride()
         _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH * G)](
             q, k, v, i, f, *states, h, z, m, dh, *(x if x is not None else dh for x in upstream),
-            dq, dk, dv, di, df, *grads0,
+            dq, dk, dv, di, df, *grads0, *((cs, ns) if stored else (dh, dh)),
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2), *dh.stride(),
             *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides,
@@ -208,7 +216,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
             HAS_INIT=has_init or G > 1, STORE_D0=has_init, SEG_DM=G > 1,
             HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
-            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1,
+            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1, STORED=stored,
             num_warps=num_warps,
         )  # fmt: skip
         if NV > 1:

@@ -50,6 +50,8 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     dc0_ptr,  # out (BNH, DQK, DHV), dtype of c0; written only if STORE_D0
     dn0_ptr,  # out (BNH, DQK), dtype of n0
     dm0_ptr,  # out (NV, BNH), as dq
+    cs_ptr,  # (BNH, NC + 1, DQK, DHV) fp32 state entering each chunk, and the last, from the forward; if STORED
+    ns_ptr,  # (BNH, NC + 1, DQK) fp32, as cs
     sq_b, sq_h, sq_s, sq_d,
     sk_b, sk_h, sk_s, sk_d,
     sv_b, sv_h, sv_s, sv_d,
@@ -87,6 +89,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     DETACH: tl.constexpr,
     ONE_CHUNK: tl.constexpr,
     SEGMENTED: tl.constexpr,
+    STORED: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -144,7 +147,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     # pass 1, forward in time: recompute the entering states and form dq. With one chunk, pass 2 forms dq (the
     # entering state is the initial one) and this pass only builds the last state, when an upstream dC or dn needs it
     NC1 = NC
-    if ONE_CHUNK and not (HAS_DC or HAS_DN):
+    if (ONE_CHUNK and not (HAS_DC or HAS_DN)) or STORED:  # STORED: pass 2 loads the entering states instead
         NC1 = 0 * NC
     m_prev = m_init
     for c in range(0, NC1):
@@ -186,6 +189,9 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     if HAS_DN:
         dn = tl.load(dnl_ptr + bb * sdn_b + hs * sdn_h + offs_k * sdn_k, mask=mask_k, other=0.0).to(tl.float32)
         dn = dn * z_on
+    if STORED and (HAS_DC or HAS_DN):
+        C = _tile(cs_ptr + (pid_bh * (NC + 1) + NC) * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+        n = tl.load(ns_ptr + (pid_bh * (NC + 1) + NC) * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
     # C, n are now the last states: <dC_L, C_L> + <dn_L, n_L> is the gradient of the last log-forget cumsum
     last_dot = tl.sum(tl.sum(dC * C, axis=1), axis=0) + tl.sum(dn * n, axis=0)
     dm_last = tl.zeros((), dtype=tl.float32)
@@ -223,9 +229,14 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         dnum = dh * inv_den[:, None]  # (L, BV)
         qk = _dot(q, tl.trans(k), QK_LOWP) * qk_scale  # (L, L)
         ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
-        if ONE_CHUNK:  # dq as pass 1 forms it, from the initial state
+        if ONE_CHUNK or STORED:  # dq as pass 1 forms it, from the initial state or the one the forward stored
             dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
-            if HAS_INIT:
+            if STORED:
+                row_c = pid_bh * (NC + 1) + c
+                C_in = _tile(cs_ptr + row_c * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+                n_in = tl.load(ns_ptr + row_c * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+                dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
+            elif HAS_INIT:
                 C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
                 n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
                 dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])

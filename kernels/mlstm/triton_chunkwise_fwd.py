@@ -38,6 +38,8 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     cl_ptr,  # out (BNH, DQK, DHV) fp32 last C; written only if NEED_LAST
     nl_ptr,  # out (BNH, DQK) fp32 last n
     ml_ptr,  # out (BNH,) fp32 last m
+    cs_ptr,  # out (BNH, NC + 1, DQK, DHV) fp32 state entering each chunk, then the last; written only if STORE_STATES
+    ns_ptr,  # out (BNH, NC + 1, DQK) fp32, as cs
     sq_b, sq_h, sq_s, sq_d,
     sk_b, sk_h, sk_s, sk_d,
     sv_b, sv_h, sv_s, sv_d,
@@ -64,6 +66,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     ONE_CHUNK: tl.constexpr,
     NEED_LAST: tl.constexpr,
     SEGMENTED: tl.constexpr,
+    STORE_STATES: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -138,6 +141,10 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         tl.store(z_ptr + gate_off + t, z, mask=mask_t & first)
         tl.store(m_ptr + gate_off + t, m_row, mask=mask_t & first)
 
+        if STORE_STATES:  # for the backward's dq, which then needs no second pass
+            row_c = pid_bh * (tl.cdiv(S, L) + 1) + c
+            tl.store(cs_ptr + row_c * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
+            tl.store(ns_ptr + row_c * DQK + offs_k, n, mask=mask_k & first)
         if NEED_LAST or not ONE_CHUNK:
             # carry the state to the chunk end: key s enters with log weight g - b_s + i~_s
             a = g - b + i_g  # (L,)
@@ -148,6 +155,10 @@ def _mlstm_chunkwise_fwd_kernel_tl(
             n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
             m_prev = m_new
 
+    if STORE_STATES:
+        row_c = pid_bh * (tl.cdiv(S, L) + 1) + tl.cdiv(S, L)
+        tl.store(cs_ptr + row_c * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
+        tl.store(ns_ptr + row_c * DQK + offs_k, n, mask=mask_k & first)
     if NEED_LAST:
         tl.store(cl_ptr + pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
         tl.store(nl_ptr + pid_bh * DQK + offs_k, n, mask=mask_k & first)

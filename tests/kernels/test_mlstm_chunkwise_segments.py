@@ -1,8 +1,10 @@
-"""The segmented layout of mlstm_chunkwise--triton (long sequences cut into segments that run in parallel) against
-the fp64 reference: outputs, last states and true gradients, with segments of one chunk and of several, a last
-segment shorter than the others, several DHV blocks and DQK blocks, both gate regimes, and the detached normalizer.
+"""The layouts of mlstm_chunkwise--triton against the fp64 reference (outputs, last states, true gradients):
+segments (long sequences cut into segments that run in parallel) of one chunk and of several, a last segment
+shorter than the others, several DHV and DQK blocks, both gate regimes, the detached normalizer; and the plain
+layout's backward with the chunks' entering states stored by the forward or recomputed.
 
-The GPU picks the layout from the launch size (`segment_plan`); here `SEGMENT_CHUNKS_OVERRIDE` forces it.
+The GPU picks the layout from the launch size (`segment_plan`) and the state size (`store_chunk_states`); here
+`SEGMENT_CHUNKS_OVERRIDE` and `STORE_STATES_OVERRIDE` force them.
 """
 
 import pytest
@@ -48,6 +50,41 @@ def test_segmented_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_state
     ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
     out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
     compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-states", "recomputed-states"])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("B,NH,S,DQK,DHV", [(1, 2, 19, 16, 24), (2, 1, 40, 20, 80)], ids=lambda x: str(x))
+def test_plain_layout_stored_or_recomputed_states(B, NH, S, DQK, DHV, i_mean, with_states, stored, monkeypatch,
+                                                  nan_poison):  # fmt: skip
+    monkeypatch.setattr(segments, "STORE_STATES_OVERRIDE", stored)
+    torch.manual_seed(5)
+    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
+    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    for detach in (False, True):  # the stored path also serves the detached normalizer
+        out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16,
+                        detach_normalizer=detach)  # fmt: skip
+        if not detach:
+            compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+    zeros = [torch.zeros(shape, dtype=torch.float64, device=DEVICE) for shape in
+             [(B, NH, DQK, DHV), (B, NH, DQK), (B, NH, 1)]]  # fmt: skip
+
+    def naive(q, k, v, i, f, C, n, m, **kw):
+        states = [z if x is None else x for x, z in zip((C, n, m), zeros, strict=True)]
+        return naive_mlstm(q, k, v, i, f, *states, detach=True)[:2]
+
+    compare_mlstm(run_mlstm(naive, leaves, upstream, torch.float64), out, *TOL[torch.float32])
+
+
+def test_store_chunk_states_rule(monkeypatch):
+    assert segments.store_chunk_states(8, 64, 64, 64, 2)  # bf16, 64-wide heads: states 0.7x the inputs
+    assert segments.store_chunk_states(64, 128, 128, 32, 2)  # 2.7x
+    assert not segments.store_chunk_states(128, 256, 256, 32, 2)  # 5.3x: recomputed
+    assert not segments.store_chunk_states(1, 64, 64, 64, 2)  # one chunk has no second pass to save
+    monkeypatch.setattr(segments, "STORE_STATES_OVERRIDE", True)
+    assert segments.store_chunk_states(128, 256, 256, 32, 2) and not segments.store_chunk_states(1, 64, 64, 64, 2)
 
 
 @pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)

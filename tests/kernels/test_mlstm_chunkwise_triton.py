@@ -116,10 +116,15 @@ def test_chunkwise_triton_input_errors():
 @pytest.mark.parametrize("S", [1, 63, 100, 257])
 @pytest.mark.parametrize("DQK,DHV", [(64, 64), (48, 96), (128, 128), (256, 256)], ids=lambda x: str(x))
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-@pytest.mark.parametrize("segments", [None, 10**9, 2], ids=["auto-layout", "plain-layout", "2-chunk-segments"])
-def test_chunkwise_triton_gpu(S, DQK, DHV, dtype, i_mean, segments, monkeypatch):
-    # auto: these 6 batch * heads run segments of one chunk (see triton_chunkwise_segments.segment_plan)
+@pytest.mark.parametrize(
+    "segments,stored", [(None, None), (10**9, None), (10**9, False), (2, None)],
+    ids=["auto-layout", "plain-layout", "plain-recomputed-states", "2-chunk-segments"],
+)
+def test_chunkwise_triton_gpu(S, DQK, DHV, dtype, i_mean, segments, stored, monkeypatch):
+    # auto: these 6 batch * heads run segments of one chunk (see triton_chunkwise_segments.segment_plan); plain:
+    # the forward stores the chunks' entering states for DQK = DHV <= 128 (store_chunk_states)
     monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", segments)
+    monkeypatch.setattr(triton_chunkwise_segments, "STORE_STATES_OVERRIDE", stored)
     torch.manual_seed(42)
     B, NH = 2, 3
     leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states=True)
@@ -129,7 +134,7 @@ def test_chunkwise_triton_gpu(S, DQK, DHV, dtype, i_mean, segments, monkeypatch)
     ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=64)
     out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=64)
     errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
-    print(f"mlstm_chunkwise S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean} segments={segments}: " +
+    print(f"mlstm_chunkwise S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean} segments={segments} stored={stored}: " +
           " ".join(f"{k}={v:.1e}" for k, v in errors.items()))  # fmt: skip
 
 
