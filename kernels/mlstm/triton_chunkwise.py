@@ -98,13 +98,14 @@ def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dty
     return L, BK, BV, NUM_WARPS_OVERRIDE or num_warps
 
 
-def _bwd_num_warps(S: int, L: int, fwd_warps: int) -> int:
-    """num_warps of the backward: 8 for one chunk of 64 or more steps, whose backward holds several (L, L) fp32
-    tiles at once (at 4 warps they spill: fw+bw 0.66 against 0.43 ms at (1024, 4, 64, 32) bf16 on an H200, while the
-    forward is fastest at 4); the forward's otherwise (8 was slower at (256, 8, 32, 64) and (64, 4, 512, 64))."""
+def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int) -> int:
+    """num_warps of the backward: 8 for a one-pass backward (one chunk, or stored entering states) of chunks of 64 or
+    more steps, which holds several (L, L) fp32 tiles at once (one chunk at 4 warps spills: fw+bw 0.66 against
+    0.43 ms at (1024, 4, 64, 32) bf16 on an H200, while the forward is fastest at 4); the forward's otherwise (8
+    was slower for the two-pass backward at (256, 8, 32, 64) and (64, 4, 512, 64))."""
     if NUM_WARPS_OVERRIDE is not None:
         return NUM_WARPS_OVERRIDE
-    return 8 if S <= L and L >= 64 else fwd_warps
+    return 8 if one_pass and L >= 64 else fwd_warps
 
 
 def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
@@ -175,7 +176,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
         eps, L, BK, BV, num_warps, detach, G, CPS, stored = ctx.config
         B, NH, S, DQK = q.shape
-        num_warps = _bwd_num_warps(CPS * L, L, num_warps)
+        num_warps = _bwd_num_warps(CPS == 1 or stored, L, num_warps)
         DHV = v.shape[-1]
         NV = triton.cdiv(DHV, BV)
         has_init = C0 is not None

@@ -27,9 +27,10 @@ from .triton_chunkwise_bounds import _mlstm_bounds_bwd_kernel_tl, _mlstm_bounds_
 SEGMENT_CHUNKS_OVERRIDE: int | None = None
 
 # store the state entering each chunk in the forward, so that the backward forms dq without a recomputing pass
-# (None: when the states take at most _STATE_BYTES_PER_INPUT_BYTE times the bytes of q, k, v); set by tests, A/Bs
+# (None: when the states take at most _STATE_BYTES_PER_INPUT_BYTE times the bytes of q, k, v); set by tests, A/Bs.
+# The bound admits heads up to 64 wide (bf16); wider heads keep the two-pass backward, whose register use is known.
 STORE_STATES_OVERRIDE: bool | None = None
-_STATE_BYTES_PER_INPUT_BYTE = 3
+_STATE_BYTES_PER_INPUT_BYTE = 1
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -69,7 +70,7 @@ def segment_plan(S: int, L: int, programs: int, device: torch.device) -> tuple[i
 def store_chunk_states(NC: int, DQK: int, DHV: int, L: int, itemsize: int) -> bool:
     """Whether the forward of a plain launch with NC > 1 chunks stores the entering states for the backward: fp32
     (DQK, DHV) per chunk against L (2 DQK + DHV) input elements of `itemsize` bytes (at DQK = DHV = 64, L = 64, bf16:
-    0.7x; 128 with L = 32: 2.7x; 256: 5.3x, recomputed)."""
+    0.7x, stored; 128 with L = 32: 2.7x and 256: 5.3x, recomputed)."""
     if NC < 2:
         return False
     if STORE_STATES_OVERRIDE is not None:
