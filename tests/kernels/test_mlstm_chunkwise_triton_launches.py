@@ -10,6 +10,7 @@ import torch
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._launches import LaunchCounter
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close, make_mlstm_inputs, make_mlstm_states
+from xlstm_ts.kernels.mlstm import triton_chunkwise_segments
 
 pytest.importorskip("triton")
 
@@ -59,10 +60,17 @@ def _strided(x):
     return x.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
 
 
+@pytest.mark.parametrize(
+    "segments,stored", [(None, None), (None, False), (1, None)],
+    ids=["plain-stored-states", "plain-recomputed-states", "segmented"],
+)
 @pytest.mark.parametrize("DHV", [24, 80], ids=["one-DHV-block", "two-DHV-blocks"])
-def test_chunkwise_triton_reads_strided_inputs(DHV, nan_poison):
+def test_chunkwise_triton_reads_strided_inputs(DHV, segments, stored, monkeypatch, nan_poison):
     """(B, S, NH, D) projections viewed as (B, NH, S, D), time-major gates, transposed states and the stride-0
-    upstream gradients of a .sum() loss give the results of contiguous inputs, with no torch op besides the loss."""
+    upstream gradients of a .sum() loss give the results of contiguous inputs, with no torch op besides the loss,
+    in each layout (two chunks of 16: the plain layout stores the entering states unless told not to)."""
+    monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", segments)
+    monkeypatch.setattr(triton_chunkwise_segments, "STORE_STATES_OVERRIDE", stored)
     B, NH, S, DQK = 2, 2, 19, 16
     qkvif, states = _inputs(B, NH, S, DQK, DHV, torch.float32, with_states=True)
     contiguous = [*qkvif, *states]
