@@ -19,8 +19,9 @@ TOL = {
 }
 
 
-def naive_mlstm(q, k, v, i, f, C, n, m, eps=1e-6, detach=False):
-    """Step-by-step recurrence; with detach, the denominator and m are constants (mlstm_kernels' backward).
+def naive_mlstm(q, k, v, i, f, C, n, m, eps=1e-6, detach=False, detach_m=None):
+    """Step-by-step recurrence, independent of the kernels; with detach, the denominator and m are constants
+    (mlstm_kernels' backward); detach_m (default: detach) chooses for m alone.
 
     Returns h (B, NH, S, DHV), the last states (C, n, m (B, NH, 1)) and the fraction of rows where |n.q| > exp(-m).
     """
@@ -29,7 +30,7 @@ def naive_mlstm(q, k, v, i, f, C, n, m, eps=1e-6, detach=False):
     for t in range(q.shape[2]):
         log_f = F.logsigmoid(f[:, :, t])
         m_new = torch.maximum(log_f + m, i[:, :, t])
-        if detach:
+        if detach if detach_m is None else detach_m:
             m_new = m_new.detach()
         f_act, i_act = torch.exp(log_f + m - m_new), torch.exp(i[:, :, t] - m_new)
         C = f_act[..., None, None] * C + i_act[..., None, None] * torch.einsum("bhd,bhe->bhde", k[:, :, t], v[:, :, t])

@@ -3,37 +3,20 @@ parallel form, an independent naive loop and finite differences; plus the fp32 c
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import assert_close, err_ratio, make_mlstm_inputs, make_mlstm_states, tolerance
+from xlstm_ts.kernels._testing_mlstm import naive_mlstm
 
 B, NH, S, DQK, DHV, CHUNK = 2, 3, 37, 5, 7, 16
 GRAD_NAMES = ["dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
 
 
 def _naive_mlstm(q, k, v, i, f, C, n, m, eps, detach_denominator=False):
-    """The recurrence written out step by step (independent of the kernels), optionally with a constant denominator.
-
-    Returns h (B, NH, S, DHV) and the fraction of rows where |n.q| > exp(-m), i.e. the |n.q| branch is active.
-    """
-    hs, active = [], []
-    m = m.squeeze(-1)
-    for t in range(q.shape[2]):
-        log_f = F.logsigmoid(f[:, :, t])
-        m_new = torch.maximum(log_f + m, i[:, :, t])
-        f_act, i_act = torch.exp(log_f + m - m_new), torch.exp(i[:, :, t] - m_new)
-        C = f_act[..., None, None] * C + i_act[..., None, None] * torch.einsum("bhd,bhe->bhde", k[:, :, t], v[:, :, t])
-        n = f_act[..., None] * n + i_act[..., None] * k[:, :, t]
-        q_t = q[:, :, t] / q.shape[-1] ** 0.5
-        qn = torch.einsum("bhd,bhd->bh", q_t, n).abs()
-        denominator = torch.maximum(qn, torch.exp(-m_new)) + eps
-        if detach_denominator:
-            denominator = denominator.detach()
-        hs.append(torch.einsum("bhd,bhde->bhe", q_t, C) / denominator[..., None])
-        active.append(qn > torch.exp(-m_new))
-        m = m_new
-    return torch.stack(hs, dim=2), torch.stack(active).double().mean().item()
+    """The recurrence written out step by step (independent of the kernels), optionally with a constant denominator
+    (m stays differentiable). Returns h (B, NH, S, DHV) and the fraction of rows where the |n.q| branch is active."""
+    h, _, active = naive_mlstm(q, k, v, i, f, C, n, m, eps=eps, detach=detach_denominator, detach_m=False)
+    return h, active
 
 
 def _leaves(i_mean, with_states, dtype=torch.float64, s=S):
