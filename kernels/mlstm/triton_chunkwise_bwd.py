@@ -7,7 +7,8 @@ One program per (DHV block, batch * head), two passes over the chunks with the s
    and the docstring of `triton_chunkwise.py` for the identities).
 A sequence of one chunk (ONE_CHUNK, the short sequences of patched forecasters) forms dq in pass 2 from the initial
 state, so the chunk's tiles, scores and weights are loaded and computed once; state terms that are zero for it (no
-upstream dC/dn, no initial state) are skipped.
+upstream dC/dn, no initial state) are skipped. With STORED (states the forward wrote), pass 1 is skipped too: pass 2
+forms dq from the stored entering state of each chunk.
 With one DHV block the program writes the final gradients in the input dtypes; with several, dq, dk, di, df and
 dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds up.
 

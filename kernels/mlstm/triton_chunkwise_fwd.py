@@ -6,7 +6,8 @@ chunk of L time steps, L x L scores, lives in one program). It reads q, k, v, i,
 through their strides in their own dtypes, starts from zero states without any buffer when none are given, and
 writes h, the per-step z_t = n~_t . q^_t and m_t the backward needs, and the last states when asked for
 (NEED_LAST). A sequence of one chunk (ONE_CHUNK) skips the state terms that are zero or unused: the entering state
-without initial states, the leaving state when the last states are not returned.
+without initial states, the leaving state when the last states are not returned. With STORE_STATES it also
+writes the state entering each chunk, and the last one, for a backward without its recomputing pass.
 
 Segments (SEGMENTED, G > 1): the sequence is cut into G segments of SEG_LEN steps (a whole number of chunks),
 one program per (DHV block, batch * head, segment), so long sequences with few batch * heads fill the GPU. Each
