@@ -34,6 +34,7 @@ from torch import Tensor
 from .._precision import fp32_uses_tf32
 from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
+from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
@@ -106,11 +107,6 @@ def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int) -> int:
     if NUM_WARPS_OVERRIDE is not None:
         return NUM_WARPS_OVERRIDE
     return 8 if one_pass and L >= 64 else fwd_warps
-
-
-def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
-    """The first `ndim` strides of x; zeros for an absent tensor, which the kernel then does not read."""
-    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
 
 
 class _MLSTMChunkwiseTriton(torch.autograd.Function):
@@ -215,7 +211,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             NH, S, DQK, DHV, B * NH, G, CPS * L, DQK**-0.5, eps,
             L=L, BK=BK, BV=BV, LOWP=_on_device(lowp),
             QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
-            HAS_INIT=has_init or G > 1, STORE_D0=has_init, SEG_DM=G > 1,
+            HAS_INIT=has_init or G > 1, STORE_D0=has_init,
             HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
             MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1, STORED=stored,
             num_warps=num_warps,

@@ -20,20 +20,8 @@ adds itself.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _tile
 from .triton_chunkwise_gates import _branches, _route_stabilizer, _row_terms
-
-
-@triton.jit
-def _carry(C, n, m_prev, k, v, i_g, b, g, LOWP: tl.constexpr):
-    """The state after one chunk: key s enters with log weight g - b_s + i~_s (see the forward kernel)."""
-    a = g - b + i_g  # (L,)
-    m_new = tl.maximum(g + m_prev, tl.max(a, axis=0))
-    decay = tl.exp(g + m_prev - m_new)
-    k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
-    C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
-    n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
-    return C, n, m_new
 
 
 @triton.jit
@@ -105,14 +93,10 @@ def _mlstm_bounds_fwd_kernel_tl(
     i_base = i_ptr + bb * si_b + hh * si_h
     f_base = f_ptr + bb * sf_b + hh * sf_h
 
-    if HAS_INIT:
-        C = _tile(c0_ptr + bb * sc_b + hh * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
-        n = tl.load(n0_ptr + bb * sn_b + hh * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-        m_prev = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
-    else:
-        C = tl.zeros((BK, BV), dtype=tl.float32)
-        n = tl.zeros((BK,), dtype=tl.float32)
-        m_prev = tl.zeros((), dtype=tl.float32)
+    C, n, m_prev = _entering_state(
+        c0_ptr + bb * sc_b + hh * sc_h, n0_ptr + bb * sn_b + hh * sn_h, m0_ptr + bb * sm_b + hh * sm_h,
+        offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv, HAS_INIT, BK, BV,
+    )  # (BK, BV), (BK,), ()
 
     # walk to the last segment's start, storing the state entering each segment; then, for the last states, on
     NC = tl.cdiv(S, L)
@@ -128,7 +112,9 @@ def _mlstm_bounds_fwd_kernel_tl(
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
-        C, n, m_prev = _carry(C, n, m_prev, k, v, i_g, b, g, LOWP)
+        m_new = _chunk_end_m(m_prev, i_g, b, g)
+        C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
+        m_prev = m_new
     if NEED_LAST:
         _store_state(cl_ptr, nl_ptr, ml_ptr, pid_bh, C, n, m_prev, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, first)
     else:

@@ -14,7 +14,7 @@ dm0 go to per-block fp32 buffers that `_mlstm_chunkwise_bwd_sum_kernel_tl` adds 
 
 Segments (SEGMENTED, G > 1, see `triton_chunkwise_fwd.py`): one program per (DHV block, batch * head, segment),
 each starting from the segment's entering state and ending with the gradients of its leaving state, read from
-(B, NH * G, ...) buffers filled by `triton_chunkwise_bounds.py` (SEG_DM: the m buffer holds per-DHV-block shares
+(B, NH * G, ...) buffers filled by `triton_chunkwise_bounds.py` (the m buffer then holds per-DHV-block shares
 of the gradient routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes
 dC0, dn0, dm0.
 """
@@ -22,7 +22,7 @@ dC0, dn0, dm0.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _tile
+from .triton_chunkwise_common import _carry, _chunk_gates, _dot, _entering_state, _logsigmoid, _tile
 from .triton_chunkwise_gates import _branches, _route_stabilizer, _row_terms
 
 
@@ -82,7 +82,6 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     OUT_LOWP: tl.constexpr,
     HAS_INIT: tl.constexpr,
     STORE_D0: tl.constexpr,
-    SEG_DM: tl.constexpr,
     HAS_DC: tl.constexpr,
     HAS_DN: tl.constexpr,
     HAS_DM: tl.constexpr,
@@ -136,14 +135,10 @@ def _mlstm_chunkwise_bwd_kernel_tl(
 
     c0_base = c0_ptr + bb * sc_b + hs * sc_h
     n0_base = n0_ptr + bb * sn_b + hs * sn_h
-    if HAS_INIT:
-        C = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
-        n = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-        m_init = tl.load(m0_ptr + bb * sm_b + hs * sm_h).to(tl.float32)
-    else:
-        C = tl.zeros((BK, BV), dtype=tl.float32)
-        n = tl.zeros((BK,), dtype=tl.float32)
-        m_init = tl.zeros((), dtype=tl.float32)
+    C, n, m_init = _entering_state(
+        c0_base, n0_base, m0_ptr + bb * sm_b + hs * sm_h, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
+        HAS_INIT, BK, BV,
+    )  # (BK, BV), (BK,), ()
 
     # pass 1, forward in time: recompute the entering states and form dq. With one chunk, pass 2 forms dq (the
     # entering state is the initial one) and this pass only builds the last state, when an upstream dC or dn needs it
@@ -175,11 +170,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
 
-        a = g - b + i_g  # (L,)
-        decay = tl.exp(g + m_prev - m_end)
-        k_w = k.to(tl.float32) * tl.exp(a - m_end)[:, None]  # (L, BK)
-        C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
-        n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+        C, n = _carry(C, n, m_prev, m_end, k, v, i_g, b, g, LOWP)  # to the chunk end, with the saved m there
         m_prev = m_end
 
     # pass 2, backward in time: carry dC, dn (gradient of the state leaving each chunk) and form dk, dv, di, df
@@ -198,9 +189,9 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     dm_last = tl.zeros((), dtype=tl.float32)
     if HAS_DM:
         dm_last = tl.load(dml_ptr + pid_v * sdm_v + bb * sdm_b + hs * sdm_h).to(tl.float32)
-        if not SEG_DM:
+        if not SEGMENTED:
             dm_last = dm_last * z_on - last_dot  # the user's gradient of m_L, net of the state terms
-    elif not SEG_DM:
+    elif not SEGMENTED:
         dm_last = -last_dot
     cum_carry = tl.zeros((), dtype=tl.float32)  # sum of d(cumsum log f) over the later chunks
     m_carry = tl.zeros((), dtype=tl.float32)  # gradient reaching m at the later chunk's first step

@@ -1,4 +1,5 @@
-"""Triton device helpers shared by the chunkwise mLSTM forward and backward kernels: dots, gates, strided tiles.
+"""Triton device helpers shared by the chunkwise mLSTM kernels (forward, backward, segment boundaries): dots,
+gates, strided tiles, the entering state and the state carried across a chunk; and the host's stride arguments.
 
 Inputs are read through their strides (any layout, e.g. a (B, S, NH, D) tensor viewed as (B, NH, S, D), or an
 expanded upstream gradient with stride 0) and cast to fp32 after loading, so the host never copies or casts them.
@@ -6,6 +7,12 @@ expanded upstream gradient with stride 0) and cast to fp32 after loading, so the
 
 import triton
 import triton.language as tl
+from torch import Tensor
+
+
+def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
+    """The first `ndim` strides of x; zeros for an absent tensor, which the kernel then does not read."""
+    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
 
 
 @triton.jit
@@ -57,3 +64,35 @@ def _chunk_gates(i_base, f_base, stride_i, stride_f, t, mask_t, causal):
     log_d = b[:, None] - b[None, :] + i_g[None, :]  # (L, L)
     log_d = tl.where(causal, log_d, float("-inf"))  # (L, L)
     return i_g, f_g, log_f, b, g, log_d
+
+
+@triton.jit
+def _entering_state(c_base, n_base, m_addr, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
+                    HAS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):  # fmt: skip
+    """The stabilized state (C (BK, BV), n (BK,), m) read through its strides in fp32, or zeros without one (HAS)."""
+    if HAS:
+        C = _tile(c_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n = tl.load(n_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+        m = tl.load(m_addr).to(tl.float32)
+    else:
+        C = tl.zeros((BK, BV), dtype=tl.float32)
+        n = tl.zeros((BK,), dtype=tl.float32)
+        m = tl.zeros((), dtype=tl.float32)
+    return C, n, m
+
+
+@triton.jit
+def _chunk_end_m(m_prev, i_g, b, g):
+    """m at the chunk's last step from m before it: max(g + m_prev, max_s (g - b_s + i~_s))."""
+    return tl.maximum(g + m_prev, tl.max(g - b + i_g, axis=0))
+
+
+@triton.jit
+def _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP: tl.constexpr):
+    """The state (C, n) after one chunk, stabilized by m_new: key s enters with log weight g - b_s + i~_s."""
+    a = g - b + i_g  # (L,)
+    decay = tl.exp(g + m_prev - m_new)
+    k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
+    C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
+    n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+    return C, n

@@ -19,7 +19,7 @@ layout's.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _tile
 
 
 @triton.jit
@@ -105,14 +105,10 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     out_base = row0 * DHV
     gate_off = row0
 
-    if HAS_INIT:
-        C = _tile(c0_ptr + bb * sc_b + hs * sc_h, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
-        n = tl.load(n0_ptr + bb * sn_b + hs * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-        m_prev = tl.load(m0_ptr + bb * sm_b + hs * sm_h).to(tl.float32)
-    else:
-        C = tl.zeros((BK, BV), dtype=tl.float32)
-        n = tl.zeros((BK,), dtype=tl.float32)
-        m_prev = tl.zeros((), dtype=tl.float32)
+    C, n, m_prev = _entering_state(
+        c0_ptr + bb * sc_b + hs * sc_h, n0_ptr + bb * sn_b + hs * sn_h, m0_ptr + bb * sm_b + hs * sm_h,
+        offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv, HAS_INIT, BK, BV,
+    )  # (BK, BV), (BK,), ()
 
     for c in range(0, tl.cdiv(S, L)):
         t = c * L + offs_l  # (L,)
@@ -147,13 +143,8 @@ def _mlstm_chunkwise_fwd_kernel_tl(
             tl.store(cs_ptr + row_c * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
             tl.store(ns_ptr + row_c * DQK + offs_k, n, mask=mask_k & first)
         if NEED_LAST or not ONE_CHUNK:
-            # carry the state to the chunk end: key s enters with log weight g - b_s + i~_s
-            a = g - b + i_g  # (L,)
-            m_new = tl.maximum(g + m_prev, tl.max(a, axis=0))
-            decay = tl.exp(g + m_prev - m_new)
-            k_w = k.to(tl.float32) * tl.exp(a - m_new)[:, None]  # (L, BK)
-            C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
-            n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+            m_new = _chunk_end_m(m_prev, i_g, b, g)  # carry the state to the chunk end
+            C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
             m_prev = m_new
 
     if STORE_STATES:

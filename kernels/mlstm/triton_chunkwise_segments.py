@@ -19,9 +19,9 @@ import functools
 
 import torch
 import triton
-from torch import Tensor
 
 from .triton_chunkwise_bounds import _mlstm_bounds_bwd_kernel_tl, _mlstm_bounds_fwd_kernel_tl
+from .triton_chunkwise_common import _strides
 
 # chunks per segment for every call (None: `segment_plan` decides); set by tests and the benchmark's sweep
 SEGMENT_CHUNKS_OVERRIDE: int | None = None
@@ -82,10 +82,6 @@ def _k_block(DQK: int) -> tuple[int, int]:
     """DQK block of the boundary kernels (at most 64: small state tiles, more programs) and the number of blocks."""
     BK = min(max(triton.next_power_of_2(DQK), 16), 64)
     return BK, triton.cdiv(DQK, BK)
-
-
-def _strides(x: Tensor | None, ndim: int) -> tuple[int, ...]:
-    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
 
 
 def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lowp: int, need_last: bool):
