@@ -22,24 +22,19 @@ SWEEP = [1, 2, 4, 8, 16]
 PLAIN = 10**9  # chunks per segment beyond any sequence: one segment, the plain layout
 
 
-def _inputs(B: int, NH: int, S: int, DH: int) -> list[torch.Tensor]:
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    i = torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)
-    f = 3.0 + torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)  # (B, NH, S) forget gates mostly open
-    return [q, k, v, i, f]
-
-
 def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep: list[int]) -> list[dict]:
     """One row per layout: "plain", "auto" (the plan's choice) and "cps=N" for the sweep."""
     from triton.testing import do_bench
 
     from xlstm_ts.kernels import get_kernel
+    from xlstm_ts.kernels._testing import make_mlstm_inputs
     from xlstm_ts.kernels.mlstm import triton_chunkwise
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     kernel = get_kernel("mlstm_chunkwise--triton")
-    x = _inputs(*shape)
+    torch.manual_seed(0)
+    # q, k (B, NH, S, DH), v (B, NH, S, DH), i, f (B, NH, S); forget gates mostly open
+    x = make_mlstm_inputs(*shape, shape[-1], f_mean=3.0, dtype=torch.bfloat16, device="cuda")
     g = [t.clone().requires_grad_() for t in x]
     B, NH, S, DH = shape
     rows = []

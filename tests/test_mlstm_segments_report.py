@@ -1,5 +1,8 @@
 """The segmented-layout benchmark's table: one row per shape and layout, fw+bw relative to the plain layout."""
 
+import pytest
+import torch
+
 
 def test_markdown_ratios_against_plain(load_benchmark, tmp_path):
     bench = load_benchmark("mlstm_segments")
@@ -17,9 +20,6 @@ def test_markdown_ratios_against_plain(load_benchmark, tmp_path):
 
 
 def test_refuses_to_run_without_cuda(load_benchmark, monkeypatch):
-    import pytest
-    import torch
-
     bench = load_benchmark("mlstm_segments")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
