@@ -6,9 +6,9 @@ each way (segmented layout, `triton_chunkwise_segments.py`). Inputs, states and 
 their strides and cast in the kernels; absent ones are compile-time flags, so no torch op runs but allocations.
 
 Forward: one program per (DHV block, batch * head [, segment]), looping over chunks with the state in registers.
-It writes h, per step z_t = n~_t . q^_t and m_t, and, for a backward of several chunks whose states are not much
-larger than the inputs (`store_chunk_states`), the state entering each chunk: the backward's dq then needs no pass
-that recomputes them.
+It writes h, per step z_t = n~_t . q^_t and m_t, and, when asked (`store_chunk_states`; off by default: recomputing
+them was as fast), the state entering each chunk of a backward of several chunks: its dq then needs no pass that
+recomputes them.
 
 Backward (true gradient): with den_t = max(|z_t|, exp(-m_t)), num_t = C~_t^T q^_t and m held constant,
     dnum_t = dh_t / (den_t + eps),  dden_t = -<dh_t, h_t> / (den_t + eps),  dz_t = dden_t sign(z_t) [|z_t| > e^{-m_t}],
@@ -140,7 +140,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         segs = None
         NC = triton.cdiv(S, L)
-        stored = grad and G == 1 and store_chunk_states(NC, DQK, DHV, L, q.element_size())
+        stored = grad and G == 1 and store_chunk_states(NC)
         chunk_states = (z, z)  # placeholders are never written
         if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)
             chunk_states = (torch.empty(B * NH, NC + 1, DQK, DHV, **f32), torch.empty(B * NH, NC + 1, DQK, **f32))

@@ -26,11 +26,11 @@ from .triton_chunkwise_common import _strides
 # chunks per segment for every call (None: `segment_plan` decides); set by tests and the benchmark's sweep
 SEGMENT_CHUNKS_OVERRIDE: int | None = None
 
-# store the state entering each chunk in the forward, so that the backward forms dq without a recomputing pass
-# (None: when the states take at most _STATE_BYTES_PER_INPUT_BYTE times the bytes of q, k, v); set by tests, A/Bs.
-# The bound admits heads up to 64 wide (bf16); wider heads keep the two-pass backward, whose register use is known.
+# store the state entering each chunk in the forward, so that the backward forms dq without a recomputing pass.
+# None (default): recompute. Measured on an H200 (bf16 fw+bw, benchmarks/results/README.md), storing saved 10-16 %
+# only with 256-wide heads, at twice the peak memory, and was 3-19 % slower or within noise at 64- and 128-wide
+# heads; True stores them for every backward of several chunks (tests, A/Bs, memory-rich long-context training).
 STORE_STATES_OVERRIDE: bool | None = None
-_STATE_BYTES_PER_INPUT_BYTE = 1
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -67,15 +67,11 @@ def segment_plan(S: int, L: int, programs: int, device: torch.device) -> tuple[i
     return (G, CPS) if G > 1 else (1, NC)
 
 
-def store_chunk_states(NC: int, DQK: int, DHV: int, L: int, itemsize: int) -> bool:
-    """Whether the forward of a plain launch with NC > 1 chunks stores the entering states for the backward: fp32
-    (DQK, DHV) per chunk against L (2 DQK + DHV) input elements of `itemsize` bytes (at DQK = DHV = 64, L = 64, bf16:
-    0.7x, stored; 128 with L = 32: 2.7x and 256: 5.3x, recomputed)."""
-    if NC < 2:
-        return False
-    if STORE_STATES_OVERRIDE is not None:
-        return STORE_STATES_OVERRIDE
-    return DQK * DHV * 4 <= _STATE_BYTES_PER_INPUT_BYTE * L * (2 * DQK + DHV) * itemsize
+def store_chunk_states(NC: int) -> bool:
+    """Whether the forward of a plain launch with NC > 1 chunks stores the entering states for the backward (fp32
+    (DQK, DHV) per chunk: at DQK = DHV = 64, L = 64, bf16 0.7x the bytes of q, k, v; 256 with L = 32: 5.3x). Only
+    when `STORE_STATES_OVERRIDE` asks for it: recomputing was as fast or faster except at 256-wide heads."""
+    return NC > 1 and bool(STORE_STATES_OVERRIDE)
 
 
 def _k_block(DQK: int) -> tuple[int, int]:

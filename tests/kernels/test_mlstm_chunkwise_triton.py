@@ -117,12 +117,12 @@ def test_chunkwise_triton_input_errors():
 @pytest.mark.parametrize("DQK,DHV", [(64, 64), (48, 96), (128, 128), (256, 256)], ids=lambda x: str(x))
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 @pytest.mark.parametrize(
-    "segments,stored", [(None, None), (10**9, None), (10**9, False), (2, None)],
-    ids=["auto-layout", "plain-layout", "plain-recomputed-states", "2-chunk-segments"],
+    "segments,stored", [(None, None), (10**9, None), (10**9, True), (2, None)],
+    ids=["auto-layout", "plain-layout", "plain-stored-states", "2-chunk-segments"],
 )
 def test_chunkwise_triton_gpu(S, DQK, DHV, dtype, i_mean, segments, stored, monkeypatch):
     # auto: these 6 batch * heads run segments of one chunk (see triton_chunkwise_segments.segment_plan); plain:
-    # the forward stores the chunks' entering states for DQK = DHV <= 128 (store_chunk_states)
+    # the backward recomputes the chunks' entering states, or with stored states reads them (store_chunk_states)
     monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", segments)
     monkeypatch.setattr(triton_chunkwise_segments, "STORE_STATES_OVERRIDE", stored)
     torch.manual_seed(42)

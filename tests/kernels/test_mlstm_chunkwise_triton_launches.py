@@ -61,7 +61,7 @@ def _strided(x):
 
 
 @pytest.mark.parametrize(
-    "segments,stored", [(None, None), (None, False), (1, None)],
+    "segments,stored", [(None, True), (None, None), (1, None)],
     ids=["plain-stored-states", "plain-recomputed-states", "segmented"],
 )
 @pytest.mark.parametrize("DHV", [24, 80], ids=["one-DHV-block", "two-DHV-blocks"])
