@@ -47,6 +47,16 @@ def test_report_judges_each_goal_from_same_run_ratios(report, tmp_path):
     assert "Device: GPU X" in text and "90 passed" in text
 
 
+def test_forward_goal_uses_our_fastest_forward(report, tmp_path):
+    # a launch with the fastest forward alone (chunk 16) is not the one with the fastest forward + backward
+    data = _data([_mlstm("chunkwise--triton_limit_chunk", 0.4, 2.0, cfg="ts_patched")])
+    data["rows"].append(_mlstm("mlstm_chunkwise--triton", 0.1, 0.9, chunk_size=16, num_warps=4))
+    path = tmp_path / "kernels.json"
+    path.write_text(json.dumps(data))
+    text = report.write(path).read_text()
+    assert "| 0.100 / 0.500 | 0.400 / 2.000 | 0.25x (met, goal <= 0.33x) | 0.25x |" in text
+
+
 def test_report_says_when_no_anchor_ran(report):
     text = report.render(_data([{"kernel": "slstm", "error": "ImportError('skipped')"}]))
     assert "No NX-AI anchor ran at a goal shape in this run." in text
