@@ -78,7 +78,7 @@ class MLSTMBlock(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)
 
-        cell = kernel_for(self.kernel, "mlstm", x.device)
+        cell = kernel_for(self.kernel, "mlstm", x.device, DH)
         h = cell(heads(q), heads(k), heads(v), i_pre.transpose(1, 2), f_pre.transpose(1, 2),
                  chunk_size=self.chunk_size)  # (B, NH, T, DH)
         h = self.out_norm(h.transpose(1, 2))  # (B, T, inner)

@@ -40,7 +40,10 @@ class XLSTMStack(nn.Module):
         """
         device = next(self.parameters()).device
         for block in self.blocks:
-            kernel_for(block.kernel, "mlstm" if isinstance(block, MLSTMBlock) else "slstm", device)
+            if isinstance(block, MLSTMBlock):
+                kernel_for(block.kernel, "mlstm", device, block.inner // block.num_heads)
+            else:
+                kernel_for(block.kernel, "slstm", device, block.head_dim)
             block.compile(**compile_kwargs)
         return self
 

@@ -1,0 +1,48 @@
+"""kernel='auto': Triton on CUDA for the head widths its kernels take, the torch kernels otherwise."""
+
+import pytest
+import torch
+
+from xlstm_ts.kernel_choice import _AUTO, kernel_for, resolve_kernel_name
+from xlstm_ts.kernels import get_kernel
+from xlstm_ts.kernels.mlstm import triton_chunkwise
+from xlstm_ts.kernels.slstm import triton_slstm
+
+CUDA = torch.device("cuda")  # only resolved here, nothing runs on it
+
+
+@pytest.mark.parametrize("op", ["mlstm", "slstm"])
+def test_auto_picks_triton_on_cuda_up_to_the_widest_head(op, recwarn):
+    fast, portable, widest = _AUTO[op]
+    assert resolve_kernel_name("auto", op, CUDA, widest) == fast
+    assert resolve_kernel_name("auto", op, CUDA) == fast
+    assert resolve_kernel_name("auto", op, torch.device("cpu"), 16) == portable
+    assert not recwarn.list
+
+
+@pytest.mark.parametrize("op", ["mlstm", "slstm"])
+def test_auto_falls_back_to_torch_for_wider_heads_and_says_why(op):
+    fast, portable, widest = _AUTO[op]
+    with pytest.warns(UserWarning, match=f"{fast} takes heads up to {widest} wide, this {op} block's are"):
+        assert resolve_kernel_name("auto", op, CUDA, 2 * widest) == portable
+    assert resolve_kernel_name(fast, op, CUDA, 2 * widest) == fast  # a named kernel is the caller's choice
+
+
+def test_widest_heads_are_the_kernels_own_limits():
+    widest = _AUTO["mlstm"][2]
+    triton_chunkwise._launch_config(64, widest, widest, 64, torch.bfloat16)
+    for DQK, DHV in ((widest + 1, 16), (16, widest + 1)):
+        with pytest.raises(ValueError, match=f"up to {widest}"):
+            triton_chunkwise._launch_config(64, DQK, DHV, 64, torch.bfloat16)
+    widest = _AUTO["slstm"][2]
+    triton_slstm._launch_config(16, widest)
+    with pytest.raises(ValueError, match=f"DH <= {widest}"):
+        triton_slstm._launch_config(16, widest + 1)
+
+
+def test_kernel_for_looks_up_per_head_width():
+    with pytest.warns(UserWarning):
+        wide = kernel_for("auto", "mlstm", CUDA, 512)
+    assert wide is get_kernel("mlstm_chunkwise--torch")
+    narrow = kernel_for("auto", "mlstm", CUDA, 64)
+    assert narrow is not wide and narrow is kernel_for("auto", "mlstm", CUDA, 64)
