@@ -55,8 +55,9 @@ TIMER = "do_bench"  # set from --timer
 def median_ms(fn, warmup: int, reps: int) -> float:
     """Median time of fn() in ms. With TIMER "do_bench" (default): `triton.testing.do_bench` with `warmup` and `reps`
     in milliseconds of calls, as the NX-AI anchor script times theirs (the L2 cache is cleared before each call and
-    calls are queued without waiting, so host launch latency is hidden as it is in training). With "events": reps
-    CUDA-event-timed calls after warmup calls, each waited for, so host launch latency is included."""
+    calls are queued without waiting: host launch latency is hidden only while the host issues a call faster than the
+    GPU runs it; short calls, such as fw+bw at the patched shapes, measure the host instead, see results/README.md).
+    With "events": reps CUDA-event-timed calls after warmup calls, each waited for, so host latency is included."""
     if TIMER == "do_bench":
         return float(triton.testing.do_bench(fn, warmup=warmup, rep=reps, return_mode="median"))
     for _ in range(warmup):
