@@ -30,10 +30,11 @@ def test_auto_falls_back_to_torch_for_wider_heads_and_says_why(op):
 
 def test_widest_heads_are_the_kernels_own_limits():
     widest = _AUTO["mlstm"][2]
-    triton_chunkwise._launch_config(64, widest, widest, 64, torch.bfloat16)
-    for DQK, DHV in ((widest + 1, 16), (16, widest + 1)):
-        with pytest.raises(ValueError, match=f"up to {widest}"):
-            triton_chunkwise._launch_config(64, DQK, DHV, 64, torch.bfloat16)
+    assert widest == triton_chunkwise.MAX_HEAD_DIM
+    x = torch.zeros(1, 1, 4, widest + 1)
+    gates = torch.zeros(1, 1, 4)
+    with pytest.raises(ValueError, match=f"heads up to {widest} wide"):
+        get_kernel("mlstm_chunkwise--triton")(x, x, x[..., :16], gates, gates)
     widest = _AUTO["slstm"][2]
     triton_slstm._launch_config(16, widest)
     with pytest.raises(ValueError, match=f"DH <= {widest}"):
@@ -42,7 +43,7 @@ def test_widest_heads_are_the_kernels_own_limits():
 
 def test_kernel_for_looks_up_per_head_width():
     with pytest.warns(UserWarning):
-        wide = kernel_for("auto", "mlstm", CUDA, 512)
+        wide = kernel_for("auto", "mlstm", CUDA, 1024)
     assert wide is get_kernel("mlstm_chunkwise--torch")
     narrow = kernel_for("auto", "mlstm", CUDA, 64)
     assert narrow is not wide and narrow is kernel_for("auto", "mlstm", CUDA, 64)

@@ -13,8 +13,8 @@ from xlstm_ts.kernels import available_kernels, get_kernel
 
 _AUTO = {
     # op -> (fast name used on CUDA when registered and triton imports, portable fallback, widest head the fast
-    # kernel takes: the limits its launch configuration checks)
-    "mlstm": ("mlstm_chunkwise--triton", "mlstm_chunkwise--torch", 256),
+    # kernel takes: the limits the kernels check)
+    "mlstm": ("mlstm_chunkwise--triton", "mlstm_chunkwise--torch", 512),
     "slstm": ("slstm--triton", "slstm--torch_loop", 128),
 }
 

@@ -74,6 +74,10 @@ def _out_lowp(dtype: torch.dtype, lowp: int) -> int:
     return _LOWP[dtype] if dtype == torch.bfloat16 else lowp
 
 
+# widest head (DQK and DHV) the Triton mLSTM takes; DQK above _K_LAUNCH runs in column blocks (triton_chunkwise_ksplit)
+MAX_HEAD_DIM = 512
+_K_LAUNCH = 256
+
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
@@ -82,10 +86,11 @@ def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dty
     """Chunk length L, padded DQK block BK, DHV block BV and num_warps for one call."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}; 64 is a good default.")
-    if not 1 <= DQK <= 256 or not 1 <= DHV <= 256:
+    if not 1 <= DQK <= _K_LAUNCH or not 1 <= DHV <= MAX_HEAD_DIM:
         raise ValueError(
-            f"mlstm_chunkwise--triton supports head dimensions up to 256, got DQK={DQK}, DHV={DHV}; "
-            "use mlstm_chunkwise--torch for larger heads, or split the heads."
+            f"one launch of the chunkwise mLSTM kernels takes DQK <= {_K_LAUNCH} and DHV <= {MAX_HEAD_DIM}, got "
+            f"DQK={DQK}, DHV={DHV}; mlstm_chunkwise--triton splits DQK up to {MAX_HEAD_DIM} itself; use "
+            "mlstm_chunkwise--torch for larger heads, or more heads."
         )
     # tl.dot needs every dimension >= 16; the chunk is a power of two in [16, 128], no longer than needed
     L = min(max(triton.next_power_of_2(chunk_size), 16), 128, max(triton.next_power_of_2(S), 16))
@@ -253,9 +258,9 @@ def mlstm_chunkwise_triton(
     """mLSTM over a sequence, chunkwise, in Triton (forward and backward), same function as mlstm_chunkwise--torch.
 
     Args:
-        q: (B, NH, S, DQK) queries, float32, bfloat16 or float16; DQK <= 256.
+        q: (B, NH, S, DQK) queries, float32, bfloat16 or float16; DQK <= 512 (above 256 in two launches each way).
         k: (B, NH, S, DQK) keys.
-        v: (B, NH, S, DHV) values; DHV <= 256.
+        v: (B, NH, S, DHV) values; DHV <= 512.
         i: (B, NH, S) input-gate pre-activations.
         f: (B, NH, S) forget-gate pre-activations.
         c_initial: (B, NH, DQK, DHV) initial stabilized C, or None for zeros. Default: None.
@@ -292,9 +297,16 @@ def mlstm_chunkwise_triton(
                 f"{name} must be a floating-point tensor on {q.device} like q, got {x.dtype} on {x.device}; "
                 "move or cast it with .to(q.device, torch.float32)."
             )
-    h, C, n, m = _MLSTMChunkwiseTriton.apply(
-        q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states)
-    )
+    if DQK > MAX_HEAD_DIM or DHV > MAX_HEAD_DIM:
+        raise ValueError(
+            f"mlstm_chunkwise--triton takes heads up to {MAX_HEAD_DIM} wide, got DQK={DQK}, DHV={DHV}; use more "
+            "heads, or mlstm_chunkwise--torch."
+        )
+    from . import triton_chunkwise_ksplit as ksplit  # imports this module: imported here, at the first call
+
+    # heads wider than one launch takes: one launch per block of DQK columns each way
+    fn = ksplit._MLSTMChunkwiseKSplit if DQK > ksplit.K_BLOCK else _MLSTMChunkwiseTriton
+    h, C, n, m = fn.apply(q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states))
     if not return_last_states:
         return h
     return h, pack_states(C, n, m)

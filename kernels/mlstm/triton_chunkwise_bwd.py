@@ -17,6 +17,10 @@ each starting from the segment's entering state and ending with the gradients of
 (B, NH * G, ...) buffers filled by `triton_chunkwise_bounds.py` (the m buffer then holds per-DHV-block shares
 of the gradient routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes
 dC0, dn0, dm0.
+
+K_FIRST (DQK blocks of a wider head, `triton_chunkwise_ksplit.py`): each DQK block's launch reads its columns of q,
+k and rows of the states and writes its share of every gradient; the terms that do not split by DQK (<dh, h>,
+dz z, the eps route to m, the user's dm_L) are counted by the first block only (K_FIRST=True, the default).
 """
 
 import triton
@@ -90,6 +94,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     ONE_CHUNK: tl.constexpr,
     SEGMENTED: tl.constexpr,
     STORED: tl.constexpr,
+    K_FIRST: tl.constexpr = True,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -191,6 +196,8 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         dm_last = tl.load(dml_ptr + pid_v * sdm_v + bb * sdm_b + hs * sdm_h).to(tl.float32)
         if not SEGMENTED:
             dm_last = dm_last * z_on - last_dot  # the user's gradient of m_L, net of the state terms
+            if not K_FIRST:  # the user's share belongs to the first DQK block
+                dm_last = -last_dot
     elif not SEGMENTED:
         dm_last = -last_dot
     cum_carry = tl.zeros((), dtype=tl.float32)  # sum of d(cumsum log f) over the later chunks
@@ -251,12 +258,17 @@ def _mlstm_chunkwise_bwd_kernel_tl(
 
         # d(cumsum log f)_t = <dh_t, h_t> + dz_t z_t - di_t (+ last_dot at S-1); d log f is its reverse cumsum
         is_last = t == S - 1
-        d_cum = hd + dz * z - di + tl.where(is_last, last_dot, 0.0)  # (L,)
+        shared = hd + dz * z  # (L,) counted by the first DQK block only
+        if not K_FIRST:
+            shared = tl.zeros_like(shared)
+        d_cum = shared - di + tl.where(is_last, last_dot, 0.0)  # (L,)
         dlog_f = tl.cumsum(d_cum, axis=0, reverse=True) + cum_carry  # (L,)
         cum_carry += tl.sum(d_cum, axis=0)
         if not DETACH:
             # m enters h through eps and the last states through e^{-m_L}; route those gradients through the max
-            dm = -eps * hd * inv_den + tl.where(is_last, dm_last, 0.0)  # (L,)
+            dm = tl.where(is_last, dm_last, 0.0)  # (L,)
+            if K_FIRST:
+                dm += -eps * hd * inv_den
             forget, forget_next = _branches(
                 m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
             )  # (L,), (L,)

@@ -14,6 +14,9 @@ one program per (DHV block, batch * head, segment), so long sequences with few b
 segment starts from its entering state, read from a (B, NH * G, ...) buffer that `triton_chunkwise_bounds.py`
 fills; state head index hh * G + g. Without SEGMENTED, G and SEG_LEN are not read and the kernel is the plain
 layout's.
+
+RAW (a DQK block of a wider head, `triton_chunkwise_ksplit.py`): h is the block's unnormalized numerator and z its
+share of n~_t . q^_t, written to an fp32 h; the caller adds the blocks' shares and normalizes.
 """
 
 import triton
@@ -68,6 +71,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     NEED_LAST: tl.constexpr,
     SEGMENTED: tl.constexpr,
     STORE_STATES: tl.constexpr,
+    RAW: tl.constexpr = False,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -129,8 +133,11 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         if HAS_INIT or not ONE_CHUNK:  # the entering state (zero for a single chunk without initial states)
             num += (w0 * qk_scale)[:, None] * _dot(q, C, LOWP)
             z += w0 * qk_scale * tl.sum(q.to(tl.float32) * n[None, :], axis=1)
-        den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
-        h = num / den[:, None]  # (L, BV)
+        if RAW:  # a DQK block's share of the numerator (and z): the caller sums the blocks, then divides
+            h = num  # (L, BV)
+        else:
+            den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
+            h = num / den[:, None]  # (L, BV)
         h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
         tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
         if STORE_H32:

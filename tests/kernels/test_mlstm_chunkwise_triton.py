@@ -106,8 +106,8 @@ def test_chunkwise_triton_input_errors():
         kernel(q.float(), k.float(), v.float(), i.float(), f.float(), chunk_size=0)
     with pytest.raises(ValueError, match="i must be a floating-point tensor"):
         kernel(q.float(), k.float(), v.float(), i.long(), f.float())
-    with pytest.raises(ValueError, match="head dimensions up to 256"):
-        kernel(*(x.float() for x in make_mlstm_inputs(1, 1, 2, 300, 16)))
+    with pytest.raises(ValueError, match="heads up to 512 wide"):
+        kernel(*(x.float() for x in make_mlstm_inputs(1, 1, 2, 600, 16)))
 
 
 @pytest.mark.gpu

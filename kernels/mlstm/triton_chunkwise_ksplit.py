@@ -1,0 +1,149 @@
+"""Chunkwise mLSTM in Triton for heads wider than one launch takes (DQK > 256): the DQK columns in blocks.
+
+Everything of the mLSTM but its normalization is linear in the DQK columns: with q = [q_1 .. q_K], k = [k_1 .. k_K]
+and the states' rows split alike, the numerator C_t^T q^_t and z_t = n_t^T q^_t are sums of per-block terms over
+the same gates and stabilizer m. The forward runs the plain-layout kernel once per block in RAW mode (its share of
+the numerator and of z, in fp32), adds the shares and divides by max(|z|, e^{-m}) + eps. The backward runs the
+backward kernel once per block on the full h, z and m: each launch writes its block's columns of dq, dk, rows of
+dC0, dn0, and its shares of dv, di, df, dm0, which are added here; the terms that do not split by columns are
+counted by the first block (K_FIRST, see `triton_chunkwise_bwd.py`). Same function and gradients as the one-launch
+path; the price is a pass over fp32 (S, DHV) shares per block and one launch per block each way.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from .triton_chunkwise import (
+    _K_LAUNCH,
+    _bwd_lowp,
+    _bwd_num_warps,
+    _fwd_lowp,
+    _launch_config,
+    _on_device,
+    _out_lowp,
+    _qk_lowp,
+)
+from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
+from .triton_chunkwise_common import _strides
+from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
+
+# widest DQK block of one launch (at most the one-launch kernels' limit); set by tests to split narrow heads
+K_BLOCK = _K_LAUNCH
+
+
+def k_blocks(DQK: int) -> list[slice]:
+    """Column slices of DQK in blocks of equal width, each at most K_BLOCK."""
+    NK = triton.cdiv(DQK, K_BLOCK)
+    width = triton.cdiv(DQK, NK)
+    return [slice(s, min(DQK, s + width)) for s in range(0, DQK, width)]
+
+
+class _MLSTMChunkwiseKSplit(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, i, f, C0, n0, m0, eps, chunk_size, detach_normalizer, need_last):
+        B, NH, S, DQK = q.shape
+        DHV = v.shape[-1]
+        blocks = k_blocks(DQK)
+        grad = any(ctx.needs_input_grad)
+        widest = blocks[0].stop - blocks[0].start
+        L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, torch.float32 if grad else q.dtype)
+        NV, NC = triton.cdiv(DHV, BV), triton.cdiv(S, L)
+        f32 = {"dtype": torch.float32, "device": q.device}
+        num = torch.empty(len(blocks), B * NH, S, DHV, **f32)  # per block: its share of the numerator
+        zs = torch.empty(len(blocks), B, NH, S, **f32)  # per block: its share of z
+        m = torch.empty(B, NH, S, **f32)  # the same in every block (gates and m0 only)
+        lowp = _fwd_lowp(q.dtype, grad and q.dtype != torch.float32)
+        has_init = C0 is not None
+        lasts = []
+        for kb, cols in enumerate(blocks):
+            DK = cols.stop - cols.start
+            states = (C0[:, :, cols], n0[:, :, cols], m0) if has_init else (q, q, q)  # placeholders: never read
+            last = (m, m, m)  # placeholders: written only with NEED_LAST
+            if need_last:
+                last = (torch.empty(B, NH, DK, DHV, **f32), torch.empty(B, NH, DK, **f32), torch.empty(B, NH, **f32))
+                lasts.append(last)
+            _mlstm_chunkwise_fwd_kernel_tl[(NV, B * NH)](
+                q[..., cols], k[..., cols], v, i, f, *states, num[kb], num[kb], zs[kb], m, *last, m, m,
+                *q[..., cols].stride(), *k[..., cols].stride(), *v.stride(), *i.stride(), *f.stride(),
+                *_strides(states[0] if has_init else None, 4), *_strides(states[1] if has_init else None, 3),
+                *_strides(m0, 2), NH, S, DK, DHV, 1, S, DQK**-0.5, eps,
+                L=L, BK=max(triton.next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
+                QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), STORE_H32=False, HAS_INIT=has_init, ONE_CHUNK=NC == 1,
+                NEED_LAST=need_last, SEGMENTED=False, STORE_STATES=False, RAW=True, num_warps=num_warps,
+            )  # fmt: skip
+        z = zs.sum(0)  # (B, NH, S)
+        den = torch.maximum(z.abs(), torch.exp(-m)) + eps  # (B, NH, S)
+        h32 = num.sum(0).view(B, NH, S, DHV) / den.unsqueeze(-1)  # (B, NH, S, DHV)
+        C_last = n_last = m_last = None
+        if need_last:
+            C_last = torch.cat([x[0] for x in lasts], dim=2)  # (B, NH, DQK, DHV)
+            n_last = torch.cat([x[1] for x in lasts], dim=2)  # (B, NH, DQK)
+            m_last = lasts[0][2]  # (B, NH)
+        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
+        ctx.config = (eps, L, BV, num_warps, detach_normalizer)
+        ctx.set_materialize_grads(False)
+        return h32.to(q.dtype), C_last, n_last, m_last
+
+    @staticmethod
+    def backward(ctx, dh, dC_last, dn_last, dm_last):
+        q, k, v, i, f, C0, n0, m0, h, z, m = ctx.saved_tensors
+        eps, L, BV, num_warps, detach = ctx.config
+        B, NH, S, DQK = q.shape
+        DHV = v.shape[-1]
+        NV, NC = triton.cdiv(DHV, BV), triton.cdiv(S, L)
+        num_warps = _bwd_num_warps(NC == 1, L, num_warps)
+        has_init = C0 is not None
+        if dh is None:  # only the last states were used
+            dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
+        f32 = {"dtype": torch.float32, "device": q.device}
+        dq, dk = torch.empty_like(q), torch.empty_like(k)  # (B, NH, S, DQK)
+        dv = torch.zeros(B, NH, S, DHV, **f32)  # shares added over the blocks
+        di, df = torch.zeros(B, NH, S, **f32), torch.zeros(B, NH, S, **f32)
+        dC0 = torch.empty_like(C0) if has_init else None  # (B, NH, DQK, DHV)
+        dn0 = torch.empty_like(n0) if has_init else None  # (B, NH, DQK)
+        dm0 = torch.zeros(B * NH, **f32) if has_init else None
+        lowp = _bwd_lowp(q.dtype)
+        dm_strides = (0, *_strides(dm_last, 2))
+        for kb, cols in enumerate(k_blocks(DQK)):
+            DK = cols.stop - cols.start
+            dq_p, dk_p = torch.empty(NV, B * NH, S, DK, **f32), torch.empty(NV, B * NH, S, DK, **f32)
+            di_p, df_p = torch.empty(NV, B * NH, S, **f32), torch.empty(NV, B * NH, S, **f32)
+            dv_p = torch.empty(B, NH, S, DHV, **f32)
+            if has_init:
+                states = (C0[:, :, cols], n0[:, :, cols], m0)
+                grads0 = (torch.empty(B, NH, DK, DHV, **f32), torch.empty(B, NH, DK, **f32),
+                          torch.empty(NV, B * NH, **f32))  # fmt: skip
+            else:
+                states, grads0 = (q, q, q), (dv_p, dv_p, dv_p)  # placeholders are never read or written
+            upstream = [None if x is None else x[:, :, cols] for x in (dC_last, dn_last)] + [dm_last]
+            _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH)](
+                q[..., cols], k[..., cols], v, i, f, *states, h, z, m, dh,
+                *(x if x is not None else dh for x in upstream),
+                dq_p, dk_p, dv_p, di_p, df_p, *grads0, dh, dh,
+                *q[..., cols].stride(), *k[..., cols].stride(), *v.stride(), *i.stride(), *f.stride(),
+                *_strides(states[0] if has_init else None, 4), *_strides(states[1] if has_init else None, 3),
+                *_strides(m0, 2), *dh.stride(),
+                *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides,
+                NH, S, DK, DHV, B * NH, 1, S, DQK**-0.5, eps,
+                L=L, BK=max(triton.next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
+                QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
+                HAS_INIT=has_init, STORE_D0=has_init,
+                HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
+                MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=NC == 1, SEGMENTED=False, STORED=False, K_FIRST=kb == 0,
+                num_warps=num_warps,
+            )  # fmt: skip
+            dq[..., cols] = dq_p.sum(0).view(B, NH, S, DK)
+            dk[..., cols] = dk_p.sum(0).view(B, NH, S, DK)
+            dv += dv_p
+            di += di_p.sum(0).view(B, NH, S)
+            df += df_p.sum(0).view(B, NH, S)
+            if has_init:
+                dC0[:, :, cols] = grads0[0]
+                dn0[:, :, cols] = grads0[1]
+                dm0 += grads0[2].sum(0)
+        if has_init:
+            dm0 = dm0.view(m0.shape).to(m0.dtype)
+        return (dq, dk, dv.to(v.dtype), di.to(i.dtype), df.to(f.dtype), dC0, dn0, dm0,
+                None, None, None, None)  # fmt: skip

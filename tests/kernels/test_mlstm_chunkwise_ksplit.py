@@ -1,0 +1,112 @@
+"""mlstm_chunkwise--triton with the DQK columns in blocks (heads wider than one launch takes) against the fp64
+reference: outputs, last states and true gradients, one chunk and several, zero and initial states, one and two
+DHV blocks, both gate regimes, the detached normalizer. `K_BLOCK` is lowered so that narrow heads split here."""
+
+import pytest
+import torch
+
+from xlstm_ts.kernels import get_kernel
+from xlstm_ts.kernels._testing_mlstm import (
+    TOL,
+    compare_mlstm,
+    dm0_terms,
+    mlstm_leaves,
+    mlstm_upstream,
+    naive_mlstm,
+    run_mlstm,
+)
+
+ksplit = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_ksplit")
+
+
+@pytest.fixture
+def k_block_16(monkeypatch):
+    monkeypatch.setattr(ksplit, "K_BLOCK", 16)
+
+
+def test_k_blocks_cover_the_columns_in_equal_widths(k_block_16):
+    assert ksplit.k_blocks(40) == [slice(0, 14), slice(14, 28), slice(28, 40)]
+    assert ksplit.k_blocks(16) == [slice(0, 16)]
+
+
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV",
+    # DQK 40: three column blocks; S 13 one chunk, 37 three chunks of 16 (the last short); DHV 80: two DHV blocks
+    [(2, 1, 13, 40, 24), (1, 2, 37, 40, 24), (1, 1, 21, 33, 80)],
+    ids=lambda x: str(x),
+)
+def test_column_blocks_match_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, k_block_16, nan_poison):
+    torch.manual_seed(11)
+    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
+    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_column_blocks_detach_normalizer(i_mean, k_block_16, nan_poison):
+    torch.manual_seed(3)
+    leaves = mlstm_leaves(1, 2, 29, 40, 24, i_mean, with_states=True)
+    upstream = mlstm_upstream(1, 2, 29, 40, 24)
+    ref = run_mlstm(lambda *args, **kw: naive_mlstm(*args, detach=True)[:2], leaves, upstream, torch.float64)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16,
+                    detach_normalizer=True)  # fmt: skip
+    compare_mlstm(ref, out, *TOL[torch.float32])
+
+
+def test_bfloat16_inputs(k_block_16, nan_poison):
+    torch.manual_seed(4)
+    leaves = mlstm_leaves(1, 2, 37, 40, 24, 0.0, with_states=True)
+    upstream = mlstm_upstream(1, 2, 37, 40, 24)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.bfloat16, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[torch.bfloat16], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+def test_wide_heads_split_without_override(nan_poison):
+    # DQK 300 > 256: two blocks of 150; DHV 272: five DHV blocks of 64
+    torch.manual_seed(8)
+    leaves = mlstm_leaves(1, 1, 5, 300, 272, 0.0, with_states=True)
+    upstream = mlstm_upstream(1, 1, 5, 300, 272)
+    assert len(ksplit.k_blocks(300)) == 2
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+def test_only_the_last_states_used(k_block_16):
+    # no gradient reaches h: the backward gets dh = None and dC, dn, dm only (q then gets none: zeros or None)
+    torch.manual_seed(2)
+    leaves = mlstm_leaves(1, 1, 20, 40, 24, 0.0, with_states=True)
+    outs = []
+    for name, dtype in (("mlstm_chunkwise--torch", torch.float64), ("mlstm_chunkwise--triton", torch.float32)):
+        cast = [x.detach().to(dtype if n < 5 else torch.float32 if dtype == torch.float32 else dtype)
+                .requires_grad_() for n, x in enumerate(leaves)]  # fmt: skip
+        _, (C, n, m) = get_kernel(name)(*cast, return_last_states=True, chunk_size=16)
+        (C.sum() + 2 * n.sum() + 3 * m.sum()).backward()
+        outs.append([torch.zeros_like(x, dtype=torch.float64) if x.grad is None else x.grad.double() for x in cast])
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("S", [1, 100, 257])
+@pytest.mark.parametrize("DQK,DHV", [(384, 320), (512, 512)], ids=lambda x: str(x))
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_wide_heads_gpu(S, DQK, DHV, dtype, i_mean):
+    torch.manual_seed(42)
+    leaves = mlstm_leaves(2, 3, S, DQK, DHV, i_mean, with_states=True)
+    # bf16: the reference sees the same rounded inputs; states and gates stay fp32 / fp64
+    leaves = [x.detach().to(dtype).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
+    upstream = mlstm_upstream(2, 3, S, DQK, DHV)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=64)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=64)
+    errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
+    print(f"mlstm_chunkwise (column blocks) S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean}: " +
+          " ".join(f"{k}={v:.1e}" for k, v in errors.items()))  # fmt: skip
