@@ -57,24 +57,22 @@ def test_column_blocks_detach_normalizer(i_mean, k_block_16, nan_poison):
     compare_mlstm(ref, out, *TOL[torch.float32])
 
 
-def test_bfloat16_inputs(k_block_16, nan_poison):
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV,dtype,k_block",
+    # bf16 inputs in three narrow blocks; DQK 300 > 256 in two blocks of 150 unforced, DHV 272 in five DHV blocks
+    [(1, 2, 37, 40, 24, torch.bfloat16, 16), (1, 1, 5, 300, 272, torch.float32, None)],
+    ids=["bf16-forced-blocks", "DQK300-DHV272"],
+)
+def test_bf16_and_wide_heads(B, NH, S, DQK, DHV, dtype, k_block, monkeypatch, nan_poison):
+    if k_block is not None:
+        monkeypatch.setattr(ksplit, "K_BLOCK", k_block)
+    assert len(ksplit.k_blocks(DQK)) > 1
     torch.manual_seed(4)
-    leaves = mlstm_leaves(1, 2, 37, 40, 24, 0.0, with_states=True)
-    upstream = mlstm_upstream(1, 2, 37, 40, 24)
+    leaves = mlstm_leaves(B, NH, S, DQK, DHV, 0.0, with_states=True)
+    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
     ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.bfloat16, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[torch.bfloat16], dm0_terms=dm0_terms(leaves, ref[1]))
-
-
-def test_wide_heads_split_without_override(nan_poison):
-    # DQK 300 > 256: two blocks of 150; DHV 272: five DHV blocks of 64
-    torch.manual_seed(8)
-    leaves = mlstm_leaves(1, 1, 5, 300, 272, 0.0, with_states=True)
-    upstream = mlstm_upstream(1, 1, 5, 300, 272)
-    assert len(ksplit.k_blocks(300)) == 2
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=16)
+    compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
 
 
 def test_only_the_last_states_used(k_block_16):
