@@ -37,12 +37,15 @@ class MLSTMBlock(nn.Module):
         block_index, num_blocks: position in the stack (used by initialization).
     """
 
+    op = "mlstm"  # the sequence op its kernel is looked up for (`kernel_choice.kernel_for`)
+
     def __init__(self, embed_dim: int, num_heads: int, proj_factor: float = 2.0, conv_kernel: int = 4,
                  qkv_blocksize: int = 4, dropout: float = 0.0, kernel: str = "auto", chunk_size: int = 64,
                  block_index: int = 0, num_blocks: int = 1):
         super().__init__()
         inner = round_up(proj_factor * embed_dim, num_heads * qkv_blocksize)
         self.num_heads, self.inner, self.kernel, self.chunk_size = num_heads, inner, kernel, chunk_size
+        self.head_dim = inner // num_heads  # DQK = DHV of the cell
         self.norm = LayerNorm(embed_dim)
         self.up = nn.Linear(embed_dim, 2 * inner, bias=False)
         self.conv = CausalConv1d(inner, conv_kernel)
@@ -50,7 +53,7 @@ class MLSTMBlock(nn.Module):
         self.k_proj = BlockDiagonalLinear(inner, qkv_blocksize)
         self.v_proj = BlockDiagonalLinear(inner, qkv_blocksize)
         self.gates = nn.Linear(3 * inner, 2 * num_heads)  # -> (input gate, forget gate) pre-activations
-        self.out_norm = MultiHeadNorm(num_heads, inner // num_heads)
+        self.out_norm = MultiHeadNorm(num_heads, self.head_dim)
         self.skip = nn.Parameter(torch.ones(inner))
         self.down = nn.Linear(inner, embed_dim, bias=False)
         self.drop = nn.Dropout(dropout)
@@ -67,7 +70,7 @@ class MLSTMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         B, T, _ = x.shape
-        NH, DH = self.num_heads, self.inner // self.num_heads
+        NH, DH = self.num_heads, self.head_dim
         x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
         x_c = F.silu(self.conv(x_m))  # (B, T, inner)
         qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
@@ -78,7 +81,7 @@ class MLSTMBlock(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)
 
-        cell = kernel_for(self.kernel, "mlstm", x.device, DH)
+        cell = kernel_for(self.kernel, self.op, x.device, DH)
         h = cell(heads(q), heads(k), heads(v), i_pre.transpose(1, 2), f_pre.transpose(1, 2),
                  chunk_size=self.chunk_size)  # (B, NH, T, DH)
         h = self.out_norm(h.transpose(1, 2))  # (B, T, inner)

@@ -43,6 +43,8 @@ class SLSTMBlock(nn.Module):
         block_index, num_blocks: position in the stack (used by initialization).
     """
 
+    op = "slstm"  # the sequence op its kernel is looked up for (`kernel_choice.kernel_for`)
+
     def __init__(self, embed_dim: int, num_heads: int, ffn_factor: float = 4.0 / 3.0, conv_kernel: int = 4,
                  dropout: float = 0.0, kernel: str = "auto", block_index: int = 0, num_blocks: int = 1):
         super().__init__()
@@ -73,7 +75,7 @@ class SLSTMBlock(nn.Module):
         i_f = block_diagonal_concat(y_c, *self.gate_proj[:2])  # (B, T, 2 D): i and f see the conv branch
         z_o = block_diagonal_concat(y, *self.gate_proj[2:])  # (B, T, 2 D): z and o the raw input
         wx = torch.cat([i_f, z_o], dim=-1).reshape(B, T, 4, self.num_heads, self.head_dim)  # (B, T, 4, NH, DH)
-        cell = kernel_for(self.kernel, "slstm", x.device, self.head_dim)
+        cell = kernel_for(self.kernel, self.op, x.device, self.head_dim)
         h = cell(wx, self.recurrent, self.bias)  # (B, T, NH, DH)
         x = x + self.drop(self.cell_norm(h))
         gate, up = self.ffn_up(self.ffn_norm(x)).chunk(2, dim=-1)  # (B, T, ffn) each

@@ -40,10 +40,7 @@ class XLSTMStack(nn.Module):
         """
         device = next(self.parameters()).device
         for block in self.blocks:
-            if isinstance(block, MLSTMBlock):
-                kernel_for(block.kernel, "mlstm", device, block.inner // block.num_heads)
-            else:
-                kernel_for(block.kernel, "slstm", device, block.head_dim)
+            kernel_for(block.kernel, block.op, device, block.head_dim)
             block.compile(**compile_kwargs)
         return self
 
