@@ -25,12 +25,14 @@ through C_L = e^{-m_L} C^u; those upstream gradients on m_t are routed back thro
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
-import triton
 from torch import Tensor
 
+from .._fast_launch import FastLauncher
+from .._ints import cdiv, next_power_of_2
 from .._precision import fp32_uses_tf32
 from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
@@ -40,6 +42,8 @@ from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_FWD = FastLauncher(_mlstm_chunkwise_fwd_kernel_tl)
+_BWD = FastLauncher(_mlstm_chunkwise_bwd_kernel_tl)
 _TF32 = 3
 
 
@@ -56,9 +60,13 @@ def _bwd_lowp(dtype: torch.dtype) -> int:
     return 0 if dtype == torch.float32 and not fp32_uses_tf32() else _TF32
 
 
+# Triton decides at import whether its kernels run in the interpreter; so does this module
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _on_device(mode: int) -> int:
     """The dot mode to launch with: bf16 dots (1) become their fp32 emulation (4) under the Triton interpreter."""
-    return 4 if mode == 1 and os.environ.get("TRITON_INTERPRET") == "1" else mode
+    return 4 if mode == 1 and _INTERPRETED else mode
 
 
 def _qk_lowp(dtype: torch.dtype, lowp: int) -> int:
@@ -86,6 +94,12 @@ def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dty
     """Chunk length L, padded DQK block BK, DHV block BV and num_warps for one call."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}; 64 is a good default.")
+    return _tiles(S, DQK, DHV, chunk_size, dtype, NUM_WARPS_OVERRIDE)
+
+
+@functools.lru_cache(maxsize=256)
+def _tiles(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, warps: int | None) -> tuple[int, ...]:
+    """`_launch_config` after its argument check, memoized (it runs in every call's host time)."""
     if not 1 <= DQK <= _K_LAUNCH or not 1 <= DHV <= MAX_HEAD_DIM:
         raise ValueError(
             f"one launch of the chunkwise mLSTM kernels takes DQK <= {_K_LAUNCH} and DHV <= {MAX_HEAD_DIM}, got "
@@ -93,15 +107,15 @@ def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dty
             "mlstm_chunkwise--torch for larger heads, or more heads."
         )
     # tl.dot needs every dimension >= 16; the chunk is a power of two in [16, 128], no longer than needed
-    L = min(max(triton.next_power_of_2(chunk_size), 16), 128, max(triton.next_power_of_2(S), 16))
-    BK = max(triton.next_power_of_2(DQK), 16)
-    BV = min(max(triton.next_power_of_2(DHV), 16), 64)
+    L = min(max(next_power_of_2(chunk_size), 16), 128, max(next_power_of_2(S), 16))
+    BK = max(next_power_of_2(DQK), 16)
+    BV = min(max(next_power_of_2(DHV), 16), 64)
     if BK >= 128 and L > 32:
         L = 32  # keep the (L, BK) tiles and the (BK, BV) state in registers
     if BK >= 256 and dtype == torch.float32:
         L, BV = 16, 32  # fp32 / TF32 dot operands of a 256-wide head overflow shared memory (242 KB > 227 KB)
     num_warps = 4 if BK * BV <= 64 * 64 else 8
-    return L, BK, BV, NUM_WARPS_OVERRIDE or num_warps
+    return L, BK, BV, warps or num_warps
 
 
 def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int) -> int:
@@ -141,10 +155,10 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             last = (z, z, z)  # placeholders are never written
         states = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
         lowp = _fwd_lowp(q.dtype, store_h32)
-        NV = triton.cdiv(DHV, BV)
+        NV = cdiv(DHV, BV)
         G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         segs = None
-        NC = triton.cdiv(S, L)
+        NC = cdiv(S, L)
         stored = grad and G == 1 and store_chunk_states(NC)
         chunk_states = (z, z)  # placeholders are never written
         if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)
@@ -154,7 +168,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        _mlstm_chunkwise_fwd_kernel_tl[(NV, B * NH * G)](
+        _FWD[(NV, B * NH * G)](
             q, k, v, i, f, *states, h, h32, z, m, *last, *chunk_states,
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2),
@@ -179,7 +193,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         B, NH, S, DQK = q.shape
         num_warps = _bwd_num_warps(CPS == 1 or stored, L, num_warps)
         DHV = v.shape[-1]
-        NV = triton.cdiv(DHV, BV)
+        NV = cdiv(DHV, BV)
         has_init = C0 is not None
         if dh is None:  # only the last states were used
             dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
@@ -207,7 +221,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
                 q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, _on_device(lowp), eps, detach
             )
         dm_strides = (0, *_strides(dm_last, 2)) if G == 1 else upstream[2].stride()
-        _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH * G)](
+        _BWD[(NV, B * NH * G)](
             q, k, v, i, f, *states, h, z, m, dh, *(x if x is not None else dh for x in upstream),
             dq, dk, dv, di, df, *grads0, *((cs, ns) if stored else (dh, dh)),
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
@@ -234,7 +248,7 @@ def _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
     di_sum, df_sum = out((B, NH, S), i), out((B, NH, S), f)  # (B, NH, S)
     dm0_sum = None if dm0 is None else out(m0.shape, m0)  # (B, NH[, 1])
     BS = min(128, 2048 // BK)  # (BS, BK) tiles of 2048 elements: no register spills
-    _mlstm_chunkwise_bwd_sum_kernel_tl[(triton.cdiv(S, BS), B * NH)](
+    _mlstm_chunkwise_bwd_sum_kernel_tl[(cdiv(S, BS), B * NH)](
         dq, dk, di, df, dq if dm0 is None else dm0, dq_sum, dk_sum, di_sum, df_sum,
         dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
     )  # fmt: skip

@@ -16,7 +16,9 @@ fills; state head index hh * G + g. Without SEGMENTED, G and SEG_LEN are not rea
 layout's.
 
 RAW (a DQK block of a wider head, `triton_chunkwise_ksplit.py`): h is the block's unnormalized numerator and z its
-share of n~_t . q^_t, written to an fp32 h; the caller adds the blocks' shares and normalizes.
+share of n~_t . q^_t, written to an fp32 h; with RAW_ADD the shares are added to what h and z hold (the earlier
+blocks' sum: each element has one writer per launch, and the blocks' launches run in stream order). The caller
+normalizes the sum.
 """
 
 import triton
@@ -72,6 +74,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     SEGMENTED: tl.constexpr,
     STORE_STATES: tl.constexpr,
     RAW: tl.constexpr = False,
+    RAW_ADD: tl.constexpr = False,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -133,12 +136,15 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         if HAS_INIT or not ONE_CHUNK:  # the entering state (zero for a single chunk without initial states)
             num += (w0 * qk_scale)[:, None] * _dot(q, C, LOWP)
             z += w0 * qk_scale * tl.sum(q.to(tl.float32) * n[None, :], axis=1)
-        if RAW:  # a DQK block's share of the numerator (and z): the caller sums the blocks, then divides
+        h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
+        if RAW:  # a DQK block's share of the numerator (and z), added to the earlier blocks' sum; normalized later
             h = num  # (L, BV)
+            if RAW_ADD:
+                h += tl.load(h_ptr + h_off, mask=mask_tv, other=0.0)
+                z += tl.load(z_ptr + gate_off + t, mask=mask_t, other=0.0)
         else:
             den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
             h = num / den[:, None]  # (L, BV)
-        h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
         tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
         if STORE_H32:
             tl.store(h32_ptr + h_off, h, mask=mask_tv)

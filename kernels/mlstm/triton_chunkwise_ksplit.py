@@ -13,9 +13,11 @@ path; the price is a pass over fp32 (S, DHV) shares per block and one launch per
 from __future__ import annotations
 
 import torch
-import triton
 
+from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise import (
+    _BWD,
+    _FWD,
     _K_LAUNCH,
     _bwd_lowp,
     _bwd_num_warps,
@@ -25,9 +27,7 @@ from .triton_chunkwise import (
     _out_lowp,
     _qk_lowp,
 )
-from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
-from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 
 # widest DQK block of one launch (at most the one-launch kernels' limit); set by tests to split narrow heads
 K_BLOCK = _K_LAUNCH
@@ -35,8 +35,8 @@ K_BLOCK = _K_LAUNCH
 
 def k_blocks(DQK: int) -> list[slice]:
     """Column slices of DQK in blocks of equal width, each at most K_BLOCK."""
-    NK = triton.cdiv(DQK, K_BLOCK)
-    width = triton.cdiv(DQK, NK)
+    NK = cdiv(DQK, K_BLOCK)
+    width = cdiv(DQK, NK)
     return [slice(s, min(DQK, s + width)) for s in range(0, DQK, width)]
 
 
@@ -49,10 +49,10 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         grad = any(ctx.needs_input_grad)
         widest = blocks[0].stop - blocks[0].start
         L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, torch.float32 if grad else q.dtype)
-        NV, NC = triton.cdiv(DHV, BV), triton.cdiv(S, L)
+        NV, NC = cdiv(DHV, BV), cdiv(S, L)
         f32 = {"dtype": torch.float32, "device": q.device}
-        num = torch.empty(len(blocks), B * NH, S, DHV, **f32)  # per block: its share of the numerator
-        zs = torch.empty(len(blocks), B, NH, S, **f32)  # per block: its share of z
+        num = torch.empty(B * NH, S, DHV, **f32)  # the blocks' shares of the numerator, added up by the kernel
+        z = torch.empty(B, NH, S, **f32)  # the blocks' shares of z, likewise
         m = torch.empty(B, NH, S, **f32)  # the same in every block (gates and m0 only)
         lowp = _fwd_lowp(q.dtype, grad and q.dtype != torch.float32)
         has_init = C0 is not None
@@ -64,18 +64,18 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
             if need_last:
                 last = (torch.empty(B, NH, DK, DHV, **f32), torch.empty(B, NH, DK, **f32), torch.empty(B, NH, **f32))
                 lasts.append(last)
-            _mlstm_chunkwise_fwd_kernel_tl[(NV, B * NH)](
-                q[..., cols], k[..., cols], v, i, f, *states, num[kb], num[kb], zs[kb], m, *last, m, m,
+            _FWD[(NV, B * NH)](
+                q[..., cols], k[..., cols], v, i, f, *states, num, num, z, m, *last, m, m,
                 *q[..., cols].stride(), *k[..., cols].stride(), *v.stride(), *i.stride(), *f.stride(),
                 *_strides(states[0] if has_init else None, 4), *_strides(states[1] if has_init else None, 3),
                 *_strides(m0, 2), NH, S, DK, DHV, 1, S, DQK**-0.5, eps,
-                L=L, BK=max(triton.next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
+                L=L, BK=max(next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
                 QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), STORE_H32=False, HAS_INIT=has_init, ONE_CHUNK=NC == 1,
-                NEED_LAST=need_last, SEGMENTED=False, STORE_STATES=False, RAW=True, num_warps=num_warps,
+                NEED_LAST=need_last, SEGMENTED=False, STORE_STATES=False, RAW=True, RAW_ADD=kb > 0,
+                num_warps=num_warps,
             )  # fmt: skip
-        z = zs.sum(0)  # (B, NH, S)
         den = torch.maximum(z.abs(), torch.exp(-m)) + eps  # (B, NH, S)
-        h32 = num.sum(0).view(B, NH, S, DHV) / den.unsqueeze(-1)  # (B, NH, S, DHV)
+        h32 = num.view(B, NH, S, DHV).div_(den.unsqueeze(-1))  # (B, NH, S, DHV)
         C_last = n_last = m_last = None
         if need_last:
             C_last = torch.cat([x[0] for x in lasts], dim=2)  # (B, NH, DQK, DHV)
@@ -92,7 +92,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         eps, L, BV, num_warps, detach = ctx.config
         B, NH, S, DQK = q.shape
         DHV = v.shape[-1]
-        NV, NC = triton.cdiv(DHV, BV), triton.cdiv(S, L)
+        NV, NC = cdiv(DHV, BV), cdiv(S, L)
         num_warps = _bwd_num_warps(NC == 1, L, num_warps)
         has_init = C0 is not None
         if dh is None:  # only the last states were used
@@ -106,11 +106,17 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         dm0 = torch.zeros(B * NH, **f32) if has_init else None
         lowp = _bwd_lowp(q.dtype)
         dm_strides = (0, *_strides(dm_last, 2))
-        for kb, cols in enumerate(k_blocks(DQK)):
+        blocks = k_blocks(DQK)
+        # one set of share buffers for every block (the launches and sums run in stream order): the peak holds one
+        # block's (NV, BNH, S, DK) fp32 shares of dq and dk
+        width = blocks[0].stop - blocks[0].start
+        dq_buf, dk_buf = torch.empty(NV * B * NH * S * width, **f32), torch.empty(NV * B * NH * S * width, **f32)
+        di_p, df_p = torch.empty(NV, B * NH, S, **f32), torch.empty(NV, B * NH, S, **f32)
+        dv_p = torch.empty(B, NH, S, DHV, **f32)
+        for kb, cols in enumerate(blocks):
             DK = cols.stop - cols.start
-            dq_p, dk_p = torch.empty(NV, B * NH, S, DK, **f32), torch.empty(NV, B * NH, S, DK, **f32)
-            di_p, df_p = torch.empty(NV, B * NH, S, **f32), torch.empty(NV, B * NH, S, **f32)
-            dv_p = torch.empty(B, NH, S, DHV, **f32)
+            dq_p = dq_buf[: NV * B * NH * S * DK].view(NV, B * NH, S, DK)  # (NV, BNH, S, DK)
+            dk_p = dk_buf[: NV * B * NH * S * DK].view(NV, B * NH, S, DK)  # (NV, BNH, S, DK)
             if has_init:
                 states = (C0[:, :, cols], n0[:, :, cols], m0)
                 grads0 = (torch.empty(B, NH, DK, DHV, **f32), torch.empty(B, NH, DK, **f32),
@@ -118,7 +124,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
             else:
                 states, grads0 = (q, q, q), (dv_p, dv_p, dv_p)  # placeholders are never read or written
             upstream = [None if x is None else x[:, :, cols] for x in (dC_last, dn_last)] + [dm_last]
-            _mlstm_chunkwise_bwd_kernel_tl[(NV, B * NH)](
+            _BWD[(NV, B * NH)](
                 q[..., cols], k[..., cols], v, i, f, *states, h, z, m, dh,
                 *(x if x is not None else dh for x in upstream),
                 dq_p, dk_p, dv_p, di_p, df_p, *grads0, dh, dh,
@@ -127,7 +133,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
                 *_strides(m0, 2), *dh.stride(),
                 *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides,
                 NH, S, DK, DHV, B * NH, 1, S, DQK**-0.5, eps,
-                L=L, BK=max(triton.next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
+                L=L, BK=max(next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
                 QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
                 HAS_INIT=has_init, STORE_D0=has_init,
                 HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,

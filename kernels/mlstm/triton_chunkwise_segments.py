@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 
 import torch
-import triton
 
+from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_bounds import _mlstm_bounds_bwd_kernel_tl, _mlstm_bounds_fwd_kernel_tl
 from .triton_chunkwise_common import _strides
 
@@ -52,7 +52,7 @@ def segment_plan(S: int, L: int, programs: int, device: torch.device) -> tuple[i
     Returns:
         G >= 1 and CPS >= 1 with G = ceil(ceil(S / L) / CPS); G = 1 is the plain layout.
     """
-    NC = triton.cdiv(S, L)
+    NC = cdiv(S, L)
     if SEGMENT_CHUNKS_OVERRIDE is not None:
         CPS = max(1, int(SEGMENT_CHUNKS_OVERRIDE))
     elif device.type != "cuda" or NC < 2:
@@ -62,8 +62,8 @@ def segment_plan(S: int, L: int, programs: int, device: torch.device) -> tuple[i
         if programs * _SMS_PER_PROGRAM > sms:
             return 1, NC
         want = _PROGRAMS_PER_SM * sms
-        CPS = triton.cdiv(NC, min(NC, triton.cdiv(want, programs)))
-    G = triton.cdiv(NC, CPS)
+        CPS = cdiv(NC, min(NC, cdiv(want, programs)))
+    G = cdiv(NC, CPS)
     return (G, CPS) if G > 1 else (1, NC)
 
 
@@ -76,8 +76,8 @@ def store_chunk_states(NC: int) -> bool:
 
 def _k_block(DQK: int) -> tuple[int, int]:
     """DQK block of the boundary kernels (at most 64: small state tiles, more programs) and the number of blocks."""
-    BK = min(max(triton.next_power_of_2(DQK), 16), 64)
-    return BK, triton.cdiv(DQK, BK)
+    BK = min(max(next_power_of_2(DQK), 16), 64)
+    return BK, cdiv(DQK, BK)
 
 
 def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lowp: int, need_last: bool):
@@ -101,7 +101,7 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
     has_init = C0 is not None
     init = (C0, n0, m0) if has_init else (k, k, k)  # placeholders are never read
     BK, NKB = _k_block(DQK)
-    NV = triton.cdiv(DHV, BV)
+    NV = cdiv(DHV, BV)
     _mlstm_bounds_fwd_kernel_tl[(NKB * NV, B * NH)](
         k, v, i, f, *init, cs, ns, ms, *last,
         *k.stride(), *v.stride(), *i.stride(), *f.stride(), *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
@@ -124,7 +124,7 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     """
     B, NH, S, DQK = q.shape
     DHV = dh.shape[-1]
-    NV = triton.cdiv(DHV, BV)
+    NV = cdiv(DHV, BV)
     f32 = {"dtype": torch.float32, "device": q.device}
     dcs = torch.empty(B, NH * G, DQK, DHV, **f32)  # (B, NH * G, DQK, DHV)
     dns = torch.empty(B, NH * G, DQK, **f32)  # (B, NH * G, DQK)

@@ -6,9 +6,9 @@ Same function and signature as mlstm_step--torch. Forward only: no autograd (dec
 from __future__ import annotations
 
 import torch
-import triton
 from torch import Tensor
 
+from .._ints import cdiv, next_power_of_2
 from ._common import MLSTMState, compute_dtype, initial_states, pack_states
 from .recurrent_torch import _gate_to_bnh
 from .triton_step_kernels import _mlstm_step_fwd_kernel_tl
@@ -62,13 +62,13 @@ def mlstm_step_triton(
     C0, n0, m0 = (x.float().contiguous() for x in (C0, n0, m0))
     i = _gate_to_bnh(i, "i", B, NH).contiguous()
     f = _gate_to_bnh(f, "f", B, NH).contiguous()
-    BK = max(triton.next_power_of_2(DQK), 16)
-    BV = min(max(triton.next_power_of_2(DHV), 16), 64)
+    BK = max(next_power_of_2(DQK), 16)
+    BV = min(max(next_power_of_2(DHV), 16), 64)
     h = torch.empty(B, NH, DHV, dtype=q.dtype, device=q.device)  # (B, NH, DHV)
     C_out = torch.empty_like(C0)  # (B, NH, DQK, DHV)
     n_out = torch.empty_like(n0)  # (B, NH, DQK)
     m_out = torch.empty_like(m0)  # (B, NH)
-    _mlstm_step_fwd_kernel_tl[(triton.cdiv(DHV, BV), B * NH)](
+    _mlstm_step_fwd_kernel_tl[(cdiv(DHV, BV), B * NH)](
         q.contiguous(), k.contiguous(), v.contiguous(), i, f, C0, n0, m0, h, C_out, n_out, m_out,
         DQK, DHV, DQK**-0.5, eps, BK=BK, BV=BV, num_warps=4 if BK * BV <= 64 * 64 else 8,
     )  # fmt: skip

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 from torch import Tensor
 
+from .._ints import cdiv, next_power_of_2
 from .._precision import fp32_uses_tf32
 from .torch_ref import SLSTMState, _check_inputs, _initial_states
 from .triton_slstm_kernels import _slstm_bwd_kernel_tl, _slstm_fwd_kernel_tl
@@ -35,7 +35,7 @@ def _launch_config(B: int, DH: int) -> tuple[int, int, int]:
         raise ValueError(
             f"slstm--triton supports head dimensions DH <= 128, got DH={DH}; use more heads (NH) or slstm--torch."
         )
-    BD = max(triton.next_power_of_2(DH), 16)
+    BD = max(next_power_of_2(DH), 16)
     BB = 16 if B <= 4096 or BD > 32 else 32
     num_warps = 4 if BD <= 32 else 8
     return BB, BD, num_warps
@@ -85,7 +85,7 @@ class _SLSTMTriton(torch.autograd.Function):
         out = torch.empty(B, S, NH, DH, dtype=wx.dtype, device=wx.device)  # (B, S, NH, DH)
         gates = torch.empty(B, S, 4, NH, DH, **f32)  # (B, S, 4, NH, DH)
         hs, cs, ns, ms = (torch.empty(B, S, NH, DH, **f32) for _ in range(4))  # (B, S, NH, DH) each
-        grid = (NH, triton.cdiv(B, BB))
+        grid = (NH, cdiv(B, BB))
         _slstm_fwd_kernel_tl[grid](
             wx, r32, b32, h0, c0, n0, m0, out, gates, hs, cs, ns, ms,
             B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx.dtype), RELOAD_R=BD > 64,
@@ -103,7 +103,7 @@ class _SLSTMTriton(torch.autograd.Function):
         B, S, _, NH, DH = gates.shape
         dout = dout.contiguous()
         dh_last, dc_last, dn_last, dm_last = (x.float().contiguous() for x in (dh_last, dc_last, dn_last, dm_last))
-        tiles = triton.cdiv(B, BB)
+        tiles = cdiv(B, BB)
         acc_w = _weight_grads_in_kernel(wx_dtype, BD, NH * tiles)
         dg = torch.empty_like(gates, dtype=wx_dtype if acc_w else torch.float32)  # (B, S, 4, NH, DH)
         dh0, dc0, dn0, dm0 = (torch.empty_like(h0) for _ in range(4))  # (B, NH, DH) each
