@@ -82,7 +82,8 @@ def _out_lowp(dtype: torch.dtype, lowp: int) -> int:
     return _LOWP[dtype] if dtype == torch.bfloat16 else lowp
 
 
-# widest head (DQK and DHV) the Triton mLSTM takes; DQK above _K_LAUNCH runs in column blocks (triton_chunkwise_ksplit)
+# widest head (DQK and DHV) the Triton mLSTM takes; DQK above ksplit.K_BLOCK runs in column blocks (one launch
+# each takes DQK <= _K_LAUNCH)
 MAX_HEAD_DIM = 512
 _K_LAUNCH = 256
 
@@ -272,7 +273,7 @@ def mlstm_chunkwise_triton(
     """mLSTM over a sequence, chunkwise, in Triton (forward and backward), same function as mlstm_chunkwise--torch.
 
     Args:
-        q: (B, NH, S, DQK) queries, float32, bfloat16 or float16; DQK <= 512 (above 256 in two launches each way).
+        q: (B, NH, S, DQK) queries, float32, bfloat16 or float16; DQK <= 512 (above 128 in blocks of DQK columns).
         k: (B, NH, S, DQK) keys.
         v: (B, NH, S, DHV) values; DHV <= 512.
         i: (B, NH, S) input-gate pre-activations.

@@ -1,4 +1,4 @@
-"""Chunkwise mLSTM in Triton for heads wider than one launch takes (DQK > 256): the DQK columns in blocks.
+"""Chunkwise mLSTM in Triton for wide heads (DQK > K_BLOCK = 128): the DQK columns in blocks.
 
 Everything of the mLSTM but its normalization is linear in the DQK columns: with q = [q_1 .. q_K], k = [k_1 .. k_K]
 and the states' rows split alike, the numerator C_t^T q^_t and z_t = n_t^T q^_t are sums of per-block terms over
@@ -18,7 +18,6 @@ from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise import (
     _BWD,
     _FWD,
-    _K_LAUNCH,
     _bwd_lowp,
     _bwd_num_warps,
     _fwd_lowp,
@@ -29,8 +28,13 @@ from .triton_chunkwise import (
 )
 from .triton_chunkwise_common import _strides
 
-# widest DQK block of one launch (at most the one-launch kernels' limit); set by tests to split narrow heads
-K_BLOCK = _K_LAUNCH
+# widest DQK block of one launch (at most the one-launch kernels' limit, 256); set by tests to split narrow heads.
+# 128, not 256: a 256-column block sizes its tiles for the fp32 backward at chunks of 16 and DHV blocks of 32, two
+# 128-column blocks at chunks of 32 and DHV blocks of 64. bf16 fw+bw on an H200 (ms, peak GB above the inputs):
+# (8, 16, 4096, 256) 37.0 / 4.6 against 57.6 / 10.0 in one launch, (8, 8, 8192, 512) 153 / 9.2 against 254 / 22.1
+# in blocks of 256 (mlstm_kernels: 12.1 / 6.5 and 41.9 / 24.9); the forward alone 8.3 against 7.5 and 32.7 against
+# 31.7 ms. Blocks of 64 at (16, 4, 2048, 128) were slower than one launch: 3.66 against 2.06 ms.
+K_BLOCK = 128
 
 
 def k_blocks(DQK: int) -> list[slice]:

@@ -59,7 +59,7 @@ def test_column_blocks_detach_normalizer(i_mean, k_block_16, nan_poison):
 
 @pytest.mark.parametrize(
     "B,NH,S,DQK,DHV,dtype,k_block",
-    # bf16 inputs in three narrow blocks; DQK 300 > 256 in two blocks of 150 unforced, DHV 272 in five DHV blocks
+    # bf16 inputs in three narrow blocks; DQK 300 in three blocks of 100 unforced, DHV 272 in five DHV blocks
     [(1, 2, 37, 40, 24, torch.bfloat16, 16), (1, 1, 5, 300, 272, torch.float32, None)],
     ids=["bf16-forced-blocks", "DQK300-DHV272"],
 )
