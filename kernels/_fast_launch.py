@@ -30,14 +30,12 @@ def _signature(args: tuple) -> tuple | None:
     out = []
     for a in args:
         kind = type(a)
-        if kind is int:
+        if kind is int or kind is bool:
             out.append(a)
-        elif kind is torch.Tensor or isinstance(a, torch.Tensor):
+        elif isinstance(a, torch.Tensor):
             out.append((a.dtype, a.data_ptr() % 16 == 0))
         elif kind is float:
             out.append(float)
-        elif kind is bool:
-            out.append(a)
         else:
             return None
     return tuple(out)
@@ -53,7 +51,6 @@ class FastLauncher:
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
-        self.fn = getattr(kernel, "fn", kernel)  # what a launch counter reads the kernel's name from
         params = getattr(kernel, "params", None)
         self._constexprs = None
         if params is not None and hasattr(kernel, "device_caches"):  # a JITFunction, not the interpreter's

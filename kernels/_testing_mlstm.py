@@ -1,9 +1,12 @@
 """Comparison helpers for the chunkwise mLSTM kernel tests: a step-by-step fp64 recurrence (with the detached
-normalizer of mlstm_kernels as an option), input leaves and upstream gradients, and one comparison of outputs, last
-states and every gradient against a reference, with the tolerances of `_testing.TOLERANCES`.
+normalizer of mlstm_kernels as an option), input leaves and upstream gradients, one comparison of outputs, last
+states and every gradient against a reference, with the tolerances of `_testing.TOLERANCES`, and the whole check
+of mlstm_chunkwise--triton against the fp64 torch form for one case (`check_triton`).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -103,3 +106,27 @@ def compare_mlstm(ref, out, tol_out, tol_grad, dm0_terms=0.0):
             continue
         errors[name] = assert_close(name, a, b, tol_grad)
     return errors
+
+
+class TritonCheck(NamedTuple):
+    leaves: list  # q, k, v, i, f, C0, n0, m0 (fp64 leaves, None for absent states)
+    upstream: list  # gradients of h, C, n, m
+    ref: tuple  # (outputs, gradients) of the fp64 torch form
+    out: tuple  # (outputs, gradients) of mlstm_chunkwise--triton
+    errors: dict  # error ratios per output and gradient
+
+
+def check_triton(B, NH, S, DQK, DHV, i_mean, with_states, dtype=torch.float32, chunk_size=16, rounded=False):
+    """mlstm_chunkwise--triton in `dtype` against mlstm_chunkwise--torch in fp64 on the same leaves, compared with
+    TOL[dtype] (dm0 against the size of its terms). `rounded`: q, k, v, i, f rounded to `dtype` first, so the
+    reference sees the kernel's inputs. Seed the generator before calling."""
+    from . import get_kernel
+
+    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
+    if rounded:
+        leaves = [x.detach().to(dtype).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
+    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
+    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=chunk_size)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=chunk_size)
+    errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
+    return TritonCheck(leaves, upstream, ref, out, errors)

@@ -8,8 +8,8 @@ import torch
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing_mlstm import (
     TOL,
+    check_triton,
     compare_mlstm,
-    dm0_terms,
     mlstm_leaves,
     mlstm_upstream,
     naive_mlstm,
@@ -39,11 +39,7 @@ def test_k_blocks_cover_the_columns_in_equal_widths(k_block_16):
 )
 def test_column_blocks_match_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, k_block_16, nan_poison):
     torch.manual_seed(11)
-    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
-    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+    check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
@@ -68,11 +64,7 @@ def test_bf16_and_wide_heads(B, NH, S, DQK, DHV, dtype, k_block, monkeypatch, na
         monkeypatch.setattr(ksplit, "K_BLOCK", k_block)
     assert len(ksplit.k_blocks(DQK)) > 1
     torch.manual_seed(4)
-    leaves = mlstm_leaves(B, NH, S, DQK, DHV, 0.0, with_states=True)
-    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
+    check_triton(B, NH, S, DQK, DHV, 0.0, True, dtype)
 
 
 def test_only_the_last_states_used(k_block_16):
@@ -99,12 +91,7 @@ def test_only_the_last_states_used(k_block_16):
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 def test_wide_heads_gpu(S, DQK, DHV, dtype, i_mean):
     torch.manual_seed(42)
-    leaves = mlstm_leaves(2, 3, S, DQK, DHV, i_mean, with_states=True)
     # bf16: the reference sees the same rounded inputs; states and gates stay fp32 / fp64
-    leaves = [x.detach().to(dtype).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
-    upstream = mlstm_upstream(2, 3, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=64)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=64)
-    errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
+    errors = check_triton(2, 3, S, DQK, DHV, i_mean, True, dtype, chunk_size=64, rounded=True).errors
     print(f"mlstm_chunkwise (column blocks) S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean}: " +
           " ".join(f"{k}={v:.1e}" for k, v in errors.items()))  # fmt: skip

@@ -16,6 +16,7 @@ from xlstm_ts.kernels._testing import make_mlstm_inputs
 from xlstm_ts.kernels._testing_mlstm import (
     DEVICE,
     TOL,
+    check_triton,
     compare_mlstm,
     dm0_terms,
     mlstm_leaves,
@@ -45,11 +46,7 @@ def chunks_per_segment(monkeypatch, request):
 )
 def test_segmented_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, chunks_per_segment, nan_poison):
     torch.manual_seed(42)
-    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
-    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+    check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
 
 
 @pytest.mark.parametrize("stored", [True, False], ids=["stored-states", "recomputed-states"])
@@ -117,12 +114,7 @@ def test_segmented_stabilizer_gradient_crosses_segments(chunks_per_segment, nan_
 @pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
 def test_segmented_bf16(chunks_per_segment, nan_poison):
     torch.manual_seed(3)
-    leaves = mlstm_leaves(2, 1, 40, 20, 80, 0.0, with_states=True)
-    leaves = [x.detach().to(torch.bfloat16).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
-    upstream = mlstm_upstream(2, 1, 40, 20, 80)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.bfloat16, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[torch.bfloat16], dm0_terms=dm0_terms(leaves, ref[1]))
+    check_triton(2, 1, 40, 20, 80, 0.0, True, torch.bfloat16, rounded=True)
 
 
 @pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)

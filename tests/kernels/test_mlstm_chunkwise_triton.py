@@ -13,6 +13,7 @@ from xlstm_ts.kernels._testing_mlstm import (
     DEVICE,
     OUT_NAMES,
     TOL,
+    check_triton,
     compare_mlstm,
     dm0_terms,
     mlstm_leaves,
@@ -33,12 +34,8 @@ pytest.importorskip("triton")
 )
 def test_chunkwise_triton_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, nan_poison):
     torch.manual_seed(42)
-    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
-    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16)
+    leaves, upstream, _, out, _ = check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
     assert out[0][0].dtype == torch.float32
-    compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
 
     states = leaves[5:] if with_states else [torch.zeros_like(u, dtype=torch.float64) for u in upstream[1:]]
     with torch.no_grad():
@@ -126,14 +123,8 @@ def test_chunkwise_triton_gpu(S, DQK, DHV, dtype, i_mean, segments, stored, monk
     monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", segments)
     monkeypatch.setattr(triton_chunkwise_segments, "STORE_STATES_OVERRIDE", stored)
     torch.manual_seed(42)
-    B, NH = 2, 3
-    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states=True)
     # bf16: the reference sees the same rounded inputs; states and gates stay fp32 / fp64
-    leaves = [x.detach().to(dtype).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
-    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=64)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=64)
-    errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
+    errors = check_triton(2, 3, S, DQK, DHV, i_mean, True, dtype, chunk_size=64, rounded=True).errors
     print(f"mlstm_chunkwise S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean} segments={segments} stored={stored}: " +
           " ".join(f"{k}={v:.1e}" for k, v in errors.items()))  # fmt: skip
 
@@ -151,12 +142,7 @@ def test_chunkwise_triton_bf16_small(B, NH, S, DQK, DHV, i_mean, nan_poison):
     fp64 reference on the same rounded inputs (one chunk and several); and the all-bf16 dots of a forward without
     gradients. Under the interpreter the bf16 dots run as their fp32 emulation."""
     torch.manual_seed(3)
-    leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states=True)
-    leaves = [x.detach().to(torch.bfloat16).double().requires_grad_() if i < 5 else x for i, x in enumerate(leaves)]
-    upstream = mlstm_upstream(B, NH, S, DQK, DHV)
-    ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=16)
-    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.bfloat16, chunk_size=16)
-    compare_mlstm(ref, out, *TOL[torch.bfloat16], dm0_terms=dm0_terms(leaves, ref[1]))
+    leaves, _, ref, _, _ = check_triton(B, NH, S, DQK, DHV, i_mean, True, torch.bfloat16, rounded=True)
     with torch.no_grad():
         inputs = [x.to(torch.bfloat16) if i < 5 else x.float() for i, x in enumerate(leaves)]
         h, states = get_kernel("mlstm_chunkwise--triton")(*inputs, return_last_states=True, chunk_size=16)
