@@ -6,8 +6,9 @@ only, MSE/MAE on the scaled data over every test window (stride 1, nothing dropp
 Mode `channel_independent`: each variate is one series of a panel, the network weights are shared (PatchTST style).
 Mode `variate_mixing` (preset `ltsf_mixing`): the variates are forecast together, an xLSTM stack runs across them.
 Per seed the forecaster trains on targets in the training rows, scores every validation window every
-`--val-check-steps` steps and keeps the weights with the lowest validation loss; it predicts the median (one quantile,
-pinball loss). Baselines, recorded as modes `baseline:repeat_last`, `baseline:linear` and `baseline:linear_centred`:
+`--val-check-steps` steps and keeps the weights with the lowest validation loss; with the default `--head quantile`
+it predicts the median (one quantile, pinball loss), with `--head mse` the mean (squared error). Baselines, recorded
+as modes `baseline:repeat_last`, `baseline:linear` and `baseline:linear_centred`:
 the last context value repeated, a least-squares linear map from the lookback to the horizon shared by all variates
 and fitted on every training window, and the same map fitted and applied with each window centred on its context
 mean (the forecaster's 'center' scaling without the network). Baseline rows have no seed and no epochs; `--seeds`
@@ -54,6 +55,7 @@ from xlstm_ts.datasets.ltsf import (
     split_windows,
 )
 from xlstm_ts.datasets.ltsf_presets import LTSFRunConfig, load_run_config, resolve_data_path, run_preset_name
+from xlstm_ts.heads import HEADS
 
 from ltsf_report import ANCHOR_MODELS, ANCHORS, HORIZONS, anchor, mean_std, write_markdown  # noqa: F401
 from provenance import commit_id, device_name
@@ -64,7 +66,7 @@ MODES = ("channel_independent", "variate_mixing")
 COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_test_windows", "epochs",
            "train_seconds", "device", "commit", "preset"]
 DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_size=128, learning_rate=1e-4,
-                val_check_steps=200, patience=5)
+                val_check_steps=200, patience=5, head="quantile")
 """Values of the run settings when neither the command line nor a run preset gives them."""
 
 
@@ -88,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--val-check-steps", type=int)
     parser.add_argument("--patience", type=int, help="validations without improvement before stopping")
+    parser.add_argument("--head", choices=HEADS, help="output head: 'quantile' is scored by its median, 'mse' by "
+                        "its mean (trained on the squared error); recorded in the preset label unless 'quantile'")
     parser.add_argument("--max-time", type=float, help="training seconds per seed (Lightning's max_time): training "
                         "stops there and keeps its best validated weights; recorded in the preset label")
     parser.add_argument("--verbose", action="store_true", help="print training progress (a line every tenth of "
@@ -121,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.max_time <= 0:
             parser.error(f"--max-time must be a positive number of seconds, got {args.max_time}")
         args.label += f" (max {args.max_time:g} s)"
+    if args.head != "quantile":
+        args.label += f" (head {args.head})"
     if args.precision is not None:
         args.label += f" ({args.precision})"
     speed = [name for name, on in (("compiled", args.compile), ("CUDA graphs", args.cuda_graphs)) if on]
@@ -145,7 +151,7 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
         trainer_kwargs["max_time"] = timedelta(seconds=args.max_time)
     if args.precision is not None:
         trainer_kwargs["precision"] = args.precision
-    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), model=config,
+    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), head=args.head, model=config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience, verbose=args.verbose,
@@ -156,7 +162,8 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
 
 def score_forecaster(model: XLSTMForecaster, args: argparse.Namespace, n_variates: int, test_past: np.ndarray,
                      test_future: np.ndarray) -> dict[str, float]:
-    """MSE/MAE of the forecaster's median over every test window (see `score_windows`)."""
+    """MSE/MAE of the forecaster's point forecast (the quantile head's median, the mse head's mean) over every test
+    window (see `score_windows`)."""
     L, H, C = args.lookback, args.horizon, n_variates
     if args.mode == "variate_mixing":  # rows are window-major, so C consecutive rows are one multivariate window
         def predict(past):  # (b * C, L) -> (b * C, H)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from xlstm_ts.datasets.ltsf import SPLITS
 from xlstm_ts.datasets.readers import ENV_VAR
+from xlstm_ts.heads import HEADS
 from xlstm_ts.presets import check_keys, read_preset, shipped_presets
 
 _POSITIVE_INTS = ("horizon", "lookback", "batch_size", "max_steps", "val_check_steps", "patience")
@@ -50,6 +51,9 @@ class LTSFRunConfig:
     """Steps between validations; the weights with the lowest validation loss are kept."""
     patience: int = 5
     """Validations without improvement before training stops."""
+    head: str = "quantile"
+    """Output head (`xlstm_ts.heads.HEADS`): "quantile" scores its median, "mse" its mean (trained on the squared
+    error, the loss the MSE metric rewards)."""
 
     def __post_init__(self) -> None:
         for name in ("data", "model"):
@@ -58,6 +62,8 @@ class LTSFRunConfig:
                 raise ValueError(f"LTSFRunConfig.{name} must be a non-empty string, got {value!r}.")
         if self.split not in SPLITS:
             raise ValueError(f"LTSFRunConfig.split must be one of {SPLITS}, got {self.split!r}.")
+        if self.head not in HEADS:
+            raise ValueError(f"LTSFRunConfig.head must be one of {HEADS}, got {self.head!r}.")
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:

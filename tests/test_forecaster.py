@@ -193,7 +193,7 @@ def test_score_is_negative_mase_of_the_last_horizon(fitted, panel):
     assert score < 0
 
 
-@pytest.mark.parametrize("head", ["quantile", "normal", "student_t", "negative_binomial"])
+@pytest.mark.parametrize("head", ["quantile", "normal", "student_t", "negative_binomial", "mse"])
 def test_samples_reproduce_the_heads_quantiles(panel, head):
     levels = (0.1, 0.25, 0.5, 0.75, 0.9)
     f = XLSTMForecaster(prediction_length=6, context_length=24, head=head, quantiles=levels, **TINY).fit(panel)

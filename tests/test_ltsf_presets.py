@@ -93,6 +93,8 @@ def test_malformed_run_presets_are_rejected(tmp_path):
         run_config_from_dict({**good, "split": "ett"})
     with pytest.raises(ValueError, match="horizon must be a positive integer"):
         run_config_from_dict({**good, "horizon": 0})
+    with pytest.raises(ValueError, match="head must be one of.*got 'median'"):
+        run_config_from_dict({**good, "head": "median"})
     (tmp_path / "p.yaml").write_text("data: a.csv\nsplit: ratio\nhorizon: 8\nlookback: 24\nlearning_rate: 1e-4\n")
     with pytest.raises(ValueError, match="write e.g. 1.0e-4"):  # YAML reads 1e-4 as a string
         load_run_config(tmp_path / "p.yaml")
@@ -253,3 +255,16 @@ def test_speed_flags_reach_the_forecaster_and_the_label(bench, tmp_path):
     data = load_ltsf(args.data, args.split)
     with pytest.raises(ValueError, match="cuda_graphs=True needs a fit on one CUDA device"):
         bench.fit_forecaster(args, data, seed=0)  # the flag reaches the forecaster; on the CPU it is refused
+
+
+def test_head_comes_from_the_preset_or_the_flag_and_reaches_the_forecaster(bench, tmp_path, one_thread):
+    presets = _tiny_presets(tmp_path)
+    base = ["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "2", "--val-check-steps", "1"]
+    assert bench.parse_args(base).head == "quantile"
+    args = bench.parse_args(base + ["--head", "mse"])
+    assert args.label == "a_8/tiny (head mse)"
+    model = bench.fit_forecaster(args, load_ltsf(args.data, args.split), seed=0)
+    assert model.head == "mse" and type(model.net_.head).__name__ == "MSEHead"
+    mse_preset = tmp_path / "m_8.yaml"
+    mse_preset.write_text(Path(presets[0]).read_text() + "head: mse\n")
+    assert bench.parse_args(["--preset", str(mse_preset), "--data-dir", str(tmp_path)]).label == "m_8/tiny (head mse)"

@@ -11,6 +11,7 @@ import pandas as pd
 
 from xlstm_ts.cli_tune import add_tune_options, run_tune
 from xlstm_ts.forecaster import XLSTMForecaster
+from xlstm_ts.heads import HEADS
 from xlstm_ts.metrics import coverage, mae, mse, weighted_quantile_loss
 from xlstm_ts.training_utils import quantile_column
 
@@ -75,7 +76,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     _add_common_options(parser)
     parser.add_argument("--context", type=int, default=None, help="context_length (default: 4 x horizon)")
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="quantile levels")
-    parser.add_argument("--head", default="quantile", choices=["quantile", "normal", "student_t", "negative_binomial"])
+    parser.add_argument("--head", default="quantile", choices=HEADS)
     parser.add_argument("--max-steps", type=int, default=200, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per step")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate")

@@ -57,8 +57,8 @@ class ModelConfig:
     value) or 'none'."""
     loss_scale: str = "window"
     """'window': the loss of each window in its own scaled units (every window counts alike); 'data': each window's
-    loss times its scale, i.e. the pinball loss in data units (suits series already on one scale, as in the
-    long-horizon benchmarks, where the metric is computed in data units)."""
+    loss times its scale (its square for the "mse" head), i.e. the loss in data units (suits series already on one
+    scale, as in the long-horizon benchmarks, where the metric is computed in data units)."""
     mode: str = "channel_independent"
     """'channel_independent': every series is forecast on its own with shared weights. 'variate_mixing': the
     series of a panel are the variates of one multivariate series (they must share their time index); after the

@@ -34,7 +34,9 @@ class XLSTMForecaster(BaseEstimator):
         quantiles: Quantile levels reported by `predict`, each in (0, 1).
         head: "quantile" (pinball loss on the levels plus the median; `mean` is the median), "normal" or
             "student_t" (likelihood; `mean` is the distribution mean, quantiles come from the distribution), or
-            "negative_binomial" for non-negative counts (mean scaling, likelihood in data units).
+            "negative_binomial" for non-negative counts (mean scaling, likelihood in data units), or "mse" (the
+            squared error; `mean` is the mean forecast that MSE rewards, quantiles are Gaussian with the spread of the
+            training residuals).
         model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
             "mlstm_only") or a YAML path. Default: "small". Its `mode` chooses between channel-independent
             forecasting and 'variate_mixing', where the series of the frame are the variates of one multivariate

@@ -5,6 +5,10 @@
 - "normal": Gaussian mean and scale trained with the negative log-likelihood; the point forecast is the mean.
 - "student_t": Student-t location, scale and degrees of freedom (> 2), negative log-likelihood; point = location.
 - "negative_binomial": counts; total count and logits, negative log-likelihood in data units; point = mean.
+- "mse": the mean trained with the squared error; intervals from the training residuals (`xlstm_ts.point_head`).
+
+A head may set `scale_power` (default 1): with `ModelConfig.loss_scale == "data"` each window's loss is weighted by
+its scale to that power, so the loss is the head's loss in data units.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from torch import nn
+
+from xlstm_ts.point_head import MSEHead
 
 
 def check_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
@@ -233,7 +239,7 @@ class NegativeBinomialHead(nn.Module):
         return self._ppf(params, scale, u.cpu().numpy())
 
 
-HEADS = ("quantile", "normal", "student_t", "negative_binomial")
+HEADS = ("quantile", "normal", "student_t", "negative_binomial", "mse")
 
 
 def make_head(name: str, in_features: int, prediction_length: int, levels: Sequence[float]) -> nn.Module:
@@ -246,4 +252,6 @@ def make_head(name: str, in_features: int, prediction_length: int, levels: Seque
         return StudentTHead(in_features, prediction_length)
     if name == "negative_binomial":
         return NegativeBinomialHead(in_features, prediction_length)
+    if name == "mse":
+        return MSEHead(in_features, prediction_length)
     raise ValueError(f"Unknown head {name!r}; expected one of {HEADS}.")

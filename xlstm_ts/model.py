@@ -201,8 +201,8 @@ class XLSTMForecastNet(nn.Module):
         if not getattr(self.head, "affine", True):
             return self.head.loss(future_target, params, observed, scale)
         target = (torch.where(observed > 0, future_target, loc) - loc) / scale  # (N, F)
-        if self.cfg.loss_scale == "data":  # sum(scale * loss * observed) / sum(observed)
-            weights = observed * scale  # (N, F)
+        if self.cfg.loss_scale == "data":  # sum(scale ** power * loss * observed) / sum(observed)
+            weights = observed * scale ** getattr(self.head, "scale_power", 1)  # (N, F)
             return self.head.loss(target, params, weights) * weights.sum() / observed.sum().clamp(min=1.0)
         return self.head.loss(target, params, observed)
 
