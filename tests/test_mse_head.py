@@ -74,7 +74,8 @@ def test_training_reaches_the_mean_of_a_skewed_target_not_its_median():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    point = float(head.point(head(torch.ones(1, 1)))[0, 0])
+    with torch.no_grad():
+        point = float(head.point(head(torch.ones(1, 1)))[0, 0])
     assert point == pytest.approx(1.0, abs=0.08) and abs(point - np.log(2)) > 0.2
     assert float(head.residual_std()[0]) == pytest.approx(1.0, abs=0.15)  # the exponential's std is 1
 
@@ -90,3 +91,46 @@ def test_data_units_weight_the_squared_error_by_the_squared_scale():
     mean = params[..., 0] * scale + loc  # (3, 4) data units
     expected = ((mean - future) ** 2).mean()
     torch.testing.assert_close(net.loss(past, observed, future), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_calibration_takes_the_out_of_sample_spread_per_step():
+    from xlstm_ts.point_head import calibrate_spread
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(patch_length=4, embed_dim=8, num_heads=2, pattern="m", dropout=0.0)
+    net = XLSTMForecastNet(cfg, 16, 3, (0.5,), head="mse")
+    with torch.no_grad():
+        net.head.set_spread(torch.tensor([9.0, 9.0, 9.0]))
+    past, future = torch.randn(10, 16) * 3 + 1, torch.randn(10, 3)
+    observed = torch.ones(10, 3)
+    observed[:, 2] = 0.0  # no target at the last step: it keeps its spread
+    batches = [dict(past_target=past[:6], past_observed=torch.ones(6, 16), future_target=future[:6],
+                    future_observed=observed[:6]),
+               dict(past_target=past[6:], past_observed=torch.ones(4, 16), future_target=future[6:],
+                    future_observed=observed[6:])]
+    net.train()
+    assert calibrate_spread(net, batches) and net.training  # the mode comes back
+    with torch.no_grad():
+        params, loc, scale = net.eval()(past, torch.ones(10, 16))
+    expected = (((future - loc) / scale - params[..., 0]) ** 2).mean(0)  # (3,)
+    torch.testing.assert_close(net.head.residual_std()[:2], expected[:2].sqrt(), rtol=1e-5, atol=1e-7)
+    assert float(net.head.residual_std()[2]) == pytest.approx(3.0)
+    quantile_net = XLSTMForecastNet(cfg, 16, 3, (0.5,))
+    assert not calibrate_spread(quantile_net, batches) and not calibrate_spread(net, None)
+
+
+def test_fit_with_a_validation_tail_calibrates_the_intervals(one_thread):
+    from xlstm_ts import XLSTMForecaster
+    from xlstm_ts.datasets import make_synthetic_panel
+
+    panel = make_synthetic_panel(n_series=3, length=150, seed=1)
+    f = XLSTMForecaster(prediction_length=6, context_length=24, head="mse", model="tiny", max_steps=3, batch_size=8,
+                        val_size=6).fit(panel)
+    series = [g.y.to_numpy(np.float32) for _, g in panel.groupby("unique_id", sort=False)]
+    past = torch.tensor(np.stack([s[-30:-6] for s in series]))  # the one validation window of each series
+    future = torch.tensor(np.stack([s[-6:] for s in series]))
+    net = f.net_.cpu()
+    _, _, loc, scale = net.scaled_inputs(past, torch.ones_like(past))
+    mean = net.predict(past, torch.ones_like(past))["mean"]  # (3, 6) data units
+    expected = (((future - mean) / scale) ** 2).mean(0).sqrt()  # (6,)
+    torch.testing.assert_close(net.head.residual_std(), expected, rtol=1e-4, atol=1e-6)

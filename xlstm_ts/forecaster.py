@@ -23,6 +23,7 @@ from xlstm_ts.inference import forecast_frame, predict_array, predict_series, st
 from xlstm_ts.lightning_module import LitForecaster
 from xlstm_ts.model import XLSTMForecastNet
 from xlstm_ts.persistence import load_forecaster, save_forecaster
+from xlstm_ts.point_head import calibrate_spread
 
 
 class XLSTMForecaster(BaseEstimator):
@@ -36,7 +37,7 @@ class XLSTMForecaster(BaseEstimator):
             "student_t" (likelihood; `mean` is the distribution mean, quantiles come from the distribution), or
             "negative_binomial" for non-negative counts (mean scaling, likelihood in data units), or "mse" (the
             squared error; `mean` is the mean forecast that MSE rewards, quantiles are Gaussian with the spread of the
-            training residuals).
+            validation residuals, or of the training residuals without `val_size`).
         model: A ModelConfig, a dict of its fields, a preset name from configs/model/ ("tiny", "small", "base",
             "mlstm_only") or a YAML path. Default: "small". Its `mode` chooses between channel-independent
             forecasting and 'variate_mixing', where the series of the frame are the variates of one multivariate
@@ -167,6 +168,7 @@ class XLSTMForecaster(BaseEstimator):
             if best is not None:
                 best.seed(start_loss, net)
             fit_trainer(trainer, module, loader, val_loader, best)
+            calibrate_spread(net.to(device), val_loader)  # the mse head's intervals: out-of-sample spread
         net.to(device).eval()  # Lightning hands the module back on the CPU; predict where it trained
         self.net_, self.config_, self.levels_ = net, cfg, levels
         self.context_length_, self.freq_, self.panel_ = context, panel.freq, panel

@@ -16,8 +16,8 @@ class MSEHead(nn.Module):
     head's point is the median, which on skewed data scores a higher MSE). Quantiles and samples treat each step as
     Gaussian around the mean with the root-mean-square of the training residuals of that step in scaled units: a
     bias-corrected running average over training batches (decay `RESIDUAL_DECAY` per batch), kept in the state dict.
-    They reflect the in-sample error, so expect intervals somewhat narrower than the out-of-sample error; use the
-    "normal" or "quantile" head when calibrated intervals matter more than the MSE.
+    A fit with a validation tail then replaces that spread by the validation windows' (`calibrate_spread`), so the
+    intervals reflect out-of-sample error; without one they reflect the in-sample error and run narrow.
 
     Args:
         in_features: width of the flattened features.
@@ -59,6 +59,12 @@ class MSEHead(nn.Module):
         self.residual_power.mul_(d).add_((1.0 - d) * batch.to(self.residual_power.dtype))
         self.residual_weight.mul_(d).add_(1.0 - d)
 
+    @torch.no_grad()
+    def set_spread(self, power: torch.Tensor) -> None:
+        """Replace the running spread by mean squared residuals (F,) in scaled units (e.g. out of sample)."""
+        self.residual_power.copy_(power.to(self.residual_power))
+        self.residual_weight.fill_(1.0)
+
     def residual_std(self) -> torch.Tensor:
         """The training residuals' root-mean-square per step in scaled units, (F,); 1 before any training."""
         if float(self.residual_weight) <= 0.0:
@@ -81,3 +87,36 @@ class MSEHead(nn.Module):
         B, F, _ = params.shape
         z = torch.randn(B, num_samples, F, generator=generator, device=params.device, dtype=params.dtype)
         return params[:, None, :, 0] + self.residual_std().to(params) * z
+
+
+@torch.no_grad()
+def calibrate_spread(net: nn.Module, loader) -> bool:
+    """Set an "mse" head's spread to the mean squared residual per step over the loader's windows (the validation
+    tail), in scaled units; steps without an observed target keep the training spread. Batches are dicts of the
+    network's `loss` inputs and go to its device. Returns False (nothing done) for other heads or no loader."""
+    head = getattr(net, "head", None)
+    if not isinstance(head, MSEHead) or loader is None:
+        return False
+    device = next(net.parameters()).device
+    F = head.prediction_length
+    total = torch.zeros(F, dtype=torch.float64, device=device)
+    count = torch.zeros(F, dtype=torch.float64, device=device)
+    was_training = net.training
+    net.eval()
+    try:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            target, observed = batch.pop("future_target"), batch.pop("future_observed")
+            params, loc, scale = net(**batch)  # (N, F, 1), (N, 1), (N, 1)
+            target, observed = target.reshape(-1, F), observed.reshape(-1, F)  # (N, F)
+            mask = (observed > 0).double()
+            scaled = (torch.where(mask > 0, target, loc) - loc) / scale  # (N, F)
+            total += (((scaled - params[..., 0]) ** 2).double() * mask).sum(0)
+            count += mask.sum(0)
+    finally:
+        net.train(was_training)
+    if not bool((count > 0).any()):
+        return False
+    power = torch.where(count > 0, total / count.clamp(min=1.0), (head.residual_std() ** 2).double())
+    head.set_spread(power)
+    return True
