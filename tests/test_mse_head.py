@@ -134,3 +134,18 @@ def test_fit_with_a_validation_tail_calibrates_the_intervals(one_thread):
     mean = net.predict(past, torch.ones_like(past))["mean"]  # (3, 6) data units
     expected = (((future - mean) / scale) ** 2).mean(0).sqrt()  # (6,)
     torch.testing.assert_close(net.head.residual_std(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_saved_forecaster_keeps_the_spread(one_thread, tmp_path):
+    from xlstm_ts import XLSTMForecaster
+    from xlstm_ts.datasets import make_synthetic_panel
+
+    panel = make_synthetic_panel(n_series=2, length=120, seed=3)
+    f = XLSTMForecaster(prediction_length=4, context_length=16, head="mse", quantiles=(0.1, 0.9), model="tiny",
+                        max_steps=3, batch_size=8, val_size=8).fit(panel)
+    f.save(tmp_path / "m")
+    g = XLSTMForecaster.load(tmp_path / "m")
+    torch.testing.assert_close(g.net_.head.residual_std(), f.net_.head.residual_std().cpu())
+    pd_f, pd_g = f.predict(), g.predict()
+    np.testing.assert_allclose(pd_g["q0.9"].to_numpy(), pd_f["q0.9"].to_numpy(), rtol=1e-5)
+    assert (pd_f["q0.9"] > pd_f["mean"]).all() and (pd_f["q0.1"] < pd_f["mean"]).all()
