@@ -5,7 +5,8 @@
 - "normal": Gaussian mean and scale trained with the negative log-likelihood; the point forecast is the mean.
 - "student_t": Student-t location, scale and degrees of freedom (> 2), negative log-likelihood; point = location.
 - "negative_binomial": counts; total count and logits, negative log-likelihood in data units; point = mean.
-- "mse": the mean trained with the squared error; intervals from the training residuals (`xlstm_ts.point_head`).
+- "mse": the mean trained with the squared error; Gaussian intervals from the residuals of the validation tail (of
+  training without one), see `xlstm_ts.point_head`.
 
 A head may set `scale_power` (default 1): with `ModelConfig.loss_scale == "data"` each window's loss is weighted by
 its scale to that power, so the loss is the head's loss in data units.
