@@ -132,3 +132,17 @@ def test_validation_batches_are_smaller_on_the_cpu():
 
     assert validation_batch_size(SimpleNamespace(accelerator=CPUAccelerator())) == 256
     assert validation_batch_size(SimpleNamespace(accelerator=CUDAAccelerator())) == 1024
+
+
+@pytest.mark.parametrize("mode", ["channel_independent", "variate_mixing"])
+@pytest.mark.parametrize("head", ["quantile", "mse", "normal"])
+def test_network_starts_as_its_linear_skip(mode, head):
+    torch.manual_seed(0)
+    net = XLSTMForecastNet(ModelConfig(**TINY, mode=mode, scaling="center"), 24, 6, (0.1, 0.5, 0.9), head=head).eval()
+    past = torch.randn(4, 3, 24) * 2 + 5  # (B, C, L)
+    with torch.no_grad():
+        mean = net.predict(past, torch.ones_like(past))["mean"]  # (4, 3, 6)
+        flat = past.reshape(-1, 24)
+        loc = flat.mean(1, keepdim=True)
+        expected = (net.skip(flat - loc) + loc).reshape(4, 3, 6)
+    torch.testing.assert_close(mean, expected, rtol=1e-5, atol=1e-5)

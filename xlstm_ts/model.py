@@ -52,6 +52,7 @@ class XLSTMForecastNet(nn.Module):
         self.skip = nn.Linear(context_length, prediction_length) if cfg.linear_skip else None
         if self.skip is not None:  # the stack starts as a zero correction on top of the linear forecast
             nn.init.zeros_(self.head.proj.weight)
+            nn.init.zeros_(self.head.proj.bias)  # a random bias would shift every start forecast by a constant
         self.covariates = CovariateLayers(n_past, n_future, n_static, cfg.embed_dim, prediction_length) \
             if has_covariates else None  # built last: networks without covariates initialise as before
 
