@@ -168,8 +168,8 @@ class XLSTMForecaster(BaseEstimator):
             if best is not None:
                 best.seed(start_loss, net)
             fit_trainer(trainer, module, loader, val_loader, best)
-            calibrate_spread(net.to(device), val_loader)  # the mse head's intervals: out-of-sample spread
-        net.to(device).eval()  # Lightning hands the module back on the CPU; predict where it trained
+            net.to(device).eval()  # Lightning hands the module back on the CPU; predict where it trained
+            calibrate_spread(net, val_loader)  # the mse head's intervals: out-of-sample spread
         self.net_, self.config_, self.levels_ = net, cfg, levels
         self.context_length_, self.freq_, self.panel_ = context, panel.freq, panel
         self.train_loss_ = float(trainer.callback_metrics.get("train_loss", torch.tensor(float("nan"))))

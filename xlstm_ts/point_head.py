@@ -66,7 +66,8 @@ class MSEHead(nn.Module):
         self.residual_weight.fill_(1.0)
 
     def residual_std(self) -> torch.Tensor:
-        """The training residuals' root-mean-square per step in scaled units, (F,); 1 before any training."""
+        """The residuals' root-mean-square per step in scaled units (validation ones after `calibrate_spread`,
+        else the training ones), (F,); 1 before any training."""
         if float(self.residual_weight) <= 0.0:
             return torch.ones_like(self.residual_power)
         return (self.residual_power / self.residual_weight).sqrt()
