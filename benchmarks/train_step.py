@@ -26,6 +26,7 @@ Variants:
 Usage:
     python benchmarks/train_step.py --device cuda --compile --graph  # (1024, 64, 128) x mmmm/msmm/ssss, (256, 336, 128)
     python benchmarks/train_step.py --device cpu --compile           # CPU: (64, 64, 64) and (32, 336, 64), msmm
+    python benchmarks/train_step.py --compile --graph --variants ours-compiled-bf16-graph nxai   # the fastest and NX-AI
 Needs `pip install xlstm==2.0.6 mlstm-kernels==2.0.6` for the NX-AI rows (without them only ours is timed).
 Appends rows to <out>/train_step.json (per device) and rewrites <out>/train_step.md.
 """
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["ours-compiled"] if args.compile else [])
     variants += ["ours-compiled-graph", "ours-compiled-bf16-graph"] if args.graph and args.device == "cuda" else []
     variants += ["nxai"] if have_nxai else []
+    if args.variants:  # a subset, in the order given (the table shows the others of these cases as not run)
+        variants = [v for v in args.variants if v != "nxai" or have_nxai]
     # interleaved rounds on the CPU (a shared machine drifts); one variant after another on a GPU, where each
     # variant's peak memory must not include the others'
     interleave = args.device == "cpu"
@@ -268,9 +271,9 @@ def write_markdown(rows: list[dict], path: Path) -> None:
 
 
 def record(rows: list[dict], out: Path) -> Path:
-    """Merge rows into out/train_step.json (a rerun of a device, shape, pattern and variant replaces its row) and
-    rewrite train_step.md."""
-    merged = merge_rows(out / "train_step.json", rows, ("device", "B", "S", "D", "pattern", "variant"))
+    """Merge rows into out/train_step.json and rewrite train_step.md. A rerun of a device, shape and pattern replaces
+    every old row of it, so the ratios in a table line always come from one run."""
+    merged = merge_rows(out / "train_step.json", rows, ("device", "B", "S", "D", "pattern"))
     write_markdown(merged, out / "train_step.md")
     return out / "train_step.md"
 
@@ -295,9 +298,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--graph", action="store_true", help="also time the compiled step captured as a CUDA graph "
                         "(fp32 and bf16 autocast; GPU only)")
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
+    parser.add_argument("--variants", nargs="+", choices=[v for v, _ in VARIANTS] + ["nxai"],
+                        help="time only these (default: every variant the other flags ask for)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    gpu_only = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph"}
+    if args.device == "cpu" and gpu_only & set(args.variants or ()):
+        parser.error(f"{sorted(gpu_only & set(args.variants))} run on CUDA only; drop them or pass --device cuda.")
     rows = run(args)
     if not args.no_record:
         print(record(rows, args.out).read_text())

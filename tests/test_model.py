@@ -86,6 +86,17 @@ def test_blocks_keep_shape_and_are_causal(block):
     assert not torch.allclose(y[:, 6:], y2[:, 6:])
 
 
+def test_mlstm_gates_are_the_linear_map_of_concat_qkv():
+    """The block's gate pre-activations (two products with the weight's column blocks) equal gates(concat(q|k, v))."""
+    torch.manual_seed(0)
+    block = MLSTMBlock(16, 2).double()
+    torch.nn.init.normal_(block.gates.weight)
+    torch.nn.init.normal_(block.gates.bias)
+    qk, v = torch.randn(3, 5, 2 * block.inner, dtype=torch.float64), torch.randn(3, 5, block.inner, dtype=torch.float64)
+    expected = block.gates(torch.cat([qk, v], dim=-1))  # (3, 5, 2 NH)
+    torch.testing.assert_close(block._gate_preactivations(qk, v), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_stack_follows_pattern():
     stack = XLSTMStack(ModelConfig(pattern="msmm", embed_dim=16, num_heads=2))
     kinds = ["m" if isinstance(b, MLSTMBlock) else "s" for b in stack.blocks]

@@ -19,10 +19,16 @@ def test_train_step_rows_and_table(load_benchmark, tmp_path, one_thread):
     bench.main(argv)  # a rerun replaces the rows of the same device, shape, pattern and variant
     saved = json.loads((tmp_path / "train_step.json").read_text())
     assert len(saved) == len(rows)
+    # a rerun of a subset replaces every row of its case: a table line never mixes runs
+    assert [r["variant"] for r in bench.main([*argv, "--variants", "ours"])] == ["ours"]
+    saved = json.loads((tmp_path / "train_step.json").read_text())
+    assert [r["variant"] for r in saved] == ["ours"]
     table = (tmp_path / "train_step.md").read_text()
     assert "| 2, 8, 16 | ms |" in table
     with pytest.raises(SystemExit):
         bench.main(["--cases", "2,8,ms"])
+    with pytest.raises(SystemExit):  # graphs and autocast variants need CUDA
+        bench.main([*argv, "--variants", "ours-compiled-bf16-graph"])
 
 
 def test_same_widths_as_nxai(load_benchmark):

@@ -68,6 +68,13 @@ class MLSTMBlock(nn.Module):
             self.gates.bias[:nh].normal_(0.0, 0.1)  # input gate
             self.gates.bias[nh:] = torch.linspace(3.0, 6.0, nh)  # forget gate: long memory at init
 
+    def _gate_preactivations(self, qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """gates(concat(q, k, v)) as two products with the weight's column blocks: the same map without writing the
+        (B, T, 3 inner) concatenation (or keeping it for the backward). qk (B, T, 2 inner), v (B, T, inner)."""
+        weight = self.gates.weight  # (2 NH, 3 inner)
+        split = qk.shape[-1]
+        return F.linear(qk, weight[:, :split]) + F.linear(v, weight[:, split:], self.gates.bias)  # (B, T, 2 NH)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         B, T, _ = x.shape
         NH, DH = self.num_heads, self.head_dim
@@ -76,7 +83,7 @@ class MLSTMBlock(nn.Module):
         qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
         v = self.v_proj(x_m)  # (B, T, inner)
         q, k = qk.chunk(2, dim=-1)  # (B, T, inner) each
-        i_pre, f_pre = self.gates(torch.cat([qk, v], dim=-1)).chunk(2, dim=-1)  # (B, T, NH) each
+        i_pre, f_pre = self._gate_preactivations(qk, v).chunk(2, dim=-1)  # (B, T, NH) each
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)

@@ -90,6 +90,10 @@ _K_LAUNCH = 256
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
+# False makes every backward read <dh, h> from a saved h (A/B timings); True lets one-DHV-block backwards that form dq
+# in their single pass sum it from their own dots (HD_FROM_DOTS), so bf16 forwards keep no fp32 copy of h
+HD_FROM_DOTS = True
+
 
 def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
     """Chunk length L, padded DQK block BK, DHV block BV and num_warps for one call."""
@@ -142,9 +146,15 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         has_init = C0 is not None
         f32 = {"dtype": torch.float32, "device": q.device}
         h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
-        # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels): with a
-        # gradient, bf16/fp16 inputs run the forward's weighted dots in TF32 and keep an fp32 copy of h
-        store_h32 = grad and q.dtype != torch.float32
+        NV = cdiv(DHV, BV)
+        G, CPS = segment_plan(S, L, NV * B * NH, q.device)
+        NC = cdiv(S, L)
+        stored = grad and G == 1 and store_chunk_states(NC)
+        # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). With one
+        # DHV block and dq formed in its single pass, it sums <dh, h> from those dots (HD_FROM_DOTS) and needs no h;
+        # otherwise bf16/fp16 inputs run the forward's weighted dots in TF32 and keep an fp32 copy of h
+        hd_dots = HD_FROM_DOTS and G == 1 and NV == 1 and (NC == 1 or stored)
+        store_h32 = grad and q.dtype != torch.float32 and not hd_dots
         h32 = torch.empty(B, NH, S, DHV, **f32) if store_h32 else h  # (B, NH, S, DHV)
         z = torch.empty(B, NH, S, **f32)  # (B, NH, S)
         m = torch.empty(B, NH, S, **f32)  # (B, NH, S)
@@ -158,11 +168,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             last = (z, z, z)  # placeholders are never written
         states = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
         lowp = _fwd_lowp(q.dtype, store_h32)
-        NV = cdiv(DHV, BV)
-        G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         segs = None
-        NC = cdiv(S, L)
-        stored = grad and G == 1 and store_chunk_states(NC)
         chunk_states = (z, z)  # placeholders are never written
         if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)
             chunk_states = (torch.empty(B * NH, NC + 1, DQK, DHV, **f32), torch.empty(B * NH, NC + 1, DQK, **f32))
@@ -183,8 +189,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         )  # fmt: skip
         # the segments' entering states and the last ones, or the chunks' entering states (stored)
         seg_saved = (*segs, C_last, n_last) if G > 1 else (*chunk_states, None, None, None) if stored else (None,) * 5
-        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m, *seg_saved)
-        ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer, G, CPS, stored)
+        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, None if hd_dots else h32, z, m, *seg_saved)
+        ctx.config = (eps, L, BK, BV, num_warps, detach_normalizer, G, CPS, stored, hd_dots)
         # absent upstream gradients arrive as None and become compile-time flags instead of zero tensors
         ctx.set_materialize_grads(False)
         return h, C_last, n_last, m_last
@@ -192,7 +198,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh, dC_last, dn_last, dm_last):
         q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
-        eps, L, BK, BV, num_warps, detach, G, CPS, stored = ctx.config
+        eps, L, BK, BV, num_warps, detach, G, CPS, stored, hd_dots = ctx.config
         B, NH, S, DQK = q.shape
         num_warps = _bwd_num_warps(CPS == 1 or stored, L, num_warps)
         DHV = v.shape[-1]
@@ -225,7 +231,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             )
         dm_strides = (0, *_strides(dm_last, 2)) if G == 1 else upstream[2].stride()
         _BWD[(NV, B * NH * G)](
-            q, k, v, i, f, *states, h, z, m, dh, *(x if x is not None else dh for x in upstream),
+            q, k, v, i, f, *states, dh if hd_dots else h, z, m, dh, *(x if x is not None else dh for x in upstream),
             dq, dk, dv, di, df, *grads0, *((cs, ns) if stored else (dh, dh)),
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2), *dh.stride(),
@@ -235,7 +241,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
             HAS_INIT=has_init or G > 1, STORE_D0=has_init,
             HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
-            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1, STORED=stored,
+            MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1, STORED=stored, HD_FROM_DOTS=hd_dots,
             num_warps=num_warps,
         )  # fmt: skip
         if NV > 1:

@@ -18,6 +18,9 @@ each starting from the segment's entering state and ending with the gradients of
 of the gradient routed to m at the segment end, already net of <dC_L, C_L> + <dn_L, n_L>). Only segment 0 writes
 dC0, dn0, dm0.
 
+HD_FROM_DOTS (one DHV block, dq formed in pass 2): <dh_t, h_t> = <dnum_t, num_t> is summed from the chunk's own
+weighted scores and dnum v^T (and the entering state's term), so h is not read and the forward keeps no fp32 copy.
+
 K_FIRST (DQK blocks of a wider head, `triton_chunkwise_ksplit.py`): each DQK block's launch reads its columns of q,
 k and rows of the states and writes its share of every gradient; the terms that do not split by DQK (<dh, h>,
 dz z, the eps route to m, the user's dm_L) are counted by the first block only (K_FIRST=True, the default).
@@ -27,7 +30,7 @@ import triton
 import triton.language as tl
 
 from .triton_chunkwise_common import _carry, _chunk_gates, _dot, _entering_state, _logsigmoid, _tile
-from .triton_chunkwise_gates import _branches, _route_stabilizer, _row_terms
+from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, _row_terms
 
 
 @triton.jit
@@ -95,6 +98,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     SEGMENTED: tl.constexpr,
     STORED: tl.constexpr,
     K_FIRST: tl.constexpr = True,
+    HD_FROM_DOTS: tl.constexpr = False,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -212,10 +216,13 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
         dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
-        z, m_row, inv_den, hd, dz = _row_terms(
-            z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
-            BV, MULTI_V, DETACH,
-        )  # fmt: skip
+        if HD_FROM_DOTS:  # <dh, h> and dz follow from this chunk's dots below
+            z, m_row, inv_den = _den_terms(z_ptr + zm_off, m_ptr + zm_off, t, mask_t, eps)  # (L,) each
+        else:
+            z, m_row, inv_den, hd, dz = _row_terms(
+                z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
+                eps, BV, MULTI_V, DETACH,
+            )  # fmt: skip
         m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
         m_in = tl.load(m_ptr + zm_off + tl.maximum(c * L - 1, 0))
         m_in = tl.where(c > 0, m_in, m_init)
@@ -226,23 +233,33 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
         decay = tl.exp(g + m_in - m_end)
         dnum = dh * inv_den[:, None]  # (L, BV)
-        qk = _dot(q, tl.trans(k), QK_LOWP) * qk_scale  # (L, L)
-        ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
+        qk_w = w * _dot(q, tl.trans(k), QK_LOWP) * qk_scale  # (L, L) the forward's weighted scores
+        ds = _dot(dnum, tl.trans(v), LOWP)  # (L, L), dz added below
         if ONE_CHUNK or STORED:  # dq as pass 1 forms it, from the initial state or the one the forward stored
-            dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
             if STORED:
                 row_c = pid_bh * (NC + 1) + c
                 C_in = _tile(cs_ptr + row_c * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
                 n_in = tl.load(ns_ptr + row_c * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-                dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
             elif HAS_INIT:
                 C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
                 n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-                dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
+            if STORED or HAS_INIT:
+                dnum_c = _dot(dnum, tl.trans(C_in), LOWP)  # (L, BK)
+            if HD_FROM_DOTS:  # <dh_t, h_t> = <dnum_t, num_t>, num_t = sum_s qk_w[t, s] v_s (+ the entering state's)
+                hd = tl.sum(qk_w * ds, axis=1)  # (L,)
+                if STORED or HAS_INIT:
+                    hd += w0 * qk_scale * tl.sum(q.to(tl.float32) * dnum_c, axis=1)
+                dz = _dz(z, m_row, inv_den, hd, pid_v, DETACH)  # (L,)
+            ds += dz[:, None]
+            dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
+            if STORED or HAS_INIT:
+                dq += w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])
             dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+        else:
+            ds += dz[:, None]
         dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
-        dv = _dot(tl.trans(w * qk), dnum, OUT_LOWP)  # (L, BV)
+        dv = _dot(tl.trans(qk_w), dnum, OUT_LOWP)  # (L, BV)
         if not ONE_CHUNK or (HAS_DC or HAS_DN):  # the gradient of the leaving state (zero for one chunk without them)
             dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
             dv += e[:, None] * _dot(k, dC, LOWP)

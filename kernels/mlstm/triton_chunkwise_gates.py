@@ -3,7 +3,8 @@
 The backward kernel (`triton_chunkwise_bwd.py`) walks the chunks backward in time, so the reverse cumulative sums
 of the gate gradients are carried across chunks as scalars and finished within a chunk by the helpers here:
 
-- `_row_terms`: per-step 1 / (den_t + eps), the gradient dz_t of z_t = n~_t . q^_t and <dh_t, h_t>;
+- `_row_terms`: per-step 1 / (den_t + eps) (`_den_terms`), <dh_t, h_t> from the saved h, and the gradient dz_t of
+  z_t = n~_t . q^_t (`_dz`);
 - `_route_stabilizer`: a gradient on m_t flows back through m_t = max(log f_t + m_{t-1}, i~_t) along the steps
   where the forget branch was the max, until an input-branch step (to its i~) or the start (to m0): a linear
   recurrence run backward in time, per chunk as a reverse associative scan plus a carried scalar.
@@ -20,11 +21,32 @@ from .triton_chunkwise_common import _logsigmoid, _tile
 
 
 @triton.jit
+def _den_terms(z_ptr, m_ptr, t, mask_t, eps):
+    """z_t, m_t (contiguous (S,) rows of this batch * head) at the steps t, and 1 / (max(|z_t|, e^{-m_t}) + eps)."""
+    z = tl.load(z_ptr + t, mask=mask_t, other=0.0)  # (L,)
+    m_row = tl.load(m_ptr + t, mask=mask_t, other=0.0)  # (L,)
+    inv_den = 1.0 / (tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps)  # (L,)
+    return z, m_row, inv_den
+
+
+@triton.jit
+def _dz(z, m_row, inv_den, hd_all, pid_v, DETACH: tl.constexpr):
+    """Gradient of z_t from <dh_t, h_t> over every DHV column: nonzero only in DHV block 0, where |z| > e^{-m},
+    and never with a detached normalizer."""
+    if DETACH:
+        dz = tl.zeros_like(z)
+    else:
+        sign = tl.where(z > 0, 1.0, -1.0)  # (L,) z != 0 wherever it is used
+        dz = tl.where((tl.abs(z) > tl.exp(-m_row)) & (pid_v == 0), -hd_all * inv_den * sign, 0.0)  # (L,)
+    return dz
+
+
+@triton.jit
 def _row_terms(
     z_ptr, m_ptr, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
     BV: tl.constexpr, MULTI_V: tl.constexpr, DETACH: tl.constexpr,
 ):  # fmt: skip
-    """Per-step terms of one chunk for one DHV block.
+    """Per-step terms of one chunk for one DHV block, <dh, h> from the saved h.
 
     Args:
         z_ptr, m_ptr: z_t and m_t of this batch * head (contiguous (S,)). h_base: h (S, DHV) contiguous.
@@ -32,31 +54,23 @@ def _row_terms(
 
     Returns:
         z (L,), m (L,), inv_den = 1 / (max(|z|, e^{-m}) + eps) (L,), this block's share of <dh, h> (L,), and
-        dz (L,): nonzero only in block 0, where |z| > e^{-m}, and never with a detached normalizer.
+        dz (L,) (`_dz`).
     """
-    z = tl.load(z_ptr + t, mask=mask_t, other=0.0)  # (L,)
-    m_row = tl.load(m_ptr + t, mask=mask_t, other=0.0)  # (L,)
-    lower = tl.exp(-m_row)  # (L,)
-    inv_den = 1.0 / (tl.maximum(tl.abs(z), lower) + eps)  # (L,)
+    z, m_row, inv_den = _den_terms(z_ptr, m_ptr, t, mask_t, eps)
     mask_tv = mask_t[:, None] & (offs_v < DHV)[None, :]
     h = _tile(h_base, t, offs_v, DHV, 1, mask_tv).to(tl.float32)  # (L, BV)
     hd = tl.sum(dh * h, axis=1)  # (L,)
-    if DETACH:
-        dz = tl.zeros_like(z)
-    else:
-        hd_all = hd
-        if MULTI_V:
-            # dz needs <dh, h> over every column: block 0 adds the other blocks' columns
-            v_end = tl.where(pid_v == 0, DHV, 0)
-            for v0 in range(BV, v_end, BV):
-                cols = v0 + tl.arange(0, BV)  # (BV,)
-                mask_o = mask_t[:, None] & (cols < DHV)[None, :]
-                dh_o = _tile(dh_base, t, cols, sdh_s, sdh_d, mask_o).to(tl.float32)  # (L, BV)
-                h_o = _tile(h_base, t, cols, DHV, 1, mask_o).to(tl.float32)  # (L, BV)
-                hd_all += tl.sum(dh_o * h_o, axis=1)
-        sign = tl.where(z > 0, 1.0, -1.0)  # (L,) z != 0 wherever it is used
-        dz = tl.where((tl.abs(z) > lower) & (pid_v == 0), -hd_all * inv_den * sign, 0.0)  # (L,)
-    return z, m_row, inv_den, hd, dz
+    hd_all = hd
+    if MULTI_V and not DETACH:
+        # dz needs <dh, h> over every column: block 0 adds the other blocks' columns
+        v_end = tl.where(pid_v == 0, DHV, 0)
+        for v0 in range(BV, v_end, BV):
+            cols = v0 + tl.arange(0, BV)  # (BV,)
+            mask_o = mask_t[:, None] & (cols < DHV)[None, :]
+            dh_o = _tile(dh_base, t, cols, sdh_s, sdh_d, mask_o).to(tl.float32)  # (L, BV)
+            h_o = _tile(h_base, t, cols, DHV, 1, mask_o).to(tl.float32)  # (L, BV)
+            hd_all += tl.sum(dh_o * h_o, axis=1)
+    return z, m_row, inv_den, hd, _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
 
 
 @triton.jit

@@ -50,3 +50,22 @@ def test_one_chunk_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_state
         if a is not None:
             assert b is not None and torch.isfinite(b).all(), name
             assert_close(name, a, b, TOLERANCES["float32-ieee-grad"].ratio)
+
+
+@pytest.mark.parametrize("DHV,copy", [(24, False), (80, True)], ids=["one-value-block", "two-value-blocks"])
+def test_one_chunk_backward_saves_no_fp32_copy_of_h(DHV, copy):
+    """With one DHV block the backward sums <dh, h> from its own dots, so a bf16 forward saves no fp32 (B, NH, S, DHV)
+    copy of h for it; with several blocks it still does (each block sees only its columns)."""
+    torch.manual_seed(0)
+    leaves = [x.to(DEVICE, torch.bfloat16).requires_grad_() for x in make_mlstm_inputs(1, 2, 13, 16, DHV)]
+    saved = []
+
+    def pack(t):
+        saved.append((t.dtype, tuple(t.shape)))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        h = get_kernel("mlstm_chunkwise--triton")(*leaves)
+    assert ((torch.float32, (1, 2, 13, DHV)) in saved) is copy, saved
+    h.float().sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in leaves)
