@@ -90,9 +90,9 @@ _K_LAUNCH = 256
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
-# False makes every backward read <dh, h> from a saved h (A/B timings); True lets one-DHV-block backwards that form dq
-# in their single pass sum it from their own dots (HD_FROM_DOTS), so bf16 forwards keep no fp32 copy of h
-HD_FROM_DOTS = True
+# input dtypes whose one-DHV-block backwards that form dq in their single pass sum <dh, h> from their own dots
+# (HD_FROM_DOTS), so the forward keeps no fp32 copy of h; () makes every backward read a saved h (A/B timings)
+HD_FROM_DOTS_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 
 
 def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
@@ -125,14 +125,16 @@ def _tiles(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, warp
     return L, BK, BV, warps or num_warps
 
 
-def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int) -> int:
+def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int, hd_dots: bool) -> int:
     """num_warps of the backward: 8 for a one-pass backward (one chunk, or stored entering states) of chunks of 64 or
-    more steps, which holds several (L, L) fp32 tiles at once (one chunk at 4 warps spills: fw+bw 0.66 against
-    0.43 ms at (1024, 4, 64, 32) bf16 on an H200, while the forward is fastest at 4); the forward's otherwise (8
-    was slower for the two-pass backward at (256, 8, 32, 64) and (64, 4, 512, 64))."""
+    more steps that reads <dh, h> from a saved h, which holds several (L, L) fp32 tiles at once (one chunk at 4
+    warps spilled: fw+bw 0.66 against 0.43 ms at (1024, 4, 64, 32) bf16 on an H200); the forward's otherwise: 8 was
+    slower for the two-pass backward at (256, 8, 32, 64) and (64, 4, 512, 64), and with <dh, h> from its own dots
+    (`HD_FROM_DOTS`) one chunk runs faster at 4 (H200, bf16, backward kernel alone: 0.239 against 0.410 ms at
+    (1024, 4, 64, 64), 0.149 against 0.264 at (1024, 4, 64, 32))."""
     if NUM_WARPS_OVERRIDE is not None:
         return NUM_WARPS_OVERRIDE
-    return 8 if one_pass and L >= 64 else fwd_warps
+    return 8 if one_pass and L >= 64 and not hd_dots else fwd_warps
 
 
 class _MLSTMChunkwiseTriton(torch.autograd.Function):
@@ -150,10 +152,12 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         NC = cdiv(S, L)
         stored = grad and G == 1 and store_chunk_states(NC)
-        # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). With one
-        # DHV block and dq formed in its single pass, it sums <dh, h> from those dots (HD_FROM_DOTS) and needs no h;
-        # otherwise bf16/fp16 inputs run the forward's weighted dots in TF32 and keep an fp32 copy of h
-        hd_dots = HD_FROM_DOTS and G == 1 and NV == 1 and (NC == 1 or stored)
+        # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). For
+        # bf16/fp16 inputs with one DHV block and dq formed in its single pass, it sums <dh, h> from those dots
+        # (HD_FROM_DOTS) and needs no h; otherwise they run the forward's weighted dots in TF32 and keep an fp32
+        # copy of h. fp32 inputs keep reading h, their output (with <dh, h> from the dots, an fp32 test on an H200
+        # at S = 63 missed the 1e-5 tolerance)
+        hd_dots = q.dtype in HD_FROM_DOTS_DTYPES and G == 1 and NV == 1 and (NC == 1 or stored)
         store_h32 = grad and q.dtype != torch.float32 and not hd_dots
         h32 = torch.empty(B, NH, S, DHV, **f32) if store_h32 else h  # (B, NH, S, DHV)
         z = torch.empty(B, NH, S, **f32)  # (B, NH, S)
@@ -200,7 +204,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
         eps, L, BK, BV, num_warps, detach, G, CPS, stored, hd_dots = ctx.config
         B, NH, S, DQK = q.shape
-        num_warps = _bwd_num_warps(CPS == 1 or stored, L, num_warps)
+        num_warps = _bwd_num_warps(CPS == 1 or stored, L, num_warps, hd_dots)
         DHV = v.shape[-1]
         NV = cdiv(DHV, BV)
         has_init = C0 is not None

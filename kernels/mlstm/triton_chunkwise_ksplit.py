@@ -97,7 +97,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         B, NH, S, DQK = q.shape
         DHV = v.shape[-1]
         NV, NC = cdiv(DHV, BV), cdiv(S, L)
-        num_warps = _bwd_num_warps(NC == 1, L, num_warps)
+        num_warps = _bwd_num_warps(NC == 1, L, num_warps, False)
         has_init = C0 is not None
         if dh is None:  # only the last states were used
             dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)

@@ -101,9 +101,10 @@ def test_chunkwise_triton_reads_strided_inputs(DHV, segments, stored, monkeypatc
 def test_backward_warps_rule(monkeypatch):
     from xlstm_ts.kernels.mlstm import triton_chunkwise as tc
 
-    assert tc._bwd_num_warps(True, 64, 4) == 8  # one pass over chunks of 64 steps: 8 warps hold its (L, L) tiles
-    assert tc._bwd_num_warps(False, 64, 4) == 4  # two passes (states recomputed): the forward's choice
-    assert tc._bwd_num_warps(True, 32, 4) == 4  # a short chunk: the forward's choice
-    assert tc._bwd_num_warps(False, 32, 8) == 8
+    assert tc._bwd_num_warps(True, 64, 4, False) == 8  # one pass over chunks of 64 reading h: 8 warps hold its tiles
+    assert tc._bwd_num_warps(True, 64, 4, True) == 4  # <dh, h> from its dots: fewer live tiles, the forward's choice
+    assert tc._bwd_num_warps(False, 64, 4, False) == 4  # two passes (states recomputed): the forward's choice
+    assert tc._bwd_num_warps(True, 32, 4, False) == 4  # a short chunk: the forward's choice
+    assert tc._bwd_num_warps(False, 32, 8, False) == 8
     monkeypatch.setattr(tc, "NUM_WARPS_OVERRIDE", 2)  # the benchmark's sweep sets both directions
-    assert tc._bwd_num_warps(True, 64, 4) == 2
+    assert tc._bwd_num_warps(True, 64, 4, True) == 2

@@ -11,6 +11,8 @@ import torch
 
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close, make_mlstm_inputs, make_mlstm_states
+from xlstm_ts.kernels._testing_mlstm import check_triton
+from xlstm_ts.kernels.mlstm import triton_chunkwise, triton_chunkwise_segments
 
 pytest.importorskip("triton")
 
@@ -55,7 +57,8 @@ def test_one_chunk_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_state
 @pytest.mark.parametrize("DHV,copy", [(24, False), (80, True)], ids=["one-value-block", "two-value-blocks"])
 def test_one_chunk_backward_saves_no_fp32_copy_of_h(DHV, copy):
     """With one DHV block the backward sums <dh, h> from its own dots, so a bf16 forward saves no fp32 (B, NH, S, DHV)
-    copy of h for it; with several blocks it still does (each block sees only its columns)."""
+    copy of h for it; with several blocks it still does (each block sees only its columns). The bf16 gradients are
+    checked against fp64 in test_mlstm_chunkwise_triton.py (bf16_small, one chunk, one value block)."""
     torch.manual_seed(0)
     leaves = [x.to(DEVICE, torch.bfloat16).requires_grad_() for x in make_mlstm_inputs(1, 2, 13, 16, DHV)]
     saved = []
@@ -69,3 +72,25 @@ def test_one_chunk_backward_saves_no_fp32_copy_of_h(DHV, copy):
     assert ((torch.float32, (1, 2, 13, DHV)) in saved) is copy, saved
     h.float().sum().backward()
     assert all(torch.isfinite(x.grad).all() for x in leaves)
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["one-chunk", "stored-states"])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_bf16_gradients_with_hd_from_dots(i_mean, with_states, stored, monkeypatch, nan_poison):
+    """bf16 gradients of the backwards that sum <dh, h> from their own dots (one chunk, or several with the entering
+    states stored by the forward; one value block) against the fp64 reference on the same rounded inputs."""
+    monkeypatch.setattr(triton_chunkwise_segments, "STORE_STATES_OVERRIDE", stored)
+    seen = []
+    forward = triton_chunkwise._MLSTMChunkwiseTriton.forward
+
+    def spy(ctx, *args):
+        out = forward(ctx, *args)
+        seen.append(ctx.config[-1])  # hd_dots
+        return out
+
+    monkeypatch.setattr(triton_chunkwise._MLSTMChunkwiseTriton, "forward", staticmethod(spy))
+    torch.manual_seed(11)
+    S, chunk = (21, 64) if not stored else (40, 16)
+    check_triton(1, 2, S, 16, 24, i_mean, with_states, torch.bfloat16, chunk_size=chunk, rounded=True)
+    assert seen == [True]
