@@ -155,8 +155,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). For
         # bf16/fp16 inputs with one DHV block and dq formed in its single pass, it sums <dh, h> from those dots
         # (HD_FROM_DOTS) and needs no h; otherwise they run the forward's weighted dots in TF32 and keep an fp32
-        # copy of h. fp32 inputs keep reading h, their output (with <dh, h> from the dots, an fp32 test on an H200
-        # at S = 63 missed the 1e-5 tolerance)
+        # copy of h. fp32 inputs keep reading h, their output: their exact-fp32 backward at 64-step chunks and 64-wide
+        # heads already fills the shared memory (with the extra dots it needed 8 bytes more than an H200 has)
         hd_dots = q.dtype in HD_FROM_DOTS_DTYPES and G == 1 and NV == 1 and (NC == 1 or stored)
         store_h32 = grad and q.dtype != torch.float32 and not hd_dots
         h32 = torch.empty(B, NH, S, DHV, **f32) if store_h32 else h  # (B, NH, S, DHV)

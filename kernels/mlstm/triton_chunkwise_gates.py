@@ -17,7 +17,7 @@ and casts to the input dtypes.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _logsigmoid, _tile
+from .triton_chunkwise_common import _dot, _logsigmoid, _tile
 
 
 @triton.jit
@@ -39,6 +39,35 @@ def _dz(z, m_row, inv_den, hd_all, pid_v, DETACH: tl.constexpr):
         sign = tl.where(z > 0, 1.0, -1.0)  # (L,) z != 0 wherever it is used
         dz = tl.where((tl.abs(z) > tl.exp(-m_row)) & (pid_v == 0), -hd_all * inv_den * sign, 0.0)  # (L,)
     return dz
+
+
+@triton.jit
+def _dq_with_hd(
+    q, k, w, w0, qk_w, ds, dnum, z, m_row, inv_den, C_in, n_in, pid_v, qk_scale,
+    HAS_IN: tl.constexpr, DETACH: tl.constexpr, LOWP: tl.constexpr, OUT_LOWP: tl.constexpr,
+):  # fmt: skip
+    """dq of a chunk whose <dh_t, h_t> comes from its own dots instead of a saved h (one DHV block):
+    <dh_t, h_t> = <dnum_t, num_t> with num_t = sum_s qk_w[t, s] v_s (+ w0_t C_in^T q^_t with an entering state), so
+    it is the row sum of qk_w * (dnum v^T) (+ w0_t <q^_t, C_in dnum_t>).
+
+    Args:
+        q, k: (L, BK) tiles; w (L, L) decay weights, w0 (L,) the entering state's; qk_w (L, L) = w * q^ k^T, the
+            forward's weighted scores; ds (L, L) = dnum v^T; dnum (L, BV) = dh / (den + eps); z, m_row, inv_den (L,);
+            C_in (BK, BV), n_in (BK,): the entering state (read only if HAS_IN).
+
+    Returns:
+        dq (L, BK) (scaled by qk_scale), ds + dz (L, L), <dh, h> (L,), dz (L,).
+    """
+    hd = tl.sum(qk_w * ds, axis=1)  # (L,)
+    if HAS_IN:
+        dnum_c = _dot(dnum, tl.trans(C_in), LOWP)  # (L, BK)
+        hd += w0 * qk_scale * tl.sum(q.to(tl.float32) * dnum_c, axis=1)
+    dz = _dz(z, m_row, inv_den, hd, pid_v, DETACH)  # (L,)
+    ds = ds + dz[:, None]
+    dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
+    if HAS_IN:
+        dq += w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])
+    return dq * qk_scale, ds, hd, dz
 
 
 @triton.jit
