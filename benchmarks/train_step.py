@@ -237,7 +237,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "brackets after the ratio: seconds of the first, compiling step; much shorter when torch's on-disk "
              "compile cache already holds the graphs: 93 s cold, 6 s warm on the CPU at 64, 64, 64); + graph = the "
              "compiled step captured as one CUDA graph and replayed (`xlstm_ts.graphed_step.GraphedTrainStep`); "
-             "bf16 = under bf16 autocast (gates, states and kernel sums stay fp32). Best = the fastest of ours.", "",
+             "bf16 = under bf16 autocast (gates, states and kernel sums stay fp32). Best = the fastest of ours. "
+             "A dash: not timed in that line's run (`--variants` picks a subset).", "",
              "| device | B, S, D | pattern | NX-AI ms (M tok/s) | NX-AI sLSTM | "
              + " | ".join(label for _, label in VARIANTS)
              + " | best M tok/s | peak GB ours fp32 / best / NX-AI | params ours / NX-AI |",
@@ -265,7 +266,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         lines.append(f"| {key[0]}{f' ({prec})' if prec else ''} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {nx} | "
                      f"{backend} | " + " | ".join(show(v) for v, _ in VARIANTS) + " | "
                      f"{best_tps} | "
-                     f"{peak(o)} / {peak(best)} / {peak(n)} | {o['params'] if o else '–'} / "
+                     f"{peak(o)} / {peak(best)} / {peak(n)} | {(o or best)['params'] if o or best else '–'} / "
                      f"{n['params'] if n else '–'} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 
