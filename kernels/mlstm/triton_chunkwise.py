@@ -131,7 +131,7 @@ def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int, hd_dots: bool) -> int
     warps spilled: fw+bw 0.66 against 0.43 ms at (1024, 4, 64, 32) bf16 on an H200); the forward's otherwise: 8 was
     slower for the two-pass backward at (256, 8, 32, 64) and (64, 4, 512, 64), and with <dh, h> from its own dots
     (`HD_FROM_DOTS`) one chunk runs faster at 4 (H200, bf16, backward kernel alone: 0.239 against 0.410 ms at
-    (1024, 4, 64, 64), 0.149 against 0.264 at (1024, 4, 64, 32))."""
+    (1024, 4, 64, 64), 0.149 against 0.264 at (1024, 4, 64, 32); with stored states not measured)."""
     if NUM_WARPS_OVERRIDE is not None:
         return NUM_WARPS_OVERRIDE
     return 8 if one_pass and L >= 64 and not hd_dots else fwd_warps
