@@ -1,0 +1,172 @@
+"""Shared memory of our Triton kernels on an H100/H200 (sm_90), found without a GPU.
+
+A kernel that needs more shared memory than the device has fails only when it is launched on that device (Triton
+raises OutOfResources), so the CPU interpreter tests cannot see it. Here the kernels' launches are recorded from
+ordinary CPU calls of the public ops (nothing is launched: the outputs are left unwritten), and each recorded launch is
+compiled for sm_90 by Triton's own compiler and ptxas, which ship with the triton wheel; the compiled kernel's
+shared memory is compared with the device's limit. Registers and spilled bytes come from ptxas.
+
+Run as a script, with the interpreter off (kernels must be real JIT functions):
+
+    python -m xlstm_ts.kernels._testing_sm90      # prints one JSON line per distinct launch
+
+`tests/kernels/test_sm90_resources.py` runs it in a subprocess and checks every launch against `SM90_SMEM_BYTES`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+SM90_SMEM_BYTES = 232448
+"""Shared memory one block may opt in to on sm_90 (227 KB): H100 and H200."""
+
+_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+@contextmanager
+def recorded_launches() -> Iterator[list[tuple]]:
+    """Within the block every Triton launch (`kernel[grid](*args, **meta)`, also through FastLauncher) is recorded
+    as (kernel, args, meta) and not run."""
+    from triton.runtime.jit import KernelInterface
+
+    from . import _fast_launch  # noqa: F401  it keeps Triton's launch path at import: import it before patching
+
+    calls: list[tuple] = []
+    original = KernelInterface.__getitem__
+
+    def record(kernel, grid):
+        return lambda *args, **meta: calls.append((kernel, args, meta))
+
+    KernelInterface.__getitem__ = record  # FastLauncher sees a patched launch path and takes it
+    try:
+        yield calls
+    finally:
+        KernelInterface.__getitem__ = original
+
+
+def compile_sm90(kernel, args: tuple, meta: dict) -> dict:
+    """Compile one recorded launch for sm_90; returns its kernel name, num_warps, shared memory, registers, spills."""
+    import triton
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constexprs = {}, {}
+    for idx, param in enumerate(kernel.params):
+        if idx < len(args):
+            a = args[idx]
+            if isinstance(a, torch.Tensor):
+                signature[param.name] = "*" + _TYPES[a.dtype]
+            elif isinstance(a, bool):
+                signature[param.name] = "i1"
+            elif isinstance(a, int):
+                signature[param.name] = "i64" if abs(a) >= 2**31 else "i32"
+            else:
+                signature[param.name] = "fp32"
+        else:
+            signature[param.name] = "constexpr"
+            constexprs[(idx,)] = meta.get(param.name, param.default)
+    options = {key: meta[key] for key in ("num_warps", "num_stages") if key in meta}
+    source = ASTSource(kernel, signature, constexprs=constexprs)
+    log_knob = knobs.nvidia.dump_ptxas_log
+    knobs.nvidia.dump_ptxas_log = False
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    finally:
+        knobs.nvidia.dump_ptxas_log = log_knob
+    usage = _ptxas_usage(compiled.asm["cubin"])
+    return {"kernel": kernel.__name__, "num_warps": compiled.metadata.num_warps, "smem": compiled.metadata.shared,
+            **usage}  # fmt: skip
+
+
+def _ptxas_usage(cubin: bytes) -> dict:
+    """Registers and stack (spill) bytes per thread of a cubin, from cuobjdump next to Triton's ptxas."""
+    import subprocess
+    import tempfile
+
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        try:
+            out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        except OSError:  # no runnable cuobjdump: the shared memory check does not need it
+            out = ""
+    found = {key: re.search(rf"{key}:(\d+)", out) for key in ("REG", "STACK")}
+    return {"regs": int(found["REG"].group(1)) if found["REG"] else None,
+            "stack": int(found["STACK"].group(1)) if found["STACK"] else None}  # fmt: skip
+
+
+def _mlstm_case(dtype: torch.dtype, S: int, DH: int, states: bool, segments: int | None = None) -> Callable:
+    from . import get_kernel
+    from ._testing import make_mlstm_inputs, make_mlstm_states
+    from .mlstm import triton_chunkwise_segments
+
+    def run() -> None:
+        triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = segments
+        try:
+            leaves = [x.to(dtype).requires_grad_() for x in make_mlstm_inputs(2, 3, S, DH, DH)]
+            init = [x.float() for x in make_mlstm_states(2, 3, DH, DH)] if states else [None] * 3
+            h, _ = get_kernel("mlstm_chunkwise--triton")(*leaves, *init, return_last_states=True)
+            h.float().sum().backward()
+        finally:
+            triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = None
+
+    return run
+
+
+def _slstm_case(dtype: torch.dtype, S: int, DH: int) -> Callable:
+    from . import get_kernel
+
+    def run() -> None:
+        NH = 2
+        wx = torch.randn(4, S, 4, NH, DH).to(dtype).requires_grad_()
+        r = (0.1 * torch.randn(NH, 4, DH, DH)).requires_grad_()
+        b = torch.zeros(NH, 4, DH, requires_grad=True)
+        get_kernel("slstm--triton")(wx, r, b).float().sum().backward()
+
+    return run
+
+
+CASES: dict[str, Callable[[], Callable]] = {
+    f"mlstm {dtype_name} S={S} DH={DH}{' states' if states else ''}{' segments' if seg else ''}": (
+        lambda dtype=dtype, S=S, DH=DH, states=states, seg=seg: _mlstm_case(dtype, S, DH, states, seg)
+    )
+    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    for S, DH, states, seg in ((63, 64, True, None), (63, 64, False, None), (100, 64, True, None),
+                               (100, 128, True, None), (100, 256, True, None), (100, 64, True, 1))  # fmt: skip
+} | {
+    f"slstm {dtype_name} S=9 DH={DH}": (lambda dtype=dtype, DH=DH: _slstm_case(dtype, 9, DH))
+    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    for DH in (64, 128)
+}
+"""The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
+128 and 256 (column blocks), segments, and the sLSTM; fp32 and bf16 (different dots and tiles)."""
+
+
+def main() -> None:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("run with TRITON_INTERPRET unset: the interpreter's kernels cannot be compiled for a GPU.")
+    seen = set()
+    for case, make in CASES.items():
+        with recorded_launches() as calls:
+            make()()
+        for kernel, args, meta in calls:
+            key = (kernel.__name__, tuple(sorted(meta.items())), tuple(_TYPES.get(getattr(a, "dtype", None), type(a))
+                                                                        for a in args))  # fmt: skip
+            if key in seen:
+                continue
+            seen.add(key)
+            print(json.dumps({"case": case, **compile_sm90(kernel, args, meta)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
