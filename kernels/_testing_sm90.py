@@ -10,7 +10,8 @@ Run as a script, with the interpreter off (kernels must be real JIT functions):
 
     python -m xlstm_ts.kernels._testing_sm90      # prints one JSON line per distinct launch
 
-`tests/kernels/test_sm90_resources.py` runs it in a subprocess and checks every launch against `SM90_SMEM_BYTES`.
+`tests/kernels/test_sm90_resources.py` runs it in a subprocess, reads its JSON lines (anything else on stdout, such as
+a ptxas log asked for with TRITON_DUMP_PTXAS_LOG, is skipped) and checks every launch against `SM90_SMEM_BYTES`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -53,7 +56,6 @@ def recorded_launches() -> Iterator[list[tuple]]:
 def compile_sm90(kernel, args: tuple, meta: dict) -> dict:
     """Compile one recorded launch for sm_90; returns its kernel name, num_warps, shared memory, registers, spills."""
     import triton
-    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -74,12 +76,7 @@ def compile_sm90(kernel, args: tuple, meta: dict) -> dict:
             constexprs[(idx,)] = meta.get(param.name, param.default)
     options = {key: meta[key] for key in ("num_warps", "num_stages") if key in meta}
     source = ASTSource(kernel, signature, constexprs=constexprs)
-    log_knob = knobs.nvidia.dump_ptxas_log
-    knobs.nvidia.dump_ptxas_log = False
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
-    finally:
-        knobs.nvidia.dump_ptxas_log = log_knob
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     usage = _ptxas_usage(compiled.asm["cubin"])
     return {"kernel": kernel.__name__, "num_warps": compiled.metadata.num_warps, "smem": compiled.metadata.shared,
             **usage}  # fmt: skip
@@ -87,9 +84,6 @@ def compile_sm90(kernel, args: tuple, meta: dict) -> dict:
 
 def _ptxas_usage(cubin: bytes) -> dict:
     """Registers and stack (spill) bytes per thread of a cubin, from cuobjdump next to Triton's ptxas."""
-    import subprocess
-    import tempfile
-
     import triton
 
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")

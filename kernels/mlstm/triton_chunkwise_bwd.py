@@ -29,7 +29,15 @@ dz z, the eps route to m, the user's dm_L) are counted by the first block only (
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _carry, _chunk_gates, _dot, _entering_state, _logsigmoid, _tile
+from .triton_chunkwise_common import (
+    _carry,
+    _chunk_entering_state,
+    _chunk_gates,
+    _dot,
+    _entering_state,
+    _logsigmoid,
+    _tile,
+)
 from .triton_chunkwise_gates import _branches, _den_terms, _dq_with_hd, _route_stabilizer, _row_terms
 
 
@@ -234,36 +242,33 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         decay = tl.exp(g + m_in - m_end)
         dnum = dh * inv_den[:, None]  # (L, BV)
         qk = _dot(q, tl.trans(k), QK_LOWP) * qk_scale  # (L, L)
+        if STORED or HAS_INIT:  # where the state entering this chunk is read from, for dq (ONE_CHUNK or STORED)
+            row_c = pid_bh * (NC + 1) + c  # this chunk's row of the stored states
         if HD_FROM_DOTS:  # one pass, with <dh, h> from this chunk's own dots (`_dq_with_hd`)
             C_in, n_in = C, n  # read only with an entering state
-            if STORED:
-                row_c = pid_bh * (NC + 1) + c
-                C_in = _tile(cs_ptr + row_c * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-                n_in = tl.load(ns_ptr + row_c * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-            elif HAS_INIT:
-                C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
-                n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+            if STORED or HAS_INIT:
+                C_in, n_in = _chunk_entering_state(
+                    cs_ptr, ns_ptr, row_c, c0_base, n0_base, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv, DQK,
+                    DHV, STORED,
+                )  # (BK, BV), (BK,)
             dq, ds, hd, dz = _dq_with_hd(
                 q, k, w, w0, w * qk, _dot(dnum, tl.trans(v), LOWP), dnum, z, m_row, inv_den, C_in, n_in, pid_v,
                 qk_scale, STORED or HAS_INIT, DETACH, LOWP, OUT_LOWP,
             )  # (L, BK), (L, L), (L,), (L,)
-            dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
-            tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
         else:
             ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
-        if (ONE_CHUNK or STORED) and not HD_FROM_DOTS:  # dq as pass 1 forms it, from the initial or stored state
-            dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
-            if STORED:
-                row_c = pid_bh * (NC + 1) + c
-                C_in = _tile(cs_ptr + row_c * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-                n_in = tl.load(ns_ptr + row_c * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-                dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
-            elif HAS_INIT:
-                C_in = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
-                n_in = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
-                dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
+            if ONE_CHUNK or STORED:  # dq as pass 1 forms it, from the initial state or the one the forward stored
+                dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
+                if STORED or HAS_INIT:
+                    C_in, n_in = _chunk_entering_state(
+                        cs_ptr, ns_ptr, row_c, c0_base, n0_base, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
+                        DQK, DHV, STORED,
+                    )  # (BK, BV), (BK,)
+                    dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
+                dq = dq * qk_scale
+        if ONE_CHUNK or STORED:
             dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
-            tl.store(dq_ptr + dq_off, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+            tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
         dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
         dv = _dot(tl.trans(w * qk), dnum, OUT_LOWP)  # (L, BV)
         if not ONE_CHUNK or (HAS_DC or HAS_DN):  # the gradient of the leaving state (zero for one chunk without them)

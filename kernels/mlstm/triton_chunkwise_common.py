@@ -82,6 +82,20 @@ def _entering_state(c_base, n_base, m_addr, offs_k, offs_v, sc_k, sc_v, sn_k, ma
 
 
 @triton.jit
+def _chunk_entering_state(cs_ptr, ns_ptr, row_c, c0_base, n0_base, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
+                          DQK, DHV, STORED: tl.constexpr):  # fmt: skip
+    """The state (C (BK, BV), n (BK,)) entering a chunk in fp32: the one the forward stored at row `row_c` of the
+    contiguous (BNH * (NC + 1), DQK[, DHV]) buffers (STORED), else the initial state read through its strides."""
+    if STORED:
+        C = _tile(cs_ptr + row_c * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+        n = tl.load(ns_ptr + row_c * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+    else:
+        C = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)  # (BK, BV)
+        n = tl.load(n0_base + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)  # (BK,)
+    return C, n
+
+
+@triton.jit
 def _chunk_end_m(m_prev, i_g, b, g):
     """m at the chunk's last step from m before it: max(g + m_prev, max_s (g - b_s + i~_s))."""
     return tl.maximum(g + m_prev, tl.max(g - b + i_g, axis=0))
