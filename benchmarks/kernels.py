@@ -43,7 +43,10 @@ from xlstm_ts.kernels import get_kernel  # noqa: E402
 
 import kernels_report  # noqa: E402
 
-MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH)
+MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128), (8, 16, 4096, 256),
+                (8, 8, 8192, 512)]  # (B, NH, S, DH); heads above 128 run the default launch only (no sweep)
+PEAK_SHAPE = (8, 8, 8192, 512)  # peak memory of forward+backward, ours and mlstm_kernels'
+LONG_SWEEP_DH = 128  # widest head whose (chunk_size, num_warps) sweep runs
 SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4), (16, 2048, 512, 4)]  # (B, S, D, NH)
 SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
 # the NX-AI anchor timing script: $XLSTM_TS_ANCHOR, else ../shared/bench/anchor_kernels.py beside the repository
@@ -96,7 +99,7 @@ def mlstm_rows(warmup: int, reps: int, quick: bool) -> list[dict]:
         q, k, v = (torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         i = torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)
         f = 3.0 + torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16)
-        for chunk, warps in SWEEP[-2:-1] if quick else SWEEP:
+        for chunk, warps in SWEEP[-2:-1] if quick else SWEEP if DH <= LONG_SWEEP_DH else []:
             triton_chunkwise.NUM_WARPS_OVERRIDE = warps
             fw, fwbw = fw_fwbw(lambda *x, c=chunk: ours(*x, chunk_size=c), (q, k, v, i, f), warmup, reps)
             rows.append({**shape, "kernel": "mlstm_chunkwise--triton", "chunk_size": chunk, "num_warps": warps,
@@ -115,6 +118,37 @@ def mlstm_rows(warmup: int, reps: int, quick: bool) -> list[dict]:
             fw, fwbw = fw_fwbw(lambda *x: ref(*x, chunk_size=64), (q, k, v, i, f), 2, max(3, reps // 4))
             rows.append({**shape, "kernel": "mlstm_chunkwise--torch", "fw_ms": fw, "fwbw_ms": fwbw})
             print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def peak_rows() -> list[dict]:
+    """Peak CUDA memory above the inputs of one forward+backward (`out.sum().backward()`) at PEAK_SHAPE, bf16: ours
+    and mlstm_kernels' `chunkwise--triton_limit_chunk` when it is installed."""
+    B, NH, S, DH = PEAK_SHAPE
+    kernels = {"mlstm_chunkwise--triton": get_kernel("mlstm_chunkwise--triton")}
+    if importlib.util.find_spec("mlstm_kernels") is not None:
+        from mlstm_kernels.torch import get_mlstm_kernel
+
+        theirs = get_mlstm_kernel("chunkwise--triton_limit_chunk")
+        kernels["chunkwise--triton_limit_chunk"] = lambda *x: theirs(*x, chunk_size=64)
+    rows = []
+    for name, fn in kernels.items():
+        torch.manual_seed(0)
+        leaves = [torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+        leaves += [torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2)]
+        fn(*leaves).sum().backward()  # compile outside the measured call
+        for x in leaves:
+            x.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn(*leaves).sum().backward()
+        torch.cuda.synchronize()
+        rows.append({"op": "mlstm_peak", "B": B, "NH": NH, "S": S, "DH": DH, "dtype": "bfloat16", "kernel": name,
+                     "peak_gb": (torch.cuda.max_memory_allocated() - base) / 1e9})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        del leaves
     return rows
 
 
@@ -210,9 +244,10 @@ def anchor_rows() -> tuple[list[dict], str]:
     if missing:
         return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"
     rows = []
-    # mLSTM at the four goal shapes with the long sLSTM shapes; then the patched sLSTM shapes alone (no mLSTM config
+    # mLSTM at the six goal shapes with the long sLSTM shapes; then the patched sLSTM shapes alone (no mLSTM config
     # is named "none"). One process per call: a Triton compile crash in theirs must not end this run.
-    for configs, extra in (("ts_patched,ts_patched_wide,ts_small,ts_long", {}), ("none", {"SLSTM_PATCHED": "1"})):
+    mlstm_configs = "ts_patched,ts_patched_wide,ts_small,ts_long,llm_mid,llm_7b"
+    for configs, extra in ((mlstm_configs, {}), ("none", {"SLSTM_PATCHED": "1"})):
         proc = subprocess.run([sys.executable, str(ANCHOR), "chunkwise--triton_limit_chunk", configs],
                               capture_output=True, text=True, env={**os.environ, "TAG": "anchor", **extra})  # fmt: skip
         for line in proc.stdout.splitlines():
@@ -258,7 +293,7 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (50 if bench else 10)
     args.reps = args.reps if args.reps is not None else (300 if bench else 30)
     peaks = ceilings()
-    rows = mlstm_rows(args.warmup, args.reps, args.quick) + slstm_rows(args.warmup, args.reps)
+    rows = mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows() + slstm_rows(args.warmup, args.reps)
     anchors, note = anchor_rows()
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")

@@ -19,6 +19,8 @@ MLSTM_GOALS = {
     (256, 8, 32, 64): ("chunkwise--triton_limit_chunk", 0.33, None),
     (64, 4, 512, 64): ("chunkwise--triton_limit_chunk", 0.5, 0.5),
     (16, 4, 2048, 128): ("chunkwise--triton_limit_chunk", 0.5, 0.5),
+    (8, 16, 4096, 256): ("chunkwise--triton_limit_chunk", 0.85, None),
+    (8, 8, 8192, 512): ("chunkwise--triton_limit_chunk", 0.85, None),
 }  # (B, NH, S, DH), bf16
 SLSTM_GOALS = {
     (1024, 64, 128, 4): ("slstm_cuda", 0.33, None),
@@ -164,6 +166,23 @@ def ceilings_table(rows: list[dict], peaks: dict | None) -> list[str]:
     return lines
 
 
+def peak_table(rows: list[dict]) -> list[str]:
+    """Peak memory of forward+backward, ours and mlstm_kernels', and the goal's verdict (ours no higher)."""
+    peaks = [r for r in rows if r["op"] == "mlstm_peak"]
+    if not peaks:
+        return []
+    lines = ["", "## Peak memory of mLSTM forward+backward", "",
+             "CUDA memory allocated above the inputs during one forward + `out.sum().backward()` (bf16), same run.", "",
+             "| B, NH, S, DH | kernel | peak GB |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {', '.join(map(str, _mlstm_key(r)))} | {r['kernel']} | {r['peak_gb']:.2f} |" for r in peaks]
+    ours = next((r for r in peaks if r["kernel"] == "mlstm_chunkwise--triton"), None)
+    theirs = next((r for r in peaks if r["kernel"] == "chunkwise--triton_limit_chunk"), None)
+    if ours and theirs:
+        met = "met" if ours["peak_gb"] <= theirs["peak_gb"] else "missed"
+        lines += ["", f"Ours / mlstm_kernels': {ours['peak_gb'] / theirs['peak_gb']:.2f}x ({met}, goal <= 1x)."]
+    return lines
+
+
 def _timer(meta: dict) -> str:
     if meta.get("timer") == "do_bench":
         return (f"Medians of `triton.testing.do_bench` ({meta['warmup']} ms warm-up, {meta['reps']} ms timed), the "
@@ -184,7 +203,7 @@ def render(data: dict) -> str:
     lines.append("")
     rows = data["rows"]
     lines += mlstm_table(rows) + ceilings_table(rows, meta.get("ceilings")) + slstm_table(rows)
-    lines += anchor_table(rows, data.get("anchor_rows", []), meta.get("timer"))
+    lines += anchor_table(rows, data.get("anchor_rows", []), meta.get("timer")) + peak_table(rows)
     return "\n".join(lines) + "\n"
 
 

@@ -81,3 +81,26 @@ def test_ceilings_table_uses_the_work_models(report, tmp_path):
     data["meta"].pop("ceilings")
     path.write_text(json.dumps(data))
     assert "ceilings" not in report.write(path).read_text()
+
+
+def test_peak_memory_goal_is_judged_from_same_run_rows(report):
+    peak = lambda kernel, gb: {"op": "mlstm_peak", "B": 8, "NH": 8, "S": 8192, "DH": 512, "dtype": "bfloat16",
+                               "kernel": kernel, "peak_gb": gb}  # fmt: skip
+    data = _data([])
+    data["rows"] += [peak("mlstm_chunkwise--triton", 7.0), peak("chunkwise--triton_limit_chunk", 25.0)]
+    text = report.render(data)
+    assert "| 8, 8, 8192, 512 | mlstm_chunkwise--triton | 7.00 |" in text
+    assert "Ours / mlstm_kernels': 0.28x (met, goal <= 1x)." in text
+    data["rows"][-1] = peak("chunkwise--triton_limit_chunk", 6.0)
+    assert "1.17x (missed, goal <= 1x)" in report.render(data)
+    assert "Peak memory" not in report.render(_data([]))
+
+
+def test_wide_head_goals_are_judged(report):
+    data = _data([_mlstm("chunkwise--triton_limit_chunk", 11.8, 42.0, shape=(8, 8, 8192, 512), cfg="llm_7b")])
+    data["rows"].append(_mlstm("mlstm_chunkwise--triton", 17.4, 116.5, shape=(8, 8, 8192, 512), chunk_size=64,
+                               num_warps="default"))  # fmt: skip
+    data["rows"].append(_mlstm("sdpa_causal", 32.6, 284.5, shape=(8, 8, 8192, 512)))
+    text = report.render(data)
+    assert "| mLSTM (8, 8, 8192, 512) bf16, chunkwise--triton_limit_chunk | 17.400 / 116.500 | 11.800 / 42.000 | " \
+           "2.77x (missed, goal <= 0.85x) | 1.47x |" in text

@@ -55,9 +55,11 @@ def test_column_blocks_detach_normalizer(i_mean, k_block_16, nan_poison):
 
 @pytest.mark.parametrize(
     "B,NH,S,DQK,DHV,dtype,k_block",
-    # bf16 inputs in three narrow blocks; DQK 300 in three blocks of 100 unforced, DHV 272 in five DHV blocks
-    [(1, 2, 37, 40, 24, torch.bfloat16, 16), (1, 1, 5, 300, 272, torch.float32, None)],
-    ids=["bf16-forced-blocks", "DQK300-DHV272"],
+    # bf16 inputs in three narrow blocks; DQK 300 in three blocks of 100 unforced, DHV 272 in five DHV blocks;
+    # bf16 DHV 136 in value blocks of 128 (the second one 8 columns wide), over two chunks
+    [(1, 2, 37, 40, 24, torch.bfloat16, 16), (1, 1, 5, 300, 272, torch.float32, None),
+     (1, 1, 37, 160, 136, torch.bfloat16, None)],
+    ids=["bf16-forced-blocks", "DQK300-DHV272", "bf16-DQK160-DHV136-value-blocks-of-128"],
 )
 def test_bf16_and_wide_heads(B, NH, S, DQK, DHV, dtype, k_block, monkeypatch, nan_poison):
     if k_block is not None:
@@ -65,6 +67,16 @@ def test_bf16_and_wide_heads(B, NH, S, DQK, DHV, dtype, k_block, monkeypatch, na
     assert len(ksplit.k_blocks(DQK)) > 1
     torch.manual_seed(4)
     check_triton(B, NH, S, DQK, DHV, 0.0, True, dtype)
+
+
+def test_value_blocks_of_128_only_for_wide_low_precision_values(monkeypatch):
+    # (BV, num_warps) from the one-launch sizes (64, 8): bf16/fp16 values of 128 or more columns take blocks of 128
+    assert ksplit.value_block(136, 64, 8, torch.bfloat16, grad=True) == (128, 8)
+    assert ksplit.value_block(512, 64, 8, torch.float16, grad=False) == (128, 4)
+    assert ksplit.value_block(512, 64, 8, torch.float32, grad=True) == (64, 8)
+    assert ksplit.value_block(96, 64, 8, torch.bfloat16, grad=True) == (64, 8)
+    monkeypatch.setattr(ksplit.triton_chunkwise, "NUM_WARPS_OVERRIDE", 4)
+    assert ksplit.value_block(512, 64, 4, torch.bfloat16, grad=True) == (64, 4)
 
 
 def test_only_the_last_states_used(k_block_16):
