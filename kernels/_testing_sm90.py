@@ -99,7 +99,9 @@ def _ptxas_usage(cubin: bytes) -> dict:
             "stack": int(found["STACK"].group(1)) if found["STACK"] else None}  # fmt: skip
 
 
-def _mlstm_case(dtype: torch.dtype, S: int, DH: int, states: bool, segments: int | None = None) -> Callable:
+def _mlstm_case(
+    dtype: torch.dtype, S: int, DH: int, states: bool, segments: int | None = None, grad: bool = True
+) -> Callable:
     from . import get_kernel
     from ._testing import make_mlstm_inputs, make_mlstm_states
     from .mlstm import triton_chunkwise_segments
@@ -107,10 +109,11 @@ def _mlstm_case(dtype: torch.dtype, S: int, DH: int, states: bool, segments: int
     def run() -> None:
         triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = segments
         try:
-            leaves = [x.to(dtype).requires_grad_() for x in make_mlstm_inputs(2, 3, S, DH, DH)]
+            leaves = [x.to(dtype).requires_grad_(grad) for x in make_mlstm_inputs(2, 3, S, DH, DH)]
             init = [x.float() for x in make_mlstm_states(2, 3, DH, DH)] if states else [None] * 3
             h, _ = get_kernel("mlstm_chunkwise--triton")(*leaves, *init, return_last_states=True)
-            h.float().sum().backward()
+            if grad:
+                h.float().sum().backward()
         finally:
             triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = None
 
@@ -138,12 +141,19 @@ CASES: dict[str, Callable[[], Callable]] = {
     for S, DH, states, seg in ((63, 64, True, None), (63, 64, False, None), (100, 64, True, None),
                                (100, 128, True, None), (100, 256, True, None), (100, 64, True, 1))  # fmt: skip
 } | {
+    # a forward without gradients (bf16 tiles: chunks of 64 for 128-wide heads), plain and segmented
+    f"mlstm bf16 S=200 DH=128 no-grad{' segments' if seg else ''}": (
+        lambda seg=seg: _mlstm_case(torch.bfloat16, 200, 128, False, seg, grad=False)
+    )
+    for seg in (None, 1)
+} | {
     f"slstm {dtype_name} S=9 DH={DH}": (lambda dtype=dtype, DH=DH: _slstm_case(dtype, 9, DH))
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     for DH in (64, 128)
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
-128 and 256 (column blocks), segments, and the sLSTM; fp32 and bf16 (different dots and tiles)."""
+128 and 256 (column blocks), segments, forwards without gradients, and the sLSTM; fp32 and bf16 (different dots and
+tiles)."""
 
 
 def main() -> None:

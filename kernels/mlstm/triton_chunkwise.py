@@ -95,15 +95,20 @@ NUM_WARPS_OVERRIDE: int | None = None
 HD_FROM_DOTS_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 
 
-def _launch_config(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """Chunk length L, padded DQK block BK, DHV block BV and num_warps for one call."""
+def _launch_config(
+    S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, column_block: bool = False
+) -> tuple[int, int, int, int]:
+    """Chunk length L, padded DQK block BK, DHV block BV and num_warps for one call; `dtype` is the tile dtype
+    (float32 for a call with gradients), `column_block` a launch of the column-block path (ksplit)."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}; 64 is a good default.")
-    return _tiles(S, DQK, DHV, chunk_size, dtype, NUM_WARPS_OVERRIDE)
+    return _tiles(S, DQK, DHV, chunk_size, dtype, NUM_WARPS_OVERRIDE, column_block)
 
 
 @functools.lru_cache(maxsize=256)
-def _tiles(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, warps: int | None) -> tuple[int, ...]:
+def _tiles(
+    S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, warps: int | None, column_block: bool = False
+) -> tuple[int, ...]:
     """`_launch_config` after its argument check, memoized (it runs in every call's host time)."""
     if not 1 <= DQK <= _K_LAUNCH or not 1 <= DHV <= MAX_HEAD_DIM:
         raise ValueError(
@@ -115,7 +120,11 @@ def _tiles(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, warp
     L = min(max(next_power_of_2(chunk_size), 16), 128, max(next_power_of_2(S), 16))
     BK = max(next_power_of_2(DQK), 16)
     BV = min(max(next_power_of_2(DHV), 16), 64)
-    if L > 32 and (BK >= 128 or (BK >= 64 and S > L)):
+    # a forward without gradients (bf16/fp16 tiles) of one launch over several chunks of a 65-128-wide head keeps
+    # chunks of 64: H200, (16, 4, 2048, 128) bf16, forward 0.329 against 0.478 ms at 32 (with gradients the backward
+    # at 64 was slower, fw+bw 2.90 against 2.06; column-block launches at 64: 4.81 against 4.63 ms)
+    wide_fwd = BK == 128 and dtype != torch.float32 and not column_block and S > 64
+    if L > 32 and (BK >= 128 or (BK >= 64 and S > L)) and not wide_fwd:
         # keep the (L, BK) tiles and the (BK, BV) state in registers; over several chunks of a 64-wide head, chunks
         # of 32 also run faster (H200, (64, 4, 512, 64) bf16, GPU time of fw+bw: 0.47 ms against 0.79 at 64)
         L = 32

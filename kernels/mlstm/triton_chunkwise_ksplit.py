@@ -65,7 +65,8 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         blocks = k_blocks(DQK)
         grad = any(ctx.needs_input_grad)
         widest = blocks[0].stop - blocks[0].start
-        L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, torch.float32 if grad else q.dtype)
+        tile_dtype = torch.float32 if grad else q.dtype
+        L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, tile_dtype, column_block=True)
         BV, num_warps = value_block(DHV, BV, num_warps, q.dtype, grad)
         NV, NC = cdiv(DHV, BV), cdiv(S, L)
         f32 = {"dtype": torch.float32, "device": q.device}
