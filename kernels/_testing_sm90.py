@@ -139,7 +139,8 @@ CASES: dict[str, Callable[[], Callable]] = {
     )
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     for S, DH, states, seg in ((63, 64, True, None), (63, 64, False, None), (100, 64, True, None),
-                               (100, 128, True, None), (100, 256, True, None), (100, 64, True, 1))  # fmt: skip
+                               (100, 128, True, None), (100, 256, True, None), (100, 64, True, 1),
+                               (100, 256, True, 1))  # fmt: skip
 } | {
     # a forward without gradients (bf16 tiles: chunks of 64 for 128-wide heads), plain and segmented
     f"mlstm bf16 S=200 DH=128 no-grad{' segments' if seg else ''}": (

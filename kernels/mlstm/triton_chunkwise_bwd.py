@@ -23,7 +23,9 @@ weighted scores and dnum v^T (and the entering state's term), so h is not read a
 
 K_FIRST (DQK blocks of a wider head, `triton_chunkwise_ksplit.py`): each DQK block's launch reads its columns of q,
 k and rows of the states and writes its share of every gradient; the terms that do not split by DQK (<dh, h>,
-dz z, the eps route to m, the user's dm_L) are counted by the first block only (K_FIRST=True, the default).
+dz z, the eps route to m, the user's dm_L) are counted by the first block only (K_FIRST=True, the default); so is,
+with SEGMENTED, the boundary kernel's share of the gradient routed to m at the segment end (net of the whole state's
+<dC_L, C_L> + <dn_L, n_L>).
 """
 
 import triton
@@ -210,6 +212,8 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             dm_last = dm_last * z_on - last_dot  # the user's gradient of m_L, net of the state terms
             if not K_FIRST:  # the user's share belongs to the first DQK block
                 dm_last = -last_dot
+        elif not K_FIRST:  # the boundary kernel's share is net of the whole state's terms: counted by one block
+            dm_last = tl.zeros((), dtype=tl.float32)
     elif not SEGMENTED:
         dm_last = -last_dot
     cum_carry = tl.zeros((), dtype=tl.float32)  # sum of d(cumsum log f) over the later chunks

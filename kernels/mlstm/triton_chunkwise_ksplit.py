@@ -8,6 +8,10 @@ backward kernel once per block on the full h, z and m: each launch writes its bl
 dC0, dn0, and its shares of dv, di, df, dm0, which are added here; the terms that do not split by columns are
 counted by the first block (K_FIRST, see `triton_chunkwise_bwd.py`). Same function and gradients as the one-launch
 path; the price is a pass over fp32 (S, DHV) shares per block and one launch per block each way.
+
+With few programs and a long sequence (`segment_plan`, as for the one-launch path) the blocks run the segmented
+layout: one boundary launch each way over all columns (`triton_chunkwise_segments.py`), then every block's launch
+on all segments at once from their entering states (rows `cols` of the boundary buffers).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .triton_chunkwise import (
     _qk_lowp,
 )
 from .triton_chunkwise_common import _strides
+from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
 
 # widest DQK block of one launch (at most the one-launch kernels' limit, 256); set by tests to split narrow heads.
 # 128, not 256: a 256-column block sizes its tiles for the fp32 backward at chunks of 16 and DHV blocks of 32, two
@@ -68,51 +73,60 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         tile_dtype = torch.float32 if grad else q.dtype
         L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, tile_dtype, column_block=True)
         BV, num_warps = value_block(DHV, BV, num_warps, q.dtype, grad)
-        NV, NC = cdiv(DHV, BV), cdiv(S, L)
+        NV = cdiv(DHV, BV)
+        G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         f32 = {"dtype": torch.float32, "device": q.device}
         num = torch.empty(B * NH, S, DHV, **f32)  # the blocks' shares of the numerator, added up by the kernel
         z = torch.empty(B, NH, S, **f32)  # the blocks' shares of z, likewise
         m = torch.empty(B, NH, S, **f32)  # the same in every block (gates and m0 only)
         lowp = _fwd_lowp(q.dtype, grad and q.dtype != torch.float32)
         has_init = C0 is not None
-        lasts = []
+        lasts, segs, seg_last = [], None, None
+        if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
+            segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
         for kb, cols in enumerate(blocks):
             DK = cols.stop - cols.start
             states = (C0[:, :, cols], n0[:, :, cols], m0) if has_init else (q, q, q)  # placeholders: never read
+            if G > 1:
+                states = (segs[0][:, :, cols], segs[1][:, :, cols], segs[2])
             last = (m, m, m)  # placeholders: written only with NEED_LAST
-            if need_last:
+            if need_last and G == 1:
                 last = (torch.empty(B, NH, DK, DHV, **f32), torch.empty(B, NH, DK, **f32), torch.empty(B, NH, **f32))
                 lasts.append(last)
-            _FWD[(NV, B * NH)](
+            init = has_init or G > 1
+            _FWD[(NV, B * NH * G)](
                 q[..., cols], k[..., cols], v, i, f, *states, num, num, z, m, *last, m, m,
                 *q[..., cols].stride(), *k[..., cols].stride(), *v.stride(), *i.stride(), *f.stride(),
-                *_strides(states[0] if has_init else None, 4), *_strides(states[1] if has_init else None, 3),
-                *_strides(m0, 2), NH, S, DK, DHV, 1, S, DQK**-0.5, eps,
+                *_strides(states[0] if init else None, 4), *_strides(states[1] if init else None, 3),
+                *_strides(states[2] if init else None, 2), NH, S, DK, DHV, G, CPS * L, DQK**-0.5, eps,
                 L=L, BK=max(next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
-                QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), STORE_H32=False, HAS_INIT=has_init, ONE_CHUNK=NC == 1,
-                NEED_LAST=need_last, SEGMENTED=False, STORE_STATES=False, RAW=True, RAW_ADD=kb > 0,
+                QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), STORE_H32=False, HAS_INIT=init, ONE_CHUNK=CPS == 1,
+                NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=False, RAW=True, RAW_ADD=kb > 0,
                 num_warps=num_warps,
             )  # fmt: skip
         den = torch.maximum(z.abs(), torch.exp(-m)) + eps  # (B, NH, S)
         h32 = num.view(B, NH, S, DHV).div_(den.unsqueeze(-1))  # (B, NH, S, DHV)
         C_last = n_last = m_last = None
-        if need_last:
+        if need_last and G > 1:
+            C_last, n_last, m_last = seg_last
+        elif need_last:
             C_last = torch.cat([x[0] for x in lasts], dim=2)  # (B, NH, DQK, DHV)
             n_last = torch.cat([x[1] for x in lasts], dim=2)  # (B, NH, DQK)
             m_last = lasts[0][2]  # (B, NH)
-        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m)
-        ctx.config = (eps, L, BV, num_warps, detach_normalizer)
+        seg_saved = (*segs, C_last, n_last) if G > 1 else (None,) * 5
+        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, h32, z, m, *seg_saved)
+        ctx.config = (eps, L, BV, num_warps, detach_normalizer, G, CPS)
         ctx.set_materialize_grads(False)
         return h32.to(q.dtype), C_last, n_last, m_last
 
     @staticmethod
     def backward(ctx, dh, dC_last, dn_last, dm_last):
-        q, k, v, i, f, C0, n0, m0, h, z, m = ctx.saved_tensors
-        eps, L, BV, num_warps, detach = ctx.config
+        q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
+        eps, L, BV, num_warps, detach, G, CPS = ctx.config
         B, NH, S, DQK = q.shape
         DHV = v.shape[-1]
-        NV, NC = cdiv(DHV, BV), cdiv(S, L)
-        num_warps = _bwd_num_warps(NC == 1, L, num_warps, False)
+        NV = cdiv(DHV, BV)
+        num_warps = _bwd_num_warps(CPS == 1, L, num_warps, False)
         has_init = C0 is not None
         if dh is None:  # only the last states were used
             dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
@@ -125,6 +139,12 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         dm0 = torch.zeros(B * NH, **f32) if has_init else None
         lowp = _bwd_lowp(q.dtype)
         dm_strides = (0, *_strides(dm_last, 2))
+        if G > 1:  # the gradients of the state leaving each segment, over all columns, then the segments
+            last = (C_last, n_last) if C_last is not None else None
+            dcs, dns, dms = bounds_backward(
+                q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, _on_device(lowp), eps, detach
+            )
+            dm_strides = dms.stride()
         blocks = k_blocks(DQK)
         # one set of share buffers for every block (the launches and sums run in stream order): the peak holds one
         # block's (NV, BNH, S, DK) fp32 shares of dq and dk
@@ -143,20 +163,24 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
             else:
                 states, grads0 = (q, q, q), (dv_p, dv_p, dv_p)  # placeholders are never read or written
             upstream = [None if x is None else x[:, :, cols] for x in (dC_last, dn_last)] + [dm_last]
-            _BWD[(NV, B * NH)](
+            if G > 1:
+                states = (cs[:, :, cols], ns[:, :, cols], ms)
+                upstream = [dcs[:, :, cols], dns[:, :, cols], dms]
+            init = has_init or G > 1
+            _BWD[(NV, B * NH * G)](
                 q[..., cols], k[..., cols], v, i, f, *states, h, z, m, dh,
                 *(x if x is not None else dh for x in upstream),
                 dq_p, dk_p, dv_p, di_p, df_p, *grads0, dh, dh,
                 *q[..., cols].stride(), *k[..., cols].stride(), *v.stride(), *i.stride(), *f.stride(),
-                *_strides(states[0] if has_init else None, 4), *_strides(states[1] if has_init else None, 3),
-                *_strides(m0, 2), *dh.stride(),
+                *_strides(states[0] if init else None, 4), *_strides(states[1] if init else None, 3),
+                *_strides(states[2] if init else None, 2), *dh.stride(),
                 *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides,
-                NH, S, DK, DHV, B * NH, 1, S, DQK**-0.5, eps,
+                NH, S, DK, DHV, B * NH, G, CPS * L, DQK**-0.5, eps,
                 L=L, BK=max(next_power_of_2(DK), 16), BV=BV, LOWP=_on_device(lowp),
                 QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
-                HAS_INIT=has_init, STORE_D0=has_init,
+                HAS_INIT=init, STORE_D0=has_init,
                 HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
-                MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=NC == 1, SEGMENTED=False, STORED=False, K_FIRST=kb == 0,
+                MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1, STORED=False, K_FIRST=kb == 0,
                 num_warps=num_warps,
             )  # fmt: skip
             dq[..., cols] = dq_p.sum(0).view(B, NH, S, DK)

@@ -1,6 +1,7 @@
 """mlstm_chunkwise--triton with the DQK columns in blocks (heads wider than one launch takes) against the fp64
 reference: outputs, last states and true gradients, one chunk and several, zero and initial states, one and two
-DHV blocks, both gate regimes, the detached normalizer. `K_BLOCK` is lowered so that narrow heads split here."""
+DHV blocks, both gate regimes, the detached normalizer, the segmented layout. `K_BLOCK` is lowered so that narrow
+heads split here."""
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from xlstm_ts.kernels._testing_mlstm import (
 )
 
 ksplit = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_ksplit")
+segments = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_segments")
 
 
 @pytest.fixture
@@ -40,6 +42,31 @@ def test_k_blocks_cover_the_columns_in_equal_widths(k_block_16):
 def test_column_blocks_match_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, k_block_16, nan_poison):
     torch.manual_seed(11)
     check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
+
+
+@pytest.mark.parametrize("segment_chunks", [1, 2], ids=["segments-of-1-chunk", "segments-of-2-chunks"])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("B,NH,S,DQK,DHV", [(1, 2, 37, 40, 24), (1, 1, 37, 33, 80)], ids=lambda x: str(x))
+def test_column_blocks_in_segments_match_fp64_reference(
+    B, NH, S, DQK, DHV, i_mean, with_states, segment_chunks, k_block_16, nan_poison, monkeypatch
+):
+    """Column blocks in the segmented layout (three chunks of 16, the last short, in segments of 1 or 2 chunks;
+    one and two DHV blocks): outputs, last states and every gradient, upstream gradients of the last states too."""
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", segment_chunks)
+    torch.manual_seed(12)
+    check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
+
+
+def test_column_blocks_in_segments_detach_normalizer(k_block_16, nan_poison, monkeypatch):
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    torch.manual_seed(13)
+    leaves = mlstm_leaves(1, 2, 37, 40, 24, 0.0, with_states=True)
+    upstream = mlstm_upstream(1, 2, 37, 40, 24)
+    ref = run_mlstm(lambda *args, **kw: naive_mlstm(*args, detach=True)[:2], leaves, upstream, torch.float64)
+    out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, chunk_size=16,
+                    detach_normalizer=True)  # fmt: skip
+    compare_mlstm(ref, out, *TOL[torch.float32])
 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
