@@ -2,7 +2,9 @@
 DHV block and batch * head walks all chunks) against the segmented layout that `segment_plan` picks, and each
 chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in one GPU run.
 
-    python benchmarks/mlstm_segments.py --out benchmarks/results
+    python benchmarks/mlstm_segments.py --out benchmarks/results [--shapes "1,4,8192,256;2,8,4096,512"]
+
+Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which take the same layouts.
 
 Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.md. Needs CUDA.
 """
@@ -17,7 +19,8 @@ import torch
 
 import provenance
 
-SHAPES = [(1, 4, 8192, 64), (2, 4, 4096, 128), (4, 8, 2048, 64), (8, 4, 2048, 128), (16, 4, 2048, 128)]
+SHAPES = [(1, 4, 8192, 64), (2, 4, 4096, 128), (4, 8, 2048, 64), (8, 4, 2048, 128), (16, 4, 2048, 128),
+          (1, 4, 8192, 256), (2, 8, 4096, 256), (1, 4, 4096, 512)]
 SWEEP = [1, 2, 4, 8, 16]
 PLAIN = 10**9  # chunks per segment beyond any sequence: one segment, the plain layout
 
@@ -28,7 +31,6 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
 
     from xlstm_ts.kernels import get_kernel
     from xlstm_ts.kernels._testing import make_mlstm_inputs
-    from xlstm_ts.kernels.mlstm import triton_chunkwise
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     kernel = get_kernel("mlstm_chunkwise--triton")
@@ -51,10 +53,34 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
             segments.SEGMENT_CHUNKS_OVERRIDE = None
         rows.append({"shape": ", ".join(map(str, shape)), "layout": name, "fw_ms": round(t_fw, 4),
                      "fwbw_ms": round(t_fb, 4)})  # fmt: skip
-    L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)  # the launch with gradients
-    G, CPS = segments.segment_plan(S, L, -(-DH // BV) * B * NH, x[0].device)
+    G, CPS = plan(B, NH, S, DH, x[0].device)
     rows[1]["layout"] = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"
     return rows
+
+
+def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, int]:
+    """(segments, chunks per segment) that a bf16 call with gradients at this shape runs, column blocks included."""
+    from xlstm_ts.kernels.mlstm import triton_chunkwise
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    wide = DH > ksplit.K_BLOCK
+    DK = ksplit.k_blocks(DH)[0].stop if wide else DH  # widest launch's columns
+    L, _, BV, warps = triton_chunkwise._launch_config(S, DK, DH, 64, torch.float32, column_block=wide)
+    if wide:
+        BV, _ = ksplit.value_block(DH, BV, warps, torch.bfloat16, True)
+    return segments.segment_plan(S, L, -(-DH // BV) * B * NH, device)
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int, int]]:
+    """'B,NH,S,DH;B,NH,S,DH' -> shapes."""
+    shapes = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        dims = tuple(int(d) for d in part.split(","))
+        if len(dims) != 4:
+            raise SystemExit(f"--shapes takes 'B,NH,S,DH' groups separated by ';', got {part!r}")
+        shapes.append(dims)
+    return shapes
 
 
 def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> None:
@@ -82,12 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=80, help="do_bench measuring time, ms")
     parser.add_argument("--sweep", default=",".join(map(str, SWEEP)),
                         help="chunks per segment to time besides plain and auto, comma-separated ('' for none)")
+    parser.add_argument("--shapes", type=parse_shapes, default=SHAPES,
+                        help="'B,NH,S,DH;...' shapes to time (default: the SHAPES list)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
     device, commit = provenance.device_name("gpu"), provenance.commit_id()
     rows = []
-    for shape in SHAPES:
+    for shape in args.shapes:
         sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
         for row in time_layouts(shape, args.warmup, args.reps, sweep):
             row.update(device=device, commit=commit)

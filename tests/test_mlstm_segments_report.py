@@ -24,3 +24,18 @@ def test_refuses_to_run_without_cuda(load_benchmark, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         bench.main(["--out", "unused"])
+
+
+def test_shapes_option_and_the_plan_of_column_blocks(load_benchmark, monkeypatch):
+    bench = load_benchmark("mlstm_segments")
+    assert bench.parse_shapes("1,4,8192,256; 2,8,4096,512") == [(1, 4, 8192, 256), (2, 8, 4096, 512)]
+    with pytest.raises(SystemExit, match="B,NH,S,DH"):
+        bench.parse_shapes("1,4,8192")
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    monkeypatch.setattr(segments, "_sm_count", lambda index: 132)  # an H100/H200, without a GPU here
+    gpu = torch.device("cuda", 0)
+    # 256-wide heads: column blocks of 128, value blocks of 128 (2), chunks of 32; 8 programs: 64 segments of 4
+    assert bench.plan(1, 4, 8192, 256, gpu) == (64, 4)
+    assert bench.plan(8, 16, 4096, 256, gpu) == (1, 128)  # 256 programs: plain
+    assert bench.plan(2, 4, 4096, 128, gpu) == segments.segment_plan(4096, 32, 2 * 8, gpu)  # one launch, BV 64
