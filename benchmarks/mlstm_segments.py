@@ -64,11 +64,10 @@ def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, i
     from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
-    wide = DH > ksplit.K_BLOCK
-    DK = ksplit.k_blocks(DH)[0].stop if wide else DH  # widest launch's columns
-    L, _, BV, warps = triton_chunkwise._launch_config(S, DK, DH, 64, torch.float32, column_block=wide)
-    if wide:
-        BV, _ = ksplit.value_block(DH, BV, warps, torch.bfloat16, True)
+    if DH > ksplit.K_BLOCK:
+        L, BV, _ = ksplit.tiles(S, DH, DH, 64, torch.bfloat16, grad=True)
+    else:
+        L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)
     return segments.segment_plan(S, L, -(-DH // BV) * B * NH, device)
 
 

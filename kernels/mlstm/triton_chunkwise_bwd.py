@@ -246,15 +246,13 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         decay = tl.exp(g + m_in - m_end)
         dnum = dh * inv_den[:, None]  # (L, BV)
         qk = _dot(q, tl.trans(k), QK_LOWP) * qk_scale  # (L, L)
-        if STORED or HAS_INIT:  # where the state entering this chunk is read from, for dq (ONE_CHUNK or STORED)
-            row_c = pid_bh * (NC + 1) + c  # this chunk's row of the stored states
-        if HD_FROM_DOTS:  # one pass, with <dh, h> from this chunk's own dots (`_dq_with_hd`)
-            C_in, n_in = C, n  # read only with an entering state
-            if STORED or HAS_INIT:
-                C_in, n_in = _chunk_entering_state(
-                    cs_ptr, ns_ptr, row_c, c0_base, n0_base, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv, DQK,
-                    DHV, STORED,
-                )  # (BK, BV), (BK,)
+        C_in, n_in = C, n  # the state entering this chunk, for dq in this pass; read only with an entering state
+        if (ONE_CHUNK or STORED) and (STORED or HAS_INIT):
+            C_in, n_in = _chunk_entering_state(
+                cs_ptr, ns_ptr, pid_bh * (NC + 1) + c, c0_base, n0_base, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k,
+                mask_kv, DQK, DHV, STORED,
+            )  # (BK, BV), (BK,)
+        if HD_FROM_DOTS:  # one pass (one chunk or stored states), with <dh, h> from this chunk's own dots
             dq, ds, hd, dz = _dq_with_hd(
                 q, k, w, w0, w * qk, _dot(dnum, tl.trans(v), LOWP), dnum, z, m_row, inv_den, C_in, n_in, pid_v,
                 qk_scale, STORED or HAS_INIT, DETACH, LOWP, OUT_LOWP,
@@ -264,10 +262,6 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             if ONE_CHUNK or STORED:  # dq as pass 1 forms it, from the initial state or the one the forward stored
                 dq = _dot(w * ds, k, OUT_LOWP)  # (L, BK)
                 if STORED or HAS_INIT:
-                    C_in, n_in = _chunk_entering_state(
-                        cs_ptr, ns_ptr, row_c, c0_base, n0_base, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
-                        DQK, DHV, STORED,
-                    )  # (BK, BV), (BK,)
                     dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
                 dq = dq * qk_scale
         if ONE_CHUNK or STORED:

@@ -55,6 +55,15 @@ def value_block(DHV: int, BV: int, num_warps: int, dtype: torch.dtype, grad: boo
     return 128, 8 if grad else 4
 
 
+def tiles(S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, grad: bool) -> tuple[int, int, int]:
+    """(L, BV, num_warps) of the column-block launches of a call: the one-launch tiles of the widest block (fp32
+    tiles with a gradient), then `value_block`."""
+    widest = k_blocks(DQK)[0].stop
+    L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, torch.float32 if grad else dtype, True)
+    BV, num_warps = value_block(DHV, BV, num_warps, dtype, grad)
+    return L, BV, num_warps
+
+
 def k_blocks(DQK: int) -> list[slice]:
     """Column slices of DQK in blocks of equal width, each at most K_BLOCK."""
     NK = cdiv(DQK, K_BLOCK)
@@ -69,10 +78,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         DHV = v.shape[-1]
         blocks = k_blocks(DQK)
         grad = any(ctx.needs_input_grad)
-        widest = blocks[0].stop - blocks[0].start
-        tile_dtype = torch.float32 if grad else q.dtype
-        L, _, BV, num_warps = _launch_config(S, widest, DHV, chunk_size, tile_dtype, column_block=True)
-        BV, num_warps = value_block(DHV, BV, num_warps, q.dtype, grad)
+        L, BV, num_warps = tiles(S, DQK, DHV, chunk_size, q.dtype, grad)
         NV = cdiv(DHV, BV)
         G, CPS = segment_plan(S, L, NV * B * NH, q.device)
         f32 = {"dtype": torch.float32, "device": q.device}
