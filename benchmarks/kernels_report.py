@@ -65,6 +65,10 @@ def mlstm_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+_SLSTM_OURS = {"slstm--triton": "", "slstm--triton_fp16r": " (slstm--triton_fp16r: fp16 R, opt-in)"}
+"""Our sLSTM kernels in the tables, and the note after the dtype of each."""
+
+
 def slstm_table(rows: list[dict]) -> list[str]:
     lines = ["", "## sLSTM (wx in the listed dtype, r and b fp32)", "",
              "| B, S, D, NH | dtype | ours fw / fw+bw (ms) | torch loop fw / fw+bw (fp32) | speed-up fw+bw |",
@@ -73,9 +77,10 @@ def slstm_table(rows: list[dict]) -> list[str]:
     for shape in shapes:
         sel = [r for r in rows if r["op"] == "slstm" and _slstm_key(r) == shape]
         ref = next((r for r in sel if r["kernel"] == "slstm--torch"), None)
-        for r in (r for r in sel if r["kernel"] == "slstm--triton"):
+        for r in (r for r in sel if r["kernel"] in _SLSTM_OURS):
             ratio = f"{ref['fwbw_ms'] / r['fwbw_ms']:.1f}x" if ref and r["dtype"] == "float32" else "–"
-            lines.append(f"| {', '.join(map(str, shape))} | {r['dtype']} | {_ms(r)} | {_ms(ref)} | {ratio} |")
+            dtype = r["dtype"] + _SLSTM_OURS[r["kernel"]]
+            lines.append(f"| {', '.join(map(str, shape))} | {dtype} | {_ms(r)} | {_ms(ref)} | {ratio} |")
     return lines
 
 
@@ -106,11 +111,12 @@ def anchor_table(rows: list[dict], anchors: list[dict], timer: str | None = None
                      f"{_verdict(best['fw_ms'] / theirs['fw_ms'], goal_fw)} |")
     for shape, (name, goal, goal_fw) in SLSTM_GOALS.items():
         theirs = next((a for a in good if a.get("kernel") == name and _slstm_key(a) == shape), None)
-        ours_rows = [r for r in rows if r["op"] == "slstm" and r["kernel"] == "slstm--triton"
+        ours_rows = [r for r in rows if r["op"] == "slstm" and r["kernel"] in _SLSTM_OURS
                      and _slstm_key(r) == shape]  # fmt: skip
         for ours in ours_rows if theirs is not None else []:
             found += 1
-            lines.append(f"| sLSTM {shape} {ours['dtype']}, {name} | {_ms(ours)} | {_ms(theirs)} | "
+            label = ours["dtype"] + _SLSTM_OURS[ours["kernel"]]
+            lines.append(f"| sLSTM {shape} {label}, {name} | {_ms(ours)} | {_ms(theirs)} | "
                          f"{_verdict(ours['fwbw_ms'] / theirs['fwbw_ms'], goal)} | "
                          f"{_verdict(ours['fw_ms'] / theirs['fw_ms'], goal_fw)} |")
     if not found:

@@ -120,7 +120,7 @@ def _mlstm_case(
     return run
 
 
-def _slstm_case(dtype: torch.dtype, S: int, DH: int) -> Callable:
+def _slstm_case(dtype: torch.dtype, S: int, DH: int, kernel: str = "slstm--triton") -> Callable:
     from . import get_kernel
 
     def run() -> None:
@@ -128,7 +128,7 @@ def _slstm_case(dtype: torch.dtype, S: int, DH: int) -> Callable:
         wx = torch.randn(4, S, 4, NH, DH).to(dtype).requires_grad_()
         r = (0.1 * torch.randn(NH, 4, DH, DH)).requires_grad_()
         b = torch.zeros(NH, 4, DH, requires_grad=True)
-        get_kernel("slstm--triton")(wx, r, b).float().sum().backward()
+        get_kernel(kernel)(wx, r, b).float().sum().backward()
 
     return run
 
@@ -151,10 +151,13 @@ CASES: dict[str, Callable[[], Callable]] = {
     f"slstm {dtype_name} S=9 DH={DH}": (lambda dtype=dtype, DH=DH: _slstm_case(dtype, 9, DH))
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     for DH in (64, 128)
+} | {
+    # fp16 recurrent matrices on chip (four 128 x 128 tiles) next to the dot operands
+    "slstm bf16 S=9 DH=128 fp16r": lambda: _slstm_case(torch.bfloat16, 9, 128, "slstm--triton_fp16r")
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
-128 and 256 (column blocks), segments, forwards without gradients, and the sLSTM; fp32 and bf16 (different dots and
-tiles)."""
+128 and 256 (column blocks), segments, forwards without gradients, and the sLSTM (also with fp16 recurrent
+matrices); fp32 and bf16 (different dots and tiles)."""
 
 
 def main() -> None:

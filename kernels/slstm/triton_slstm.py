@@ -1,16 +1,18 @@
 """sLSTM in Triton: host wrappers, the autograd function and the public `slstm_triton` (same function as slstm--torch).
 
-The forward kernel keeps the head's recurrent matrices in registers and loops over time; it stores the gate
-pre-activations and the states of every step (fp32), which the reverse-time backward kernel reads. The backward is the
-exact chain rule of the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t). dR and db are sums over
-all rows and steps: where `_weight_grads_in_kernel` says so, the backward kernel sums them in registers (one part per
-program, added up here) and writes the gate gradients in the input dtype; otherwise they are reduced here from fp32
-gate gradients with one batched matmul.
+The forward kernel keeps the head's recurrent matrices on chip (fp32; for heads wider than 64, re-read from L2 at
+every step, or with `recurrent_fp16` held as scaled fp16) and loops over time; it stores the gate pre-activations and
+the states of every step (fp32), which the reverse-time backward kernel reads. The backward is the exact chain rule of
+the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t). dR and db are sums over all rows and steps:
+where `_weight_grads_in_kernel` says so, the backward kernel sums them in registers (one part per program, added up
+here) and writes the gate gradients in the input dtype; otherwise they are reduced here from fp32 gate gradients with
+one batched matmul.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import Tensor
@@ -21,11 +23,32 @@ from .torch_ref import SLSTMState, _check_inputs, _initial_states
 from .triton_slstm_kernels import _slstm_bwd_kernel_tl, _slstm_fwd_kernel_tl
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 1}
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _lowp(dtype: torch.dtype) -> int:
-    """Dot mode of h @ R: TF32 (1) for bf16/fp16 inputs and for fp32 under torch's 'high'/'medium' fp32 matmul
+def _fp16_r(dtype: torch.dtype, BD: int, allowed: bool) -> bool:
+    """Whether the kernels hold the recurrent matrices on chip in fp16 and run the h @ R (and dg @ R^T) dots on fp16
+    operands with fp32 accumulation: where `allowed` (slstm--triton_fp16r), for DH > 64 with bf16/fp16 inputs, or fp32
+    inputs where TF32 is allowed.
+
+    Four fp32 (BD, BD) matrices do not fit on chip next to the dot operands beyond DH = 64, so the fp32 kernels
+    re-read them from L2 at every step, one gate at a time (23 ms forward at (B, S, D, NH) = (16, 2048, 512, 4) bf16
+    on an H200; 7 ms with fp16 matrices). The operands are scaled by powers of two into fp16's range (each column of
+    R, each row of the gate gradients), so the products keep 10 mantissa bits, as TF32's do; bf16 operands (7 bits)
+    let the errors of long backward passes grow past the bf16 tolerance. Not the default: on the GPU, some of
+    `tests/kernels/test_slstm_fp16_dots.py::test_fp16_dots_gpu` (fp16 and fp32 cases) exceed the tolerance table while
+    the interpreter's emulation of the same cases does not."""
+    if not allowed or BD <= 64:
+        return False
+    return dtype != torch.float32 or fp32_uses_tf32()
+
+
+def _lowp(dtype: torch.dtype, fp16_r: bool = False) -> int:
+    """Dot mode of h @ R: scaled fp16 operands (2; their fp32 emulation, 3, under the Triton interpreter) where
+    `_fp16_r` says so, TF32 (1) for bf16/fp16 inputs and for fp32 under torch's 'high'/'medium' fp32 matmul
     precision, exact fp32 (0) otherwise."""
+    if fp16_r:
+        return 3 if _INTERPRETED else 2
     return 1 if dtype == torch.float32 and fp32_uses_tf32() else _LOWP[dtype]
 
 
@@ -75,7 +98,7 @@ def _recurrent_weight_grad(h_prev: Tensor, dg: Tensor) -> Tensor:
 
 class _SLSTMTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, wx, r, b, h0, c0, n0, m0):
+    def forward(ctx, wx, r, b, h0, c0, n0, m0, recurrent_fp16):
         B, S, _, NH, DH = wx.shape
         BB, BD, num_warps = _launch_config(B, DH)
         wx = wx.contiguous()
@@ -86,20 +109,21 @@ class _SLSTMTriton(torch.autograd.Function):
         gates = torch.empty(B, S, 4, NH, DH, **f32)  # (B, S, 4, NH, DH)
         hs, cs, ns, ms = (torch.empty(B, S, NH, DH, **f32) for _ in range(4))  # (B, S, NH, DH) each
         grid = (NH, cdiv(B, BB))
+        fp16_r = _fp16_r(wx.dtype, BD, recurrent_fp16)
         _slstm_fwd_kernel_tl[grid](
             wx, r32, b32, h0, c0, n0, m0, out, gates, hs, cs, ns, ms,
-            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx.dtype), RELOAD_R=BD > 64,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx.dtype, fp16_r), RELOAD_R=BD > 64 and not fp16_r,
             num_warps=num_warps, num_stages=1 if BD > 64 else 3,
         )  # fmt: skip
         ctx.save_for_backward(r32, gates, h0, c0, n0, m0, hs, cs, ns, ms)
-        ctx.config = (BB, BD, num_warps, wx.dtype, r.dtype, b.dtype)
+        ctx.config = (BB, BD, num_warps, wx.dtype, r.dtype, b.dtype, fp16_r)
         last = tuple(x[:, -1].clone() for x in (hs, cs, ns, ms))  # (B, NH, DH) each
         return (out, *last)
 
     @staticmethod
     def backward(ctx, dout, dh_last, dc_last, dn_last, dm_last):
         r32, gates, h0, c0, n0, m0, hs, cs, ns, ms = ctx.saved_tensors
-        BB, BD, num_warps, wx_dtype, r_dtype, b_dtype = ctx.config
+        BB, BD, num_warps, wx_dtype, r_dtype, b_dtype, fp16_r = ctx.config
         B, S, _, NH, DH = gates.shape
         dout = dout.contiguous()
         dh_last, dc_last, dn_last, dm_last = (x.float().contiguous() for x in (dh_last, dc_last, dn_last, dm_last))
@@ -113,7 +137,7 @@ class _SLSTMTriton(torch.autograd.Function):
         _slstm_bwd_kernel_tl[(NH, tiles)](
             r32, gates, h0, c0, n0, m0, hs, cs, ns, ms, dout, dh_last, dc_last, dn_last, dm_last,
             dg, dh0, dc0, dn0, dm0, dr_parts, db_parts,
-            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx_dtype), RELOAD_R=BD > 64, ACC_W=acc_w,
+            B, S, NH, DH, BB=BB, BD=BD, LOWP=_lowp(wx_dtype, fp16_r), RELOAD_R=BD > 64 and not fp16_r, ACC_W=acc_w,
             num_warps=num_warps, num_stages=1 if BD > 64 else 3,
         )  # fmt: skip
         if acc_w:
@@ -122,7 +146,7 @@ class _SLSTMTriton(torch.autograd.Function):
             h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)  # (B, S, NH, DH)
             dr = _recurrent_weight_grad(h_prev, dg)  # (NH, 4, DH, DH)
             db = dg.sum(dim=(0, 1)).transpose(0, 1)  # (NH, 4, DH)
-        return dg.to(wx_dtype), dr.to(r_dtype), db.to(b_dtype), dh0, dc0, dn0, dm0
+        return dg.to(wx_dtype), dr.to(r_dtype), db.to(b_dtype), dh0, dc0, dn0, dm0, None
 
 
 def slstm_triton(
@@ -131,6 +155,7 @@ def slstm_triton(
     b: Tensor,
     initial_states: SLSTMState | None = None,
     return_last_states: bool = False,
+    recurrent_fp16: bool = False,
 ) -> Tensor | tuple[Tensor, SLSTMState]:
     """sLSTM over a sequence in Triton (forward and backward); the same function as slstm--torch.
 
@@ -141,6 +166,9 @@ def slstm_triton(
         b: (NH, 4, DH) gate biases.
         initial_states: (h, c, n, m), each (B, NH, DH), or None for h = c = n = 0 and m = -inf. Default: None.
         return_last_states: also return the states after the last step. Default: False.
+        recurrent_fp16: for DH > 64 (bf16/fp16 inputs, or fp32 under TF32), hold R on chip in fp16 and run the
+            recurrent dots on power-of-two-scaled fp16 operands (about 3x faster forward at DH = 128) instead of
+            re-reading fp32 R from L2 at every step; see `_fp16_r`. Default: False (slstm--triton_fp16r sets it).
 
     Returns:
         h (B, S, NH, DH) in the dtype of wx; with return_last_states, (h, (h_last, c, n, m)), each state
@@ -154,7 +182,18 @@ def slstm_triton(
     if r.device != wx.device or b.device != wx.device:
         raise ValueError(f"wx, r, b must be on one device, got {wx.device}, {r.device}, {b.device}.")
     h0, c0, n0, m0 = _initial_states(initial_states, (B, NH, DH), torch.float32, wx.device)
-    out, h, c, n, m = _SLSTMTriton.apply(wx, r, b, h0, c0, n0, m0)
+    out, h, c, n, m = _SLSTMTriton.apply(wx, r, b, h0, c0, n0, m0, recurrent_fp16)
     if not return_last_states:
         return out
     return out, (h, c, n, m)
+
+
+def slstm_triton_fp16r(
+    wx: Tensor,
+    r: Tensor,
+    b: Tensor,
+    initial_states: SLSTMState | None = None,
+    return_last_states: bool = False,
+) -> Tensor | tuple[Tensor, SLSTMState]:
+    """`slstm_triton` with `recurrent_fp16=True`: fp16 recurrent matrices and dots for heads wider than 64."""
+    return slstm_triton(wx, r, b, initial_states, return_last_states, recurrent_fp16=True)

@@ -1,8 +1,9 @@
 """Triton device code for the sLSTM: a persistent forward and a persistent reverse-time backward kernel.
 
 One program per (head, batch tile of BB rows) loops over all time steps with the head's four recurrent matrices
-R[head, g] (DH x DH) held in registers (FlashRNN style); for DH > 64 (RELOAD_R) they do not fit on chip next to the
-dot operands and are re-read from L2 at every step, one gate at a time, instead. The forward stores the gate
+R[head, g] (DH x DH) held on chip (FlashRNN style): in fp32 up to DH = 64; beyond, in fp16 scaled by powers of two
+(LOWP >= 2, see `_fp16_r` in `triton_slstm.py`), or, for exact fp32 dots (RELOAD_R), re-read from L2 at every step,
+one gate at a time, since four fp32 matrices do not fit next to the dot operands. The forward stores the gate
 pre-activations and the states of every step (fp32); the backward walks back in time from them, so no step is
 recomputed. dR and db are a batched matmul / sum over the stored gate gradients, done by the host wrapper in
 `triton_slstm.py`. Both loops load the next step's tiles (input parts, stored gates and states, upstream gradient)
@@ -17,10 +18,14 @@ import triton
 import triton.language as tl
 
 from .triton_slstm_common import (
+    _fp16_columns,
+    _fp16_rows_dot,
+    _fp16_shared_columns,
     _h_before,
     _load_gate_matrices,
     _load_gates,
     _logsigmoid,
+    _operand,
     _rdot,
     _states_before,
     _weight_grad_dot,
@@ -56,6 +61,11 @@ def _slstm_fwd_kernel_tl(
     r_off = head * 4 * DH * DH + offs_d[:, None] * DH + offs_d[None, :]  # (BD, BD)
     if not RELOAD_R:
         r_i, r_f, r_z, r_o = _load_gate_matrices(r_ptr, r_off, DH, mask_r)
+        # fp16 dots (LOWP >= 2): each column scaled by a power of two into fp16's range, the scale applied after
+        r_i, s_i = _fp16_columns(r_i, LOWP)
+        r_f, s_f = _fp16_columns(r_f, LOWP)
+        r_z, s_z = _fp16_columns(r_z, LOWP)
+        r_o, s_o = _fp16_columns(r_o, LOWP)
     b_off = head * 4 * DH + offs_d
     b_i = tl.load(b_ptr + b_off, mask=mask_d, other=0.0)[None, :]
     b_f = tl.load(b_ptr + b_off + DH, mask=mask_d, other=0.0)[None, :]
@@ -88,10 +98,11 @@ def _slstm_fwd_kernel_tl(
             o_pre = tl.load(gates_ptr + gx_off + 3 * NH * DH, mask=mask, other=0.0)
         else:
             n_i, n_f, n_z, n_o = _load_gates(wx_ptr, head, offs_b, offs_d, t + 1, S, NH, DH, mask, RELOAD_R)
-            i_pre = x_i + b_i + _rdot(h, r_i, LOWP)
-            f_pre = x_f + b_f + _rdot(h, r_f, LOWP)
-            z_pre = x_z + b_z + _rdot(h, r_z, LOWP)
-            o_pre = x_o + b_o + _rdot(h, r_o, LOWP)
+            h_op = _operand(h, LOWP)  # |h| <= 1: no scale
+            i_pre = x_i + b_i + _rdot(h_op, r_i, LOWP) * s_i
+            f_pre = x_f + b_f + _rdot(h_op, r_f, LOWP) * s_f
+            z_pre = x_z + b_z + _rdot(h_op, r_z, LOWP) * s_z
+            o_pre = x_o + b_o + _rdot(h_op, r_o, LOWP) * s_o
             x_i, x_f, x_z, x_o = n_i, n_f, n_z, n_o
             tl.store(gates_ptr + gx_off, i_pre, mask=mask)
             tl.store(gates_ptr + gx_off + NH * DH, f_pre, mask=mask)
@@ -147,6 +158,8 @@ def _slstm_bwd_kernel_tl(
     rt_off = head * 4 * DH * DH + offs_d[None, :] * DH + offs_d[:, None]  # (BD, BD)
     if not RELOAD_R:
         rt_i, rt_f, rt_z, rt_o = _load_gate_matrices(r_ptr, rt_off, DH, mask_r)
+        # fp16 dots (LOWP >= 2): one power-of-two scale per column of the R_g^T, shared by the four gates
+        rt_i, rt_f, rt_z, rt_o, s_rt = _fp16_shared_columns(rt_i, rt_f, rt_z, rt_o, LOWP)
 
     st_off = offs_b[:, None] * NH * DH + head * DH + offs_d[None, :]  # (BB, BD)
     dh_rec = tl.load(dhl_ptr + st_off, mask=mask, other=0.0)
@@ -225,8 +238,11 @@ def _slstm_bwd_kernel_tl(
                 rt_g = tl.load(r_ptr + rt_off + g * DH * DH, mask=mask_r, other=0.0)  # (BD, BD)
                 dh_rec += _rdot(dg_g, rt_g, LOWP)
         else:
-            dh_rec = _rdot(di_pre, rt_i, LOWP) + _rdot(df_pre, rt_f, LOWP)
-            dh_rec += _rdot(dz_pre, rt_z, LOWP) + _rdot(do_pre, rt_o, LOWP)
+            if LOWP >= 2:
+                dh_rec = _fp16_rows_dot(di_pre, df_pre, dz_pre, do_pre, rt_i, rt_f, rt_z, rt_o, LOWP) * s_rt
+            else:
+                dh_rec = _rdot(di_pre, rt_i, LOWP) + _rdot(df_pre, rt_f, LOWP)
+                dh_rec += _rdot(dz_pre, rt_z, LOWP) + _rdot(do_pre, rt_o, LOWP)
         g_i, g_f, g_z, g_o = p_i, p_f, p_z, p_o
         c, n, m = c_prev, n_prev, m_prev
         c_prev, n_prev, m_prev = p_c, p_n, p_m
