@@ -43,8 +43,10 @@ class ModelConfig:
     """Registry name of the mLSTM sequence kernel, or 'auto' (see `xlstm_ts.kernels.available_kernels()`)."""
     slstm_kernel: str = "auto"
     """Registry name of the sLSTM kernel, or 'auto'."""
-    chunk_size: int = 64
-    """Chunk length of chunkwise mLSTM kernels."""
+    chunk_size: int | None = None
+    """Chunk length of chunkwise mLSTM kernels; None: each kernel's own choice (64 for the Triton kernel, by head width
+    and sequence length on the CPU: `xlstm_ts.kernels.mlstm.chunkwise_torch.cpu_chunk_size`). Any value computes the
+    same function; it only changes speed and rounding."""
     linear_skip: bool = True
     """Add a linear map of the scaled context to the forecast (the stack then models the residual)."""
     linear_skip_init: str = "lstsq"
@@ -78,9 +80,11 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})."
             )
-        for name in ("patch_length", "embed_dim", "num_heads", "conv_kernel", "qkv_blocksize", "chunk_size"):
+        for name in ("patch_length", "embed_dim", "num_heads", "conv_kernel", "qkv_blocksize"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"ModelConfig.chunk_size must be >= 1 or None (kernel's choice), got {self.chunk_size}.")
         if self.patch_stride is not None and self.patch_stride < 1:
             raise ValueError(f"ModelConfig.patch_stride must be >= 1 or None, got {self.patch_stride}.")
         if not 0.0 <= self.dropout < 1.0:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from xlstm_ts.kernels import available_kernels, get_kernel
+from xlstm_ts.kernels.mlstm.chunkwise_torch import cpu_chunk_size
 
 _AUTO = {
     # op -> (fast name used on CUDA when registered and triton imports, portable fallback, widest head the fast
@@ -44,6 +45,8 @@ def resolve_kernel_name(name: str, op: str, device: torch.device, head_dim: int 
 
 
 _FOUND: dict[tuple[str, str, str, int | None], Callable] = {}
+_NAMES: dict[tuple[str, str, str, int | None], str] = {}  # the same keys -> the resolved registry name
+_CHUNKS: dict[tuple[str, str, int, int], int] = {}  # (name, device type, S, DH) -> chunk length
 
 
 def kernel_for(name: str, op: str, device: torch.device, head_dim: int | None = None) -> Callable:
@@ -63,5 +66,19 @@ def kernel_for(name: str, op: str, device: torch.device, head_dim: int | None = 
         found = get_kernel(resolved)
         if resolved.endswith("--triton"):
             found = torch.compiler.disable(found, recursive=True)
-        _FOUND[key] = found
+        _FOUND[key], _NAMES[key] = found, resolved
     return found
+
+
+def mlstm_chunk_size(name: str, device: torch.device, seq_len: int, head_dim: int) -> int:
+    """Chunk length for the mLSTM kernel `name` ('auto' or a registry name) on `device` when the model leaves it
+    open (`ModelConfig.chunk_size=None`): `cpu_chunk_size` for the torch chunkwise kernel on a CPU, else 64. Kept in
+    a plain dict per call shape, as `kernel_for` keeps kernels."""
+    key = (name, device.type, seq_len, head_dim)
+    chunk = _CHUNKS.get(key)
+    if chunk is None:
+        kernel_for(name, "mlstm", device, head_dim)
+        resolved = _NAMES[(name, "mlstm", device.type, head_dim)]
+        cpu_torch = device.type == "cpu" and resolved == "mlstm_chunkwise--torch"
+        chunk = _CHUNKS[key] = cpu_chunk_size(seq_len, head_dim) if cpu_torch else 64
+    return chunk

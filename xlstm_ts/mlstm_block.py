@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlstm_ts.kernel_choice import kernel_for
+from xlstm_ts.kernel_choice import kernel_for, mlstm_chunk_size
 from xlstm_ts.layers import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -33,14 +33,14 @@ class MLSTMBlock(nn.Module):
         qkv_blocksize: block size of the block-diagonal q/k/v projections.
         dropout: dropout on the block output.
         kernel: registry name of the mLSTM kernel or 'auto'.
-        chunk_size: chunk length for chunkwise kernels.
+        chunk_size: chunk length for chunkwise kernels; None: the kernel's own (`kernel_choice.mlstm_chunk_size`).
         block_index, num_blocks: position in the stack (used by initialization).
     """
 
     op = "mlstm"  # the sequence op its kernel is looked up for (`kernel_choice.kernel_for`)
 
     def __init__(self, embed_dim: int, num_heads: int, proj_factor: float = 2.0, conv_kernel: int = 4,
-                 qkv_blocksize: int = 4, dropout: float = 0.0, kernel: str = "auto", chunk_size: int = 64,
+                 qkv_blocksize: int = 4, dropout: float = 0.0, kernel: str = "auto", chunk_size: int | None = None,
                  block_index: int = 0, num_blocks: int = 1):
         super().__init__()
         inner = round_up(proj_factor * embed_dim, num_heads * qkv_blocksize)
@@ -89,8 +89,9 @@ class MLSTMBlock(nn.Module):
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)
 
         cell = kernel_for(self.kernel, self.op, x.device, DH)
+        chunk = self.chunk_size or mlstm_chunk_size(self.kernel, x.device, T, DH)
         h = cell(heads(q), heads(k), heads(v), i_pre.transpose(1, 2), f_pre.transpose(1, 2),
-                 chunk_size=self.chunk_size)  # (B, NH, T, DH)
+                 chunk_size=chunk)  # (B, NH, T, DH)
         h = self.out_norm(h.transpose(1, 2))  # (B, T, inner)
         h = (h + self.skip * x_c) * F.silu(z)
         return x + self.drop(self.down(h))
