@@ -41,10 +41,10 @@ def cpu_chunk_size(S: int, DH: int) -> int:
     chunk (S) when the sequence is at most three of those long.
 
     The (L, L) element-wise work per step grows with L and the state work per chunk with DH^2, so narrow heads want
-    short chunks. Measured forward+backward at B = 224 rows, NH = 4, 2 threads (ms, chunk 8 / 16 / 32 / 64 / one
-    chunk): (S, DH) = (95, 8) 44 / 43 / 53 / 156 / 134; (63, 8) 30 / 28 / 44 / 85 (one chunk); (95, 16) 80 / 64 /
-    78 / 220 / 117; (95, 32) 364 / 137 / 132 / 300 / 84; (336, 32) 3512 / 1293 / 776 / 1449 / -; (336, 64)
-    16703 / 4580 / 2166 / 2935 / -; (42, 16) 35 / 28 / 46 / 19 (one chunk). The GPU kernels keep their own."""
+    short chunks. `benchmarks/mlstm_cpu_chunks.py` times every chunk length (results/mlstm_cpu_chunks.md): on 2
+    threads the pick is within 1.00-1.36x of the fastest in all 22 recorded rows; forward+backward at 224 rows,
+    NH = 4: (S, DH) = (95, 8) 40 ms against 222 ms with chunks of 64, (336, 32) 861 against 1471. The GPU kernels
+    keep their own."""
     L = max(8, min(32, next_power_of_2(DH)))
     return S if S <= 3 * L else L
 
