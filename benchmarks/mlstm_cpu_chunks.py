@@ -5,8 +5,9 @@ and head widths of patched forecasters: the evidence behind `cpu_chunk_size`, th
 
 Rows: (S, DH) x chunk in 8, 16, 32, 64 and "one" (one chunk: S), forward + backward at 224 rows (32 windows x 7
 variates) and forward alone without gradients at 896 rows, NH = 4, float32, median of `--reps` runs after one warm-up.
-`rule` marks the chunk `cpu_chunk_size(S, DH)` picks. Writes mlstm_cpu_chunks.json (rows merged by device, threads,
-case and chunk) and mlstm_cpu_chunks.md.
+`rule` marks the chunk `cpu_chunk_size(S, DH)` picks. For a few cases the pick also runs without gradients over 7168
+rows (an evaluation batch of 1024 windows x 7 variates), in one pass and in the kernel's batch slices. Writes
+mlstm_cpu_chunks.json (rows merged by device, threads, case and chunk) and mlstm_cpu_chunks.md.
 """
 
 from __future__ import annotations
@@ -22,15 +23,26 @@ import provenance
 
 CASES = [(42, 8), (42, 32), (63, 8), (63, 16), (63, 32), (95, 8), (95, 16), (95, 32), (95, 64), (336, 16), (336, 32)]
 CHUNKS = [8, 16, 32, 64, None]  # None: one chunk
+SLICE_CASES = [(63, 8), (95, 8), (95, 32)]
+SLICE_ROWS = 7168
 
 
-def time_case(S: int, DH: int, chunk: int | None, grad: bool, reps: int) -> float:
-    """Median ms of one call (with backward when `grad`)."""
+def time_case(S: int, DH: int, chunk: int | None, grad: bool, reps: int, B: int | None = None,
+              one_pass: bool = False) -> float:
+    """Median ms of one call (with backward when `grad`) over B rows (default 224 with gradients, 896 without);
+    `one_pass` turns the kernel's batch slices off."""
     from xlstm_ts.kernels import get_kernel
     from xlstm_ts.kernels._testing import make_mlstm_inputs
+    from xlstm_ts.kernels.mlstm import chunkwise_torch
 
     kernel = get_kernel("mlstm_chunkwise--torch")
-    B = 224 if grad else 896
+    B = B or (224 if grad else 896)
+    if one_pass:
+        rows, chunkwise_torch._cpu_rows = chunkwise_torch._cpu_rows, lambda *_: B
+        try:
+            return time_case(S, DH, chunk, grad, reps, B)
+        finally:
+            chunkwise_torch._cpu_rows = rows
     torch.manual_seed(0)
     x = [t.float().requires_grad_(grad) for t in make_mlstm_inputs(B, 4, S, DH, DH, f_mean=3.0)]
 
@@ -55,7 +67,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "Written by `benchmarks/mlstm_cpu_chunks.py`. mlstm_chunkwise--torch, NH = 4, float32; ms per call, "
              "forward + backward at 224 rows and forward without gradients at 896 rows. **Bold**: the chunk "
              "`cpu_chunk_size` picks (the model's choice on a CPU when `ModelConfig.chunk_size` is None); "
-             "'one' = one chunk of S steps.", "",
+             "'one' = one chunk of S steps. Rows 'fw, no grad, 7168 rows': the pick over 7168 rows in one pass and "
+             "in the kernel's batch slices (`_CPU_SLICE_BYTES`).", "",
              "| device | threads | S | DH | pass | 8 | 16 | 32 | 64 | one | rule / fastest | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     groups: dict[tuple, dict] = {}
@@ -99,6 +112,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ms = time_case(S, DH, chunk, grad, args.reps)
                 rows.append({**common, "S": S, "DH": DH, "pass": "fw+bw" if grad else "fw, no grad",
                              "chunk": str(chunk) if chunk else "one", "rule": rule, "ms": round(ms, 2)})  # fmt: skip
+                print(rows[-1], flush=True)
+        if (S, DH) in SLICE_CASES:  # 7168 rows without gradients (1024 windows x 7 variates): slices or one pass
+            chunk = None if rule == "one" else int(rule)
+            for name, one_pass in (("one pass", True), ("slices", False)):
+                ms = time_case(S, DH, chunk, False, args.reps, SLICE_ROWS, one_pass)
+                rows.append({**common, "S": S, "DH": DH, "pass": f"fw, no grad, {SLICE_ROWS} rows, {name}",
+                             "chunk": rule, "rule": rule, "ms": round(ms, 2)})  # fmt: skip
                 print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     merged = provenance.merge_rows(args.out / "mlstm_cpu_chunks.json", rows,

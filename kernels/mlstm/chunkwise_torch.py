@@ -32,8 +32,8 @@ from .one_chunk_torch import mlstm_one_chunk
 
 _CPU_SLICE_BYTES = 16 * 2**20
 """Without gradients on a CPU, the batch runs in slices whose float64 (chunks, L, L) log-decay matrices stay under
-this size: one pass over 7168 rows of (NH, S, DH) = (4, 95, 8) took 1.53 s in one slice, 0.31-0.36 s in slices of
-448-1792 rows (2 threads)."""
+this size: 7168 rows of (NH, S, DH) = (4, 95, 8), chunks of 8, took 906 ms in one pass and 239 ms in slices (2
+threads, results/mlstm_cpu_chunks.md)."""
 
 
 def cpu_chunk_size(S: int, DH: int) -> int:
@@ -42,9 +42,9 @@ def cpu_chunk_size(S: int, DH: int) -> int:
 
     The (L, L) element-wise work per step grows with L and the state work per chunk with DH^2, so narrow heads want
     short chunks. `benchmarks/mlstm_cpu_chunks.py` times every chunk length (results/mlstm_cpu_chunks.md): on 2
-    threads the pick is within 1.00-1.36x of the fastest in all 22 recorded rows; forward+backward at 224 rows,
-    NH = 4: (S, DH) = (95, 8) 40 ms against 222 ms with chunks of 64, (336, 32) 861 against 1471. The GPU kernels
-    keep their own."""
+    threads the pick is within 1.0-1.7x of the fastest in every recorded row (timings on a shared CPU vary by about
+    that much); forward+backward at 224 rows, NH = 4: (S, DH) = (95, 8) 25-40 ms against 180-222 ms with chunks of
+    64, (336, 32) 861 against 1471. The GPU kernels keep their own."""
     L = max(8, min(32, next_power_of_2(DH)))
     return S if S <= 3 * L else L
 
