@@ -7,7 +7,13 @@ cores). Gates, states and sums stay fp32 either way.
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+"""Whether the Triton kernels run in the interpreter (Triton decides at import; so does this module): its
+half-precision dots are wrong, so the kernels launch their fp32 emulation instead."""
 
 
 def fp32_uses_tf32() -> bool:

@@ -96,8 +96,8 @@ def mlstm_chunkwise_torch(
             f"chunk_size must be a positive int, got {chunk_size!r}; cpu_chunk_size(S, DH) gives a good one on CPU."
         )
     states = (c_initial, n_initial, m_initial)
-    rows = _cpu_rows(NH, S, min(chunk_size, S))
-    if q.device.type == "cpu" and B > rows and not _needs_grad(q, k, v, i, f, *states):
+    rows = _cpu_rows(NH, S, min(chunk_size, S)) if q.device.type == "cpu" else B
+    if B > rows and not _needs_grad(q, k, v, i, f, *states):
         check_initial_states(*states, (B, NH, DQK, DHV))  # shapes checked before the batch is cut
         parts = [
             mlstm_chunkwise_torch(

@@ -26,14 +26,13 @@ through C_L = e^{-m_L} C^u; those upstream gradients on m_t are routed back thro
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import Tensor
 
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
-from .._precision import fp32_uses_tf32
+from .._precision import INTERPRETED, fp32_uses_tf32
 from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
@@ -60,13 +59,9 @@ def _bwd_lowp(dtype: torch.dtype) -> int:
     return 0 if dtype == torch.float32 and not fp32_uses_tf32() else _TF32
 
 
-# Triton decides at import whether its kernels run in the interpreter; so does this module
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _on_device(mode: int) -> int:
     """The dot mode to launch with: bf16 dots (1) become their fp32 emulation (4) under the Triton interpreter."""
-    return 4 if mode == 1 and _INTERPRETED else mode
+    return 4 if mode == 1 and INTERPRETED else mode
 
 
 def _qk_lowp(dtype: torch.dtype, lowp: int) -> int:

@@ -12,18 +12,16 @@ one batched matmul.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import Tensor
 
 from .._ints import cdiv, next_power_of_2
-from .._precision import fp32_uses_tf32
+from .._precision import INTERPRETED, fp32_uses_tf32
 from .torch_ref import SLSTMState, _check_inputs, _initial_states
 from .triton_slstm_kernels import _slstm_bwd_kernel_tl, _slstm_fwd_kernel_tl
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 1}
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _fp16_r(dtype: torch.dtype, BD: int, allowed: bool) -> bool:
@@ -48,7 +46,7 @@ def _lowp(dtype: torch.dtype, fp16_r: bool = False) -> int:
     `_fp16_r` says so, TF32 (1) for bf16/fp16 inputs and for fp32 under torch's 'high'/'medium' fp32 matmul
     precision, exact fp32 (0) otherwise."""
     if fp16_r:
-        return 3 if _INTERPRETED else 2
+        return 3 if INTERPRETED else 2
     return 1 if dtype == torch.float32 and fp32_uses_tf32() else _LOWP[dtype]
 
 
