@@ -86,17 +86,18 @@ def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> No
     lines = [
         "# Chunkwise mLSTM: plain against segmented layout (long sequences, few batch * heads)",
         "",
-        f"Device: {device}; bf16; `triton.testing.do_bench` medians; commit {commit}. Written by "
-        "`benchmarks/mlstm_segments.py`. auto = the layout `segment_plan` picks (plain above one program per 2 SMs).",
+        f"Device: {device}; bf16; `triton.testing.do_bench` medians; latest run at commit {commit} (each row's "
+        "commit in its column). Written by `benchmarks/mlstm_segments.py`. auto = the layout `segment_plan` picks "
+        "(plain above one program per 2 SMs); cps=N forces segments of N chunks.",
         "",
-        "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain |",
-        "|---|---|---|---|---|",
+        "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain | commit |",
+        "|---|---|---|---|---|---|",
     ]
     plain = {r["shape"]: r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
     for r in rows:
         ratio = r["fwbw_ms"] / plain[r["shape"]] if r["shape"] in plain else float("nan")
         lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | {r['fwbw_ms']:.3f} "
-                     f"| {ratio:.2f} |")  # fmt: skip
+                     f"| {ratio:.2f} | {r.get('commit', '–')} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 
 
