@@ -65,7 +65,8 @@ def mlstm_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-_SLSTM_OURS = {"slstm--triton": "", "slstm--triton_fp16r": " (slstm--triton_fp16r: fp16 R, opt-in)"}
+_SLSTM_OURS = {"slstm--triton": "", "slstm--triton_fp16r": " (slstm--triton_fp16r: fp16 R)",
+               "slstm--triton_fp32r": " (slstm--triton_fp32r: fp32 R re-read, opt-in)"}
 """Our sLSTM kernels in the tables, and the note after the dtype of each."""
 
 

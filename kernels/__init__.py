@@ -29,6 +29,7 @@ _REGISTRY: dict[str, str] = {
     "mlstm_step--triton": "mlstm.triton_step:mlstm_step_triton",
     "slstm--triton": "slstm.triton_slstm:slstm_triton",
     "slstm--triton_fp16r": "slstm.triton_slstm:slstm_triton_fp16r",
+    "slstm--triton_fp32r": "slstm.triton_slstm:slstm_triton_fp32r",
 }
 
 

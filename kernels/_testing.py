@@ -109,3 +109,51 @@ def make_mlstm_states(
     """Random stabilized mLSTM states: C (B, NH, DQK, DHV), n (B, NH, DQK), m (B, NH, 1), all ~ N(0, 1)."""
     kw = {"dtype": dtype, "device": device}
     return torch.randn(B, NH, DQK, DHV, **kw), torch.randn(B, NH, DQK, **kw), torch.randn(B, NH, 1, **kw)
+
+
+def slstm_stabilizer_margins(wx: Tensor, r: Tensor, b: Tensor, states: tuple[Tensor, ...] | None) -> Tensor:
+    """(log f~_t + m_{t-1}) - i~_t of every step, gate unit and row, in float64: the two arguments of the sLSTM
+    stabilizer max(log f_t + m_{t-1}, i~_t). Shapes as `slstm--torch` takes them; returns (B, S, NH, DH).
+
+    Where this is within rounding of 0 the gradient of the max is a tie: a kernel whose gate pre-activations differ
+    from the reference's by their rounding error may take the other branch, which sends that element's gradient on
+    m_t to i~_t instead of log f_t (or back) and moves a few gradient entries by O(1)."""
+    B, S, _, NH, DH = wx.shape
+    kw = {"dtype": torch.float64, "device": wx.device}
+    if states is None:
+        h, c, n = (torch.zeros(B, NH, DH, **kw) for _ in range(3))
+        m = torch.full((B, NH, DH), float("-inf"), **kw)
+    else:
+        h, c, n, m = (x.detach().double() for x in states)
+    r64, b64 = r.detach().double(), b.detach().double().transpose(0, 1)  # (NH, 4, DH, DH), (4, NH, DH)
+    out = []
+    for t in range(S):
+        gates = wx[:, t].detach().double() + torch.einsum("bhd,hgde->bghe", h, r64) + b64  # (B, 4, NH, DH)
+        i_pre, f_pre, z_pre, o_pre = gates.unbind(1)
+        a = torch.nn.functional.logsigmoid(f_pre) + m
+        out.append(a - i_pre)
+        m_new = torch.maximum(a, i_pre)
+        i_act, f_act = torch.exp(i_pre - m_new), torch.exp(a - m_new)
+        c, n = f_act * c + i_act * torch.tanh(z_pre), f_act * n + i_act
+        h, m = torch.sigmoid(o_pre) * c / n, m_new
+    return torch.stack(out, dim=1)  # (B, S, NH, DH)
+
+
+def slstm_tie_free(wx: Tensor, r: Tensor, b: Tensor, states: tuple[Tensor, ...] | None, dtype: torch.dtype,
+                   margin: float = 2e-2, step: float = 0.125, rounds: int = 100) -> Tensor:  # fmt: skip
+    """wx (fp64, values representable in `dtype`) with the input-gate parts moved by multiples of `step` where the
+    stabilizer max is within `margin` of a tie (`slstm_stabilizer_margins`), until no step of the sequence is.
+
+    Low-precision kernels are compared with the fp64 reference on such inputs, so that every branch of the max is
+    decided by more than their rounding error and the reference gradient is the one they should reproduce. `step`
+    is a power of two, exactly representable next to wx's values in bf16 and fp16 (|wx| < 16)."""
+    wx = wx.detach().to(dtype).double().clone()
+    for _ in range(rounds):
+        gap = slstm_stabilizer_margins(wx, r, b, states)  # (B, S, NH, DH)
+        near = gap.abs() < margin
+        if not near.any():
+            return wx
+        # move i~ away from log f + m_{t-1}, to the side it is on; later steps are recomputed in the next round
+        wx[:, :, 0] += torch.where(near, torch.where(gap >= 0, -step, step), 0.0)
+        wx = wx.to(dtype).double()
+    raise RuntimeError(f"slstm_tie_free: ties left after {rounds} rounds; use another seed or a larger step.")

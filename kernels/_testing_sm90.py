@@ -152,12 +152,12 @@ CASES: dict[str, Callable[[], Callable]] = {
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     for DH in (64, 128)
 } | {
-    # fp16 recurrent matrices on chip (four 128 x 128 tiles) next to the dot operands
-    "slstm bf16 S=9 DH=128 fp16r": lambda: _slstm_case(torch.bfloat16, 9, 128, "slstm--triton_fp16r")
+    # the fp32 recurrent matrices re-read from L2 one gate at a time (DH 128 takes fp16 matrices on chip by default)
+    "slstm bf16 S=9 DH=128 fp32r": lambda: _slstm_case(torch.bfloat16, 9, 128, "slstm--triton_fp32r")
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
-128 and 256 (column blocks), segments, forwards without gradients, and the sLSTM (also with fp16 recurrent
-matrices); fp32 and bf16 (different dots and tiles)."""
+128 and 256 (column blocks), segments, forwards without gradients, and the sLSTM (fp16 recurrent matrices for bf16
+heads of 128, and their fp32 re-read path); fp32 and bf16 (different dots and tiles)."""
 
 
 def main() -> None:

@@ -60,12 +60,13 @@ def test_forward_goal_uses_our_fastest_forward(report, tmp_path):
 def test_opt_in_slstm_kernel_is_reported_beside_the_default(report, tmp_path):
     data = _data([{"kernel": "slstm_cuda", "B": 64, "S": 512, "D": 256, "NH": 4, "fw_ms": 8.0, "fwbw_ms": 25.0}])
     data["rows"].append({"op": "slstm", "B": 64, "S": 512, "D": 256, "NH": 4, "DH": 64, "dtype": "bfloat16",
-                         "kernel": "slstm--triton_fp16r", "fw_ms": 1.0, "fwbw_ms": 5.0})  # fmt: skip
+                         "kernel": "slstm--triton_fp32r", "fw_ms": 1.0, "fwbw_ms": 5.0})  # fmt: skip
     path = tmp_path / "kernels.json"
     path.write_text(json.dumps(data))
     text = report.write(path).read_text()
-    assert "| 64, 512, 256, 4 | bfloat16 (slstm--triton_fp16r: fp16 R, opt-in) | 1.000 / 5.000 |" in text
-    opt_in = "| sLSTM (64, 512, 256, 4) bfloat16 (slstm--triton_fp16r: fp16 R, opt-in), slstm_cuda | 1.000 / 5.000 "
+    assert "| 64, 512, 256, 4 | bfloat16 (slstm--triton_fp32r: fp32 R re-read, opt-in) | 1.000 / 5.000 |" in text
+    opt_in = ("| sLSTM (64, 512, 256, 4) bfloat16 (slstm--triton_fp32r: fp32 R re-read, opt-in), slstm_cuda "
+              "| 1.000 / 5.000 ")
     assert opt_in in text
     assert "| sLSTM (64, 512, 256, 4) float32, slstm_cuda | 2.000 / 10.000 |" in text
 

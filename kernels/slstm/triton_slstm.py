@@ -1,12 +1,12 @@
 """sLSTM in Triton: host wrappers, the autograd function and the public `slstm_triton` (same function as slstm--torch).
 
-The forward kernel keeps the head's recurrent matrices on chip (fp32; for heads wider than 64, re-read from L2 at
-every step, or with `recurrent_fp16` held as scaled fp16) and loops over time; it stores the gate pre-activations and
-the states of every step (fp32), which the reverse-time backward kernel reads. The backward is the exact chain rule of
-the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t). dR and db are sums over all rows and steps:
-where `_weight_grads_in_kernel` says so, the backward kernel sums them in registers (one part per program, added up
-here) and writes the gate gradients in the input dtype; otherwise they are reduced here from fp32 gate gradients with
-one batched matmul.
+The forward kernel keeps the head's recurrent matrices on chip (fp32 up to DH = 64; for wider heads as scaled fp16,
+or with `recurrent_fp16=False` and for exact fp32 dots re-read in fp32 from L2 at every step) and loops over time;
+it stores the gate pre-activations and the states of every step (fp32), which the reverse-time backward kernel
+reads. The backward is the exact chain rule of the step, including the branch of m_t = max(log f_t + m_{t-1}, i~_t).
+dR and db are sums over all rows and steps: where `_weight_grads_in_kernel` says so, the backward kernel sums them
+in registers (one part per program, added up here) and writes the gate gradients in the input dtype; otherwise they
+are reduced here from fp32 gate gradients with one batched matmul.
 """
 
 from __future__ import annotations
@@ -26,16 +26,18 @@ _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 1}
 
 def _fp16_r(dtype: torch.dtype, BD: int, allowed: bool) -> bool:
     """Whether the kernels hold the recurrent matrices on chip in fp16 and run the h @ R (and dg @ R^T) dots on fp16
-    operands with fp32 accumulation: where `allowed` (slstm--triton_fp16r), for DH > 64 with bf16/fp16 inputs, or fp32
-    inputs where TF32 is allowed.
+    operands with fp32 accumulation: where `allowed` (the default; not for slstm--triton_fp32r), for DH > 64 with
+    bf16/fp16 inputs, or fp32 inputs where TF32 is allowed.
 
     Four fp32 (BD, BD) matrices do not fit on chip next to the dot operands beyond DH = 64, so the fp32 kernels
     re-read them from L2 at every step, one gate at a time (23 ms forward at (B, S, D, NH) = (16, 2048, 512, 4) bf16
     on an H200; 7 ms with fp16 matrices). The operands are scaled by powers of two into fp16's range (each column of
     R, each row of the gate gradients), so the products keep 10 mantissa bits, as TF32's do; bf16 operands (7 bits)
-    let the errors of long backward passes grow past the bf16 tolerance. Not the default: on the GPU, some of
-    `tests/kernels/test_slstm_fp16_dots.py::test_fp16_dots_gpu` (fp16 and fp32 cases) exceed the tolerance table while
-    the interpreter's emulation of the same cases does not."""
+    let the errors of long backward passes grow past the bf16 tolerance. Against the fp64 reference on an H200 the
+    fp16 dots were as accurate as the TF32 dots of the fp32 path or more (gradient error ratios 1e-4 to 3e-3 over
+    (8, 2, 128) and (19, 1, 96), S 1-257, bf16/fp16/fp32-TF32), once the test inputs keep the stabilizer max off its
+    ties (`xlstm_ts.kernels._testing.slstm_tie_free`): at a tie both paths take either branch by rounding, which
+    moved a few gradient entries by O(1) (ratios 2-7e-2, in different cases for the two paths)."""
     if not allowed or BD <= 64:
         return False
     return dtype != torch.float32 or fp32_uses_tf32()
@@ -153,7 +155,7 @@ def slstm_triton(
     b: Tensor,
     initial_states: SLSTMState | None = None,
     return_last_states: bool = False,
-    recurrent_fp16: bool = False,
+    recurrent_fp16: bool = True,
 ) -> Tensor | tuple[Tensor, SLSTMState]:
     """sLSTM over a sequence in Triton (forward and backward); the same function as slstm--torch.
 
@@ -166,7 +168,8 @@ def slstm_triton(
         return_last_states: also return the states after the last step. Default: False.
         recurrent_fp16: for DH > 64 (bf16/fp16 inputs, or fp32 under TF32), hold R on chip in fp16 and run the
             recurrent dots on power-of-two-scaled fp16 operands (about 3x faster forward at DH = 128) instead of
-            re-reading fp32 R from L2 at every step; see `_fp16_r`. Default: False (slstm--triton_fp16r sets it).
+            re-reading fp32 R from L2 at every step (False, slstm--triton_fp32r); see `_fp16_r`. Exact fp32 dots
+            (fp32 inputs under 'highest' precision) always keep fp32 R. Default: True.
 
     Returns:
         h (B, S, NH, DH) in the dtype of wx; with return_last_states, (h, (h_last, c, n, m)), each state
@@ -193,5 +196,18 @@ def slstm_triton_fp16r(
     initial_states: SLSTMState | None = None,
     return_last_states: bool = False,
 ) -> Tensor | tuple[Tensor, SLSTMState]:
-    """`slstm_triton` with `recurrent_fp16=True`: fp16 recurrent matrices and dots for heads wider than 64."""
+    """`slstm_triton` with `recurrent_fp16=True` named explicitly (the default since it matched the fp32 path's
+    accuracy): fp16 recurrent matrices and dots for heads wider than 64."""
     return slstm_triton(wx, r, b, initial_states, return_last_states, recurrent_fp16=True)
+
+
+def slstm_triton_fp32r(
+    wx: Tensor,
+    r: Tensor,
+    b: Tensor,
+    initial_states: SLSTMState | None = None,
+    return_last_states: bool = False,
+) -> Tensor | tuple[Tensor, SLSTMState]:
+    """`slstm_triton` with `recurrent_fp16=False`: for heads wider than 64 the fp32 recurrent matrices are re-read
+    from L2 at every step, one gate at a time, with TF32 dots for bf16/fp16 inputs (about 3x slower forward)."""
+    return slstm_triton(wx, r, b, initial_states, return_last_states, recurrent_fp16=False)

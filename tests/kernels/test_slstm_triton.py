@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xlstm_ts.kernels import get_kernel
-from xlstm_ts.kernels._testing import TOLERANCES, assert_close
+from xlstm_ts.kernels._testing import TOLERANCES, assert_close, slstm_tie_free
 
 pytest.importorskip("triton")
 
@@ -102,16 +102,17 @@ def test_slstm_triton_input_errors():
         kernel(torch.randn(1, 2, 4, 1, 130), torch.randn(1, 4, 130, 130), torch.randn(1, 4, 130))
 
 
-def _check_input_dtype(B, NH, DH, S, dtype):
+def _check_input_dtype(B, NH, DH, S, dtype, kernel="slstm--triton"):
     """Kernel in `dtype` (wx cast, r, b and the states fp32) against the fp64 reference on the same rounded wx."""
     torch.manual_seed(42)
     leaves = _leaves(B, S, NH, DH, with_states=True, f_bias=3.0)
-    # bf16: the reference sees the same rounded wx; r, b and the states stay fp64 on both sides
-    leaves[0] = leaves[0].detach().to(dtype).double().requires_grad_()
+    # bf16: the reference sees the same rounded wx; r, b and the states stay fp64 on both sides. No step's
+    # stabilizer max is within rounding of a tie, where the gradient's branch is the rounding's choice
+    leaves[0] = slstm_tie_free(leaves[0], leaves[1], leaves[2], leaves[3:], dtype).requires_grad_()
     upstream = _upstream(B, S, NH, DH)
     ref = _run(get_kernel("slstm--torch"), leaves, upstream, torch.float64)
     cast = [leaves[0].to(dtype)] + [x.float() for x in leaves[1:]]
-    out, last = get_kernel("slstm--triton")(*cast[:3], initial_states=tuple(cast[3:]), return_last_states=True)
+    out, last = get_kernel(kernel)(*cast[:3], initial_states=tuple(cast[3:]), return_last_states=True)
     assert out.dtype == dtype
     outs = [out, *last]
     loss = sum((o.double() * u).sum() for o, u in zip(outs, upstream, strict=True))
@@ -119,10 +120,12 @@ def _check_input_dtype(B, NH, DH, S, dtype):
     return _compare(ref, (outs, grads), *TOL[dtype])
 
 
-# in the kernel path the gate gradients are written in bf16; DH 80 always sums dR, db on the host
+# in the kernel path the gate gradients are written in bf16; DH 80 always sums dR, db on the host, and runs fp16
+# recurrent matrices on chip (slstm--triton) or fp32 ones re-read from memory with TF32 dots (slstm--triton_fp32r)
+@pytest.mark.parametrize("kernel", ["slstm--triton", "slstm--triton_fp32r"])
 @pytest.mark.parametrize("B,NH,DH,S", [(17, 2, 16, 5), (3, 1, 80, 2)], ids=lambda x: str(x))
-def test_slstm_triton_bf16_matches_fp64_reference(B, NH, DH, S, weight_grads, nan_poison):
-    _check_input_dtype(B, NH, DH, S, torch.bfloat16)
+def test_slstm_triton_bf16_matches_fp64_reference(B, NH, DH, S, kernel, weight_grads, nan_poison):
+    _check_input_dtype(B, NH, DH, S, torch.bfloat16, kernel)
 
 
 @pytest.mark.gpu

@@ -47,3 +47,24 @@ def test_assert_close_fails_above_ratio_and_on_shape():
         assert_close("x", ref, ref * 1.1, 1e-2)
     with pytest.raises(AssertionError, match="shape"):
         assert_close("x", ref, ref[:3], 1.0)
+
+
+def test_slstm_tie_free_moves_input_gates_off_stabilizer_ties():
+    from xlstm_ts.kernels._testing import slstm_stabilizer_margins, slstm_tie_free
+
+    torch.manual_seed(0)
+    B, S, NH, DH = 2, 3, 1, 4
+    wx = torch.randn(B, S, 4, NH, DH, dtype=torch.float64)  # (B, S, 4, NH, DH)
+    r, b = torch.zeros(NH, 4, DH, DH, dtype=torch.float64), torch.zeros(NH, 4, DH, dtype=torch.float64)
+    h0, c0, n0, m0 = torch.zeros(B, NH, DH), torch.zeros(B, NH, DH), torch.ones(B, NH, DH), torch.randn(B, NH, DH)
+    states = (h0, c0, n0, m0)
+    # step 0 ties exactly: i~ = log sigmoid(f~) + m0 (r = 0, b = 0)
+    wx[:, 0, 0] = torch.nn.functional.logsigmoid(wx[:, 0, 1]) + m0.double()
+    assert slstm_stabilizer_margins(wx, r, b, states)[:, 0].abs().max() < 1e-12
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        out = slstm_tie_free(wx, r, b, states, dtype, margin=0.05)
+        assert torch.equal(out, out.to(dtype).double())  # representable in dtype
+        assert slstm_stabilizer_margins(out, r, b, states).abs().min() >= 0.05
+        assert torch.equal(out[:, :, 1:], wx[:, :, 1:].to(dtype).double())  # only the input-gate parts move
+    # no states: m_0 = -inf, the first step has no tie to move
+    assert torch.isinf(slstm_stabilizer_margins(wx, r, b, None)[:, 0]).all()
