@@ -3,8 +3,11 @@ DHV block and batch * head walks all chunks) against the segmented layout that `
 chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in one GPU run.
 
     python benchmarks/mlstm_segments.py --out benchmarks/results [--shapes "1,4,8192,256;2,8,4096,512"]
+    python benchmarks/mlstm_segments.py --shapes "8,16,4096,256" --sweep 1,4 --k-blocks 64,128 --value-blocks 64,128
 
 Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which take the same layouts.
+`--k-blocks` / `--value-blocks` also time every layout with other column blocks (`ksplit.K_BLOCK`; a head wider than
+the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
 Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.md. Needs CUDA.
 """
@@ -25,8 +28,10 @@ SWEEP = [1, 2, 4, 8, 16]
 PLAIN = 10**9  # chunks per segment beyond any sequence: one segment, the plain layout
 
 
-def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep: list[int]) -> list[dict]:
-    """One row per layout: "plain", "auto" (the plan's choice) and "cps=N" for the sweep."""
+def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep: list[int],
+                 tiles: tuple[int | None, int | None] = (None, None)) -> list[dict]:  # fmt: skip
+    """One row per layout: "plain", "auto" (the plan's choice) and "cps=N" for the sweep; with `tiles` (column
+    block, DHV block of the column-block launches) set, each label ends in ", kb=K" / ", bv=V"."""
     from triton.testing import do_bench
 
     from xlstm_ts.kernels import get_kernel
@@ -40,22 +45,35 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
     g = [t.clone().requires_grad_() for t in x]
     B, NH, S, DH = shape
     rows = []
+    k_block, v_block = tiles
+    suffix = (f", kb={k_block}" if k_block else "") + (f", bv={v_block}" if v_block else "")
     for name, cps in [("plain", PLAIN), ("auto", None), *((f"cps={c}", c) for c in sweep)]:
         segments.SEGMENT_CHUNKS_OVERRIDE = cps
         try:
+            _set_tiles(k_block, v_block)
             fw = lambda: kernel(*x)  # noqa: E731
             fwbw = lambda: kernel(*g).sum().backward()  # noqa: E731
             fw(), fwbw()
             torch.cuda.synchronize()
             t_fw = do_bench(fw, warmup=warmup, rep=reps, return_mode="median")
             t_fb = do_bench(fwbw, warmup=warmup, rep=reps, return_mode="median")
+            G, CPS = plan(B, NH, S, DH, x[0].device) if cps is None else (0, 0)
         finally:
             segments.SEGMENT_CHUNKS_OVERRIDE = None
-        rows.append({"shape": ", ".join(map(str, shape)), "layout": name, "fw_ms": round(t_fw, 4),
+            _set_tiles(None, None)
+        if cps is None:
+            name = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"
+        rows.append({"shape": ", ".join(map(str, shape)), "layout": name + suffix, "fw_ms": round(t_fw, 4),
                      "fwbw_ms": round(t_fb, 4)})  # fmt: skip
-    G, CPS = plan(B, NH, S, DH, x[0].device)
-    rows[1]["layout"] = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"
     return rows
+
+
+def _set_tiles(k_block: int | None, v_block: int | None) -> None:
+    """Column block (None: the default 128) and DHV block of the column-block launches (None: `value_block`)."""
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
+
+    ksplit.K_BLOCK = k_block or 128
+    ksplit.VALUE_BLOCK_OVERRIDE = v_block
 
 
 def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, int]:
@@ -110,14 +128,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="chunks per segment to time besides plain and auto, comma-separated ('' for none)")
     parser.add_argument("--shapes", type=parse_shapes, default=SHAPES,
                         help="'B,NH,S,DH;...' shapes to time (default: the SHAPES list)")
+    parser.add_argument("--k-blocks", default="", help="column blocks to time besides the default, e.g. '64,128'")
+    parser.add_argument("--value-blocks", default="", help="DHV blocks of the column-block launches, e.g. '64,128'")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
     device, commit = provenance.device_name("gpu"), provenance.commit_id()
     rows = []
+    ints = lambda text: [int(c) for c in text.split(",") if c.strip()]  # noqa: E731
+    tiles = [(k, v) for k in ints(args.k_blocks) or [None] for v in ints(args.value_blocks) or [None]]
     for shape in args.shapes:
-        sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
-        for row in time_layouts(shape, args.warmup, args.reps, sweep):
+        sweep = ints(args.sweep)
+        for row in (r for t in tiles for r in time_layouts(shape, args.warmup, args.reps, sweep, t)):
             row.update(device=device, commit=commit)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -39,3 +39,17 @@ def test_shapes_option_and_the_plan_of_column_blocks(load_benchmark, monkeypatch
     assert bench.plan(1, 4, 8192, 256, gpu) == (64, 4)
     assert bench.plan(8, 16, 4096, 256, gpu) == (1, 128)  # 256 programs: plain
     assert bench.plan(2, 4, 4096, 128, gpu) == segments.segment_plan(4096, 32, 2 * 8, gpu)  # one launch, BV 64
+
+
+def test_tile_sweep_sets_and_restores_the_column_and_value_blocks(load_benchmark):
+    bench = load_benchmark("mlstm_segments")
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
+
+    bench._set_tiles(64, 32)
+    try:
+        assert (ksplit.K_BLOCK, ksplit.VALUE_BLOCK_OVERRIDE) == (64, 32)
+        assert ksplit.tiles(4096, 256, 256, 64, torch.bfloat16, grad=True)[1] == 32
+    finally:
+        bench._set_tiles(None, None)
+    assert (ksplit.K_BLOCK, ksplit.VALUE_BLOCK_OVERRIDE) == (128, None)
+    assert ksplit.tiles(4096, 256, 256, 64, torch.bfloat16, grad=True)[1] == 128  # value_block's own choice

@@ -42,6 +42,9 @@ from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_
 # 31.7 ms. Blocks of 64 at (16, 4, 2048, 128) were slower than one launch: 3.66 against 2.06 ms.
 K_BLOCK = 128
 
+# DHV block of every column-block launch (None: `value_block` decides); set by benchmarks/mlstm_segments.py's sweep
+VALUE_BLOCK_OVERRIDE: int | None = None
+
 
 def value_block(DHV: int, BV: int, num_warps: int, dtype: torch.dtype, grad: bool) -> tuple[int, int]:
     """(BV, num_warps) of the column-block launches: bf16/fp16 heads of 128 or more value columns run DHV blocks of
@@ -50,6 +53,9 @@ def value_block(DHV: int, BV: int, num_warps: int, dtype: torch.dtype, grad: boo
     (8, 16, 4096, 256) 4.63 / 27.2, 3.5 against 8.35 / 37.1, 4.6 with blocks of 64; (8, 8, 8192, 512) 17.4 / 116.5,
     7.0 against 32.8 / 153.5, 9.2 (8 warps with a gradient: 27.2 against 32.1 at 4; forward alone at 4: 4.63
     against 5.27 at 8). fp32 inputs keep the one-launch sizes; so does NUM_WARPS_OVERRIDE's sweep."""
+    if VALUE_BLOCK_OVERRIDE is not None:
+        BV = max(16, next_power_of_2(VALUE_BLOCK_OVERRIDE))
+        return BV, 8 if BV >= 128 and grad else num_warps
     if DHV < 128 or dtype == torch.float32 or triton_chunkwise.NUM_WARPS_OVERRIDE is not None:
         return BV, num_warps
     return 128, 8 if grad else 4

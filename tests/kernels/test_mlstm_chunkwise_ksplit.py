@@ -134,3 +134,14 @@ def test_wide_heads_gpu(S, DQK, DHV, dtype, i_mean):
     errors = check_triton(2, 3, S, DQK, DHV, i_mean, True, dtype, chunk_size=64, rounded=True).errors
     print(f"mlstm_chunkwise (column blocks) S={S} DQK={DQK} DHV={DHV} {dtype} i_mean={i_mean}: " +
           " ".join(f"{k}={v:.1e}" for k, v in errors.items()))  # fmt: skip
+
+
+@pytest.mark.parametrize("segment_chunks", [None, 1], ids=["plain", "segments-of-1-chunk"])
+def test_value_block_override_matches_fp64_reference(segment_chunks, k_block_16, nan_poison, monkeypatch):
+    """VALUE_BLOCK_OVERRIDE (the segments benchmark's DHV-block sweep) sets the DHV block of the column-block
+    launches: DHV 48 in three blocks of 16, the same function and gradients."""
+    monkeypatch.setattr(ksplit, "VALUE_BLOCK_OVERRIDE", 16)
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", segment_chunks)
+    assert ksplit.tiles(37, 40, 48, 16, torch.float32, grad=True)[1] == 16
+    torch.manual_seed(13)
+    check_triton(1, 1, 37, 40, 48, 0.0, True)
