@@ -6,7 +6,9 @@ chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in 
     python benchmarks/mlstm_segments.py --shapes "8,16,4096,256" --sweep 1,4 --k-blocks 64,128 --value-blocks 64,128
 
 Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which take the same layouts.
-`--k-blocks` / `--value-blocks` also time every layout with other column blocks (`ksplit.K_BLOCK`; a head wider than
+`--parallel-forward` adds a row per shape for the chunk-parallel forward of calls without gradients
+(`triton_chunkwise_parallel.py`; forward only, its fw+bw column empty). `--k-blocks` / `--value-blocks` also time
+every layout with other column blocks (`ksplit.K_BLOCK`; a head wider than
 the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
 Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.md. Needs CUDA.
@@ -68,6 +70,28 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
     return rows
 
 
+def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: int) -> dict:
+    """The forward without gradients through `triton_chunkwise_parallel` (fw+bw: None, it has no backward)."""
+    from triton.testing import do_bench
+
+    from xlstm_ts.kernels import get_kernel
+    from xlstm_ts.kernels._testing import make_mlstm_inputs
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
+
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    torch.manual_seed(0)
+    x = make_mlstm_inputs(*shape, shape[-1], f_mean=3.0, dtype=torch.bfloat16, device="cuda")
+    parallel.PARALLEL_FORWARD = True
+    try:
+        kernel(*x)
+        torch.cuda.synchronize()
+        t_fw = do_bench(lambda: kernel(*x), warmup=warmup, rep=reps, return_mode="median")
+    finally:
+        parallel.PARALLEL_FORWARD = None
+    return {"shape": ", ".join(map(str, shape)), "layout": "chunk-parallel forward", "fw_ms": round(t_fw, 4),
+            "fwbw_ms": None}  # fmt: skip
+
+
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:
     """Column block (None: the default 128) and DHV block of the column-block launches (None: `value_block`)."""
     from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
@@ -113,6 +137,9 @@ def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> No
     ]
     plain = {r["shape"]: r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
     for r in rows:
+        if r["fwbw_ms"] is None:  # a forward-only row
+            lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | – | – | {r.get('commit', '–')} |")
+            continue
         ratio = r["fwbw_ms"] / plain[r["shape"]] if r["shape"] in plain else float("nan")
         lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | {r['fwbw_ms']:.3f} "
                      f"| {ratio:.2f} | {r.get('commit', '–')} |")  # fmt: skip
@@ -130,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="'B,NH,S,DH;...' shapes to time (default: the SHAPES list)")
     parser.add_argument("--k-blocks", default="", help="column blocks to time besides the default, e.g. '64,128'")
     parser.add_argument("--value-blocks", default="", help="DHV blocks of the column-block launches, e.g. '64,128'")
+    parser.add_argument("--parallel-forward", action="store_true", help="also time the chunk-parallel forward")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
@@ -139,7 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     tiles = [(k, v) for k in ints(args.k_blocks) or [None] for v in ints(args.value_blocks) or [None]]
     for shape in args.shapes:
         sweep = ints(args.sweep)
-        for row in (r for t in tiles for r in time_layouts(shape, args.warmup, args.reps, sweep, t)):
+        timed = [r for t in tiles for r in time_layouts(shape, args.warmup, args.reps, sweep, t)]
+        if args.parallel_forward:
+            timed.append(time_parallel_forward(shape, args.warmup, args.reps))
+        for row in timed:
             row.update(device=device, commit=commit)
             rows.append(row)
             print(json.dumps(row), flush=True)

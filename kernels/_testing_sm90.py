@@ -100,14 +100,16 @@ def _ptxas_usage(cubin: bytes) -> dict:
 
 
 def _mlstm_case(
-    dtype: torch.dtype, S: int, DH: int, states: bool, segments: int | None = None, grad: bool = True
+    dtype: torch.dtype, S: int, DH: int, states: bool, segments: int | None = None, grad: bool = True,
+    parallel: bool = False,
 ) -> Callable:
     from . import get_kernel
     from ._testing import make_mlstm_inputs, make_mlstm_states
-    from .mlstm import triton_chunkwise_segments
+    from .mlstm import triton_chunkwise_parallel, triton_chunkwise_segments
 
     def run() -> None:
         triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = segments
+        triton_chunkwise_parallel.PARALLEL_FORWARD = parallel
         try:
             leaves = [x.to(dtype).requires_grad_(grad) for x in make_mlstm_inputs(2, 3, S, DH, DH)]
             init = [x.float() for x in make_mlstm_states(2, 3, DH, DH)] if states else [None] * 3
@@ -116,6 +118,7 @@ def _mlstm_case(
                 h.float().sum().backward()
         finally:
             triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = None
+            triton_chunkwise_parallel.PARALLEL_FORWARD = None
 
     return run
 
@@ -147,6 +150,12 @@ CASES: dict[str, Callable[[], Callable]] = {
         lambda seg=seg: _mlstm_case(torch.bfloat16, 200, 128, False, seg, grad=False)
     )
     for seg in (None, 1)
+} | {
+    # the chunk-parallel forward (no gradients): the output kernel's inner DQK loop over blocks of 64
+    f"mlstm {dtype_name} S=200 DH={DH} no-grad parallel": (
+        lambda dtype=dtype, DH=DH: _mlstm_case(dtype, 200, DH, True, grad=False, parallel=True)
+    )
+    for dtype_name, dtype, DH in (("bf16", torch.bfloat16, 128), ("fp32", torch.float32, 512))
 } | {
     f"slstm {dtype_name} S=9 DH={DH}": (lambda dtype=dtype, DH=DH: _slstm_case(dtype, 9, DH))
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))

@@ -336,10 +336,16 @@ def mlstm_chunkwise_triton(
             "heads, or mlstm_chunkwise--torch."
         )
     from . import triton_chunkwise_ksplit as ksplit  # imports this module: imported here, at the first call
+    from . import triton_chunkwise_parallel as parallel
 
-    # heads wider than one launch takes: one launch per block of DQK columns each way
-    fn = ksplit._MLSTMChunkwiseKSplit if DQK > ksplit.K_BLOCK else _MLSTMChunkwiseTriton
-    h, C, n, m = fn.apply(q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states))
+    leaves = (q, k, v, i, f, *(x for x in states if x is not None))
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in leaves)
+    if parallel.use_parallel_forward(grad, S, chunk_size):  # opt-in: every chunk at once from stored states
+        h, C, n, m = parallel.parallel_forward(q, k, v, i, f, *states, eps, chunk_size, bool(return_last_states))
+    else:
+        # heads wider than one launch takes: one launch per block of DQK columns each way
+        fn = ksplit._MLSTMChunkwiseKSplit if DQK > ksplit.K_BLOCK else _MLSTMChunkwiseTriton
+        h, C, n, m = fn.apply(q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states))
     if not return_last_states:
         return h
     return h, pack_states(C, n, m)

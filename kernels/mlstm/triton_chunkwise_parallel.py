@@ -1,0 +1,143 @@
+"""Chunk-parallel forward of the chunkwise mLSTM in Triton, for calls without gradients (opt-in).
+
+The plain forward (`triton_chunkwise_fwd.py`) walks every chunk of a sequence in one program, its (DQK, BV) state in
+registers. This forward splits the work in two launches:
+
+1. the state entering every chunk: the segment-boundary kernel (`triton_chunkwise_bounds.py`) with one segment per
+   chunk, which carries only the state, in (64, BV) blocks of (DQK, DHV), and stores it per chunk (fp32);
+2. the output of every chunk at once, one program per (DHV block, chunk, batch * head), from its entering state:
+   h = ((q^ k^T * W) v + w0 q^ C) / (max(|z|, e^{-m}) + eps), with the DQK columns in blocks of 64 inside the
+   program (any DQK up to 512 in one launch, small tiles).
+
+Same function, stabilizer and rounding points as the plain forward; the cost is the stored states (B * NH * NC fp32
+(DQK, DHV) blocks, written once and read once). Used for calls that need no gradient when `PARALLEL_FORWARD` is
+set; `benchmarks/mlstm_segments.py --parallel-forward` times it against the plain forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._ints import cdiv, next_power_of_2
+from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+from .triton_chunkwise_segments import bounds_forward
+
+# use the chunk-parallel forward for calls without gradients over more than one chunk (None: never; set by tests and
+# benchmarks until GPU timings pick shapes for it)
+PARALLEL_FORWARD: bool | None = None
+
+_BK = 64  # DQK columns per step of the output kernel's inner loop
+
+
+@triton.jit
+def _mlstm_chunk_out_kernel_tl(
+    q_ptr, k_ptr, v_ptr, i_ptr, f_ptr,  # q, k (B, NH, S, DQK), v (B, NH, S, DHV), i, f (B, NH, S); strides s*_
+    cs_ptr,  # (BNH * NC, DQK, DHV) fp32 state entering each chunk, contiguous
+    ns_ptr,  # (BNH * NC, DQK) fp32
+    ms_ptr,  # (BNH * NC,) fp32
+    h_ptr,  # out (BNH, S, DHV) contiguous, input dtype
+    sq_b, sq_h, sq_s, sq_d,
+    sk_b, sk_h, sk_s, sk_d,
+    sv_b, sv_h, sv_s, sv_d,
+    si_b, si_h, si_s,
+    sf_b, sf_h, sf_s,
+    NH,
+    S,
+    DQK,
+    DHV,
+    NC,
+    qk_scale,
+    eps,
+    L: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    LOWP: tl.constexpr,
+    QK_LOWP: tl.constexpr,
+):  # fmt: skip
+    pid_v = tl.program_id(0)
+    c = tl.program_id(1)
+    pid_bh = tl.program_id(2).to(tl.int64)
+    bb, hh = pid_bh // NH, pid_bh % NH
+    row = pid_bh * NC + c  # this chunk's entering state
+    offs_l = tl.arange(0, L)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    mask_v = offs_v < DHV
+    t = c * L + offs_l  # (L,)
+    mask_t = t < S
+    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
+
+    q_base = q_ptr + bb * sq_b + hh * sq_h
+    k_base = k_ptr + bb * sk_b + hh * sk_h
+    i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h,
+                                                si_s, sf_s, t, mask_t, causal)  # fmt: skip
+    m_prev = tl.load(ms_ptr + row)
+    m_row = tl.maximum(b + m_prev, tl.max(log_d, axis=1))  # (L,) m_t of the recurrent form
+    w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
+    w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
+
+    scores = tl.zeros((L, L), dtype=tl.float32)
+    qc = tl.zeros((L, BV), dtype=tl.float32)  # q^T C of the entering state, unscaled
+    qn = tl.zeros((L,), dtype=tl.float32)  # q . n of the entering state, unscaled
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_k = offs_k < DQK
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        scores += _dot(q, tl.trans(k), QK_LOWP)
+        C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
+        qc += _dot(q, C, LOWP)
+        n = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+        qn += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
+
+    v = _tile(v_ptr + bb * sv_b + hh * sv_h, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
+    scores = scores * qk_scale * w  # (L, L)
+    num = _dot(scores, v, LOWP) + (w0 * qk_scale)[:, None] * qc  # (L, BV)
+    z = tl.sum(scores, axis=1) + w0 * qk_scale * qn  # (L,)
+    den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
+    h = num / den[:, None]
+    h_off = (pid_bh * S + t)[:, None] * DHV + offs_v[None, :]  # (L, BV)
+    tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_t[:, None] & mask_v[None, :])
+
+
+def use_parallel_forward(grad: bool, S: int, chunk_size: int) -> bool:
+    """Whether a call takes the chunk-parallel forward: only without gradients, over more than one chunk, and only
+    while `PARALLEL_FORWARD` asks for it."""
+    return bool(PARALLEL_FORWARD) and not grad and S > chunk_length(S, chunk_size)
+
+
+def chunk_length(S: int, chunk_size: int) -> int:
+    """Chunk length of the chunk-parallel forward: chunk_size rounded up to a power of two in [16, 128], no longer
+    than the sequence needs (the (L, L) scores and the (L, BV) sums are its largest tiles)."""
+    return min(max(next_power_of_2(chunk_size), 16), 128, max(next_power_of_2(S), 16))
+
+
+def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, need_last: bool) -> tuple:
+    """h (B, NH, S, DHV) in q's dtype, and with need_last the last states (C (B, NH, DQK, DHV), n (B, NH, DQK),
+    m (B, NH), fp32; else None each). The dots run in the plain forward's modes for a call without gradients."""
+    from .triton_chunkwise import _K_LAUNCH, _fwd_lowp, _launch_config, _on_device, _qk_lowp
+
+    B, NH, S, DQK = q.shape
+    DHV = v.shape[-1]
+    _launch_config(S, min(DQK, _K_LAUNCH), DHV, chunk_size, q.dtype)  # the plain path's argument checks
+    lowp = _on_device(_fwd_lowp(q.dtype, False))
+    qk_lowp = _on_device(_qk_lowp(q.dtype, lowp))
+    L = chunk_length(S, chunk_size)
+    NC = cdiv(S, L)
+    BV = min(max(next_power_of_2(DHV), 16), 64)
+    # the states at every L-step boundary, carried in chunks of at most 32 (at 64 the boundary kernel spilled
+    # registers for sm_90: 1376 B of stack per thread) and stored every L // Ls of them
+    Ls = min(L, 32)
+    (cs, ns, ms), last = bounds_forward(k, v, i, f, C0, n0, m0, NC, L // Ls, Ls, BV, lowp, need_last)
+    h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
+    BK = min(max(next_power_of_2(DQK), 16), _BK)
+    _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
+        q, k, v, i, f, cs, ns, ms, h,
+        *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
+        NH, S, DQK, DHV, NC, DQK**-0.5, eps,
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, num_warps=4,
+    )  # fmt: skip
+    C_last, n_last, m_last = last if need_last else (None, None, None)
+    return h, C_last, n_last, m_last

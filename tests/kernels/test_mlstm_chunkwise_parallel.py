@@ -1,0 +1,74 @@
+"""The chunk-parallel forward of mlstm_chunkwise--triton (calls without gradients, `PARALLEL_FORWARD`) against the
+fp64 step-by-step recurrence: h and the last states, sequences that end mid-chunk, DQK != DHV, several DQK blocks
+of the inner loop and several DHV blocks, zero and initial states, both gate regimes, fp32 and bf16."""
+
+import pytest
+import torch
+
+from xlstm_ts.kernels import get_kernel
+from xlstm_ts.kernels._launches import LaunchCounter
+from xlstm_ts.kernels._testing import TOLERANCES, assert_close
+from xlstm_ts.kernels._testing_mlstm import DEVICE, mlstm_leaves, naive_mlstm
+
+parallel = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_parallel")
+TOL = {torch.float32: TOLERANCES["float32-ieee"].ratio, torch.bfloat16: TOLERANCES["bfloat16"].ratio}
+
+
+@pytest.fixture
+def parallel_forward(monkeypatch):
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", True)
+
+
+def _check(B, NH, S, DQK, DHV, i_mean, with_states, dtype, chunk_size=16):
+    torch.manual_seed(21)
+    leaves = [x if x is None else x.detach() for x in mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)]
+    q, k, v = (x.to(dtype).double() for x in leaves[:3])  # the reference sees the rounded inputs
+    kw = {"dtype": torch.float64, "device": DEVICE}
+    zeros = (torch.zeros(B, NH, DQK, DHV, **kw), torch.zeros(B, NH, DQK, **kw), torch.zeros(B, NH, 1, **kw))
+    states64 = [z if x is None else x for x, z in zip(leaves[5:], zeros, strict=True)]
+    h_ref, last_ref, _ = naive_mlstm(q, k, v, *leaves[3:5], *states64)
+    cast = [x.to(dtype) for x in leaves[:3]] + [x.float() for x in leaves[3:5]]
+    states = [None if x is None else x.float() for x in leaves[5:]]
+    with torch.no_grad(), LaunchCounter() as launches:
+        h, last = get_kernel("mlstm_chunkwise--triton")(*cast, *states, return_last_states=True,
+                                                        chunk_size=chunk_size)  # fmt: skip
+    assert h.dtype == dtype and h.shape == (B, NH, S, DHV)
+    tol = TOL[dtype]
+    assert_close("h", h_ref, h, tol)
+    for name, ref, out in zip("Cnm", last_ref, last, strict=True):
+        assert_close(name, ref, out, TOLERANCES["float32-ieee"].ratio if dtype == torch.float32 else tol)
+    return launches
+
+
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV",
+    # S 37: three chunks of 16, the last short; DQK 80: two blocks of the inner loop; DHV 80: two DHV blocks
+    [(2, 1, 37, 24, 40), (1, 2, 37, 80, 24), (1, 1, 33, 40, 80)],
+    ids=lambda x: str(x),
+)
+def test_parallel_forward_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, parallel_forward,
+                                                 nan_poison):  # fmt: skip
+    launches = _check(B, NH, S, DQK, DHV, i_mean, with_states, torch.float32)
+    names = launches.summary()
+    assert "_mlstm_chunk_out_kernel_tl" in str(names) and "_mlstm_bounds_fwd_kernel_tl" in str(names)
+
+
+def test_parallel_forward_bf16(parallel_forward, nan_poison):
+    _check(2, 1, 37, 24, 40, 0.0, True, torch.bfloat16)
+
+
+def test_parallel_forward_only_without_gradients_and_when_asked(monkeypatch):
+    assert not parallel.use_parallel_forward(False, 200, 64)  # off unless PARALLEL_FORWARD
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", True)
+    assert parallel.use_parallel_forward(False, 200, 64)
+    assert not parallel.use_parallel_forward(True, 200, 64)  # the backward needs the plain forward's buffers
+    assert not parallel.use_parallel_forward(False, 64, 64)  # one chunk: nothing to run in parallel
+    assert parallel.chunk_length(200, 64) == 64 and parallel.chunk_length(20, 64) == 32
+
+
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_parallel_forward_chunks_of_64_from_states_carried_in_32s(i_mean, parallel_forward, nan_poison):
+    """Chunks of 64 take the boundary kernel's states carried in chunks of 32 and stored at every second one."""
+    _check(1, 2, 150, 24, 40, i_mean, True, torch.float32, chunk_size=64)
