@@ -6,8 +6,9 @@ chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in 
     python benchmarks/mlstm_segments.py --shapes "8,16,4096,256" --sweep 1,4 --k-blocks 64,128 --value-blocks 64,128
 
 Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which take the same layouts.
-`--parallel-forward` adds a row per shape for the chunk-parallel forward of calls without gradients
-(`triton_chunkwise_parallel.py`; forward only, its fw+bw column empty). `--k-blocks` / `--value-blocks` also time
+`--parallel-forward` adds two rows per shape (`triton_chunkwise_parallel.py`): the chunk-parallel forward of calls
+without gradients (forward only, its fw+bw column empty), and segments of one chunk whose outputs come from the
+output kernel (fw with gradients recorded, fw+bw). `--k-blocks` / `--value-blocks` also time
 every layout with other column blocks (`ksplit.K_BLOCK`; a head wider than
 the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
@@ -70,26 +71,38 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
     return rows
 
 
-def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: int) -> dict:
-    """The forward without gradients through `triton_chunkwise_parallel` (fw+bw: None, it has no backward)."""
+def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
+    """Two rows: the chunk-parallel forward of a call without gradients (fw+bw None: it has no backward), and the
+    segmented layout of one chunk per segment with its outputs from the output kernel, fw (with gradients
+    recorded) and fw+bw (`triton_chunkwise_parallel.py`)."""
     from triton.testing import do_bench
 
     from xlstm_ts.kernels import get_kernel
     from xlstm_ts.kernels._testing import make_mlstm_inputs
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     kernel = get_kernel("mlstm_chunkwise--triton")
     torch.manual_seed(0)
     x = make_mlstm_inputs(*shape, shape[-1], f_mean=3.0, dtype=torch.bfloat16, device="cuda")
+    g = [t.clone().requires_grad_() for t in x]
     parallel.PARALLEL_FORWARD = True
+    bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
     try:
         kernel(*x)
         torch.cuda.synchronize()
-        t_fw = do_bench(lambda: kernel(*x), warmup=warmup, rep=reps, return_mode="median")
+        no_grad = bench(lambda: kernel(*x))
+        segments.SEGMENT_CHUNKS_OVERRIDE = 1
+        kernel(*g).sum().backward()
+        torch.cuda.synchronize()
+        fw, fwbw = bench(lambda: kernel(*g)), bench(lambda: kernel(*g).sum().backward())
     finally:
         parallel.PARALLEL_FORWARD = None
-    return {"shape": ", ".join(map(str, shape)), "layout": "chunk-parallel forward", "fw_ms": round(t_fw, 4),
-            "fwbw_ms": None}  # fmt: skip
+        segments.SEGMENT_CHUNKS_OVERRIDE = None
+    key = ", ".join(map(str, shape))
+    return [{"shape": key, "layout": "chunk-parallel forward (no gradients)", "fw_ms": round(no_grad, 4),
+             "fwbw_ms": None},
+            {"shape": key, "layout": "cps=1, output kernel", "fw_ms": round(fw, 4), "fwbw_ms": round(fwbw, 4)}]
 
 
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep = ints(args.sweep)
         timed = [r for t in tiles for r in time_layouts(shape, args.warmup, args.reps, sweep, t)]
         if args.parallel_forward:
-            timed.append(time_parallel_forward(shape, args.warmup, args.reps))
+            timed += time_parallel_forward(shape, args.warmup, args.reps)
         for row in timed:
             row.update(device=device, commit=commit)
             rows.append(row)

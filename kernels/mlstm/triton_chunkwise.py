@@ -38,6 +38,7 @@ from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
+from .triton_chunkwise_parallel import chunk_outputs, parallel_outputs
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -185,16 +186,20 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        _FWD[(NV, B * NH * G)](
-            q, k, v, i, f, *states, h, h32, z, m, *last, *chunk_states,
-            *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
-            *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2),
-            NH, S, DQK, DHV, G, CPS * L, DQK**-0.5, eps,
-            L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
-            STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
-            ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=stored,
-            num_warps=num_warps,
-        )  # fmt: skip
+        if parallel_outputs(G, CPS):  # one chunk per segment: every chunk's output at once, small tiles
+            chunk_outputs(q, k, v, i, f, segs, G, L, eps, _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)),
+                          h, h32 if store_h32 else None, z, m)  # fmt: skip
+        else:
+            _FWD[(NV, B * NH * G)](
+                q, k, v, i, f, *states, h, h32, z, m, *last, *chunk_states,
+                *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
+                *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2),
+                NH, S, DQK, DHV, G, CPS * L, DQK**-0.5, eps,
+                L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
+                STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
+                ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=stored,
+                num_warps=num_warps,
+            )  # fmt: skip
         # the segments' entering states and the last ones, or the chunks' entering states (stored)
         seg_saved = (*segs, C_last, n_last) if G > 1 else (*chunk_states, None, None, None) if stored else (None,) * 5
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, None if hd_dots else h32, z, m, *seg_saved)

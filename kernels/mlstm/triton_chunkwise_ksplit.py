@@ -32,6 +32,7 @@ from .triton_chunkwise import (
     _qk_lowp,
 )
 from .triton_chunkwise_common import _strides
+from .triton_chunkwise_parallel import chunk_outputs, parallel_outputs
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
 
 # widest DQK block of one launch (at most the one-launch kernels' limit, 256); set by tests to split narrow heads.
@@ -96,7 +97,12 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         lasts, segs, seg_last = [], None, None
         if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
             segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
-        for kb, cols in enumerate(blocks):
+        # segments of one chunk (opt-in): one output launch over all columns writes the normalized h itself
+        together = parallel_outputs(G, CPS)
+        if together:
+            chunk_outputs(q, k, v, i, f, segs, G, L, eps, _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)),
+                          num, None, z, m)  # fmt: skip
+        for kb, cols in enumerate([] if together else blocks):
             DK = cols.stop - cols.start
             states = (C0[:, :, cols], n0[:, :, cols], m0) if has_init else (q, q, q)  # placeholders: never read
             if G > 1:
@@ -116,8 +122,9 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
                 NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=False, RAW=True, RAW_ADD=kb > 0,
                 num_warps=num_warps,
             )  # fmt: skip
-        den = torch.maximum(z.abs(), torch.exp(-m)) + eps  # (B, NH, S)
-        h32 = num.view(B, NH, S, DHV).div_(den.unsqueeze(-1))  # (B, NH, S, DHV)
+        h32 = num.view(B, NH, S, DHV)  # (B, NH, S, DHV)
+        if not together:  # the blocks' numerator shares, added up: normalize
+            h32.div_((torch.maximum(z.abs(), torch.exp(-m)) + eps).unsqueeze(-1))
         C_last = n_last = m_last = None
         if need_last and G > 1:
             C_last, n_last, m_last = seg_last

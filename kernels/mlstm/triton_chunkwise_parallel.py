@@ -1,4 +1,4 @@
-"""Chunk-parallel forward of the chunkwise mLSTM in Triton, for calls without gradients (opt-in).
+"""Chunk-parallel forward of the chunkwise mLSTM in Triton (opt-in): every chunk's output at once from its state.
 
 The plain forward (`triton_chunkwise_fwd.py`) walks every chunk of a sequence in one program, its (DQK, BV) state in
 registers. This forward splits the work in two launches:
@@ -10,8 +10,11 @@ registers. This forward splits the work in two launches:
    program (any DQK up to 512 in one launch, small tiles).
 
 Same function, stabilizer and rounding points as the plain forward; the cost is the stored states (B * NH * NC fp32
-(DQK, DHV) blocks, written once and read once). Used for calls that need no gradient when `PARALLEL_FORWARD` is
-set; `benchmarks/mlstm_segments.py --parallel-forward` times it against the plain forward.
+(DQK, DHV) blocks, written once and read once). With `PARALLEL_FORWARD` set it runs calls that need no gradient, and
+the output kernel also serves the segmented layout (`triton_chunkwise_segments.py`) when its segments are one chunk
+long: it then writes the fp32 h, z and m the segmented backward reads, in place of the chunk-walking forward kernel
+(column blocks included: one launch over all DQK columns). `benchmarks/mlstm_segments.py --parallel-forward` times
+both against the plain layout.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_common import _chunk_gates, _dot, _tile
 from .triton_chunkwise_segments import bounds_forward
 
-# use the chunk-parallel forward for calls without gradients over more than one chunk (None: never; set by tests and
-# benchmarks until GPU timings pick shapes for it)
+# use the chunk-parallel forward for calls without gradients over more than one chunk, and its output kernel in the
+# segmented forward of segments of one chunk (None: never; set by tests and benchmarks until GPU timings pick shapes)
 PARALLEL_FORWARD: bool | None = None
 
 _BK = 64  # DQK columns per step of the output kernel's inner loop
@@ -37,7 +40,10 @@ def _mlstm_chunk_out_kernel_tl(
     cs_ptr,  # (BNH * NC, DQK, DHV) fp32 state entering each chunk, contiguous
     ns_ptr,  # (BNH * NC, DQK) fp32
     ms_ptr,  # (BNH * NC,) fp32
-    h_ptr,  # out (BNH, S, DHV) contiguous, input dtype
+    h_ptr,  # out (BNH, S, DHV) contiguous, input dtype (or fp32)
+    h32_ptr,  # out (BNH, S, DHV) contiguous fp32 copy of h for the backward; written only if STORE_H32
+    z_ptr,  # out (BNH, S) fp32: n~_t . q^_t before abs/max
+    m_ptr,  # out (BNH, S) fp32: stabilizer m_t
     sq_b, sq_h, sq_s, sq_d,
     sk_b, sk_h, sk_s, sk_d,
     sv_b, sv_h, sv_s, sv_d,
@@ -55,6 +61,7 @@ def _mlstm_chunk_out_kernel_tl(
     BV: tl.constexpr,
     LOWP: tl.constexpr,
     QK_LOWP: tl.constexpr,
+    STORE_H32: tl.constexpr,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     c = tl.program_id(1)
@@ -99,7 +106,19 @@ def _mlstm_chunk_out_kernel_tl(
     den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
     h = num / den[:, None]
     h_off = (pid_bh * S + t)[:, None] * DHV + offs_v[None, :]  # (L, BV)
-    tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_t[:, None] & mask_v[None, :])
+    mask_tv = mask_t[:, None] & mask_v[None, :]
+    tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
+    if STORE_H32:
+        tl.store(h32_ptr + h_off, h, mask=mask_tv)
+    tl.store(z_ptr + pid_bh * S + t, z, mask=mask_t & (pid_v == 0))
+    tl.store(m_ptr + pid_bh * S + t, m_row, mask=mask_t & (pid_v == 0))
+
+
+def parallel_outputs(G: int, CPS: int) -> bool:
+    """Whether a segmented forward of G segments of CPS chunks forms its outputs with the output kernel (every chunk
+    at once from its entering state) instead of the chunk-walking forward kernel: with segments of one chunk, while
+    `PARALLEL_FORWARD` asks for it. Same buffers for the backward (h32, z, m, the segments' states)."""
+    return bool(PARALLEL_FORWARD) and G > 1 and CPS == 1
 
 
 def use_parallel_forward(grad: bool, S: int, chunk_size: int) -> bool:
@@ -114,6 +133,23 @@ def chunk_length(S: int, chunk_size: int) -> int:
     return min(max(next_power_of_2(chunk_size), 16), 128, max(next_power_of_2(S), 16))
 
 
+def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, lowp: int, qk_lowp: int,
+                  h, h32, z, m) -> None:  # fmt: skip
+    """Launch the output kernel over every chunk: h (and the fp32 copy h32 unless None), z and m (BNH, S) from the
+    chunks' entering states (cs (B, NH * NC, DQK, DHV), ns, ms as `bounds_forward` returns them with one segment
+    per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter."""
+    B, NH, S, DQK = q.shape
+    DHV = v.shape[-1]
+    BV = min(max(next_power_of_2(DHV), 16), 64)
+    BK = min(max(next_power_of_2(DQK), 16), _BK)
+    _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
+        q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
+        *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
+        NH, S, DQK, DHV, NC, DQK**-0.5, eps,
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, num_warps=4,
+    )  # fmt: skip
+
+
 def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, need_last: bool) -> tuple:
     """h (B, NH, S, DHV) in q's dtype, and with need_last the last states (C (B, NH, DQK, DHV), n (B, NH, DQK),
     m (B, NH), fp32; else None each). The dots run in the plain forward's modes for a call without gradients."""
@@ -123,21 +159,16 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     DHV = v.shape[-1]
     _launch_config(S, min(DQK, _K_LAUNCH), DHV, chunk_size, q.dtype)  # the plain path's argument checks
     lowp = _on_device(_fwd_lowp(q.dtype, False))
-    qk_lowp = _on_device(_qk_lowp(q.dtype, lowp))
     L = chunk_length(S, chunk_size)
     NC = cdiv(S, L)
     BV = min(max(next_power_of_2(DHV), 16), 64)
     # the states at every L-step boundary, carried in chunks of at most 32 (at 64 the boundary kernel spilled
     # registers for sm_90: 1376 B of stack per thread) and stored every L // Ls of them
     Ls = min(L, 32)
-    (cs, ns, ms), last = bounds_forward(k, v, i, f, C0, n0, m0, NC, L // Ls, Ls, BV, lowp, need_last)
+    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, L // Ls, Ls, BV, lowp, need_last)
+    f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
-    BK = min(max(next_power_of_2(DQK), 16), _BK)
-    _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
-        q, k, v, i, f, cs, ns, ms, h,
-        *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
-        NH, S, DQK, DHV, NC, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, num_warps=4,
-    )  # fmt: skip
+    z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each
+    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m)
     C_last, n_last, m_last = last if need_last else (None, None, None)
     return h, C_last, n_last, m_last

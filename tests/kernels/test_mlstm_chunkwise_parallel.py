@@ -72,3 +72,39 @@ def test_parallel_forward_only_without_gradients_and_when_asked(monkeypatch):
 def test_parallel_forward_chunks_of_64_from_states_carried_in_32s(i_mean, parallel_forward, nan_poison):
     """Chunks of 64 take the boundary kernel's states carried in chunks of 32 and stored at every second one."""
     _check(1, 2, 150, 24, 40, i_mean, True, torch.float32, chunk_size=64)
+
+
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV,k_block",
+    # one launch (DQK 24 and 40, DHV 80 in two DHV blocks), and DQK 40 in column blocks of 16 (the ksplit path)
+    [(2, 1, 37, 24, 40, None), (1, 1, 33, 40, 80, None), (1, 2, 37, 40, 24, 16)],
+    ids=lambda x: str(x),
+)
+def test_segments_of_one_chunk_with_the_output_kernel_match_fp64_reference(
+    B, NH, S, DQK, DHV, k_block, i_mean, with_states, parallel_forward, nan_poison, monkeypatch
+):
+    """With gradients, segments of one chunk form their outputs with the output kernel (h, the fp32 h of bf16 calls,
+    z, m) and the segmented backward runs on them: every output, last state and gradient against fp64."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    if k_block:
+        monkeypatch.setattr(ksplit, "K_BLOCK", k_block)
+    torch.manual_seed(22)
+    with LaunchCounter() as launches:
+        check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
+    assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())
+    assert "_mlstm_chunkwise_fwd_kernel_tl" not in str(launches.summary())
+
+
+def test_segments_of_one_chunk_with_the_output_kernel_bf16(parallel_forward, nan_poison, monkeypatch):
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    torch.manual_seed(23)
+    check_triton(2, 1, 37, 24, 40, 0.0, True, dtype=torch.bfloat16, rounded=True)
