@@ -154,7 +154,8 @@ def ceilings_table(rows: list[dict], peaks: dict | None) -> list[str]:
     if not peaks:
         return []
     lines = ["", "## mLSTM against the device's ceilings", "",
-             f"Measured in the same run: copy bandwidth {peaks['copy_gbs']:.0f} GB/s (1 GiB bf16 copy, bytes read "
+             f"Measured {peaks.get('measured', 'in the same run')}: copy bandwidth {peaks['copy_gbs']:.0f} GB/s "
+             "(1 GiB bf16 copy, bytes read "
              f"plus written), bf16 matmul {peaks['bf16_tflops']:.0f} TFLOP/s (8192^3). Work models in "
              "`kernels_report.mlstm_work`: executed FLOPs of the chunkwise form, the least bytes a kernel moves.", "",
              "| B, NH, S, DH | fw TFLOP/s (% of peak) | fw GB/s (% of copy) | fw+bw TFLOP/s (%) | fw+bw GB/s (%) |",

@@ -91,7 +91,12 @@ def test_ceilings_table_uses_the_work_models(report, tmp_path):
     text = report.write(path).read_text()
     fw_tflops = work["fw_flops"] / 0.2e-3 / 1e12  # the default launch's forward took 0.2 ms
     assert f"| 1024, 4, 64, 32 | {fw_tflops:.1f} ({100 * fw_tflops / 800:.1f} %) |" in text
-    assert "copy bandwidth 4000 GB/s" in text
+    assert "Measured in the same run: copy bandwidth 4000 GB/s" in text
+    # ceilings carried over from another run of the device say where they come from
+    data["meta"]["ceilings"]["measured"] = "on this device at abc1234, an earlier run"
+    path.write_text(json.dumps(data))
+    text = report.write(path).read_text()
+    assert "Measured on this device at abc1234, an earlier run: copy bandwidth 4000 GB/s" in text
     data["meta"].pop("ceilings")
     path.write_text(json.dumps(data))
     assert "ceilings" not in report.write(path).read_text()
