@@ -108,3 +108,24 @@ def test_segments_of_one_chunk_with_the_output_kernel_bf16(parallel_forward, nan
     monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
     torch.manual_seed(23)
     check_triton(2, 1, 37, 24, 40, 0.0, True, dtype=torch.bfloat16, rounded=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("B,NH,S,DH", [(4, 4, 1000, 128), (2, 2, 600, 256), (1, 2, 300, 512)], ids=lambda x: str(x))
+def test_parallel_forward_gpu(B, NH, S, DH, dtype, parallel_forward):
+    _check(B, NH, S, DH, DH, 0.0, True, dtype, chunk_size=64)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("B,NH,S,DH", [(2, 4, 500, 128), (1, 2, 300, 256)], ids=lambda x: str(x))
+def test_segments_of_one_chunk_with_the_output_kernel_gpu(B, NH, S, DH, i_mean, parallel_forward, monkeypatch):
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    torch.manual_seed(24)
+    check_triton(B, NH, S, DH, DH, i_mean, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
