@@ -6,11 +6,11 @@ chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in 
     python benchmarks/mlstm_segments.py --shapes "8,16,4096,256" --sweep 1,4 --k-blocks 64,128 --value-blocks 64,128
 
 Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which take the same layouts.
-`--parallel-forward` adds two rows per shape (`triton_chunkwise_parallel.py`): the chunk-parallel forward of calls
-without gradients (forward only, its fw+bw column empty), and segments of one chunk whose outputs come from the
-output kernel (fw with gradients recorded, fw+bw). `--k-blocks` / `--value-blocks` also time
-every layout with other column blocks (`ksplit.K_BLOCK`; a head wider than
-the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
+`--parallel-forward` adds two rows per shape (`triton_chunkwise_parallel.py`, `triton_chunkwise_parallel_bwd.py`):
+the chunk-parallel forward of calls without gradients (forward only, its fw+bw column empty), and segments of one
+chunk through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
+`--k-blocks` / `--value-blocks` also time every layout with other column blocks (`ksplit.K_BLOCK`; a head wider
+than the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
 Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.md. Needs CUDA.
 """
@@ -73,8 +73,8 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
 
 def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
     """Two rows: the chunk-parallel forward of a call without gradients (fw+bw None: it has no backward), and the
-    segmented layout of one chunk per segment with its outputs from the output kernel, fw (with gradients
-    recorded) and fw+bw (`triton_chunkwise_parallel.py`)."""
+    segmented layout of one chunk per segment through the chunk-parallel output and gradient kernels, fw (with
+    gradients recorded) and fw+bw."""
     from triton.testing import do_bench
 
     from xlstm_ts.kernels import get_kernel
@@ -102,7 +102,7 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
     key = ", ".join(map(str, shape))
     return [{"shape": key, "layout": "chunk-parallel forward (no gradients)", "fw_ms": round(no_grad, 4),
              "fwbw_ms": None},
-            {"shape": key, "layout": "cps=1, output kernel", "fw_ms": round(fw, 4), "fwbw_ms": round(fwbw, 4)}]
+            {"shape": key, "layout": "cps=1, chunk-parallel kernels", "fw_ms": round(fw, 4), "fwbw_ms": round(fwbw, 4)}]
 
 
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:

@@ -37,8 +37,9 @@ from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pa
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
-from .triton_chunkwise_gates import _mlstm_chunkwise_bwd_sum_kernel_tl
+from .triton_chunkwise_gates import sum_shares
 from .triton_chunkwise_parallel import chunk_outputs, parallel_outputs
+from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -186,7 +187,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        if parallel_outputs(G, CPS):  # one chunk per segment: every chunk's output at once, small tiles
+        ctx.parallel = parallel_outputs(G, CPS)
+        if ctx.parallel:  # one chunk per segment: every chunk's output at once, small tiles
             chunk_outputs(q, k, v, i, f, segs, G, L, eps, _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)),
                           h, h32 if store_h32 else None, z, m)  # fmt: skip
         else:
@@ -236,6 +238,12 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             states, grads0 = (q, q, q), (dv, dv, dv)  # placeholders are never read or written
         upstream = [dC_last, dn_last, dm_last]
         lowp = _bwd_lowp(q.dtype)
+        if ctx.parallel:  # one chunk per segment: every chunk's gradients at once, small tiles
+            last = (C_last, n_last) if C_last is not None else None
+            return (*parallel_backward(
+                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, eps, detach,
+                _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)), _on_device(_out_lowp(q.dtype, lowp)),
+            ), None, None, None, None)  # fmt: skip
         if G > 1:  # gradients of the state leaving each segment first, then all segments at once
             states = (cs, ns, ms)
             last = (C_last, n_last) if C_last is not None else None
@@ -258,23 +266,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             num_warps=num_warps,
         )  # fmt: skip
         if NV > 1:
-            dq, dk, di, df, dm0 = _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK)
+            dq, dk, di, df, dm0 = sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK)
         return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None, None
-
-
-def _sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
-    """Add the per-DHV-block fp32 shares (NV, B, NH, ...) of dq, dk, di, df, dm0 in one launch, in the input dtypes."""
-    NV, B, NH, S, DQK = dq.shape
-    out = lambda shape, x: torch.empty(shape, dtype=x.dtype, device=q.device)
-    dq_sum, dk_sum = out((B, NH, S, DQK), q), out((B, NH, S, DQK), k)  # (B, NH, S, DQK)
-    di_sum, df_sum = out((B, NH, S), i), out((B, NH, S), f)  # (B, NH, S)
-    dm0_sum = None if dm0 is None else out(m0.shape, m0)  # (B, NH[, 1])
-    BS = min(128, 2048 // BK)  # (BS, BK) tiles of 2048 elements: no register spills
-    _mlstm_chunkwise_bwd_sum_kernel_tl[(cdiv(S, BS), B * NH)](
-        dq, dk, di, df, dq if dm0 is None else dm0, dq_sum, dk_sum, di_sum, df_sum,
-        dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
-    )  # fmt: skip
-    return dq_sum, dk_sum, di_sum, df_sum, dm0_sum
 
 
 def mlstm_chunkwise_triton(

@@ -14,9 +14,11 @@ computes its share; with several blocks, `_mlstm_chunkwise_bwd_sum_kernel_tl` ad
 and casts to the input dtypes.
 """
 
+import torch
 import triton
 import triton.language as tl
 
+from .._ints import cdiv
 from .triton_chunkwise_common import _dot, _logsigmoid, _tile
 
 
@@ -196,3 +198,18 @@ def _mlstm_chunkwise_bwd_sum_kernel_tl(
     tl.store(df_ptr + pid_bh * S + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
     if HAS_INIT:
         tl.store(dm0_ptr + pid_bh, dm0.to(dm0_ptr.dtype.element_ty), mask=pid_s == 0)
+
+
+def sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
+    """Add the per-DHV-block fp32 shares (NV, B, NH, ...) of dq, dk, di, df, dm0 in one launch, in the input dtypes."""
+    NV, B, NH, S, DQK = dq.shape
+    out = lambda shape, x: torch.empty(shape, dtype=x.dtype, device=q.device)
+    dq_sum, dk_sum = out((B, NH, S, DQK), q), out((B, NH, S, DQK), k)  # (B, NH, S, DQK)
+    di_sum, df_sum = out((B, NH, S), i), out((B, NH, S), f)  # (B, NH, S)
+    dm0_sum = None if dm0 is None else out(m0.shape, m0)  # (B, NH[, 1])
+    BS = min(128, 2048 // BK)  # (BS, BK) tiles of 2048 elements: no register spills
+    _mlstm_chunkwise_bwd_sum_kernel_tl[(cdiv(S, BS), B * NH)](
+        dq, dk, di, df, dq if dm0 is None else dm0, dq_sum, dk_sum, di_sum, df_sum,
+        dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
+    )  # fmt: skip
+    return dq_sum, dk_sum, di_sum, df_sum, dm0_sum

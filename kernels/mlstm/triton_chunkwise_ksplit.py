@@ -33,6 +33,7 @@ from .triton_chunkwise import (
 )
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_parallel import chunk_outputs, parallel_outputs
+from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
 
 # widest DQK block of one launch (at most the one-launch kernels' limit, 256); set by tests to split narrow heads.
@@ -98,7 +99,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
             segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
         # segments of one chunk (opt-in): one output launch over all columns writes the normalized h itself
-        together = parallel_outputs(G, CPS)
+        together = ctx.parallel = parallel_outputs(G, CPS)
         if together:
             chunk_outputs(q, k, v, i, f, segs, G, L, eps, _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)),
                           num, None, z, m)  # fmt: skip
@@ -157,6 +158,12 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         dn0 = torch.empty_like(n0) if has_init else None  # (B, NH, DQK)
         dm0 = torch.zeros(B * NH, **f32) if has_init else None
         lowp = _bwd_lowp(q.dtype)
+        if ctx.parallel:  # one chunk per segment: every chunk's gradients at once, all columns in one launch
+            last = (C_last, n_last) if C_last is not None else None
+            return (*parallel_backward(
+                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, eps, detach,
+                _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)), _on_device(_out_lowp(q.dtype, lowp)),
+            ), None, None, None, None)  # fmt: skip
         dm_strides = (0, *_strides(dm_last, 2))
         if G > 1:  # the gradients of the state leaving each segment, over all columns, then the segments
             last = (C_last, n_last) if C_last is not None else None

@@ -97,8 +97,9 @@ def test_segments_of_one_chunk_with_the_output_kernel_match_fp64_reference(
     torch.manual_seed(22)
     with LaunchCounter() as launches:
         check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
-    assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())
-    assert "_mlstm_chunkwise_fwd_kernel_tl" not in str(launches.summary())
+    names = str(launches.summary())
+    assert "_mlstm_chunk_out_kernel_tl" in names and "_mlstm_chunk_bwd_kernel_tl" in names
+    assert "_mlstm_chunkwise_fwd_kernel_tl" not in names and "_mlstm_chunkwise_bwd_kernel_tl" not in names
 
 
 def test_segments_of_one_chunk_with_the_output_kernel_bf16(parallel_forward, nan_poison, monkeypatch):

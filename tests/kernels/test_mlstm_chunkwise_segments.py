@@ -24,18 +24,22 @@ from xlstm_ts.kernels._testing_mlstm import (
     naive_mlstm,
     run_mlstm,
 )
+from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
 from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
 pytest.importorskip("triton")
 
+PARALLEL = "1-chunk-parallel"  # segments of one chunk through the chunk-parallel kernels (PARALLEL_FORWARD)
+
 
 @pytest.fixture
 def chunks_per_segment(monkeypatch, request):
-    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", request.param)
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1 if request.param == PARALLEL else request.param)
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", request.param == PARALLEL)
     return request.param
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1, 2], indirect=True, ids=["1-chunk", "2-chunks"])
+@pytest.mark.parametrize("chunks_per_segment", [1, 2, PARALLEL], indirect=True, ids=["1-chunk", "2-chunks", PARALLEL])
 @pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 @pytest.mark.parametrize(
@@ -82,7 +86,7 @@ def test_store_chunk_states_rule(monkeypatch):
     assert not segments.store_chunk_states(1)  # one chunk has no second pass to save
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
+@pytest.mark.parametrize("chunks_per_segment", [1, PARALLEL], indirect=True, ids=["1-chunk", PARALLEL])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 def test_segmented_detach_normalizer(i_mean, chunks_per_segment, nan_poison):
     torch.manual_seed(7)
@@ -95,7 +99,7 @@ def test_segmented_detach_normalizer(i_mean, chunks_per_segment, nan_poison):
     compare_mlstm(ref, out, *TOL[torch.float32])
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1, 2], indirect=True, ids=["1-chunk", "2-chunks"])
+@pytest.mark.parametrize("chunks_per_segment", [1, 2, PARALLEL], indirect=True, ids=["1-chunk", "2-chunks", PARALLEL])
 def test_segmented_stabilizer_gradient_crosses_segments(chunks_per_segment, nan_poison):
     """As test_chunkwise_triton_first_step_on_either_branch, over 5 segments: the gradient routed through
     m_t = max(log f_t + m_{t-1}, i~_t) from the last states reaches step 0 (head 0) or m0 (head 1)."""
@@ -111,16 +115,17 @@ def test_segmented_stabilizer_gradient_crosses_segments(chunks_per_segment, nan_
     compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
+@pytest.mark.parametrize("chunks_per_segment", [1, PARALLEL], indirect=True, ids=["1-chunk", PARALLEL])
 def test_segmented_bf16(chunks_per_segment, nan_poison):
     torch.manual_seed(3)
     check_triton(2, 1, 40, 20, 80, 0.0, True, torch.bfloat16, rounded=True)
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1], indirect=True)
+@pytest.mark.parametrize("chunks_per_segment", [1, PARALLEL], indirect=True, ids=["1-chunk", PARALLEL])
 @pytest.mark.parametrize("DHV", [24, 80], ids=["one-DHV-block", "two-DHV-blocks"])
 def test_segmented_launches(DHV, chunks_per_segment):
-    """Boundary kernel + segment kernel each way (+ the DHV-share sum), no torch ops between them."""
+    """Boundary kernel + segment kernel each way (+ the DHV-share sum; the chunk-parallel backward has none), no
+    torch ops between them."""
     torch.manual_seed(0)
     x = [t.to(DEVICE, torch.float32).requires_grad_() for t in make_mlstm_inputs(1, 2, 40, 16, DHV)]
     with LaunchCounter() as forward:
@@ -131,7 +136,7 @@ def test_segmented_launches(DHV, chunks_per_segment):
         torch.autograd.grad(outs, x, upstream)
     assert forward.total == 2 and "_mlstm_bounds_fwd_kernel_tl x1" in forward.summary(), forward.summary()
     assert not forward.torch_ops and not backward.torch_ops, (forward.summary(), backward.summary())
-    assert backward.total == (2 if DHV <= 64 else 3), backward.summary()
+    assert backward.total == (2 if DHV <= 64 or chunks_per_segment == PARALLEL else 3), backward.summary()
 
 
 def test_segment_plan(monkeypatch):
