@@ -6,9 +6,9 @@ chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in 
     python benchmarks/mlstm_segments.py --shapes "8,16,4096,256" --sweep 1,4 --k-blocks 64,128 --value-blocks 64,128
 
 Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which take the same layouts.
-`--parallel-forward` adds two rows per shape (`triton_chunkwise_parallel.py`, `triton_chunkwise_parallel_bwd.py`):
+`--parallel-forward` adds three rows per shape (`triton_chunkwise_parallel.py`, `triton_chunkwise_parallel_bwd.py`):
 the chunk-parallel forward of calls without gradients (forward only, its fw+bw column empty), and segments of one
-chunk through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
+and of two chunks through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
 `--k-blocks` / `--value-blocks` also time every layout with other column blocks (`ksplit.K_BLOCK`; a head wider
 than the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
@@ -72,9 +72,9 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
 
 
 def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
-    """Two rows: the chunk-parallel forward of a call without gradients (fw+bw None: it has no backward), and the
-    segmented layout of one chunk per segment through the chunk-parallel output and gradient kernels, fw (with
-    gradients recorded) and fw+bw."""
+    """Three rows: the chunk-parallel forward of a call without gradients (fw+bw None: it has no backward), and the
+    segmented layout with segments of one and of two chunks through the chunk-parallel output and gradient kernels,
+    fw (with gradients recorded) and fw+bw."""
     from triton.testing import do_bench
 
     from xlstm_ts.kernels import get_kernel
@@ -91,18 +91,20 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
     try:
         kernel(*x)
         torch.cuda.synchronize()
-        no_grad = bench(lambda: kernel(*x))
-        segments.SEGMENT_CHUNKS_OVERRIDE = 1
-        kernel(*g).sum().backward()
-        torch.cuda.synchronize()
-        fw, fwbw = bench(lambda: kernel(*g)), bench(lambda: kernel(*g).sum().backward())
+        key = ", ".join(map(str, shape))
+        rows = [{"shape": key, "layout": "chunk-parallel forward (no gradients)",
+                 "fw_ms": round(bench(lambda: kernel(*x)), 4), "fwbw_ms": None}]  # fmt: skip
+        for cps in (1, 2):  # segments of one and two chunks (at most 64 steps) through the chunk-parallel kernels
+            segments.SEGMENT_CHUNKS_OVERRIDE = cps
+            kernel(*g).sum().backward()
+            torch.cuda.synchronize()
+            fw, fwbw = bench(lambda: kernel(*g)), bench(lambda: kernel(*g).sum().backward())
+            rows.append({"shape": key, "layout": f"cps={cps}, chunk-parallel kernels", "fw_ms": round(fw, 4),
+                         "fwbw_ms": round(fwbw, 4)})  # fmt: skip
     finally:
         parallel.PARALLEL_FORWARD = None
         segments.SEGMENT_CHUNKS_OVERRIDE = None
-    key = ", ".join(map(str, shape))
-    return [{"shape": key, "layout": "chunk-parallel forward (no gradients)", "fw_ms": round(no_grad, 4),
-             "fwbw_ms": None},
-            {"shape": key, "layout": "cps=1, chunk-parallel kernels", "fw_ms": round(fw, 4), "fwbw_ms": round(fwbw, 4)}]
+    return rows
 
 
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:

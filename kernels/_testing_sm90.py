@@ -158,10 +158,10 @@ CASES: dict[str, Callable[[], Callable]] = {
     for dtype_name, dtype, DH in (("bf16", torch.bfloat16, 128), ("fp32", torch.float32, 512))
 } | {
     # with gradients: segments of one chunk whose outputs (and the fp32 h, z, m) come from the output kernel
-    f"mlstm bf16 S=200 DH={DH} segments parallel": (
-        lambda DH=DH: _mlstm_case(torch.bfloat16, 200, DH, True, 1, parallel=True)
+    f"mlstm bf16 S=200 DH={DH} segments of {seg} parallel": (
+        lambda DH=DH, seg=seg: _mlstm_case(torch.bfloat16, 200, DH, True, seg, parallel=True)
     )
-    for DH in (128, 256)
+    for DH, seg in ((128, 1), (256, 1), (128, 2))
 } | {
     f"slstm {dtype_name} S=9 DH={DH}": (lambda dtype=dtype, DH=DH: _slstm_case(dtype, 9, DH))
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))

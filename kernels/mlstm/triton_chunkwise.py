@@ -187,9 +187,10 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        ctx.parallel = parallel_outputs(G, CPS)
-        if ctx.parallel:  # one chunk per segment: every chunk's output at once, small tiles
-            chunk_outputs(q, k, v, i, f, segs, G, L, eps, _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)),
+        ctx.parallel = parallel_outputs(G, CPS, L)
+        if ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles
+            chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
+                          _on_device(_qk_lowp(q.dtype, lowp)),
                           h, h32 if store_h32 else None, z, m)  # fmt: skip
         else:
             _FWD[(NV, B * NH * G)](
@@ -238,10 +239,11 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             states, grads0 = (q, q, q), (dv, dv, dv)  # placeholders are never read or written
         upstream = [dC_last, dn_last, dm_last]
         lowp = _bwd_lowp(q.dtype)
-        if ctx.parallel:  # one chunk per segment: every chunk's gradients at once, small tiles
+        if ctx.parallel:  # short segments: each segment's gradients at once as one chunk, small tiles
             last = (C_last, n_last) if C_last is not None else None
             return (*parallel_backward(
-                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, eps, detach,
+                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, CPS, eps,
+                detach,
                 _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)), _on_device(_out_lowp(q.dtype, lowp)),
             ), None, None, None, None)  # fmt: skip
         if G > 1:  # gradients of the state leaving each segment first, then all segments at once

@@ -98,10 +98,11 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         lasts, segs, seg_last = [], None, None
         if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
             segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
-        # segments of one chunk (opt-in): one output launch over all columns writes the normalized h itself
-        together = ctx.parallel = parallel_outputs(G, CPS)
+        # short segments (opt-in): one output launch over all columns writes the normalized h itself
+        together = ctx.parallel = parallel_outputs(G, CPS, L)
         if together:
-            chunk_outputs(q, k, v, i, f, segs, G, L, eps, _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)),
+            chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
+                          _on_device(_qk_lowp(q.dtype, lowp)),
                           num, None, z, m)  # fmt: skip
         for kb, cols in enumerate([] if together else blocks):
             DK = cols.stop - cols.start
@@ -158,10 +159,11 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         dn0 = torch.empty_like(n0) if has_init else None  # (B, NH, DQK)
         dm0 = torch.zeros(B * NH, **f32) if has_init else None
         lowp = _bwd_lowp(q.dtype)
-        if ctx.parallel:  # one chunk per segment: every chunk's gradients at once, all columns in one launch
+        if ctx.parallel:  # short segments: each segment's gradients at once, all columns in one launch
             last = (C_last, n_last) if C_last is not None else None
             return (*parallel_backward(
-                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, eps, detach,
+                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, CPS, eps,
+                detach,
                 _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)), _on_device(_out_lowp(q.dtype, lowp)),
             ), None, None, None, None)  # fmt: skip
         dm_strides = (0, *_strides(dm_last, 2))

@@ -32,6 +32,9 @@ from .triton_chunkwise_segments import bounds_forward
 PARALLEL_FORWARD: bool | None = None
 
 _BK = 64  # DQK columns per step of the output kernel's inner loop
+# longest segment the chunk-parallel kernels take as one chunk: their (L, L) tiles; the boundary kernels carry the
+# state in the segmented layout's own chunks (32 steps for heads above 64 with gradients) and store it per segment
+MAX_SEGMENT = 64
 
 
 @triton.jit
@@ -114,11 +117,12 @@ def _mlstm_chunk_out_kernel_tl(
     tl.store(m_ptr + pid_bh * S + t, m_row, mask=mask_t & (pid_v == 0))
 
 
-def parallel_outputs(G: int, CPS: int) -> bool:
-    """Whether a segmented forward of G segments of CPS chunks forms its outputs with the output kernel (every chunk
-    at once from its entering state) instead of the chunk-walking forward kernel: with segments of one chunk, while
-    `PARALLEL_FORWARD` asks for it. Same buffers for the backward (h32, z, m, the segments' states)."""
-    return bool(PARALLEL_FORWARD) and G > 1 and CPS == 1
+def parallel_outputs(G: int, CPS: int, L: int) -> bool:
+    """Whether a segmented forward of G segments of CPS chunks of L steps forms its outputs with the output kernel
+    (every segment at once from its entering state, as one chunk of CPS * L steps) instead of the chunk-walking
+    forward kernel: for segments of at most `MAX_SEGMENT` steps, while `PARALLEL_FORWARD` asks for it. Same buffers
+    for the backward (h32, z, m, the segments' states), which then runs `triton_chunkwise_parallel_bwd.py`."""
+    return bool(PARALLEL_FORWARD) and G > 1 and CPS * L <= MAX_SEGMENT and CPS & (CPS - 1) == 0  # a power of two
 
 
 def use_parallel_forward(grad: bool, S: int, chunk_size: int) -> bool:

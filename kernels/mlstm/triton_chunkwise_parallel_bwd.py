@@ -1,6 +1,6 @@
 """Chunk-parallel backward of the chunkwise mLSTM in Triton (opt-in, with `triton_chunkwise_parallel.py`).
 
-For the segmented layout with segments of one chunk: the boundary kernel (`triton_chunkwise_bounds.py`) has already
+For the segmented layout with short segments (at most 64 steps, each one chunk here): the boundary kernel (`triton_chunkwise_bounds.py`) has already
 carried the state gradient backward and left, for every chunk, the gradient (dC, dn) of the state leaving it and the
 gradient routed to m at its end (per-DHV-block shares); the forward left the state entering every chunk. Then every
 chunk's gradients are local, and one program per (chunk, batch * head) forms them with small tiles: (L, L) scores and
@@ -209,8 +209,10 @@ def _mlstm_chunk_bwd_kernel_tl(
 
 
 def parallel_backward(q, k, v, i, f, C0, n0, m0, segs, h, z, m, dh, dC_last, dn_last, dm_last, last, L: int,
-                      eps: float, detach: bool, lowp: int, qk_lowp: int, out_lowp: int) -> tuple:  # fmt: skip
-    """Every input gradient of a call that ran the segmented layout with one chunk per segment of L steps.
+                      CPS: int, eps: float, detach: bool, lowp: int, qk_lowp: int, out_lowp: int) -> tuple:  # fmt: skip
+    """Every input gradient of a call that ran the segmented layout with segments of CPS chunks of L steps (at most
+    `triton_chunkwise_parallel.MAX_SEGMENT` steps each): the boundary kernel in chunks of L, then every segment as
+    one chunk.
 
     Args:
         segs: the forward's entering states of every chunk (cs, ns, ms as `bounds_forward` returns them).
@@ -229,13 +231,14 @@ def parallel_backward(q, k, v, i, f, C0, n0, m0, segs, h, z, m, dh, dC_last, dn_
 
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
-    NC = cdiv(S, L)
+    NC = cdiv(cdiv(S, L), CPS)  # segments, each one chunk of the gradient kernel
+    L_seg = L * CPS
     BV = min(max(next_power_of_2(DHV), 16), 64)
     BK = min(max(next_power_of_2(DQK), 16), 64)
     if dh is None:  # only the last states were used
         dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
-    dcs, dns, dms = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, 1, L, BV, lowp, eps,
-                                    detach)  # fmt: skip
+    dcs, dns, dms = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV, lowp,
+                                    eps, detach)  # fmt: skip
     new = lambda x: torch.empty(x.shape, dtype=x.dtype, device=q.device)  # noqa: E731  contiguous, x's dtype
     dq, dk, dv, di, df = new(q), new(k), new(v), new(i), new(f)  # (B, NH, S, D...) and (B, NH, S)
     has_init = C0 is not None
@@ -249,7 +252,7 @@ def parallel_backward(q, k, v, i, f, C0, n0, m0, segs, h, z, m, dh, dC_last, dn_
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
+        L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
         num_warps=8,
     )  # fmt: skip
     if has_init:

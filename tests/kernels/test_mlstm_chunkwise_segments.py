@@ -30,16 +30,19 @@ from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 pytest.importorskip("triton")
 
 PARALLEL = "1-chunk-parallel"  # segments of one chunk through the chunk-parallel kernels (PARALLEL_FORWARD)
+PARALLEL2 = "2-chunks-parallel"  # segments of two chunks, each one chunk of the chunk-parallel kernels
 
 
 @pytest.fixture
 def chunks_per_segment(monkeypatch, request):
-    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1 if request.param == PARALLEL else request.param)
-    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", request.param == PARALLEL)
+    together = {PARALLEL: 1, PARALLEL2: 2}
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", together.get(request.param, request.param))
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", request.param in together)
     return request.param
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1, 2, PARALLEL], indirect=True, ids=["1-chunk", "2-chunks", PARALLEL])
+@pytest.mark.parametrize("chunks_per_segment", [1, 2, PARALLEL, PARALLEL2], indirect=True,
+                         ids=["1-chunk", "2-chunks", PARALLEL, PARALLEL2])  # fmt: skip
 @pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 @pytest.mark.parametrize(
@@ -86,7 +89,8 @@ def test_store_chunk_states_rule(monkeypatch):
     assert not segments.store_chunk_states(1)  # one chunk has no second pass to save
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1, PARALLEL], indirect=True, ids=["1-chunk", PARALLEL])
+@pytest.mark.parametrize("chunks_per_segment", [1, PARALLEL, PARALLEL2], indirect=True,
+                         ids=["1-chunk", PARALLEL, PARALLEL2])  # fmt: skip
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 def test_segmented_detach_normalizer(i_mean, chunks_per_segment, nan_poison):
     torch.manual_seed(7)
@@ -99,7 +103,8 @@ def test_segmented_detach_normalizer(i_mean, chunks_per_segment, nan_poison):
     compare_mlstm(ref, out, *TOL[torch.float32])
 
 
-@pytest.mark.parametrize("chunks_per_segment", [1, 2, PARALLEL], indirect=True, ids=["1-chunk", "2-chunks", PARALLEL])
+@pytest.mark.parametrize("chunks_per_segment", [1, 2, PARALLEL, PARALLEL2], indirect=True,
+                         ids=["1-chunk", "2-chunks", PARALLEL, PARALLEL2])  # fmt: skip
 def test_segmented_stabilizer_gradient_crosses_segments(chunks_per_segment, nan_poison):
     """As test_chunkwise_triton_first_step_on_either_branch, over 5 segments: the gradient routed through
     m_t = max(log f_t + m_{t-1}, i~_t) from the last states reaches step 0 (head 0) or m0 (head 1)."""
@@ -137,6 +142,8 @@ def test_segmented_launches(DHV, chunks_per_segment):
     assert forward.total == 2 and "_mlstm_bounds_fwd_kernel_tl x1" in forward.summary(), forward.summary()
     assert not forward.torch_ops and not backward.torch_ops, (forward.summary(), backward.summary())
     assert backward.total == (2 if DHV <= 64 or chunks_per_segment == PARALLEL else 3), backward.summary()
+    if chunks_per_segment == PARALLEL:
+        assert "_mlstm_chunk_bwd_kernel_tl x1" in backward.summary(), backward.summary()
 
 
 def test_segment_plan(monkeypatch):
