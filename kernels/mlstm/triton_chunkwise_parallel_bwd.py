@@ -3,8 +3,9 @@
 For the segmented layout with short segments (at most 64 steps, each one chunk here): the boundary kernel
 (`triton_chunkwise_bounds.py`) has already carried the state gradient backward and left, for every chunk, the
 gradient (dC, dn) of the state leaving it and the gradient routed to m at its end (per-DHV-block shares); the
-forward left the state entering every chunk. Then every chunk's gradients are local, and one program per (chunk, batch * head) forms them with small tiles: (L, L) scores and
-(L, 64) blocks of q, k, v, dh, with the DQK and DHV columns in inner loops (heads up to 512, no per-block shares).
+forward left the state entering every chunk. Then every chunk's gradients are local, and one program per (chunk,
+batch * head) forms them with small tiles: (L, L) scores and (L, 64) blocks of q, k, v, dh, with the DQK and DHV
+columns in inner loops (heads up to 512, no per-block shares).
 
 Per chunk (the identities of `triton_chunkwise.py`, as the segmented backward kernel computes them):
     dnum = dh / (den + eps), <dh, h>, dz;  ds = dnum v^T + dz;  qk = q^ k^T;
