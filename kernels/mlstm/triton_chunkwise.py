@@ -338,9 +338,12 @@ def mlstm_chunkwise_triton(
     from . import triton_chunkwise_ksplit as ksplit  # imports this module: imported here, at the first call
     from . import triton_chunkwise_parallel as parallel
 
-    leaves = (q, k, v, i, f, *(x for x in states if x is not None))
-    grad = torch.is_grad_enabled() and any(x.requires_grad for x in leaves)
-    if parallel.use_parallel_forward(grad, S, chunk_size):  # opt-in: every chunk at once from stored states
+    # opt-in: a call without gradients runs every chunk at once from stored states (the flag is read first: the
+    # default path pays no host time for the gradient check)
+    grad = lambda: torch.is_grad_enabled() and any(  # noqa: E731
+        x.requires_grad for x in (q, k, v, i, f, *states) if x is not None
+    )
+    if parallel.PARALLEL_FORWARD and parallel.use_parallel_forward(grad(), S, chunk_size):
         h, C, n, m = parallel.parallel_forward(q, k, v, i, f, *states, eps, chunk_size, bool(return_last_states))
     else:
         # heads wider than one launch takes: one launch per block of DQK columns each way
