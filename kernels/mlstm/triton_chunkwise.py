@@ -215,6 +215,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
     def backward(ctx, dh, dC_last, dn_last, dm_last):
         q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
         eps, L, BK, BV, num_warps, detach, G, CPS, stored, hd_dots = ctx.config
+        if ctx.parallel:  # short segments: each segment's gradients at once as one chunk, small tiles
+            return parallel_backward(ctx.saved_tensors, (dh, dC_last, dn_last, dm_last), L, CPS, eps, detach)
         B, NH, S, DQK = q.shape
         num_warps = _bwd_num_warps(CPS == 1 or stored, L, num_warps, hd_dots)
         DHV = v.shape[-1]
@@ -239,13 +241,6 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             states, grads0 = (q, q, q), (dv, dv, dv)  # placeholders are never read or written
         upstream = [dC_last, dn_last, dm_last]
         lowp = _bwd_lowp(q.dtype)
-        if ctx.parallel:  # short segments: each segment's gradients at once as one chunk, small tiles
-            last = (C_last, n_last) if C_last is not None else None
-            return (*parallel_backward(
-                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, CPS, eps,
-                detach,
-                _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)), _on_device(_out_lowp(q.dtype, lowp)),
-            ), None, None, None, None)  # fmt: skip
         if G > 1:  # gradients of the state leaving each segment first, then all segments at once
             states = (cs, ns, ms)
             last = (C_last, n_last) if C_last is not None else None

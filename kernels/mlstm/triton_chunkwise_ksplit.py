@@ -144,6 +144,8 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
     def backward(ctx, dh, dC_last, dn_last, dm_last):
         q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = ctx.saved_tensors
         eps, L, BV, num_warps, detach, G, CPS = ctx.config
+        if ctx.parallel:  # short segments: each segment's gradients at once, all columns in one launch
+            return parallel_backward(ctx.saved_tensors, (dh, dC_last, dn_last, dm_last), L, CPS, eps, detach)
         B, NH, S, DQK = q.shape
         DHV = v.shape[-1]
         NV = cdiv(DHV, BV)
@@ -159,13 +161,6 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         dn0 = torch.empty_like(n0) if has_init else None  # (B, NH, DQK)
         dm0 = torch.zeros(B * NH, **f32) if has_init else None
         lowp = _bwd_lowp(q.dtype)
-        if ctx.parallel:  # short segments: each segment's gradients at once, all columns in one launch
-            last = (C_last, n_last) if C_last is not None else None
-            return (*parallel_backward(
-                q, k, v, i, f, C0, n0, m0, (cs, ns, ms), h, z, m, dh, dC_last, dn_last, dm_last, last, L, CPS, eps,
-                detach,
-                _on_device(lowp), _on_device(_qk_lowp(q.dtype, lowp)), _on_device(_out_lowp(q.dtype, lowp)),
-            ), None, None, None, None)  # fmt: skip
         dm_strides = (0, *_strides(dm_last, 2))
         if G > 1:  # the gradients of the state leaving each segment, over all columns, then the segments
             last = (C_last, n_last) if C_last is not None else None

@@ -209,27 +209,33 @@ def _mlstm_chunk_bwd_kernel_tl(
             tl.store(dm0_ptr + pid_bh, dm0.to(dm0_ptr.dtype.element_ty))
 
 
-def parallel_backward(q, k, v, i, f, C0, n0, m0, segs, h, z, m, dh, dC_last, dn_last, dm_last, last, L: int,
-                      CPS: int, eps: float, detach: bool, lowp: int, qk_lowp: int, out_lowp: int) -> tuple:  # fmt: skip
+def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: float, detach: bool) -> tuple:
     """Every input gradient of a call that ran the segmented layout with segments of CPS chunks of L steps (at most
     `triton_chunkwise_parallel.MAX_SEGMENT` steps each): the boundary kernel in chunks of L, then every segment as
     one chunk.
 
     Args:
-        segs: the forward's entering states of every chunk (cs, ns, ms as `bounds_forward` returns them).
-        h, z, m: the forward's fp32 h (B, NH, S, DHV) and z, m (B, NH, S). dh, dC_last, dn_last, dm_last: upstream
-            gradients (None where absent). last: the forward's (C_L, n_L), or None. lowp, qk_lowp, out_lowp: dot
-            modes of the segmented backward, mapped for the interpreter.
+        saved: the autograd function's saved tensors, (q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_L, n_L): the
+            inputs, the forward's fp32 h (B, NH, S, DHV) and z, m (B, NH, S), the segments' entering states as
+            `bounds_forward` returns them, and the last states (None unless returned).
+        upstream: (dh, dC_L, dn_L, dm_L), None where absent.
 
     Returns:
-        dq, dk, dv, di, df in the input dtypes, and dC0, dn0, dm0 (None without initial states).
+        The autograd function's gradients: dq, dk, dv, di, df in the input dtypes, dC0, dn0, dm0 (None without
+        initial states), and None for its four non-tensor arguments.
     """
     import torch
 
     from .._ints import cdiv, next_power_of_2
+    from .triton_chunkwise import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
     from .triton_chunkwise_common import _strides
     from .triton_chunkwise_segments import bounds_backward
 
+    q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = saved
+    dh, dC_last, dn_last, dm_last = upstream
+    last = (C_last, n_last) if C_last is not None else None
+    mode = _bwd_lowp(q.dtype)
+    lowp, qk_lowp, out_lowp = (_on_device(x) for x in (mode, _qk_lowp(q.dtype, mode), _out_lowp(q.dtype, mode)))
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
     NC = cdiv(cdiv(S, L), CPS)  # segments, each one chunk of the gradient kernel
@@ -249,7 +255,7 @@ def parallel_backward(q, k, v, i, f, C0, n0, m0, segs, h, z, m, dh, dC_last, dn_
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
     _mlstm_chunk_bwd_kernel_tl[(NC, B * NH)](
-        q, k, v, i, f, *segs, dcs, dns, dms, h, z, m, dh, *init, dq, dk, dv, di, df, *grads0,
+        q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, dh, *init, dq, dk, dv, di, df, *grads0,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
@@ -258,4 +264,4 @@ def parallel_backward(q, k, v, i, f, C0, n0, m0, segs, h, z, m, dh, dC_last, dn_
     )  # fmt: skip
     if has_init:
         dm0 = dm0.view(m0.shape)
-    return dq, dk, dv, di, df, dC0, dn0, dm0
+    return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None, None
