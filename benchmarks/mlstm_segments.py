@@ -31,21 +31,26 @@ SWEEP = [1, 2, 4, 8, 16]
 PLAIN = 10**9  # chunks per segment beyond any sequence: one segment, the plain layout
 
 
+def _inputs(shape: tuple[int, int, int, int]) -> tuple:
+    """The Triton mLSTM, and bf16 inputs of a shape on the GPU (seed 0) without and with gradients: q, k, v
+    (B, NH, S, DH), i, f (B, NH, S), forget gates mostly open."""
+    from xlstm_ts.kernels import get_kernel
+    from xlstm_ts.kernels._testing import make_mlstm_inputs
+
+    torch.manual_seed(0)
+    x = make_mlstm_inputs(*shape, shape[-1], f_mean=3.0, dtype=torch.bfloat16, device="cuda")
+    return get_kernel("mlstm_chunkwise--triton"), x, [t.clone().requires_grad_() for t in x]
+
+
 def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep: list[int],
                  tiles: tuple[int | None, int | None] = (None, None)) -> list[dict]:  # fmt: skip
     """One row per layout: "plain", "auto" (the plan's choice) and "cps=N" for the sweep; with `tiles` (column
     block, DHV block of the column-block launches) set, each label ends in ", kb=K" / ", bv=V"."""
     from triton.testing import do_bench
 
-    from xlstm_ts.kernels import get_kernel
-    from xlstm_ts.kernels._testing import make_mlstm_inputs
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
-    kernel = get_kernel("mlstm_chunkwise--triton")
-    torch.manual_seed(0)
-    # q, k (B, NH, S, DH), v (B, NH, S, DH), i, f (B, NH, S); forget gates mostly open
-    x = make_mlstm_inputs(*shape, shape[-1], f_mean=3.0, dtype=torch.bfloat16, device="cuda")
-    g = [t.clone().requires_grad_() for t in x]
+    kernel, x, g = _inputs(shape)
     B, NH, S, DH = shape
     rows = []
     k_block, v_block = tiles
@@ -77,15 +82,10 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
     fw (with gradients recorded) and fw+bw."""
     from triton.testing import do_bench
 
-    from xlstm_ts.kernels import get_kernel
-    from xlstm_ts.kernels._testing import make_mlstm_inputs
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
-    kernel = get_kernel("mlstm_chunkwise--triton")
-    torch.manual_seed(0)
-    x = make_mlstm_inputs(*shape, shape[-1], f_mean=3.0, dtype=torch.bfloat16, device="cuda")
-    g = [t.clone().requires_grad_() for t in x]
+    kernel, x, g = _inputs(shape)
     parallel.PARALLEL_FORWARD = True
     bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
     try:

@@ -25,6 +25,7 @@ from ._common import (
     compute_dtype,
     initial_states,
     log_decay_matrix_prefix,
+    needs_grad,
     pack_states,
     readout,
 )
@@ -97,7 +98,7 @@ def mlstm_chunkwise_torch(
         )
     states = (c_initial, n_initial, m_initial)
     rows = _cpu_rows(NH, S, min(chunk_size, S)) if q.device.type == "cpu" else B
-    if B > rows and not _needs_grad(q, k, v, i, f, *states):
+    if B > rows and not needs_grad(q, k, v, i, f, *states):
         check_initial_states(*states, (B, NH, DQK, DHV))  # shapes checked before the batch is cut
         parts = [
             mlstm_chunkwise_torch(
@@ -151,7 +152,3 @@ def mlstm_chunkwise_torch(
     if not return_last_states:
         return h
     return h, pack_states(C, n, m)
-
-
-def _needs_grad(*tensors: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)

@@ -33,12 +33,12 @@ from torch import Tensor
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
 from .._precision import INTERPRETED, fp32_uses_tf32
-from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
+from . import triton_chunkwise_parallel as parallel
+from ._common import MLSTMState, check_initial_states, check_sequence_inputs, needs_grad, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import sum_shares
-from .triton_chunkwise_parallel import chunk_outputs, parallel_outputs
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
 
@@ -187,11 +187,10 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        ctx.parallel = parallel_outputs(G, CPS, L)
+        ctx.parallel = parallel.parallel_outputs(G, CPS, L)
         if ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles
-            chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
-                          _on_device(_qk_lowp(q.dtype, lowp)),
-                          h, h32 if store_h32 else None, z, m)  # fmt: skip
+            parallel.chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
+                                   _on_device(_qk_lowp(q.dtype, lowp)), h, h32 if store_h32 else None, z, m)
         else:
             _FWD[(NV, B * NH * G)](
                 q, k, v, i, f, *states, h, h32, z, m, *last, *chunk_states,
@@ -331,14 +330,10 @@ def mlstm_chunkwise_triton(
             "heads, or mlstm_chunkwise--torch."
         )
     from . import triton_chunkwise_ksplit as ksplit  # imports this module: imported here, at the first call
-    from . import triton_chunkwise_parallel as parallel
 
     # opt-in: a call without gradients runs every chunk at once from stored states (the flag is read first: the
     # default path pays no host time for the gradient check)
-    grad = lambda: torch.is_grad_enabled() and any(  # noqa: E731
-        x.requires_grad for x in (q, k, v, i, f, *states) if x is not None
-    )
-    if parallel.PARALLEL_FORWARD and parallel.use_parallel_forward(grad(), S, chunk_size):
+    if parallel.PARALLEL_FORWARD and parallel.use_parallel_forward(needs_grad(q, k, v, i, f, *states), S, chunk_size):
         h, C, n, m = parallel.parallel_forward(q, k, v, i, f, *states, eps, chunk_size, bool(return_last_states))
     else:
         # heads wider than one launch takes: one launch per block of DQK columns each way

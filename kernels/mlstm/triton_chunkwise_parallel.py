@@ -25,13 +25,12 @@ import triton.language as tl
 
 from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_common import _chunk_gates, _dot, _tile
-from .triton_chunkwise_segments import bounds_forward
+from .triton_chunkwise_segments import _k_block, bounds_forward
 
 # use the chunk-parallel forward for calls without gradients over more than one chunk, and its output kernel in the
 # segmented forward of segments of one chunk (None: never; set by tests and benchmarks until GPU timings pick shapes)
 PARALLEL_FORWARD: bool | None = None
 
-_BK = 64  # DQK columns per step of the output kernel's inner loop
 # longest segment the chunk-parallel kernels take as one chunk: their (L, L) tiles; the boundary kernels carry the
 # state in the segmented layout's own chunks (32 steps for heads above 64 with gradients) and store it per segment
 MAX_SEGMENT = 64
@@ -144,8 +143,7 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter."""
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
-    BV = min(max(next_power_of_2(DHV), 16), 64)
-    BK = min(max(next_power_of_2(DQK), 16), _BK)
+    BV, BK = _k_block(DHV)[0], _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
@@ -165,7 +163,7 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     lowp = _on_device(_fwd_lowp(q.dtype, False))
     L = chunk_length(S, chunk_size)
     NC = cdiv(S, L)
-    BV = min(max(next_power_of_2(DHV), 16), 64)
+    BV = _k_block(DHV)[0]
     # the states at every L-step boundary, carried in chunks of at most 32 (at 64 the boundary kernel spilled
     # registers for sm_90: 1376 B of stack per thread) and stored every L // Ls of them
     Ls = min(L, 32)

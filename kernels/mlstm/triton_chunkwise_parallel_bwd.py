@@ -16,11 +16,14 @@ The chunk's term <dC, C_L> + <dn, n_L> needs the leaving state C_L = decay C_in 
 decay (<dC, C_in> + <dn, n_in>) + sum_s e_s <k_s, dC v_s + dn>, from the dk terms, so C_L is never formed.
 """
 
+import torch
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _tile
+from .._ints import cdiv
+from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _strides, _tile
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer
+from .triton_chunkwise_segments import _k_block, bounds_backward
 
 
 @triton.jit
@@ -224,12 +227,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
         The autograd function's gradients: dq, dk, dv, di, df in the input dtypes, dC0, dn0, dm0 (None without
         initial states), and None for its four non-tensor arguments.
     """
-    import torch
-
-    from .._ints import cdiv, next_power_of_2
-    from .triton_chunkwise import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
-    from .triton_chunkwise_common import _strides
-    from .triton_chunkwise_segments import bounds_backward
+    from .triton_chunkwise import _bwd_lowp, _on_device, _out_lowp, _qk_lowp  # imports this module
 
     q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = saved
     dh, dC_last, dn_last, dm_last = upstream
@@ -240,8 +238,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     DHV = v.shape[-1]
     NC = cdiv(cdiv(S, L), CPS)  # segments, each one chunk of the gradient kernel
     L_seg = L * CPS
-    BV = min(max(next_power_of_2(DHV), 16), 64)
-    BK = min(max(next_power_of_2(DQK), 16), 64)
+    BV, BK = _k_block(DHV)[0], _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
     if dh is None:  # only the last states were used
         dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
     dcs, dns, dms = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV, lowp,
