@@ -12,7 +12,8 @@ records that they were not available.
 
 Usage (needs CUDA):
     python benchmarks/kernels.py [--out benchmarks/results] [--quick]
-Writes kernels.json and kernels.md to --out.
+Writes kernels.json and kernels.md to --out. `--only-mlstm` times the mLSTM part (ours and NX-AI's) and keeps
+the sLSTM rows of the kernels.json already in --out (`kernels_carry.py`), for runs that cannot fit the whole.
 
     python benchmarks/kernels.py --launches
 prints how many kernels one forward and one backward of the mLSTM kernel launch (torch ops that run device work
@@ -41,7 +42,9 @@ import triton  # noqa: E402
 
 from xlstm_ts.kernels import get_kernel  # noqa: E402
 
+import kernels_carry  # noqa: E402
 import kernels_report  # noqa: E402
+import provenance  # noqa: E402
 
 MLSTM_SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128), (8, 16, 4096, 256),
                 (8, 8, 8192, 512)]  # (B, NH, S, DH); heads above 128 run the default launch only (no sweep)
@@ -239,8 +242,9 @@ def launch_rows(device: str) -> list[dict]:
     return rows
 
 
-def anchor_rows() -> tuple[list[dict], str]:
-    """Run the NX-AI anchor script if it and its packages are present; else say why not."""
+def anchor_rows(only_mlstm: bool = False) -> tuple[list[dict], str]:
+    """Run the NX-AI anchor script if it and its packages are present (only its mLSTM part with `only_mlstm`); else
+    say why not."""
     if not ANCHOR.exists():
         return [], (f"anchor script {ANCHOR} not present on this machine "
                     "(the shared/ folder is not copied to the GPU machine)")
@@ -251,7 +255,10 @@ def anchor_rows() -> tuple[list[dict], str]:
     # mLSTM at the six goal shapes with the long sLSTM shapes; then the patched sLSTM shapes alone (no mLSTM config
     # is named "none"). One process per call: a Triton compile crash in theirs must not end this run.
     mlstm_configs = "ts_patched,ts_patched_wide,ts_small,ts_long,llm_mid,llm_7b"
-    for configs, extra in ((mlstm_configs, {}), ("none", {"SLSTM_PATCHED": "1"})):
+    runs = [(mlstm_configs, {"NO_SLSTM": "1"})]
+    if not only_mlstm:
+        runs = [(mlstm_configs, {}), ("none", {"SLSTM_PATCHED": "1"})]
+    for configs, extra in runs:
         proc = subprocess.run([sys.executable, str(ANCHOR), "chunkwise--triton_limit_chunk", configs],
                               capture_output=True, text=True, env={**os.environ, "TAG": "anchor", **extra})  # fmt: skip
         for line in proc.stdout.splitlines():
@@ -282,6 +289,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one sweep point only")
     parser.add_argument("--profile", action="store_true", help="also write a torch.profiler breakdown")
     parser.add_argument("--launches", action="store_true", help="only print the mLSTM kernel's launch counts")
+    parser.add_argument("--only-mlstm", action="store_true", help="time the mLSTM part only and keep the sLSTM "
+                        "rows of the kernels.json already in --out (benchmarks/kernels_carry.py)")
     parser.add_argument("--gpu-tests-log", type=Path, help="pytest log of `pytest -m gpu tests/kernels` from this "
                         "device; its summary line is recorded with the timings")
     args = parser.parse_args()
@@ -297,16 +306,20 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (50 if bench else 10)
     args.reps = args.reps if args.reps is not None else (300 if bench else 30)
     peaks = ceilings()
-    rows = mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows() + slstm_rows(args.warmup, args.reps)
-    anchors, note = anchor_rows()
+    rows = mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows()
+    rows += [] if args.only_mlstm else slstm_rows(args.warmup, args.reps)
+    anchors, note = anchor_rows(args.only_mlstm)
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
             "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note, "ceilings": peaks,
-            "gpu_tests": tests_summary(args.gpu_tests_log)}
+            "gpu_tests": tests_summary(args.gpu_tests_log), "commit": provenance.commit_id()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "anchor_rows": anchors}, indent=1))
+    data = {"meta": meta, "rows": rows, "anchor_rows": anchors}
+    if args.only_mlstm:
+        data = kernels_carry.carry_slstm(data, out / "kernels.json")
+    (out / "kernels.json").write_text(json.dumps(data, indent=1))
     print(kernels_report.write(out / "kernels.json").read_text())
 
 

@@ -1,5 +1,6 @@
 """Times the chunkwise mLSTM in Triton at long sequences with few batch * heads: the plain layout (one program per
-DHV block and batch * head walks all chunks) against the segmented layout that `segment_plan` picks, and each
+DHV block and batch * head walks all chunks) against the layout the default rule picks (the segmented layout of
+`segment_plan`, or for heads wider than 64 over 1024+ steps the chunk-parallel kernels, `auto_parallel`), and each
 chunks-per-segment setting of a sweep, forward and forward + backward, bf16, in one GPU run.
 
     python benchmarks/mlstm_segments.py --out benchmarks/results [--shapes "1,4,8192,256;2,8,4096,512"]
@@ -65,12 +66,12 @@ def time_layouts(shape: tuple[int, int, int, int], warmup: int, reps: int, sweep
             torch.cuda.synchronize()
             t_fw = do_bench(fw, warmup=warmup, rep=reps, return_mode="median")
             t_fb = do_bench(fwbw, warmup=warmup, rep=reps, return_mode="median")
-            G, CPS = plan(B, NH, S, DH, x[0].device) if cps is None else (0, 0)
+            G, CPS, together = plan(B, NH, S, DH, x[0].device) if cps is None else (0, 0, False)
         finally:
             segments.SEGMENT_CHUNKS_OVERRIDE = None
             _set_tiles(None, None)
         if cps is None:
-            name = f"auto ({G} x {CPS} chunks)" if G > 1 else "auto (plain)"
+            name = f"auto ({G} x {CPS} chunks{', chunk-parallel' if together else ''})" if G > 1 else "auto (plain)"
         rows.append({"shape": ", ".join(map(str, shape)), "layout": name + suffix, "fw_ms": round(t_fw, 4),
                      "fwbw_ms": round(t_fb, 4)})  # fmt: skip
     return rows
@@ -115,17 +116,21 @@ def _set_tiles(k_block: int | None, v_block: int | None) -> None:
     ksplit.VALUE_BLOCK_OVERRIDE = v_block
 
 
-def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, int]:
-    """(segments, chunks per segment) that a bf16 call with gradients at this shape runs, column blocks included."""
+def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, int, bool]:
+    """(segments, chunks per segment, chunk-parallel kernels) that a bf16 call with gradients at this shape runs,
+    column blocks included."""
     from xlstm_ts.kernels.mlstm import triton_chunkwise
     from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     if DH > ksplit.K_BLOCK:
         L, BV, _ = ksplit.tiles(S, DH, DH, 64, torch.bfloat16, grad=True)
     else:
         L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)
-    return segments.segment_plan(S, L, -(-DH // BV) * B * NH, device)
+    if L <= parallel.MAX_SEGMENT and parallel.auto_parallel(S, DH, device):
+        return (*parallel.parallel_plan(S, L), True)
+    return (*segments.segment_plan(S, L, -(-DH // BV) * B * NH, device), False)
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int, int]]:
@@ -144,8 +149,10 @@ def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> No
         "# Chunkwise mLSTM: plain against segmented layout (long sequences, few batch * heads)",
         "",
         f"Device: {device}; bf16; `triton.testing.do_bench` medians; latest run at commit {commit} (each row's "
-        "commit in its column). Written by `benchmarks/mlstm_segments.py`. auto = the layout `segment_plan` picks "
-        "(plain above one program per 2 SMs); cps=N forces segments of N chunks.",
+        "commit in its column). Written by `benchmarks/mlstm_segments.py`. auto = the layout the default rule picked "
+        "at that commit (`segment_plan`: plain above one program per 2 SMs; since 'chunk-parallel' appears in the "
+        "label, heads wider than 64 over 1024+ steps take the chunk-parallel kernels in segments of 64 steps); "
+        "cps=N forces segments of N chunks; 'chunk-parallel kernels' rows force those kernels.",
         "",
         "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain | commit |",
         "|---|---|---|---|---|---|",

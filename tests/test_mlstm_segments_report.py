@@ -37,10 +37,17 @@ def test_shapes_option_and_the_plan_of_column_blocks(load_benchmark, monkeypatch
 
     monkeypatch.setattr(segments, "_sm_count", lambda index: 132)  # an H100/H200, without a GPU here
     gpu = torch.device("cuda", 0)
+    # by default heads wider than 64 over 1024+ steps take the chunk-parallel kernels: segments of 2 chunks of 32
+    assert bench.plan(1, 4, 8192, 256, gpu) == (128, 2, True)
+    assert bench.plan(8, 16, 4096, 256, gpu) == (64, 2, True)
+    assert bench.plan(4, 8, 2048, 64, gpu) == (*segments.segment_plan(2048, 32, 32, gpu), False)  # 64 wide
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
+
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", False)  # the chunk-walking layouts
     # 256-wide heads: column blocks of 128, value blocks of 128 (2), chunks of 32; 8 programs: 64 segments of 4
-    assert bench.plan(1, 4, 8192, 256, gpu) == (64, 4)
-    assert bench.plan(8, 16, 4096, 256, gpu) == (1, 128)  # 256 programs: plain
-    assert bench.plan(2, 4, 4096, 128, gpu) == segments.segment_plan(4096, 32, 2 * 8, gpu)  # one launch, BV 64
+    assert bench.plan(1, 4, 8192, 256, gpu) == (64, 4, False)
+    assert bench.plan(8, 16, 4096, 256, gpu) == (1, 128, False)  # 256 programs: plain
+    assert bench.plan(2, 4, 4096, 128, gpu) == (*segments.segment_plan(4096, 32, 2 * 8, gpu), False)  # BV 64
 
 
 def test_tile_sweep_sets_and_restores_the_column_and_value_blocks(load_benchmark):

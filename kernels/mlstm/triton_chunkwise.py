@@ -155,7 +155,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         f32 = {"dtype": torch.float32, "device": q.device}
         h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
         NV = cdiv(DHV, BV)
-        G, CPS = segment_plan(S, L, NV * B * NH, q.device)
+        auto = grad and L <= parallel.MAX_SEGMENT and parallel.auto_parallel(S, DQK, q.device)
+        G, CPS = parallel.parallel_plan(S, L) if auto else segment_plan(S, L, NV * B * NH, q.device)
         NC = cdiv(S, L)
         stored = grad and G == 1 and store_chunk_states(NC)
         # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). For
@@ -187,7 +188,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        ctx.parallel = parallel.parallel_outputs(G, CPS, L)
+        ctx.parallel = parallel.parallel_outputs(G, CPS, L, auto)
         if ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles
             parallel.chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
                                    _on_device(_qk_lowp(q.dtype, lowp)), h, h32 if store_h32 else None, z, m)
@@ -331,9 +332,10 @@ def mlstm_chunkwise_triton(
         )
     from . import triton_chunkwise_ksplit as ksplit  # imports this module: imported here, at the first call
 
-    # opt-in: a call without gradients runs every chunk at once from stored states (the flag is read first: the
-    # default path pays no host time for the gradient check)
-    if parallel.PARALLEL_FORWARD and parallel.use_parallel_forward(needs_grad(q, k, v, i, f, *states), S, chunk_size):
+    # a call without gradients where the chunk-parallel kernels were faster (or while PARALLEL_FORWARD asks for
+    # them) runs every chunk at once from stored states; the cheap checks go first: other calls pay no host time for
+    # the gradient check
+    if parallel.use_parallel_forward(S, chunk_size, DQK, q.device) and not needs_grad(q, k, v, i, f, *states):
         h, C, n, m = parallel.parallel_forward(q, k, v, i, f, *states, eps, chunk_size, bool(return_last_states))
     else:
         # heads wider than one launch takes: one launch per block of DQK columns each way

@@ -32,7 +32,7 @@ from .triton_chunkwise import (
     _qk_lowp,
 )
 from .triton_chunkwise_common import _strides
-from .triton_chunkwise_parallel import chunk_outputs, parallel_outputs
+from .triton_chunkwise_parallel import MAX_SEGMENT, auto_parallel, chunk_outputs, parallel_outputs, parallel_plan
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
 
@@ -88,7 +88,8 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         grad = any(ctx.needs_input_grad)
         L, BV, num_warps = tiles(S, DQK, DHV, chunk_size, q.dtype, grad)
         NV = cdiv(DHV, BV)
-        G, CPS = segment_plan(S, L, NV * B * NH, q.device)
+        auto = grad and L <= MAX_SEGMENT and auto_parallel(S, DQK, q.device)
+        G, CPS = parallel_plan(S, L) if auto else segment_plan(S, L, NV * B * NH, q.device)
         f32 = {"dtype": torch.float32, "device": q.device}
         num = torch.empty(B * NH, S, DHV, **f32)  # the blocks' shares of the numerator, added up by the kernel
         z = torch.empty(B, NH, S, **f32)  # the blocks' shares of z, likewise
@@ -99,7 +100,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
             segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
         # short segments (opt-in): one output launch over all columns writes the normalized h itself
-        together = ctx.parallel = parallel_outputs(G, CPS, L)
+        together = ctx.parallel = parallel_outputs(G, CPS, L, auto)
         if together:
             chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
                           _on_device(_qk_lowp(q.dtype, lowp)),

@@ -10,11 +10,12 @@ registers. This forward splits the work in two launches:
    program (any DQK up to 512 in one launch, small tiles).
 
 Same function, stabilizer and rounding points as the plain forward; the cost is the stored states (B * NH * NC fp32
-(DQK, DHV) blocks, written once and read once). With `PARALLEL_FORWARD` set it runs calls that need no gradient, and
-the output kernel also serves the segmented layout (`triton_chunkwise_segments.py`) when its segments are one chunk
-long: it then writes the fp32 h, z and m the segmented backward reads, in place of the chunk-walking forward kernel
-(column blocks included: one launch over all DQK columns). `benchmarks/mlstm_segments.py --parallel-forward` times
-both against the plain layout.
+(DQK, DHV) blocks, written once and read once). It runs calls that need no gradient, and the output kernel also
+serves the segmented layout (`triton_chunkwise_segments.py`) when its segments are at most MAX_SEGMENT steps long:
+it then writes the fp32 h, z and m the segmented backward (`triton_chunkwise_parallel_bwd.py`) reads, in place of the
+chunk-walking forward kernel (column blocks included: one launch over all DQK columns). By default (`auto_parallel`)
+both run on CUDA for heads wider than 64 over sequences of 1024 steps or more, where they were faster; elsewhere the
+chunk-walking kernels. `benchmarks/mlstm_segments.py --parallel-forward` times both against the plain layout.
 """
 
 from __future__ import annotations
@@ -24,12 +25,24 @@ import triton
 import triton.language as tl
 
 from .._ints import cdiv, next_power_of_2
+from . import triton_chunkwise_segments as segments
 from .triton_chunkwise_common import _chunk_gates, _dot, _tile
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
-# use the chunk-parallel forward for calls without gradients over more than one chunk, and its output kernel in the
-# segmented forward of segments of one chunk (None: never; set by tests and benchmarks until GPU timings pick shapes)
+# use the chunk-parallel forward for calls without gradients over more than one chunk, and the chunk-parallel
+# kernels in the segmented layout's short segments: True always, False never, None (default) where `auto_parallel`
+# picks them
 PARALLEL_FORWARD: bool | None = None
+
+# where the chunk-parallel kernels run by default (CUDA, `SEGMENT_CHUNKS_OVERRIDE` unset): heads wider than
+# AUTO_MIN_DQK and sequences of at least AUTO_MIN_S steps, calls with gradients in segments of MAX_SEGMENT steps.
+# H200, bf16, fw+bw against the chunk-walking layouts (benchmarks/results/mlstm_segments.md, abe4fca): 128-wide heads
+# (16, 4, 2048, 128) 1.56 against 2.05 ms, (32, 8, 1024, 128) 2.99 against 4.01, (2, 4, 4096, 128) 1.11 against
+# 1.35; 256 and 512 wide (8, 16, 4096, 256) 19.1 against 27.2, (8, 8, 8192, 512) 67.1 against 115.8; without
+# gradients 0.30-0.80x of the plain forward there. At 64-wide heads they lost or tied ((64, 4, 512, 64) 1.19 against
+# 0.55 ms, (16, 4, 2048, 64) 1.27 against 1.06, (1, 4, 8192, 64) 1.51 against 1.52).
+AUTO_MIN_DQK = 65
+AUTO_MIN_S = 1024
 
 # longest segment the chunk-parallel kernels take as one chunk: their (L, L) tiles; the boundary kernels carry the
 # state in the segmented layout's own chunks (32 steps for heads above 64 with gradients) and store it per segment
@@ -116,18 +129,40 @@ def _mlstm_chunk_out_kernel_tl(
     tl.store(m_ptr + pid_bh * S + t, m_row, mask=mask_t & (pid_v == 0))
 
 
-def parallel_outputs(G: int, CPS: int, L: int) -> bool:
+def auto_parallel(S: int, DQK: int, device: torch.device) -> bool:
+    """Whether the default rule (`PARALLEL_FORWARD` None) runs a call through the chunk-parallel kernels: on CUDA,
+    DQK >= AUTO_MIN_DQK and S >= AUTO_MIN_S, unless `SEGMENT_CHUNKS_OVERRIDE` forces a layout."""
+    return (
+        PARALLEL_FORWARD is None
+        and S >= AUTO_MIN_S
+        and DQK >= AUTO_MIN_DQK
+        and device.type == "cuda"
+        and segments.SEGMENT_CHUNKS_OVERRIDE is None
+    )
+
+
+def parallel_plan(S: int, L: int) -> tuple[int, int]:
+    """(G, CPS) of the default chunk-parallel layout with gradients: segments of MAX_SEGMENT steps (CPS chunks of L)."""
+    CPS = max(MAX_SEGMENT // L, 1)
+    return cdiv(cdiv(S, L), CPS), CPS
+
+
+def parallel_outputs(G: int, CPS: int, L: int, auto: bool = False) -> bool:
     """Whether a segmented forward of G segments of CPS chunks of L steps forms its outputs with the output kernel
     (every segment at once from its entering state, as one chunk of CPS * L steps) instead of the chunk-walking
-    forward kernel: for segments of at most `MAX_SEGMENT` steps, while `PARALLEL_FORWARD` asks for it. Same buffers
-    for the backward (h32, z, m, the segments' states), which then runs `triton_chunkwise_parallel_bwd.py`."""
-    return bool(PARALLEL_FORWARD) and G > 1 and CPS * L <= MAX_SEGMENT and CPS & (CPS - 1) == 0  # a power of two
+    forward kernel: for segments of at most `MAX_SEGMENT` steps, while `PARALLEL_FORWARD` asks for it or the call
+    was planned by the default rule (`auto`). Same buffers for the backward (h32, z, m, the segments' states), which
+    then runs `triton_chunkwise_parallel_bwd.py`."""
+    wanted = auto or bool(PARALLEL_FORWARD)
+    return wanted and G > 1 and CPS * L <= MAX_SEGMENT and CPS & (CPS - 1) == 0  # a power of two
 
 
-def use_parallel_forward(grad: bool, S: int, chunk_size: int) -> bool:
-    """Whether a call takes the chunk-parallel forward: only without gradients, over more than one chunk, and only
-    while `PARALLEL_FORWARD` asks for it."""
-    return bool(PARALLEL_FORWARD) and not grad and S > chunk_length(S, chunk_size)
+def use_parallel_forward(S: int, chunk_size: int, DQK: int, device: torch.device) -> bool:
+    """Whether a call without gradients (the caller checks that last: it costs host time) takes the chunk-parallel
+    forward: over more than one chunk, while `PARALLEL_FORWARD` asks for it or the default rule (`auto_parallel`)
+    picks it."""
+    wanted = bool(PARALLEL_FORWARD) or auto_parallel(S, DQK, device)
+    return wanted and S > chunk_length(S, chunk_size)
 
 
 def chunk_length(S: int, chunk_size: int) -> int:

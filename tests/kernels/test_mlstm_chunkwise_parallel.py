@@ -11,6 +11,7 @@ from xlstm_ts.kernels._testing import TOLERANCES, assert_close
 from xlstm_ts.kernels._testing_mlstm import DEVICE, mlstm_leaves, naive_mlstm
 
 parallel = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_parallel")
+segments = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_segments")
 TOL = {torch.float32: TOLERANCES["float32-ieee"].ratio, torch.bfloat16: TOLERANCES["bfloat16"].ratio}
 
 
@@ -59,13 +60,38 @@ def test_parallel_forward_bf16(parallel_forward, nan_poison):
     _check(2, 1, 37, 24, 40, 0.0, True, torch.bfloat16)
 
 
-def test_parallel_forward_only_without_gradients_and_when_asked(monkeypatch):
-    assert not parallel.use_parallel_forward(False, 200, 64)  # off unless PARALLEL_FORWARD
-    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", True)
-    assert parallel.use_parallel_forward(False, 200, 64)
-    assert not parallel.use_parallel_forward(True, 200, 64)  # the backward needs the plain forward's buffers
-    assert not parallel.use_parallel_forward(False, 64, 64)  # one chunk: nothing to run in parallel
+def test_parallel_forward_when_asked_or_by_the_default_rule(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert not parallel.use_parallel_forward(200, 64, 24, cpu)  # default rule: off the GPU never
+    assert not parallel.use_parallel_forward(2048, 64, 64, cuda)  # 64-wide heads: the chunk-walking kernels
+    assert not parallel.use_parallel_forward(512, 64, 128, cuda)  # short sequences likewise
+    assert parallel.use_parallel_forward(1024, 64, 128, cuda) and parallel.use_parallel_forward(4096, 64, 512, cuda)
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)  # a forced layout turns the rule off
+    assert not parallel.use_parallel_forward(1024, 64, 128, cuda)
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", False)
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", None)
+    assert not parallel.use_parallel_forward(1024, 64, 128, cuda)  # False: never
+    monkeypatch.setattr(parallel, "PARALLEL_FORWARD", True)  # True: everywhere it applies
+    assert parallel.use_parallel_forward(200, 64, 24, cpu)
+    assert not parallel.use_parallel_forward(64, 64, 24, cpu)  # one chunk: nothing to run in parallel
     assert parallel.chunk_length(200, 64) == 64 and parallel.chunk_length(20, 64) == 32
+
+
+def test_default_plan_with_gradients_is_segments_of_64_steps():
+    assert parallel.parallel_plan(1024, 32) == (16, 2) and parallel.parallel_plan(1000, 16) == (16, 4)
+    assert parallel.parallel_outputs(16, 2, 32, auto=True) and not parallel.parallel_outputs(16, 2, 32)
+    assert not parallel.parallel_outputs(1, 2, 32, auto=True)  # one segment: the plain layout
+    assert not parallel.parallel_outputs(8, 4, 32, auto=True)  # 128 steps: longer than the kernels' tiles
+
+
+def test_calls_with_gradients_never_take_the_no_gradient_forward(parallel_forward):
+    """PARALLEL_FORWARD on, a call with gradients: the backward needs the segmented or plain forward's buffers, so
+    the chunk-parallel forward of calls without gradients (bounds then outputs, no fp32 h) must not run."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+
+    with LaunchCounter() as launches:
+        check_triton(1, 1, 37, 24, 40, 0.0, False)  # against fp64, gradients included; the CPU plans one segment
+    assert "_mlstm_chunk_out_kernel_tl" not in str(launches.summary())
 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
@@ -130,3 +156,22 @@ def test_segments_of_one_chunk_with_the_output_kernel_gpu(B, NH, S, DH, i_mean, 
     monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
     torch.manual_seed(24)
     check_triton(B, NH, S, DH, DH, i_mean, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("B,NH,S,DH", [(1, 2, 1100, 128), (1, 1, 1030, 256)], ids=lambda x: str(x))
+def test_default_rule_runs_the_chunk_parallel_kernels_gpu(B, NH, S, DH, i_mean):
+    """Without any override, heads wider than 64 over 1024+ steps run the chunk-parallel kernels both ways (the last
+    segment short), and every output, last state and gradient matches fp64; the call without gradients too."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+
+    torch.manual_seed(25)
+    with LaunchCounter() as launches:
+        check_triton(B, NH, S, DH, DH, i_mean, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+    names = str(launches.summary())
+    assert "_mlstm_chunk_out_kernel_tl" in names and "_mlstm_chunk_bwd_kernel_tl" in names
+    assert "_mlstm_chunkwise_bwd_kernel_tl" not in names
+    launches = _check(B, NH, S, DH, DH, i_mean, True, torch.bfloat16, chunk_size=64)
+    assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())
