@@ -183,12 +183,14 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         chunk_states = (z, z)  # placeholders are never written
         if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)
             chunk_states = (torch.empty(B * NH, NC + 1, DQK, DHV, **f32), torch.empty(B * NH, NC + 1, DQK, **f32))
+        ctx.parallel = parallel.parallel_outputs(G, CPS, L, auto)
+        carry = parallel.CARRY if ctx.parallel else None
         if G > 1:  # long sequence, few programs: entering states of all segments first, then all segments at once
-            segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
+            segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,
+                                               carry)  # fmt: skip
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        ctx.parallel = parallel.parallel_outputs(G, CPS, L, auto)
         if ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles
             parallel.chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
                                    _on_device(_qk_lowp(q.dtype, lowp)), h, h32 if store_h32 else None, z, m)

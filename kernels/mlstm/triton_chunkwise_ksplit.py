@@ -32,7 +32,7 @@ from .triton_chunkwise import (
     _qk_lowp,
 )
 from .triton_chunkwise_common import _strides
-from .triton_chunkwise_parallel import MAX_SEGMENT, auto_parallel, chunk_outputs, parallel_outputs, parallel_plan
+from .triton_chunkwise_parallel import CARRY, MAX_SEGMENT, auto_parallel, chunk_outputs, parallel_outputs, parallel_plan
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
 
@@ -97,10 +97,11 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         lowp = _fwd_lowp(q.dtype, grad and q.dtype != torch.float32)
         has_init = C0 is not None
         lasts, segs, seg_last = [], None, None
-        if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
-            segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last)
-        # short segments (opt-in): one output launch over all columns writes the normalized h itself
+        # short segments: one output launch over all columns writes the normalized h itself
         together = ctx.parallel = parallel_outputs(G, CPS, L, auto)
+        if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
+            segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,
+                                            CARRY if together else None)  # fmt: skip
         if together:
             chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
                           _on_device(_qk_lowp(q.dtype, lowp)),

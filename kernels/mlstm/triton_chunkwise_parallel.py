@@ -44,9 +44,14 @@ PARALLEL_FORWARD: bool | None = None
 AUTO_MIN_DQK = 65
 AUTO_MIN_S = 1024
 
-# longest segment the chunk-parallel kernels take as one chunk: their (L, L) tiles; the boundary kernels carry the
-# state in the segmented layout's own chunks (32 steps for heads above 64 with gradients) and store it per segment
+# longest segment the chunk-parallel kernels take as one chunk: their (L, L) tiles
 MAX_SEGMENT = 64
+
+# steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
+# (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
+# against 32 (4 warps; 8 were slower): (16, 4, 2048, 128) 1.46 against 1.56 ms, (8, 16, 4096, 256) 17.3 against
+# 19.1, (8, 8, 8192, 512) 59.6 against 66.6; the boundary kernels 0.38 / 0.48, 6.0 / 7.8 and 23.9 / 31.1 ms.
+CARRY = 64
 
 
 @triton.jit
@@ -199,10 +204,9 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     L = chunk_length(S, chunk_size)
     NC = cdiv(S, L)
     BV = _k_block(DHV)[0]
-    # the states at every L-step boundary, carried in chunks of at most 32 (at 64 the boundary kernel spilled
-    # registers for sm_90: 1376 B of stack per thread) and stored every L // Ls of them
-    Ls = min(L, 32)
-    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, L // Ls, Ls, BV, lowp, need_last)
+    # the states at every L-step boundary, carried in chunks of CARRY steps where they divide L (at 64 the boundary
+    # kernel keeps 1376 B of stack per thread for sm_90, and still ran faster than at 32; see CARRY), else of L
+    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, 1, L, BV, lowp, need_last, CARRY)
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
     z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each

@@ -32,6 +32,11 @@ SEGMENT_CHUNKS_OVERRIDE: int | None = None
 # heads; True stores them for every backward of several chunks (tests, A/Bs, memory-rich long-context training).
 STORE_STATES_OVERRIDE: bool | None = None
 
+# steps per chunk of the boundary kernels' carry (None: the layout's chunk length; a longer one must divide the
+# segment) and their num_warps; set by benchmarks for A/B timings
+BOUNDS_CARRY_OVERRIDE: int | None = None
+BOUNDS_WARPS = 4
+
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
 _PROGRAMS_PER_SM = 4
@@ -80,8 +85,19 @@ def _k_block(DQK: int) -> tuple[int, int]:
     return BK, cdiv(DQK, BK)
 
 
-def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lowp: int, need_last: bool):
-    """The stabilized state entering each segment, and the last states when `need_last`.
+def _carry(L: int, CPS: int, carry: int | None = None) -> tuple[int, int]:
+    """(chunk length, chunks per segment) the boundary kernels carry a segment of CPS * L steps in: chunks of
+    `BOUNDS_CARRY_OVERRIDE`, else of `carry`, steps when that divides the segment; the layout's own otherwise."""
+    want = BOUNDS_CARRY_OVERRIDE if BOUNDS_CARRY_OVERRIDE is not None else carry
+    if want is None or want == L or (L * CPS) % want:
+        return L, CPS
+    return want, L * CPS // want
+
+
+def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lowp: int, need_last: bool,
+                   carry: int | None = None):  # fmt: skip
+    """The stabilized state entering each segment, and the last states when `need_last`. `carry`: steps per chunk
+    of the carry when it divides the segment (None: L).
 
     Returns:
         (cs (B, NH * G, DQK, DHV), ns (B, NH * G, DQK), ms (B, NH * G)) and (C_L (B, NH, DQK, DHV),
@@ -102,18 +118,20 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
     init = (C0, n0, m0) if has_init else (k, k, k)  # placeholders are never read
     BK, NKB = _k_block(DQK)
     NV = cdiv(DHV, BV)
+    L, CPS = _carry(L, CPS, carry)
     _mlstm_bounds_fwd_kernel_tl[(NKB * NV, B * NH)](
         k, v, i, f, *init, cs, ns, ms, *last,
         *k.stride(), *v.stride(), *i.stride(), *f.stride(), *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, G, CPS, NV,
-        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last, num_warps=4,
+        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last, num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return (cs, ns, ms), (last if need_last else None)
 
 
-def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach):
+def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach,
+                    carry=None):  # fmt: skip
     """Gradients of the state leaving each segment (the caller's for the last one) and the per-DHV-block shares
-    of the gradient routed to m there.
+    of the gradient routed to m there; `carry` as in `bounds_forward`.
 
     Args:
         h, z, m: the forward's saved h (BNH, S, DHV), z and m (BNH, S). last: (C_L, n_L) from the forward, read
@@ -132,6 +150,7 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     C_L, n_L = last if last is not None else (dcs, dns)  # placeholders are never read
     upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
     BK, NKB = _k_block(DQK)
+    L, CPS = _carry(L, CPS, carry)
     _mlstm_bounds_bwd_kernel_tl[(NKB * NV, B * NH)](
         q, i, f, h, z, m, C_L, n_L, dh, *upstream, dcs, dns, dms,
         *q.stride(), *i.stride(), *f.stride(), *dh.stride(),
@@ -139,6 +158,6 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
         NH, S, DQK, DHV, B * NH, G, CPS, NV, DQK**-0.5, eps,
         L=L, BK=BK, BV=BV, NKB=NKB, LOWP=lowp,
         HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-        DETACH=detach, num_warps=4,
+        DETACH=detach, num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return dcs, dns, dms

@@ -95,9 +95,12 @@ def test_calls_with_gradients_never_take_the_no_gradient_forward(parallel_forwar
 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-def test_parallel_forward_chunks_of_64_from_states_carried_in_32s(i_mean, parallel_forward, nan_poison):
-    """Chunks of 64 take the boundary kernel's states carried in chunks of 32 and stored at every second one."""
-    _check(1, 2, 150, 24, 40, i_mean, True, torch.float32, chunk_size=64)
+@pytest.mark.parametrize("chunk_size", [64, 128])
+def test_parallel_forward_long_chunks_from_states_carried_in_64s(i_mean, chunk_size, parallel_forward, nan_poison):
+    """Chunks of 64 and 128 take the boundary kernel's states carried in chunks of CARRY = 64 steps (stored at each
+    one, or at every second one), the last chunk short."""
+    assert parallel.CARRY == 64
+    _check(1, 2, 2 * chunk_size + 22, 24, 40, i_mean, True, torch.float32, chunk_size=chunk_size)
 
 
 @pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])

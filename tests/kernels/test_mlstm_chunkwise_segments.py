@@ -159,3 +159,14 @@ def test_segment_plan(monkeypatch):
     assert segments.segment_plan(2048, 32, 64, cuda) == (8, 8)  # 64 programs: 9 segments wanted, of 8 chunks
     assert segments.segment_plan(2048, 32, 67, cuda) == (1, 64)  # more than one program per 2 SMs: plain
     assert segments.segment_plan(64, 64, 4, cuda) == (1, 1)  # one chunk
+
+
+@pytest.mark.parametrize("chunks_per_segment", [2, PARALLEL2], indirect=True, ids=["2-chunks", PARALLEL2])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_boundary_kernels_carrying_in_longer_chunks(i_mean, chunks_per_segment, monkeypatch, nan_poison):
+    """Segments of two 16-step chunks, carried across by the boundary kernels in chunks of 32 (a timing knob: the
+    same states and state gradients at every boundary), the last segment short; every gradient against fp64."""
+    monkeypatch.setattr(segments, "BOUNDS_CARRY_OVERRIDE", 32)
+    assert segments._carry(16, 2) == (32, 1) and segments._carry(16, 3) == (16, 3)  # 48 steps: 32 does not divide
+    torch.manual_seed(8)
+    check_triton(1, 2, 75, 24, 40, i_mean, True)
