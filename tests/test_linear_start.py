@@ -146,3 +146,31 @@ def test_network_starts_as_its_linear_skip(mode, head):
         loc = flat.mean(1, keepdim=True)
         expected = (net.skip(flat - loc) + loc).reshape(4, 3, 6)
     torch.testing.assert_close(mean, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_data_loss_scale_fits_the_least_squares_map_in_data_units():
+    """loss_scale='data' with 'std' scaling: each window's scaled squared error weighted by its scale squared (the
+    fit in data units); unweighted, windows of tiny spread would dominate the fit."""
+    batch = _windows()
+    batch["past_target"][::2] *= 0.01  # half the windows quiet: their scaled values are blown up by 1/std
+    batch["future_target"][::2] *= 0.01
+    net = XLSTMForecastNet(ModelConfig(**TINY, scaling="std", loss_scale="data"), 24, 6, (0.5,)).eval()
+    net.fit_linear_skip(**batch, ridge=0.1)
+    _, _, loc, scale = net.scaled_inputs(batch["past_target"], batch["past_observed"])
+    x = ((batch["past_target"] - loc) / scale).double()
+    y = ((batch["future_target"] - loc) / scale).double()
+    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    w = scale.double() ** 2  # (n, 1)
+    gram = (x1 * w).T @ x1
+    coef = torch.linalg.solve(gram + 0.1 * gram.diagonal().mean() * torch.eye(len(gram), dtype=x.dtype),
+                              (x1 * w).T @ y)
+    torch.testing.assert_close(net.skip.weight.detach().double(), coef[:-1].T, rtol=1e-4, atol=1e-5)
+    unweighted = XLSTMForecastNet(ModelConfig(**TINY, scaling="std"), 24, 6, (0.5,)).eval()
+    unweighted.fit_linear_skip(**batch, ridge=0.1)
+
+    @torch.no_grad()
+    def data_mse(model):  # the skip's forecast in data units
+        return float((((x1[:, :-1].float() @ model.skip.weight.T + model.skip.bias) * scale + loc
+                       - batch["future_target"]) ** 2).mean())
+
+    assert data_mse(net) < data_mse(unweighted)

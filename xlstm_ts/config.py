@@ -60,7 +60,8 @@ class ModelConfig:
     loss_scale: str = "window"
     """'window': the loss of each window in its own scaled units (every window counts alike); 'data': each window's
     loss times its scale (its square for the "mse" head), i.e. the loss in data units (suits series already on one
-    scale, as in the long-horizon benchmarks, where the metric is computed in data units)."""
+    scale, as in the long-horizon benchmarks, where the metric is computed in data units). The 'lstsq' start of the
+    linear skip fits in the same units (its rows weighted by the scale squared under 'data')."""
     mode: str = "channel_independent"
     """'channel_independent': every series is forecast on its own with shared weights. 'variate_mixing': the
     series of a panel are the variates of one multivariate series (they must share their time index); after the
