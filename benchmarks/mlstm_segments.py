@@ -10,8 +10,10 @@ Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which 
 `--parallel-forward` adds three rows per shape (`triton_chunkwise_parallel.py`, `triton_chunkwise_parallel_bwd.py`):
 the chunk-parallel forward of calls without gradients (forward only, its fw+bw column empty), and segments of one
 and of two chunks through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
-`--k-blocks` / `--value-blocks` also time every layout with other column blocks (`ksplit.K_BLOCK`; a head wider
-than the block runs in column blocks) and DHV blocks of the column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
+`--parallel-variants` adds a row per knob of the chunk-parallel path (`PARALLEL_VARIANTS`: warps, dot modes, the
+boundary carry), each alone, in 64-step segments. `--k-blocks` / `--value-blocks` also time every layout with
+other column blocks (`ksplit.K_BLOCK`; a head wider than the block runs in column blocks) and DHV blocks of the
+column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
 Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.md. Needs CUDA.
 """
@@ -108,6 +110,45 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
     return rows
 
 
+# knobs of the chunk-parallel path timed by --parallel-variants: (label, module, attribute, value)
+PARALLEL_VARIANTS = [
+    ("gradient kernel at 4 warps", "triton_chunkwise_parallel_bwd", "NUM_WARPS", 4),
+    ("dq / dv state dots in bf16", "triton_chunkwise_parallel_bwd", "STATE_OUT_DOTS", True),
+    ("output kernel at 8 warps", "triton_chunkwise_parallel", "OUT_NUM_WARPS", 8),
+    ("boundary carry of 32 steps", "triton_chunkwise_segments", "BOUNDS_CARRY_OVERRIDE", 32),
+]
+
+
+def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
+    """One row per knob of `PARALLEL_VARIANTS`, each alone on the chunk-parallel layout in 64-step segments
+    (`MAX_SEGMENT`), fw without gradients and fw+bw; the knob is restored after its row."""
+    import importlib
+
+    from triton.testing import do_bench
+
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
+
+    kernel, x, g = _inputs(shape)
+    bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
+    key, rows = ", ".join(map(str, shape)), []
+    for label, module, name, value in PARALLEL_VARIANTS:
+        mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
+        before = getattr(mod, name)
+        setattr(mod, name, value)
+        parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = True, max(parallel.MAX_SEGMENT // 32, 1)
+        try:
+            kernel(*g).sum().backward()
+            torch.cuda.synchronize()
+            fw, fwbw = bench(lambda: kernel(*x)), bench(lambda: kernel(*g).sum().backward())
+        finally:
+            setattr(mod, name, before)
+            parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = None, None
+        rows.append({"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
+                     "fwbw_ms": round(fwbw, 4)})  # fmt: skip
+    return rows
+
+
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:
     """Column block (None: the default 128) and DHV block of the column-block launches (None: `value_block`)."""
     from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
@@ -180,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k-blocks", default="", help="column blocks to time besides the default, e.g. '64,128'")
     parser.add_argument("--value-blocks", default="", help="DHV blocks of the column-block launches, e.g. '64,128'")
     parser.add_argument("--parallel-forward", action="store_true", help="also time the chunk-parallel forward")
+    parser.add_argument("--parallel-variants", action="store_true",
+                        help="also time the chunk-parallel path with each knob of PARALLEL_VARIANTS")  # fmt: skip
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
@@ -192,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         timed = [r for t in tiles for r in time_layouts(shape, args.warmup, args.reps, sweep, t)]
         if args.parallel_forward:
             timed += time_parallel_forward(shape, args.warmup, args.reps)
+        if args.parallel_variants:
+            timed += time_parallel_variants(shape, args.warmup, args.reps)
         for row in timed:
             row.update(device=device, commit=commit)
             rows.append(row)

@@ -62,3 +62,14 @@ def test_tile_sweep_sets_and_restores_the_column_and_value_blocks(load_benchmark
         bench._set_tiles(None, None)
     assert (ksplit.K_BLOCK, ksplit.VALUE_BLOCK_OVERRIDE) == (128, None)
     assert ksplit.tiles(4096, 256, 256, 64, torch.bfloat16, grad=True)[1] == 128  # value_block's own choice
+
+
+def test_parallel_variants_name_existing_knobs(load_benchmark):
+    """Each knob of --parallel-variants exists where the benchmark sets it (a renamed knob would time nothing)."""
+    import importlib
+
+    bench = load_benchmark("mlstm_segments")
+    for label, module, name, value in bench.PARALLEL_VARIANTS:
+        mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
+        assert hasattr(mod, name), (label, module, name)
+        assert getattr(mod, name) != value, f"{label}: the variant equals the default"

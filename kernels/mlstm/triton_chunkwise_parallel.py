@@ -47,6 +47,9 @@ AUTO_MIN_S = 1024
 # longest segment the chunk-parallel kernels take as one chunk: their (L, L) tiles
 MAX_SEGMENT = 64
 
+# num_warps of the output kernel (an A/B knob of benchmarks/mlstm_segments.py --parallel-variants)
+OUT_NUM_WARPS = 4
+
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
 # (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
 # against 32 (4 warps; 8 were slower): (16, 4, 2048, 128) 1.46 against 1.56 ms, (8, 16, 4096, 256) 17.3 against
@@ -188,7 +191,7 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, S, DQK, DHV, NC, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, num_warps=4,
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, num_warps=OUT_NUM_WARPS,
     )  # fmt: skip
 
 

@@ -26,6 +26,13 @@ from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilize
 from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
 
+# A/B knobs for GPU timings (benchmarks/mlstm_segments.py --parallel-variants): num_warps of the gradient kernel (8
+# kept the (L, L) and (L, 64) fp32 tiles of 64-step segments at 1088 B of sm_90 stack, 4 needed more), and whether
+# dq's dnum C_in^T and dv's k dC take the output dot mode (bf16 operands for bf16 inputs, as the plain backward's dq
+# and dv dots; neither feeds the gate gradients) instead of TF32
+NUM_WARPS = 8
+STATE_OUT_DOTS = False
+
 
 @triton.jit
 def _mlstm_chunk_bwd_kernel_tl(
@@ -58,6 +65,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     OUT_LOWP: tl.constexpr,
     STORE_D0: tl.constexpr,
     DETACH: tl.constexpr,
+    STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -129,7 +137,7 @@ def _mlstm_chunk_bwd_kernel_tl(
             v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
             C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
             dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-            dnum_c += _dot(dnum, tl.trans(C), LOWP)
+            dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
             v_dc += _dot(v, tl.trans(dC), LOWP)
             state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
         n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
@@ -158,7 +166,7 @@ def _mlstm_chunk_bwd_kernel_tl(
             mask_k = offs_k < DQK
             k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
             dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])
-            k_dc += _dot(k, dC, LOWP)
+            k_dc += _dot(k, dC, STATE_LOWP)
         dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
         tl.store(dv_ptr + (row0 + t[:, None]) * DHV + offs_v[None, :], dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
 
@@ -258,7 +266,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
         *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
         L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
-        num_warps=8,
+        STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, num_warps=NUM_WARPS,
     )  # fmt: skip
     if has_init:
         dm0 = dm0.view(m0.shape)
