@@ -32,51 +32,18 @@ from torch import Tensor
 
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
-from .._precision import INTERPRETED, fp32_uses_tf32
 from . import triton_chunkwise_parallel as parallel
 from ._common import MLSTMState, check_initial_states, check_sequence_inputs, needs_grad, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import sum_shares
+from .triton_chunkwise_modes import _LOWP, _bwd_lowp, _fwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
 
-_LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _FWD = FastLauncher(_mlstm_chunkwise_fwd_kernel_tl)
 _BWD = FastLauncher(_mlstm_chunkwise_bwd_kernel_tl)
-_TF32 = 3
-
-
-def _fwd_lowp(dtype: torch.dtype, store_h32: bool) -> int:
-    """Dot mode of the forward: TF32 when an fp32 copy of h is kept for the backward, or for fp32 inputs under
-    torch's 'high'/'medium' fp32 matmul precision; the input dtype otherwise (exact fp32 for fp32)."""
-    if store_h32 or (dtype == torch.float32 and fp32_uses_tf32()):
-        return _TF32
-    return _LOWP[dtype]
-
-
-def _bwd_lowp(dtype: torch.dtype) -> int:
-    """Dot mode of the backward: exact for fp32 inputs under 'highest' precision, TF32 otherwise."""
-    return 0 if dtype == torch.float32 and not fp32_uses_tf32() else _TF32
-
-
-def _on_device(mode: int) -> int:
-    """The dot mode to launch with: bf16 dots (1) become their fp32 emulation (4) under the Triton interpreter."""
-    return 4 if mode == 1 and INTERPRETED else mode
-
-
-def _qk_lowp(dtype: torch.dtype, lowp: int) -> int:
-    """Dot mode of q k^T: bf16/fp16 inputs multiply in their own dtype (exact products, fp32 sums: the same result
-    as TF32 at twice the tensor-core rate); fp32 inputs as the other dots (`lowp`)."""
-    return lowp if dtype == torch.float32 else _LOWP[dtype]
-
-
-def _out_lowp(dtype: torch.dtype, lowp: int) -> int:
-    """Dot mode of the backward's dq and dv for bf16 inputs: bf16 operands (the gradients are stored in bf16, and
-    neither feeds the cancelling gate-gradient sums, which dk does); `lowp` otherwise (fp16 operands could
-    overflow: dh / den has the range of fp32)."""
-    return _LOWP[dtype] if dtype == torch.bfloat16 else lowp
 
 
 # widest head (DQK and DHV) the Triton mLSTM takes; DQK above ksplit.K_BLOCK runs in column blocks (one launch

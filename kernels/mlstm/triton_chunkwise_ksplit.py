@@ -20,18 +20,9 @@ import torch
 
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise
-from .triton_chunkwise import (
-    _BWD,
-    _FWD,
-    _bwd_lowp,
-    _bwd_num_warps,
-    _fwd_lowp,
-    _launch_config,
-    _on_device,
-    _out_lowp,
-    _qk_lowp,
-)
+from .triton_chunkwise import _BWD, _FWD, _bwd_num_warps, _launch_config
 from .triton_chunkwise_common import _strides
+from .triton_chunkwise_modes import _bwd_lowp, _fwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY, MAX_SEGMENT, auto_parallel, chunk_outputs, parallel_outputs, parallel_plan
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan

@@ -27,6 +27,7 @@ import triton.language as tl
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
 from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+from .triton_chunkwise_modes import _fwd_lowp, _on_device, _qk_lowp
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
 # use the chunk-parallel forward for calls without gradients over more than one chunk, and the chunk-parallel
@@ -198,7 +199,7 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
 def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, need_last: bool) -> tuple:
     """h (B, NH, S, DHV) in q's dtype, and with need_last the last states (C (B, NH, DQK, DHV), n (B, NH, DQK),
     m (B, NH), fp32; else None each). The dots run in the plain forward's modes for a call without gradients."""
-    from .triton_chunkwise import _K_LAUNCH, _fwd_lowp, _launch_config, _on_device, _qk_lowp
+    from .triton_chunkwise import _K_LAUNCH, _launch_config  # imports this module
 
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]

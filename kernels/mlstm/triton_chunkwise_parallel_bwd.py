@@ -23,6 +23,7 @@ import triton.language as tl
 from .._ints import cdiv
 from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _strides, _tile
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer
+from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
 
@@ -236,8 +237,6 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
         The autograd function's gradients: dq, dk, dv, di, df in the input dtypes, dC0, dn0, dm0 (None without
         initial states), and None for its four non-tensor arguments.
     """
-    from .triton_chunkwise import _bwd_lowp, _on_device, _out_lowp, _qk_lowp  # imports this module
-
     q, k, v, i, f, C0, n0, m0, h, z, m, cs, ns, ms, C_last, n_last = saved
     dh, dC_last, dn_last, dm_last = upstream
     last = (C_last, n_last) if C_last is not None else None
