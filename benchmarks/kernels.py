@@ -27,7 +27,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import triton  # noqa: E402
 
 from xlstm_ts.kernels import get_kernel  # noqa: E402
 
+import kernels_anchor  # noqa: E402
 import kernels_carry  # noqa: E402
 import kernels_report  # noqa: E402
 import provenance  # noqa: E402
@@ -52,9 +52,6 @@ PEAK_SHAPE = (8, 8, 8192, 512)  # peak memory of forward+backward, ours and mlst
 LONG_SWEEP_DH = 128  # widest head whose (chunk_size, num_warps) sweep runs
 SLSTM_SHAPES = [(1024, 64, 128, 4), (256, 32, 256, 4), (64, 512, 256, 4), (16, 2048, 512, 4)]  # (B, S, D, NH)
 SWEEP = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)]  # (chunk_size, num_warps)
-# the NX-AI anchor timing script: $XLSTM_TS_ANCHOR, else ../shared/bench/anchor_kernels.py beside the repository
-_DEFAULT_ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "anchor_kernels.py"
-ANCHOR = Path(os.environ.get("XLSTM_TS_ANCHOR", _DEFAULT_ANCHOR))
 TIMER = "do_bench"  # set from --timer
 
 
@@ -242,43 +239,6 @@ def launch_rows(device: str) -> list[dict]:
     return rows
 
 
-def anchor_rows(only_mlstm: bool = False) -> tuple[list[dict], str]:
-    """Run the NX-AI anchor script if it and its packages are present (only its mLSTM part with `only_mlstm`); else
-    say why not."""
-    if not ANCHOR.exists():
-        return [], (f"anchor script {ANCHOR} not present on this machine "
-                    "(the shared/ folder is not copied to the GPU machine)")
-    missing = [m for m in ("mlstm_kernels", "xlstm") if importlib.util.find_spec(m) is None]
-    if missing:
-        return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"
-    rows = []
-    # mLSTM at the six goal shapes with the long sLSTM shapes; then the patched sLSTM shapes alone (no mLSTM config
-    # is named "none"). One process per call: a Triton compile crash in theirs must not end this run.
-    mlstm_configs = "ts_patched,ts_patched_wide,ts_small,ts_long,llm_mid,llm_7b"
-    runs = [(mlstm_configs, {"NO_SLSTM": "1"})]
-    if not only_mlstm:
-        runs = [(mlstm_configs, {}), ("none", {"SLSTM_PATCHED": "1"})]
-    for configs, extra in runs:
-        proc = subprocess.run([sys.executable, str(ANCHOR), "chunkwise--triton_limit_chunk", configs],
-                              capture_output=True, text=True, env={**os.environ, "TAG": "anchor", **extra})  # fmt: skip
-        for line in proc.stdout.splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the script also prints version lines and kernel lists
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows, f"ran {ANCHOR.name} in the same device call"
-
-
-def tests_summary(log: Path | None) -> str | None:
-    """The last line of a pytest log ("90 passed, 129 deselected in 194.36s"), without the '=' frame."""
-    if log is None:
-        return None
-    lines = [x.strip(" =") for x in log.read_text().splitlines() if x.strip()]
-    return lines[-1] if lines else f"empty log {log}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -308,12 +268,12 @@ def main() -> None:
     peaks = ceilings()
     rows = mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows()
     rows += [] if args.only_mlstm else slstm_rows(args.warmup, args.reps)
-    anchors, note = anchor_rows(args.only_mlstm)
+    anchors, note = kernels_anchor.anchor_rows(args.only_mlstm)
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
             "timer": args.timer, "warmup": args.warmup, "reps": args.reps, "anchors": note, "ceilings": peaks,
-            "gpu_tests": tests_summary(args.gpu_tests_log), "commit": provenance.commit_id()}
+            "gpu_tests": kernels_anchor.tests_summary(args.gpu_tests_log), "commit": provenance.commit_id()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"meta": meta, "rows": rows, "anchor_rows": anchors}

@@ -1,0 +1,55 @@
+"""The NX-AI anchor runner of benchmarks/kernels.py: what it records when the script or its wheels are missing, the
+JSON rows it collects, and the anchor script's sLSTM part left out under --only-mlstm."""
+
+import importlib.util
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def anchor(load_benchmark):
+    return load_benchmark("kernels_anchor")
+
+
+FAKE = """import json, os, sys
+print("2.11 3.6 some GPU")  # version lines are skipped
+print(json.dumps({"kernel": "chunkwise--triton_limit_chunk", "configs": sys.argv[2],
+                  "no_slstm": os.environ.get("NO_SLSTM"), "patched": os.environ.get("SLSTM_PATCHED")}))
+print("[1, 2]")  # JSON that is not a row
+"""
+
+
+def test_missing_script_or_wheels_are_recorded(anchor, monkeypatch, tmp_path):
+    monkeypatch.setattr(anchor, "ANCHOR", tmp_path / "absent.py")
+    rows, note = anchor.anchor_rows()
+    assert rows == [] and "not present" in note
+    script = tmp_path / "anchor_kernels.py"
+    script.write_text(FAKE)
+    monkeypatch.setattr(anchor, "ANCHOR", script)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    rows, note = anchor.anchor_rows()
+    assert rows == [] and "mlstm_kernels" in note and "not installed" in note
+
+
+@pytest.mark.parametrize("only_mlstm", [False, True], ids=["full", "only-mlstm"])
+def test_rows_of_each_anchor_process(anchor, monkeypatch, tmp_path, only_mlstm):
+    script = tmp_path / "anchor_kernels.py"
+    script.write_text(FAKE)
+    monkeypatch.setattr(anchor, "ANCHOR", script)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # the wheels "installed"
+    monkeypatch.setattr(anchor.sys, "executable", sys.executable)
+    rows, note = anchor.anchor_rows(only_mlstm)
+    assert "same device call" in note
+    if only_mlstm:  # one process, the mLSTM configs, the sLSTM part skipped
+        assert rows == [{"kernel": "chunkwise--triton_limit_chunk", "configs": anchor.MLSTM_CONFIGS,
+                         "no_slstm": "1", "patched": None}]  # fmt: skip
+    else:  # the mLSTM configs with the long sLSTM shapes, then the patched sLSTM shapes alone
+        assert [(r["configs"], r["no_slstm"], r["patched"]) for r in rows] == [
+            (anchor.MLSTM_CONFIGS, None, None), ("none", None, "1")]  # fmt: skip
+
+
+def test_tests_summary_is_the_last_line_without_its_frame(anchor, tmp_path):
+    log = tmp_path / "tests.log"
+    log.write_text("....\n===== 38 passed in 62.55s =====\n\n")
+    assert anchor.tests_summary(log) == "38 passed in 62.55s" and anchor.tests_summary(None) is None
