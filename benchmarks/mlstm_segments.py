@@ -132,11 +132,12 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     kernel, x, g = _inputs(shape)
     bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
     key, rows = ", ".join(map(str, shape)), []
+    cps = max(parallel.MAX_SEGMENT // _grad_tiles(shape[2], shape[3])[0], 1)  # chunks per 64-step segment
     for label, module, name, value in PARALLEL_VARIANTS:
         mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
         before = getattr(mod, name)
         setattr(mod, name, value)
-        parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = True, max(parallel.MAX_SEGMENT // 32, 1)
+        parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = True, cps
         try:
             kernel(*g).sum().backward()
             torch.cuda.synchronize()
@@ -157,21 +158,25 @@ def _set_tiles(k_block: int | None, v_block: int | None) -> None:
     ksplit.VALUE_BLOCK_OVERRIDE = v_block
 
 
-def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, int, bool]:
-    """(segments, chunks per segment, chunk-parallel kernels) that a bf16 call with gradients at this shape runs,
-    column blocks included."""
+def _grad_tiles(S: int, DH: int) -> tuple[int, int]:
+    """(chunk length, DHV block) of a bf16 call with gradients, column blocks included."""
     from xlstm_ts.kernels.mlstm import triton_chunkwise
     from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     if DH > ksplit.K_BLOCK:
         L, BV, _ = ksplit.tiles(S, DH, DH, 64, torch.bfloat16, grad=True)
     else:
         L, _, BV, _ = triton_chunkwise._launch_config(S, DH, DH, 64, torch.float32)
-    if L <= parallel.MAX_SEGMENT and parallel.auto_parallel(S, DH, device):
-        return (*parallel.parallel_plan(S, L), True)
-    return (*segments.segment_plan(S, L, -(-DH // BV) * B * NH, device), False)
+    return L, BV
+
+
+def plan(B: int, NH: int, S: int, DH: int, device: torch.device) -> tuple[int, int, bool]:
+    """(segments, chunks per segment, chunk-parallel kernels) that a bf16 call with gradients at this shape runs,
+    column blocks included."""
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
+
+    L, BV = _grad_tiles(S, DH)
+    return parallel.layout(S, L, DH, -(-DH // BV) * B * NH, device, grad=True)
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int, int]]:

@@ -40,7 +40,7 @@ from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
 from .triton_chunkwise_gates import sum_shares
 from .triton_chunkwise_modes import _LOWP, _bwd_lowp, _fwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel_bwd import parallel_backward
-from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan, store_chunk_states
+from .triton_chunkwise_segments import bounds_backward, bounds_forward, store_chunk_states
 
 _FWD = FastLauncher(_mlstm_chunkwise_fwd_kernel_tl)
 _BWD = FastLauncher(_mlstm_chunkwise_bwd_kernel_tl)
@@ -122,8 +122,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         f32 = {"dtype": torch.float32, "device": q.device}
         h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
         NV = cdiv(DHV, BV)
-        auto = grad and L <= parallel.MAX_SEGMENT and parallel.auto_parallel(S, DQK, q.device)
-        G, CPS = parallel.parallel_plan(S, L) if auto else segment_plan(S, L, NV * B * NH, q.device)
+        G, CPS, ctx.parallel = parallel.layout(S, L, DQK, NV * B * NH, q.device, grad)
         NC = cdiv(S, L)
         stored = grad and G == 1 and store_chunk_states(NC)
         # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). For
@@ -150,7 +149,6 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         chunk_states = (z, z)  # placeholders are never written
         if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)
             chunk_states = (torch.empty(B * NH, NC + 1, DQK, DHV, **f32), torch.empty(B * NH, NC + 1, DQK, **f32))
-        ctx.parallel = parallel.parallel_outputs(G, CPS, L, auto)
         carry = parallel.CARRY if ctx.parallel else None
         if G > 1:  # long sequence, few programs: entering states of all segments first, then all segments at once
             segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,

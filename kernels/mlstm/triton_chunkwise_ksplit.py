@@ -23,9 +23,9 @@ from . import triton_chunkwise
 from .triton_chunkwise import _BWD, _FWD, _bwd_num_warps, _launch_config
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_modes import _bwd_lowp, _fwd_lowp, _on_device, _out_lowp, _qk_lowp
-from .triton_chunkwise_parallel import CARRY, MAX_SEGMENT, auto_parallel, chunk_outputs, parallel_outputs, parallel_plan
+from .triton_chunkwise_parallel import CARRY, chunk_outputs, layout
 from .triton_chunkwise_parallel_bwd import parallel_backward
-from .triton_chunkwise_segments import bounds_backward, bounds_forward, segment_plan
+from .triton_chunkwise_segments import bounds_backward, bounds_forward
 
 # widest DQK block of one launch (at most the one-launch kernels' limit, 256); set by tests to split narrow heads.
 # 128, not 256: a 256-column block sizes its tiles for the fp32 backward at chunks of 16 and DHV blocks of 32, two
@@ -79,8 +79,8 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         grad = any(ctx.needs_input_grad)
         L, BV, num_warps = tiles(S, DQK, DHV, chunk_size, q.dtype, grad)
         NV = cdiv(DHV, BV)
-        auto = grad and L <= MAX_SEGMENT and auto_parallel(S, DQK, q.device)
-        G, CPS = parallel_plan(S, L) if auto else segment_plan(S, L, NV * B * NH, q.device)
+        G, CPS, together = layout(S, L, DQK, NV * B * NH, q.device, grad)
+        ctx.parallel = together  # short segments: one output launch over all columns writes the normalized h itself
         f32 = {"dtype": torch.float32, "device": q.device}
         num = torch.empty(B * NH, S, DHV, **f32)  # the blocks' shares of the numerator, added up by the kernel
         z = torch.empty(B, NH, S, **f32)  # the blocks' shares of z, likewise
@@ -88,8 +88,6 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         lowp = _fwd_lowp(q.dtype, grad and q.dtype != torch.float32)
         has_init = C0 is not None
         lasts, segs, seg_last = [], None, None
-        # short segments: one output launch over all columns writes the normalized h itself
-        together = ctx.parallel = parallel_outputs(G, CPS, L, auto)
         if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
             segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,
                                             CARRY if together else None)  # fmt: skip

@@ -156,6 +156,16 @@ def parallel_plan(S: int, L: int) -> tuple[int, int]:
     return cdiv(cdiv(S, L), CPS), CPS
 
 
+def layout(S: int, L: int, DQK: int, programs: int, device: torch.device, grad: bool) -> tuple[int, int, bool]:
+    """(G, CPS, chunk-parallel) of a call in chunks of L steps: the default rule's 64-step segments through the
+    chunk-parallel kernels for calls with gradients where `auto_parallel` picks them, else `segment_plan`'s layout
+    (`programs`: DHV blocks x batch * heads of the plain launch), through the chunk-parallel kernels only where
+    `parallel_outputs` takes it."""
+    auto = grad and L <= MAX_SEGMENT and auto_parallel(S, DQK, device)
+    G, CPS = parallel_plan(S, L) if auto else segments.segment_plan(S, L, programs, device)
+    return G, CPS, parallel_outputs(G, CPS, L, auto)
+
+
 def parallel_outputs(G: int, CPS: int, L: int, auto: bool = False) -> bool:
     """Whether a segmented forward of G segments of CPS chunks of L steps forms its outputs with the output kernel
     (every segment at once from its entering state, as one chunk of CPS * L steps) instead of the chunk-walking
