@@ -4,6 +4,7 @@ import importlib.util
 import json
 
 import pytest
+import torch
 
 
 def test_train_step_rows_and_table(load_benchmark, tmp_path, one_thread):
@@ -52,3 +53,29 @@ def test_table_ratios_and_best_variant(load_benchmark, tmp_path):
     line = (tmp_path / "t.md").read_text().splitlines()[-1]
     assert "| 20.00 (0.500x) |" in line and "| 10.00 (0.250x, 2 s) |" in line
     assert "**4.00** (0.100x, 2 s)" in line and line.count("| – |") == 2  # bf16 eager, compiled + graph
+
+
+def test_profile_kinds_and_summary(load_benchmark, tmp_path):
+    bench = load_benchmark("train_step_profile")
+    assert bench.kind_of("_mlstm_chunkwise_fwd_kernel_tl") == "mlstm"
+    assert bench.kind_of("_slstm_bwd_kernel") == "slstm"
+    assert bench.kind_of("nvjet_tst_128x64_64x8_1x1_v_bz_TNN") == "matmul"
+    assert bench.kind_of("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
+    assert bench.kind_of("triton_poi_fused_add_mul_silu_0") == "fused"
+    assert bench.kind_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == "optimizer"
+    assert bench.kind_of("void at::native::vectorized_elementwise_kernel<4, FillFunctor>") == "other"
+    kernels = {"triton_poi_fused_a": (3000.0, 6), "_mlstm_fwd": (1000.0, 2), "gemm_x": (500.0, 4), "copy": (100.0, 2)}
+    row = bench.summarize(kernels, steps=2)
+    assert row["kernel_ms"] == pytest.approx(2.3) and row["launches_per_step"] == 7
+    assert row["by_kind_ms"] == {"mlstm": 0.5, "slstm": 0.0, "matmul": 0.25, "fused": 1.5, "optimizer": 0.0,
+                                 "other": 0.05}  # fmt: skip
+    assert [t["name"] for t in row["top"]] == ["triton_poi_fused_a", "_mlstm_fwd", "gemm_x", "copy"]
+    assert row["top"][0]["calls"] == 3
+    fake = {**row, "eager_step_ms": 3.0, "graph_step_ms": 2.5, "device": "GPU", "commit": "abc", "B": 1, "S": 2,
+            "D": 3, "pattern": "m"}  # fmt: skip
+    bench.write_markdown([fake], tmp_path / "p.md")
+    text = (tmp_path / "p.md").read_text()
+    assert "| GPU, abc | 1, 2, 3 | m | 2.50 | 3.00 | 2.30 | 7 | 0.50 | 0.00 | 0.25 | 1.50 | 0.00 | 0.05 |" in text
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):  # the profile needs CUDA
+            bench.main(["--out", str(tmp_path)])

@@ -1,0 +1,137 @@
+"""Where the GPU time of our training step goes: kernel time per step by kind, and the kernels that take the most.
+
+The step is `train_step.py`'s (forward, backward of mean(y^2), AdamW; same widths and shapes), our stack compiled per
+block (`XLSTMStack.compile_blocks()`) under bf16 autocast, the fastest configuration there. It is profiled eagerly
+(`torch.profiler`, CUDA activity, `--steps` steps after warm-up): the kernels are those the captured CUDA graph
+replays, without its launch savings, so "kernel ms / step" is what a graph replay can at best reach. The graphed step
+is timed in the same run for comparison.
+
+Kinds, from the kernel names: `mlstm` / `slstm` (our Triton sequence kernels), `matmul` (cuBLAS / CUTLASS),
+`fused` (Triton kernels that torch.compile generated: the element-wise and reduction work around the matmuls and
+the cells), `optimizer` (the fused AdamW), `other` (everything else: copies, fills, native element-wise kernels).
+
+    python benchmarks/train_step_profile.py --cases 1024,64,128,mmmm 1024,64,128,msmm --out benchmarks/results
+
+Writes train_step_profile.json (rows merged by device, shape and pattern) and train_step_profile.md. Needs CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import provenance
+from train_step import GPU_CASES, RESULTS, build, parse_case, prepare, time_rounds
+
+KINDS = ("mlstm", "slstm", "matmul", "fused", "optimizer", "other")
+TOP = 12  # kernels listed per case
+
+
+def kind_of(name: str) -> str:
+    """The kind of a CUDA kernel, from its name (see the module docstring)."""
+    low = name.lower()
+    if "mlstm" in low:
+        return "mlstm"
+    if "slstm" in low:
+        return "slstm"
+    if any(s in low for s in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_", "ampere_")):
+        return "matmul"
+    if any(s in low for s in ("adam", "multi_tensor", "foreach")):
+        return "optimizer"
+    if low.startswith("triton_"):
+        return "fused"
+    return "other"
+
+
+def summarize(kernels: dict[str, tuple[float, int]], steps: int) -> dict:
+    """Per-step totals by kind and the `TOP` kernels, from name -> (total microseconds, calls) over `steps` steps."""
+    by_kind = dict.fromkeys(KINDS, 0.0)
+    launches = 0
+    for name, (us, calls) in kernels.items():
+        by_kind[kind_of(name)] += us / steps / 1e3
+        launches += calls
+    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:TOP]
+    return {"kernel_ms": sum(by_kind.values()), "by_kind_ms": by_kind, "launches_per_step": launches / steps,
+            "top": [{"name": n[:90], "kind": kind_of(n), "ms": us / steps / 1e3, "calls": c / steps}
+                    for n, (us, c) in top]}  # fmt: skip
+
+
+def kernel_times(step, steps: int) -> dict[str, tuple[float, int]]:
+    """name -> (total device microseconds, calls) of the CUDA kernels that `steps` calls of `step` ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    out: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        out[event.name][0] += event.device_time if hasattr(event, "device_time") else event.cuda_time
+        out[event.name][1] += 1
+    return {name: (us, calls) for name, (us, calls) in out.items()}
+
+
+def profile_case(case: tuple[int, int, int, str], args: argparse.Namespace) -> dict:
+    B, S, D, pattern = case
+    x = torch.randn(B, S, D, device="cuda")
+    model = build("ours-compiled", B, S, D, pattern, args, "", fresh_compile=True)
+    step, _, _ = prepare(model, x, args.warmup, autocast=True)
+    row = summarize(kernel_times(step, args.steps), args.steps)
+    row["eager_step_ms"] = time_rounds({"eager": step}, args.reps, cuda=True)["eager"][0]
+    del step
+    graphed, _, _ = prepare(model, x, args.warmup, autocast=True, graph=True)  # the same compiled blocks
+    row["graph_step_ms"] = time_rounds({"graph": graphed}, args.reps, cuda=True, reset_peak=False)["graph"][0]
+    row.update({"device": provenance.device_name("cuda"), "torch": torch.__version__, "commit": provenance.commit_id(),
+                "B": B, "S": S, "D": D, "pattern": pattern})  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def write_markdown(rows: list[dict], path: Path) -> None:
+    lines = ["# Training step profile: GPU kernel time by kind", "",
+             "Written by `benchmarks/train_step_profile.py` (method in its docstring): our stack compiled per block, "
+             "bf16 autocast, ms per step. kernels = the summed kernel time of an eager step; graph = the median "
+             "step time of the same step captured as a CUDA graph.", "",
+             "| device, commit | B, S, D | pattern | graph ms | eager ms | kernels ms | launches | "
+             + " | ".join(KINDS) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(KINDS)]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['device']}, {r['commit']} | {r['B']}, {r['S']}, {r['D']} | {r['pattern']} | "
+                     f"{r['graph_step_ms']:.2f} | {r['eager_step_ms']:.2f} | {r['kernel_ms']:.2f} | "
+                     f"{r['launches_per_step']:.0f} | " + " | ".join(f"{r['by_kind_ms'][k]:.2f}" for k in KINDS)
+                     + " |")  # fmt: skip
+    for r in rows:
+        lines += ["", f"## {r['B']}, {r['S']}, {r['D']} {r['pattern']}: the {TOP} longest kernels", "",
+                  "| kernel | kind | ms / step | calls / step |", "|---|---|---|---|"]
+        lines += [f"| `{t['name']}` | {t['kind']} | {t['ms']:.3f} | {t['calls']:.0f} |" for t in r["top"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=parse_case, nargs="+", default=GPU_CASES, help="B,S,D,PATTERN")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="profiled steps")
+    parser.add_argument("--reps", type=int, default=10, help="timed steps")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("the profile needs CUDA.")
+    args.device = "cuda"
+    torch.set_float32_matmul_precision("high")
+    rows = [profile_case(case, args) for case in args.cases]
+    merged = provenance.merge_rows(args.out / "train_step_profile.json", rows, ("device", "B", "S", "D", "pattern"))
+    write_markdown(merged, args.out / "train_step_profile.md")
+    print((args.out / "train_step_profile.md").read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
