@@ -23,9 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from train_step import GPU_CASES, RESULTS, build, parse_case, prepare, time_rounds
 
 import provenance
-from train_step import GPU_CASES, RESULTS, build, parse_case, prepare, time_rounds
 
 KINDS = ("mlstm", "slstm", "matmul", "fused", "optimizer", "other")
 TOP = 12  # kernels listed per case
