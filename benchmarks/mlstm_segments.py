@@ -113,7 +113,7 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
 # knobs of the chunk-parallel path timed by --parallel-variants: (label, module, attribute, value)
 PARALLEL_VARIANTS = [
     ("gradient kernel at 4 warps", "triton_chunkwise_parallel_bwd", "NUM_WARPS", 4),
-    ("dq / dv state dots in bf16", "triton_chunkwise_parallel_bwd", "STATE_OUT_DOTS", True),
+    ("dq / dv state dots in TF32", "triton_chunkwise_parallel_bwd", "STATE_OUT_DOTS", False),
     ("output kernel at 8 warps", "triton_chunkwise_parallel", "OUT_NUM_WARPS", 8),
     ("boundary carry of 32 steps", "triton_chunkwise_segments", "BOUNDS_CARRY_OVERRIDE", 32),
 ]

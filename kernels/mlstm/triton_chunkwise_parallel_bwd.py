@@ -27,12 +27,15 @@ from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
 
-# A/B knobs for GPU timings (benchmarks/mlstm_segments.py --parallel-variants): num_warps of the gradient kernel (8
-# kept the (L, L) and (L, 64) fp32 tiles of 64-step segments at 1088 B of sm_90 stack, 4 needed more), and whether
-# dq's dnum C_in^T and dv's k dC take the output dot mode (bf16 operands for bf16 inputs, as the plain backward's dq
-# and dv dots; neither feeds the gate gradients) instead of TF32
+# num_warps of the gradient kernel: 8 keeps the (L, L) and (L, 64) fp32 tiles of 64-step segments at 1088 B of sm_90
+# stack; 4 needed more and was slower (H200, bf16 fw+bw: 1.63 against 1.45 ms at (16, 4, 2048, 128), 64.7 against
+# 59.1 at (8, 8, 8192, 512))
 NUM_WARPS = 8
-STATE_OUT_DOTS = False
+# dq's dnum C_in^T and dv's k dC take the output dot mode (bf16 operands for bf16 inputs, as the plain backward's dq
+# and dv dots; neither feeds the gate gradients) instead of TF32: H200, bf16 fw+bw 1.340 against 1.454 ms at
+# (16, 4, 2048, 128), 15.60 against 17.20 at (8, 16, 4096, 256), 53.14 against 59.12 at (8, 8, 8192, 512)
+# (benchmarks/mlstm_segments.py --parallel-variants); False keeps TF32 (A/B)
+STATE_OUT_DOTS = True
 
 
 @triton.jit

@@ -140,15 +140,17 @@ def test_segments_of_one_chunk_with_the_output_kernel_bf16(parallel_forward, nan
     check_triton(2, 1, 37, 24, 40, 0.0, True, dtype=torch.bfloat16, rounded=True)
 
 
+@pytest.mark.parametrize("out_dots", [True, False], ids=["bf16-state-dots", "tf32-state-dots"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-def test_state_dots_in_the_output_mode_bf16(i_mean, parallel_forward, nan_poison, monkeypatch):
-    """STATE_OUT_DOTS: the gradient kernel's dq and dv state dots with bf16 operands; every gradient of a bf16 call
-    stays within the bf16 tolerance of fp64 (under the interpreter the bf16 dots are emulated exactly)."""
+def test_state_dots_in_the_output_mode_bf16(i_mean, out_dots, parallel_forward, nan_poison, monkeypatch):
+    """STATE_OUT_DOTS (default True): the gradient kernel's dq and dv state dots with bf16 operands, or (False) in
+    TF32; either way every gradient of a bf16 call stays within the bf16 tolerance of fp64 (under the interpreter
+    the bf16 dots are emulated exactly)."""
     from xlstm_ts.kernels._testing_mlstm import check_triton
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
 
     monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
-    monkeypatch.setattr(parallel_bwd, "STATE_OUT_DOTS", True)
+    monkeypatch.setattr(parallel_bwd, "STATE_OUT_DOTS", out_dots)
     monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 4)
     torch.manual_seed(26)
     check_triton(1, 2, 37, 80, 40, i_mean, True, dtype=torch.bfloat16, rounded=True)
@@ -196,10 +198,11 @@ def test_default_rule_runs_the_chunk_parallel_kernels_gpu(B, NH, S, DH, i_mean):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_state_dots_in_the_output_mode_gpu(monkeypatch):
+@pytest.mark.parametrize("out_dots", [True, False], ids=["bf16-state-dots", "tf32-state-dots"])
+def test_state_dots_in_the_output_mode_gpu(out_dots, monkeypatch):
     from xlstm_ts.kernels._testing_mlstm import check_triton
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
 
-    monkeypatch.setattr(parallel_bwd, "STATE_OUT_DOTS", True)
+    monkeypatch.setattr(parallel_bwd, "STATE_OUT_DOTS", out_dots)
     torch.manual_seed(27)
     check_triton(1, 2, 1100, 128, 128, 0.0, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
