@@ -37,14 +37,19 @@ def carry_slstm(new: dict, earlier_path: Path) -> dict:
     anchors = [r for r in old.get("anchor_rows", []) if is_slstm(r)]
     if not rows:
         raise ValueError(f"{earlier_path} holds no sLSTM rows to keep; run the full benchmark once.")
-    earlier = old_meta.get("commit", "an earlier commit")
+    # the sLSTM part's own run: the earlier file's, or where that file had kept it from (no nested notes)
+    origin = old_meta.get("slstm_from") if old_meta.get("slstm_notes") else None
+    earlier = origin or old_meta.get("commit", "an earlier commit")
+    notes = old_meta["slstm_notes"] if origin else {"anchors": old_meta.get("anchors", ""),
+                                                     "gpu_tests": old_meta.get("gpu_tests", "")}  # fmt: skip
     meta["anchors"] = (
         f"{meta['anchors']} (mLSTM part at {meta.get('commit', 'this commit')}); the sLSTM rows, ours and NX-AI's, "
-        f"are kept from the run at {earlier}: {old_meta.get('anchors', '')}"
+        f"are kept from the run at {earlier}: {notes['anchors']}"
     )
-    if old_meta.get("gpu_tests"):
-        meta["gpu_tests"] = "; ".join(filter(None, [meta.get("gpu_tests"), f"earlier: {old_meta['gpu_tests']}"]))
-    meta["slstm_from"] = earlier
+    if notes.get("gpu_tests"):
+        slstm_tests = f"for the sLSTM rows: {notes['gpu_tests']}"
+        meta["gpu_tests"] = "; ".join(filter(None, [meta.get("gpu_tests"), slstm_tests]))
+    meta["slstm_from"], meta["slstm_notes"] = earlier, notes
     return {
         "meta": meta,
         "rows": [r for r in new["rows"] if not is_slstm(r)] + rows,

@@ -33,7 +33,22 @@ def test_keeps_the_earlier_slstm_rows_and_takes_the_new_mlstm_rows(carry, tmp_pa
     assert sorted(a["kernel"] for a in merged["anchor_rows"]) == [
         "chunkwise--triton_limit_chunk", "sdpa_causal", "slstm_cuda"]  # fmt: skip
     assert merged["meta"]["slstm_from"] == "aaa" and "bbb" in merged["meta"]["anchors"]
-    assert "ran at aaa" in merged["meta"]["anchors"] and "earlier: aaa: 9 passed" in merged["meta"]["gpu_tests"]
+    assert "ran at aaa" in merged["meta"]["anchors"]
+    assert "for the sLSTM rows: aaa: 9 passed" in merged["meta"]["gpu_tests"]
+
+
+def test_a_second_carry_names_the_slstm_run_once(carry, tmp_path):
+    """Carrying from a file that itself kept its sLSTM rows names the run they came from, without nesting notes."""
+    path = tmp_path / "kernels.json"
+    path.write_text(json.dumps(_file("H200", "aaa", 1.0, 7.0)))
+    only_mlstm = lambda commit: {**_file("H200", commit, 0.5, 0.0), "rows": _file("H200", commit, 0.5, 0.0)["rows"][:1]}
+    path.write_text(json.dumps(carry.carry_slstm(only_mlstm("bbb"), path)))
+    merged = carry.carry_slstm(only_mlstm("ccc"), path)
+    meta = merged["meta"]
+    assert meta["slstm_from"] == "aaa" and "bbb" not in meta["anchors"]
+    assert meta["anchors"].endswith("are kept from the run at aaa: ran at aaa")
+    assert meta["gpu_tests"] == "ccc: 9 passed; for the sLSTM rows: aaa: 9 passed"
+    assert [r["fw_ms"] for r in merged["rows"] if r["op"] == "slstm"] == [7.0]
 
 
 def test_refuses_a_missing_file_another_device_or_no_slstm_rows(carry, tmp_path):
