@@ -97,30 +97,6 @@ def test_mlstm_gates_are_the_linear_map_of_concat_qkv():
     torch.testing.assert_close(block._gate_preactivations(qk, v), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("num_heads", [2, 3])
-def test_mlstm_folded_gate_projections_match_the_separate_maps(num_heads, monkeypatch):
-    """Where block-diagonal maps run dense (GPUs), the gate map is folded into the q/k and v matmuls: the block's
-    output and every parameter's gradient equal those of the separate maps (the CPU path), fp64."""
-    from xlstm_ts import mlstm_block
-
-    torch.manual_seed(1)
-    block = MLSTMBlock(12, num_heads, kernel="mlstm_chunkwise--torch").double()
-    torch.nn.init.normal_(block.gates.weight, std=0.3)
-    x = torch.randn(2, 9, 12, dtype=torch.float64)
-    results = []
-    for dense in (False, True):
-        monkeypatch.setattr(mlstm_block, "prefer_dense", lambda features, device, dense=dense: dense)
-        block.zero_grad()
-        y = block(x)
-        y.pow(2).sum().backward()
-        results.append((y.detach(), {n: p.grad.clone() for n, p in block.named_parameters()}))
-    (y0, g0), (y1, g1) = results
-    torch.testing.assert_close(y1, y0, rtol=1e-10, atol=1e-12)
-    assert g0.keys() == g1.keys() and all(g0[n].abs().sum() > 0 for n in ("gates.weight", "q_proj.weight"))
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], rtol=1e-9, atol=1e-12, msg=name)
-
-
 def test_stack_follows_pattern():
     stack = XLSTMStack(ModelConfig(pattern="msmm", embed_dim=16, num_heads=2))
     kinds = ["m" if isinstance(b, MLSTMBlock) else "s" for b in stack.blocks]
