@@ -28,7 +28,8 @@ from train_step import GPU_CASES, RESULTS, build, parse_case, prepare, time_roun
 import provenance
 
 KINDS = ("mlstm", "slstm", "matmul", "fused", "optimizer", "other")
-TOP = 12  # kernels listed per case
+TOP = 12  # kernels listed per case in the table (`--top`)
+PER_KIND = 5  # kernels kept per kind in the JSON rows
 
 
 def kind_of(name: str) -> str:
@@ -47,17 +48,19 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def summarize(kernels: dict[str, tuple[float, int]], steps: int) -> dict:
-    """Per-step totals by kind and the `TOP` kernels, from name -> (total microseconds, calls) over `steps` steps."""
+def summarize(kernels: dict[str, tuple[float, int]], steps: int, top: int = TOP) -> dict:
+    """Per-step totals by kind, the `top` longest kernels and the `PER_KIND` longest of each kind, from
+    name -> (total microseconds, calls) over `steps` steps."""
     by_kind = dict.fromkeys(KINDS, 0.0)
     launches = 0
     for name, (us, calls) in kernels.items():
         by_kind[kind_of(name)] += us / steps / 1e3
         launches += calls
-    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:TOP]
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])
+    entry = lambda n, us, c: {"name": n[:90], "kind": kind_of(n), "ms": us / steps / 1e3, "calls": c / steps}  # noqa: E731
+    per_kind = {kind: [entry(n, us, c) for n, (us, c) in ranked if kind_of(n) == kind][:PER_KIND] for kind in KINDS}
     return {"kernel_ms": sum(by_kind.values()), "by_kind_ms": by_kind, "launches_per_step": launches / steps,
-            "top": [{"name": n[:90], "kind": kind_of(n), "ms": us / steps / 1e3, "calls": c / steps}
-                    for n, (us, c) in top]}  # fmt: skip
+            "top": [entry(n, us, c) for n, (us, c) in ranked[:top]], "top_by_kind": per_kind}
 
 
 def kernel_times(step, steps: int) -> dict[str, tuple[float, int]]:
@@ -83,7 +86,7 @@ def profile_case(case: tuple[int, int, int, str], args: argparse.Namespace) -> d
     x = torch.randn(B, S, D, device="cuda")
     model = build("ours-compiled", B, S, D, pattern, args, "", fresh_compile=True)
     step, _, _ = prepare(model, x, args.warmup, autocast=True)
-    row = summarize(kernel_times(step, args.steps), args.steps)
+    row = summarize(kernel_times(step, args.steps), args.steps, args.top)
     row["eager_step_ms"] = time_rounds({"eager": step}, args.reps, cuda=True)["eager"][0]
     del step
     graphed, _, _ = prepare(model, x, args.warmup, autocast=True, graph=True)  # the same compiled blocks
@@ -108,7 +111,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
                      f"{r['launches_per_step']:.0f} | " + " | ".join(f"{r['by_kind_ms'][k]:.2f}" for k in KINDS)
                      + " |")  # fmt: skip
     for r in rows:
-        lines += ["", f"## {r['B']}, {r['S']}, {r['D']} {r['pattern']}: the {TOP} longest kernels", "",
+        lines += ["", f"## {r['B']}, {r['S']}, {r['D']} {r['pattern']}: the {len(r['top'])} longest kernels", "",
                   "| kernel | kind | ms / step | calls / step |", "|---|---|---|---|"]
         lines += [f"| `{t['name']}` | {t['kind']} | {t['ms']:.3f} | {t['calls']:.0f} |" for t in r["top"]]
     path.write_text("\n".join(lines) + "\n")
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="profiled steps")
     parser.add_argument("--reps", type=int, default=10, help="timed steps")
+    parser.add_argument("--top", type=int, default=TOP, help="kernels listed per case")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -71,6 +71,8 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
                                  "other": 0.05}  # fmt: skip
     assert [t["name"] for t in row["top"]] == ["triton_poi_fused_a", "_mlstm_fwd", "gemm_x", "copy"]
     assert row["top"][0]["calls"] == 3
+    assert [t["name"] for t in row["top_by_kind"]["other"]] == ["copy"] and row["top_by_kind"]["slstm"] == []
+    assert [t["name"] for t in bench.summarize(kernels, steps=2, top=2)["top"]] == ["triton_poi_fused_a", "_mlstm_fwd"]
     fake = {**row, "eager_step_ms": 3.0, "graph_step_ms": 2.5, "device": "GPU", "commit": "abc", "B": 1, "S": 2,
             "D": 3, "pattern": "m"}  # fmt: skip
     bench.write_markdown([fake], tmp_path / "p.md")
