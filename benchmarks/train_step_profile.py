@@ -51,16 +51,12 @@ def kind_of(name: str) -> str:
 def summarize(kernels: dict[str, tuple[float, int]], steps: int, top: int = TOP) -> dict:
     """Per-step totals by kind, the `top` longest kernels and the `PER_KIND` longest of each kind, from
     name -> (total microseconds, calls) over `steps` steps."""
-    by_kind = dict.fromkeys(KINDS, 0.0)
-    launches = 0
-    for name, (us, calls) in kernels.items():
-        by_kind[kind_of(name)] += us / steps / 1e3
-        launches += calls
-    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])
-    entry = lambda n, us, c: {"name": n[:90], "kind": kind_of(n), "ms": us / steps / 1e3, "calls": c / steps}  # noqa: E731
-    per_kind = {kind: [entry(n, us, c) for n, (us, c) in ranked if kind_of(n) == kind][:PER_KIND] for kind in KINDS}
-    return {"kernel_ms": sum(by_kind.values()), "by_kind_ms": by_kind, "launches_per_step": launches / steps,
-            "top": [entry(n, us, c) for n, (us, c) in ranked[:top]], "top_by_kind": per_kind}
+    ranked = [{"name": name[:90], "kind": kind_of(name), "ms": us / steps / 1e3, "calls": calls / steps}
+              for name, (us, calls) in sorted(kernels.items(), key=lambda kv: -kv[1][0])]  # fmt: skip
+    by_kind = {kind: sum(e["ms"] for e in ranked if e["kind"] == kind) for kind in KINDS}
+    per_kind = {kind: [e for e in ranked if e["kind"] == kind][:PER_KIND] for kind in KINDS}
+    return {"kernel_ms": sum(by_kind.values()), "by_kind_ms": by_kind,
+            "launches_per_step": sum(e["calls"] for e in ranked), "top": ranked[:top], "top_by_kind": per_kind}
 
 
 def kernel_times(step, steps: int) -> dict[str, tuple[float, int]]:
