@@ -30,6 +30,8 @@ _REGISTRY: dict[str, str] = {
     "slstm--triton": "slstm.triton_slstm:slstm_triton",
     "slstm--triton_fp16r": "slstm.triton_slstm:slstm_triton_fp16r",
     "slstm--triton_fp32r": "slstm.triton_slstm:slstm_triton_fp32r",
+    "causal_conv--torch": "conv.torch_ref:causal_conv_torch",
+    "causal_conv--triton": "conv.triton_conv:causal_conv_triton",
 }
 
 

@@ -17,6 +17,7 @@ _AUTO = {
     # kernel takes: the limits the kernels check)
     "mlstm": ("mlstm_chunkwise--triton", "mlstm_chunkwise--torch", 512),
     "slstm": ("slstm--triton", "slstm--torch_loop", 128),
+    "causal_conv": ("causal_conv--triton", "causal_conv--torch", None),
 }
 
 
@@ -34,7 +35,7 @@ def resolve_kernel_name(name: str, op: str, device: torch.device, head_dim: int 
         return name
     fast, portable, widest = _AUTO[op]
     if device.type == "cuda" and _triton_available() and fast in available_kernels():
-        if head_dim is None or head_dim <= widest:
+        if head_dim is None or widest is None or head_dim <= widest:
             return fast
         warnings.warn(
             f"kernel='auto': {fast} takes heads up to {widest} wide, this {op} block's are {head_dim}; it runs on "
@@ -56,7 +57,8 @@ def kernel_for(name: str, op: str, device: torch.device, head_dim: int | None = 
 
     Triton kernels come back wrapped in `torch.compiler.disable`: a compiled block runs them as they are (one
     fused kernel each, with their own backward) and compiles the code around them, instead of tracing their
-    launches. Torch kernels stay traceable, so compilation fuses their element-wise work.
+    launches. Torch kernels stay traceable, so compilation fuses their element-wise work; so do Triton kernels
+    registered as torch custom ops (marked `compile_traceable`), which a compiled graph calls in place.
 
     head_dim: the widest head dimension of the calls (see `resolve_kernel_name`); None skips that check."""
     key = (name, op, device.type, head_dim)
@@ -64,10 +66,18 @@ def kernel_for(name: str, op: str, device: torch.device, head_dim: int | None = 
     if found is None:
         resolved = resolve_kernel_name(name, op, device, head_dim)
         found = get_kernel(resolved)
-        if resolved.endswith("--triton"):
+        if "--triton" in resolved and not getattr(found, "compile_traceable", False):
             found = torch.compiler.disable(found, recursive=True)
         _FOUND[key], _NAMES[key] = found, resolved
     return found
+
+
+def conv_kernel_name(block_kernel: str) -> str:
+    """The causal-conv kernel that goes with a block's sequence kernel: 'auto' stays 'auto' (Triton on CUDA), a
+    Triton sequence kernel takes the Triton conv, any other the torch one."""
+    if block_kernel == "auto":
+        return "auto"
+    return "causal_conv--triton" if "--triton" in block_kernel else "causal_conv--torch"
 
 
 def mlstm_chunk_size(name: str, device: torch.device, seq_len: int, head_dim: int) -> int:

@@ -8,49 +8,53 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xlstm_ts.kernel_choice import kernel_for
+from xlstm_ts.kernels.conv.torch_ref import causal_conv_torch
+
 
 class CausalConv1d(nn.Module):
-    """Depthwise causal convolution over time: output t sees inputs t - kernel + 1 .. t.
+    """Depthwise causal convolution over time, optionally followed by SiLU: output t sees inputs t - kernel + 1 .. t.
 
-    For a few taps (`prefer_taps`) it runs as a sum of shifted, per-channel scaled copies of the input in its
-    (B, T, C) layout: the same function as the grouped Conv1d without transposes to (B, C, T) or a depthwise-
-    convolution backward, and element-wise, so torch.compile fuses it with the activation around it. Otherwise it
-    calls the Conv1d.
+    For a few taps (`prefer_taps`) it runs the registered causal-conv kernel (`kernel`, resolved per device by
+    `kernel_choice`: on CUDA a Triton custom op that torch.compile keeps in its graph, else shifted, per-channel
+    scaled copies of the input in its (B, T, C) layout, element-wise, which torch.compile fuses with the ops around
+    it); both return x's dtype. Otherwise it calls the grouped Conv1d.
+
+    Args:
+        channels: C.
+        kernel_size: K taps.
+        activation: None or "silu", applied after the conv.
+        kernel: 'auto' or a causal-conv registry name ('causal_conv--torch', 'causal_conv--triton').
     """
 
-    def __init__(self, channels: int, kernel_size: int):
+    def __init__(self, channels: int, kernel_size: int, activation: str | None = None, kernel: str = "auto"):
         super().__init__()
-        self.kernel_size = kernel_size
+        self.kernel_size, self.activation, self.kernel = kernel_size, activation, kernel
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, C)
         K = self.kernel_size
         if prefer_taps(K):
-            return causal_taps(x, self.conv.weight, self.conv.bias)
+            fn = kernel_for(self.kernel, "causal_conv", x.device)
+            return fn(x, self.conv.weight, self.conv.bias, self.activation)
         y = F.pad(x.transpose(1, 2), (K - 1, 0))  # (B, C, T + K - 1)
-        return self.conv(y).transpose(1, 2)  # (B, T, C)
+        y = self.conv(y).transpose(1, 2)  # (B, T, C)
+        return F.silu(y) if self.activation == "silu" else y
 
 
 def prefer_taps(kernel_size: int) -> bool:
-    """Whether a depthwise causal conv of this width runs as shifted products (`causal_taps`), on any device.
+    """Whether a depthwise causal conv of this width runs the causal-conv kernels (`CausalConv1d`), on any device.
 
-    Measured forward + backward: about twice as fast as the grouped Conv1d on a 2-core CPU for up to 8 taps; on an
-    H200 slower eager than cuDNN's depthwise conv but fused by torch.compile, which made the compiled, graphed bf16
-    training step at (1024, 64, 128) 15 % faster (10.45 -> 8.93 ms, mmmm)."""
+    Measured forward + backward: shifted products about twice as fast as the grouped Conv1d on a 2-core CPU for up
+    to 8 taps; on an H200 slower eager than cuDNN's depthwise conv but fused by torch.compile, which made the
+    compiled, graphed bf16 training step at (1024, 64, 128) 15 % faster (10.45 -> 8.93 ms, mmmm)."""
     return kernel_size <= 8
 
 
 def causal_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Depthwise causal conv as shifted products: y_t = bias + sum_k weight[:, 0, k] * x_{t - K + 1 + k}.
-
-    x (B, T, C); weight (C, 1, K) as nn.Conv1d holds it (cross-correlation: tap K - 1 meets x_t); bias (C,)."""
-    T, K = x.shape[1], weight.shape[-1]
-    taps = weight[:, 0].t()  # (K, C)
-    padded = F.pad(x, (0, 0, K - 1, 0))  # (B, T + K - 1, C)
-    y = padded[:, K - 1:] * taps[K - 1] if bias is None else torch.addcmul(bias, padded[:, K - 1:], taps[K - 1])
-    for k in range(K - 1):
-        y = torch.addcmul(y, padded[:, k:k + T], taps[k])  # (B, T, C)
-    return y
+    """Depthwise causal conv as shifted products (the `causal_conv--torch` kernel without activation): x (B, T, C);
+    weight (C, 1, K) as nn.Conv1d holds it; bias (C,) or None."""
+    return causal_conv_torch(x, weight, bias)
 
 
 class BlockDiagonalLinear(nn.Module):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlstm_ts.kernel_choice import kernel_for, mlstm_chunk_size
+from xlstm_ts.kernel_choice import conv_kernel_name, kernel_for, mlstm_chunk_size
 from xlstm_ts.layers import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -48,7 +48,7 @@ class MLSTMBlock(nn.Module):
         self.head_dim = inner // num_heads  # DQK = DHV of the cell
         self.norm = LayerNorm(embed_dim)
         self.up = nn.Linear(embed_dim, 2 * inner, bias=False)
-        self.conv = CausalConv1d(inner, conv_kernel)
+        self.conv = CausalConv1d(inner, conv_kernel, activation="silu", kernel=conv_kernel_name(kernel))
         self.q_proj = BlockDiagonalLinear(inner, qkv_blocksize)
         self.k_proj = BlockDiagonalLinear(inner, qkv_blocksize)
         self.v_proj = BlockDiagonalLinear(inner, qkv_blocksize)
@@ -83,7 +83,7 @@ class MLSTMBlock(nn.Module):
         B, T, _ = x.shape
         NH, DH = self.num_heads, self.head_dim
         x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
-        x_c = F.silu(self.conv(x_m))  # (B, T, inner)
+        x_c = self.conv(x_m)  # (B, T, inner): silu(conv(x_m)), in x_m's dtype
         qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
         v = self.v_proj(x_m)  # (B, T, inner)
         q, k = qk.chunk(2, dim=-1)  # (B, T, inner) each

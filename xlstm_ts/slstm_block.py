@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlstm_ts.kernel_choice import kernel_for
+from xlstm_ts.kernel_choice import conv_kernel_name, kernel_for
 from xlstm_ts.layers import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -51,7 +51,8 @@ class SLSTMBlock(nn.Module):
         self.num_heads, self.head_dim, self.kernel = num_heads, embed_dim // num_heads, kernel
         DH = self.head_dim
         self.norm = LayerNorm(embed_dim)
-        self.conv = CausalConv1d(embed_dim, conv_kernel) if conv_kernel > 0 else None
+        self.conv = (CausalConv1d(embed_dim, conv_kernel, activation="silu", kernel=conv_kernel_name(kernel))
+                     if conv_kernel > 0 else None)
         self.gate_proj = nn.ModuleList([BlockDiagonalLinear(embed_dim, DH) for _ in range(4)])  # i, f, z, o
         for proj in self.gate_proj:
             small_init_(proj.weight, embed_dim)
@@ -71,7 +72,7 @@ class SLSTMBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         B, T, D = x.shape
         y = self.norm(x)
-        y_c = F.silu(self.conv(y)) if self.conv is not None else y  # (B, T, D)
+        y_c = self.conv(y) if self.conv is not None else y  # (B, T, D): silu(conv(y))
         i_f = block_diagonal_concat(y_c, *self.gate_proj[:2])  # (B, T, 2 D): i and f see the conv branch
         z_o = block_diagonal_concat(y, *self.gate_proj[2:])  # (B, T, 2 D): z and o the raw input
         wx = torch.cat([i_f, z_o], dim=-1).reshape(B, T, 4, self.num_heads, self.head_dim)  # (B, T, 4, NH, DH)

@@ -1,0 +1,126 @@
+"""Depthwise causal conv (+ SiLU) in Triton, as torch custom ops: `causal_conv_triton`.
+
+The forward and the backward are registered ops (`xlstm_ts::causal_conv`, `xlstm_ts::causal_conv_backward`) with
+shape-only fake implementations, so torch.compile keeps them inside a compiled graph (no graph break) and CUDA
+graphs capture them; autocast leaves them alone: y and dx come out in x's dtype, the taps and bias stay in theirs.
+
+Against the shifted-products form under torch.compile, which materialized a padded copy of x, an fp32 pre-activation
+and a padded fp32 dx in the backward, these read x once each way (the backward recomputes the pre-activation) and
+write y, dx and per-program shares of dw and db. Same function as `causal_conv--torch`; contract in `torch_ref.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._fast_launch import FastLauncher
+from .._ints import cdiv, next_power_of_2
+from .torch_ref import check_conv_inputs
+from .triton_conv_kernels import _causal_conv_bwd_kernel_tl, _causal_conv_fwd_kernel_tl
+
+_FWD = FastLauncher(_causal_conv_fwd_kernel_tl)
+_BWD = FastLauncher(_causal_conv_bwd_kernel_tl)
+
+# tile of one program: time steps x channels (channels contiguous in memory), and its num_warps
+BLOCK_T = 32
+BLOCK_C = 128
+NUM_WARPS = 4
+
+
+def _tiles(T: int, C: int) -> tuple[int, int, int, int]:
+    """(BT, BC, NT time blocks, NCB channel blocks) for a (B, T, C) call."""
+    BT = min(max(next_power_of_2(T), 16), BLOCK_T)
+    BC = min(max(next_power_of_2(C), 16), BLOCK_C)
+    return BT, BC, cdiv(T, BT), cdiv(C, BC)
+
+
+@torch.library.custom_op("xlstm_ts::causal_conv", mutates_args=())
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
+    """y (B, T, C) contiguous in x's dtype; weight (C, K) contiguous."""
+    B, T, C = x.shape
+    y = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
+    if y.numel() == 0:
+        return y
+    BT, BC, NT, NCB = _tiles(T, C)
+    _FWD[(B * NT, NCB)](
+        x, weight, weight if bias is None else bias, y, T, C, NT, *x.stride(),
+        K=weight.shape[1], BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return y
+
+
+@_conv.register_fake
+def _conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("xlstm_ts::causal_conv_backward", mutates_args=())
+def _conv_backward(
+    dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx (B, T, C) in x's dtype, dw (C, K) in weight's, db (C,) in bias's or an empty tensor without bias)."""
+    B, T, C = x.shape
+    K = weight.shape[1]
+    dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
+    BT, BC, NT, NCB = _tiles(T, C)
+    dw_shares = torch.empty(B * NT, K, C, dtype=torch.float32, device=x.device)  # (B * NT, K, C)
+    db_shares = torch.empty(B * NT if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B * NT, C)
+    if dx.numel() > 0:
+        _BWD[(B * NT, NCB)](
+            x, weight, weight if bias is None else bias, dy, dx, dw_shares, db_shares, T, C, NT,
+            *x.stride(), *dy.stride(),
+            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=NUM_WARPS,
+        )  # fmt: skip
+    else:
+        dw_shares.zero_()
+        db_shares.zero_()
+    dw = dw_shares.sum(0).t().to(weight.dtype).contiguous()  # (C, K)
+    db = db_shares.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)  # (C,)
+    return dx, dw, db
+
+
+@_conv_backward.register_fake
+def _conv_backward_fake(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool):
+    db = bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), db
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, silu = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.silu = silu
+
+
+def _backward(ctx, dy):
+    x, weight, bias = ctx.saved_tensors
+    dx, dw, db = _conv_backward(dy, x, weight, bias, ctx.silu)
+    return dx, dw, (db if bias is not None else None), None
+
+
+_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def causal_conv_triton(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
+    """Depthwise causal conv (and activation) in Triton: same contract as `causal_conv--torch`.
+
+    Args:
+        x: (B, T, C), float32, bfloat16 or float16, any strides.
+        weight: (C, 1, K) or (C, K) taps.
+        bias: (C,) or None.
+        activation: None or "silu".
+
+    Returns:
+        (B, T, C) contiguous, in x's dtype.
+    """
+    taps, _ = check_conv_inputs(x, weight, bias, activation)
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"causal_conv--triton takes float32, bfloat16 or float16 x, got {x.dtype}; use "
+                         "causal_conv--torch for other dtypes.")  # fmt: skip
+    if x.device != taps.device or (bias is not None and bias.device != x.device):
+        where = f"{x.device}, {taps.device}" + ("" if bias is None else f", {bias.device}")
+        raise ValueError(f"x, weight and bias must be on one device, got {where}; move them with .to(x.device).")
+    return _conv(x, taps.contiguous(), bias, activation == "silu")
+
+
+causal_conv_triton.compile_traceable = True  # a custom op: torch.compile keeps it in the graph

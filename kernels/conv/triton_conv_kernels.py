@@ -1,0 +1,105 @@
+"""Triton kernels of the depthwise causal conv (+ SiLU): forward, and a backward that recomputes the forward.
+
+Tiles of (BT time steps, BC channels) of one sequence, one program per (sequence * time block, channel block);
+x is read through its strides in its own dtype (a slice of a wider projection output needs no copy), the taps and
+the bias in fp32, sums in fp32.
+
+Forward: a_t = bias + sum_k w_k x_{t-K+1+k};  y_t = silu(a_t) (SILU) or a_t, stored in y's dtype.
+Backward, with g_t = dy_t * act'(a_t):  dx_t = sum_k w_k g_{t+K-1-k} (g = 0 beyond T), so a tile needs g on K - 1
+steps after it; it recomputes a there from x instead of storing a or g. Each program also writes its tile's shares
+of dw_k = sum_t g_t x_{t-K+1+k} and db = sum_t g_t (one row per program, summed by the host: deterministic).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K: tl.constexpr, BT: tl.constexpr,
+                   BC: tl.constexpr, HAS_BIAS: tl.constexpr):  # fmt: skip
+    """a at steps t (BT,) and channels c (BC,): (BT, BC) fp32; steps outside [0, T) read x as 0."""
+    a = tl.zeros((BT, BC), dtype=tl.float32)
+    if HAS_BIAS:
+        a += tl.load(b_ptr + c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(K):
+        s = t - (K - 1) + k  # (BT,)
+        m = ((s >= 0) & (s < T))[:, None] & mask_c[None, :]
+        xs = tl.load(x_base + s[:, None] * sx_t + c[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + c * K + k, mask=mask_c, other=0.0).to(tl.float32)  # (BC,)
+        a += xs * w[None, :]
+    return a
+
+
+@triton.jit
+def _causal_conv_fwd_kernel_tl(
+    x_ptr,  # (B, T, C), strides sx_*
+    w_ptr,  # (C, K) contiguous taps
+    b_ptr,  # (C,) bias; read only if HAS_BIAS
+    y_ptr,  # out (B, T, C) contiguous
+    T, C, NT,
+    sx_b, sx_t, sx_c,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+):  # fmt: skip
+    pid, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (batch * time block, channel block)
+    pid_b, pid_t = pid // NT, pid % NT
+    t = pid_t * BT + tl.arange(0, BT)
+    c = pid_c * BC + tl.arange(0, BC)
+    mask_c = c < C
+    a = _preactivation(x_ptr + pid_b * sx_b, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
+    if SILU:
+        a = a * tl.sigmoid(a)
+    mask = (t < T)[:, None] & mask_c[None, :]
+    tl.store(y_ptr + pid_b * T * C + t[:, None] * C + c[None, :], a.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _causal_conv_bwd_kernel_tl(
+    x_ptr,  # (B, T, C), strides sx_*
+    w_ptr,  # (C, K) contiguous taps
+    b_ptr,  # (C,) bias; read only if HAS_BIAS
+    dy_ptr,  # (B, T, C) upstream gradient, strides sdy_*
+    dx_ptr,  # out (B, T, C) contiguous
+    dw_ptr,  # out (B * NT, K, C) fp32: each program's share of dw
+    db_ptr,  # out (B * NT, C) fp32: each program's share of db; written only if HAS_BIAS
+    T, C, NT,
+    sx_b, sx_t, sx_c,
+    sdy_b, sdy_t, sdy_c,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+):  # fmt: skip
+    pid, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (batch * time block, channel block)
+    pid_b, pid_t = pid // NT, pid % NT
+    t = pid_t * BT + tl.arange(0, BT)
+    c = pid_c * BC + tl.arange(0, BC)
+    mask_c = c < C
+    x_base = x_ptr + pid_b * sx_b
+    dy_base = dy_ptr + pid_b * sdy_b
+    dx = tl.zeros((BT, BC), dtype=tl.float32)
+    share = pid_b * NT + pid_t
+    for j in tl.static_range(K):  # g at steps t + j meets tap K - 1 - j of dx_t
+        tj = t + j
+        mask = (tj < T)[:, None] & mask_c[None, :]
+        g = tl.load(dy_base + tj[:, None] * sdy_t + c[None, :] * sdy_c, mask=mask, other=0.0).to(tl.float32)
+        if SILU:
+            a = _preactivation(x_base, w_ptr, b_ptr, tj, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
+            s = tl.sigmoid(a)
+            g = g * (s + a * s * (1.0 - s))
+        w = tl.load(w_ptr + c * K + (K - 1 - j), mask=mask_c, other=0.0).to(tl.float32)  # (BC,)
+        dx += g * w[None, :]
+        if j == 0:  # this tile's own steps: its shares of dw and db
+            if HAS_BIAS:
+                tl.store(db_ptr + share * C + c, tl.sum(g, axis=0), mask=mask_c)
+            for k in tl.static_range(K):
+                s_k = t - (K - 1) + k
+                m_k = ((s_k >= 0) & (s_k < T))[:, None] & mask_c[None, :]
+                xs = tl.load(x_base + s_k[:, None] * sx_t + c[None, :] * sx_c, mask=m_k, other=0.0).to(tl.float32)
+                tl.store(dw_ptr + (share * K + k) * C + c, tl.sum(g * xs, axis=0), mask=mask_c)
+    mask_t = (t < T)[:, None] & mask_c[None, :]
+    tl.store(dx_ptr + pid_b * T * C + t[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask_t)
