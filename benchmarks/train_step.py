@@ -14,7 +14,7 @@ in the ratios; on a GPU one variant after the other, so that each variant's peak
 Variants:
 - `ours`: `XLSTMStack` with kernel "auto" (Triton on CUDA, the torch references on the CPU), fp32.
 - `ours-bf16` (GPU): the same under `torch.autocast(bfloat16)`; the kernels keep gates, states and sums in fp32.
-- `ours-compiled` (with `--compile`): the same stack after `XLSTMStack.compile_blocks()` (torch.compile per block);
+- `ours-compiled` (with `--compile`): the same stack after `XLSTMStack.compile_blocks()` (the whole stack compiled);
   the first step, which compiles, is timed apart as `first_step_s`.
 - `ours-compiled-graph`, `ours-compiled-bf16-graph` (GPU, with `--graph`): the compiled stack's whole step (fp32, or
   under bf16 autocast) captured once as a CUDA graph and replayed (`xlstm_ts.graphed_step.GraphedTrainStep`, AdamW
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--matmul-precision", choices=("highest", "high"), default="high",
                         help="torch.set_float32_matmul_precision for both stacks")
-    parser.add_argument("--compile", action="store_true", help="also time our stack with torch.compile per block")
+    parser.add_argument("--compile", action="store_true", help="also time our stack compiled")
     parser.add_argument("--graph", action="store_true", help="also time the compiled step captured as a CUDA graph "
                         "(fp32 and bf16 autocast; GPU only)")
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")

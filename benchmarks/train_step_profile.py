@@ -1,7 +1,8 @@
 """Where the GPU time of our training step goes: kernel time per step by kind, and the kernels that take the most.
 
-The step is `train_step.py`'s (forward, backward of mean(y^2), AdamW; same widths and shapes), our stack compiled per
-block (`XLSTMStack.compile_blocks()`) under bf16 autocast, the fastest configuration there. It is profiled eagerly
+The step is `train_step.py`'s (forward, backward of mean(y^2), AdamW; same widths and shapes), our stack compiled
+(`XLSTMStack.compile_blocks()`, rows before 2026-12 per block, since then as one graph) under bf16 autocast, the
+fastest configuration there. It is profiled eagerly
 (`torch.profiler`, CUDA activity, `--steps` steps after warm-up): the kernels are those the captured CUDA graph
 replays, without its launch savings, so "kernel ms / step" is what a graph replay can at best reach. The graphed step
 is timed in the same run for comparison.
@@ -95,7 +96,8 @@ def profile_case(case: tuple[int, int, int, str], args: argparse.Namespace) -> d
 
 def write_markdown(rows: list[dict], path: Path) -> None:
     lines = ["# Training step profile: GPU kernel time by kind", "",
-             "Written by `benchmarks/train_step_profile.py` (method in its docstring): our stack compiled per block, "
+             "Written by `benchmarks/train_step_profile.py` (method in its docstring): our stack compiled "
+             "(`XLSTMStack.compile_blocks()`: per block before 2026-12, then the whole stack), "
              "bf16 autocast, ms per step. kernels = the summed kernel time of an eager step; graph = the median "
              "step time of the same step captured as a CUDA graph.", "",
              "| device, commit | B, S, D | pattern | graph ms | eager ms | kernels ms | launches | "

@@ -1,4 +1,5 @@
-"""XLSTMStack.compile_blocks: torch.compile per block computes the same function and keeps parameter names."""
+"""XLSTMStack.compile_blocks: torch.compile of the whole stack (default) or per block computes the same function and
+keeps parameter names."""
 
 import copy
 import os
@@ -15,11 +16,14 @@ NO_CXX = not shutil.which(os.environ.get("CXX", "g++"))
 
 
 @pytest.mark.skipif(NO_CXX, reason="torch.compile on the CPU needs a C++ compiler")
-def test_compiled_blocks_match_eager_forward_and_backward(one_thread):
+@pytest.mark.parametrize("per_block", [False, True], ids=["whole-stack", "per-block"])
+def test_compiled_blocks_match_eager_forward_and_backward(per_block, one_thread):
     torch.manual_seed(0)
     cfg = ModelConfig(embed_dim=16, num_heads=2, pattern="ms", qkv_blocksize=4, dropout=0.0)
     eager = XLSTMStack(cfg)
-    compiled = copy.deepcopy(eager).compile_blocks()
+    compiled = copy.deepcopy(eager).compile_blocks(per_block=per_block)
+    compiled_parts = [compiled.blocks[0]] if per_block else [compiled]
+    assert all(part._compiled_call_impl is not None for part in compiled_parts)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # in-place compile: same names, same checkpoints
     x = torch.randn(3, 6, 16)
     upstream = torch.randn(3, 6, 16)

@@ -1,4 +1,4 @@
-"""XLSTMForecaster(compile=True): the blocks train compiled and forecast like the eager fit; multi-process fits are
+"""XLSTMForecaster(compile=True): the stacks train compiled and forecast like the eager fit; multi-process fits are
 refused before any work."""
 
 import os
@@ -25,8 +25,8 @@ def _fit(compile_, **kw):
 def test_compiled_fit_matches_eager_fit(one_thread):
     eager, compiled = _fit(False), _fit(True)
     stacks = [m for m in compiled.net_.modules() if isinstance(m, XLSTMStack)]
-    assert stacks and all(block._compiled_call_impl is not None for s in stacks for block in s.blocks)
-    assert all(block._compiled_call_impl is None for block in eager.net_.stack.blocks)
+    assert stacks and all(s._compiled_call_impl is not None for s in stacks)
+    assert eager.net_.stack._compiled_call_impl is None
     a, b = eager.predict(), compiled.predict()
     assert list(a.columns) == list(b.columns)
     # same seed, same windows: fused kernels only change the rounding

@@ -72,9 +72,9 @@ class XLSTMForecaster(BaseEstimator):
             after): "high" lets fp32 matmuls and the Triton kernels' dots use TF32 tensor cores (a training step about
             6x faster on an H100 than exact fp32; gates, states and sums stay fp32), "highest" keeps exact fp32 dots,
             None leaves torch's setting as it is. Without CUDA it changes nothing.
-        compile: torch.compile each xLSTM block before training (`XLSTMStack.compile_blocks`; the Triton kernels
-            stay as they are): faster training steps after a one-off compile (seconds on a GPU, up to minutes on a
-            CPU, which needs a C++ compiler). Single-device fits only. The first `predict` compiles its own graphs.
+        compile: torch.compile each xLSTM stack before training (`XLSTMStack.compile_blocks`; the Triton sequence
+            kernels stay as they are): faster training steps after a one-off compile (seconds on a GPU, up to minutes
+            on a CPU, which needs a C++ compiler). Single-device fits only. The first `predict` compiles its own graphs.
         cuda_graphs: On one CUDA device, capture the training loss's forward and backward as CUDA graphs on the
             first batch and replay them (`xlstm_ts.graphed_step.GraphedLoss`): far fewer kernel launches per step
             for small batches, the same arithmetic. The optimizer steps outside the graph.
