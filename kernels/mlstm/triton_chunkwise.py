@@ -54,6 +54,13 @@ _K_LAUNCH = 256
 # set by benchmarks/kernels.py for its one block-size sweep; None picks num_warps from the tile sizes
 NUM_WARPS_OVERRIDE: int | None = None
 
+# software-pipelining stages of the chunk loops of the forward and backward kernels (None: Triton's default, 3 on
+# sm_90). One stage was faster on an H200 (bf16, CUDA-graph timings of fw / fw+bw: (1024, 4, 64, 64) 0.092 / 0.311
+# against 0.100 / 0.327 ms, (256, 4, 336, 64) 0.186 / 0.946 against 0.236 / 1.057, (64, 4, 512, 64) 0.073 / 0.361
+# against 0.089 / 0.394), and Triton 3.6's default-stage backward of one 64-step chunk of 32-wide bf16 heads with a
+# contiguous dh read shared memory out of bounds (illegal address; any batch, e.g. (2, 2, 64, 32))
+NUM_STAGES: int | None = 1
+
 # input dtypes whose one-DHV-block backwards that form dq in their single pass sum <dh, h> from their own dots
 # (HD_FROM_DOTS), so the forward keeps no fp32 copy of h; () makes every backward read a saved h (A/B timings)
 HD_FROM_DOTS_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
@@ -96,6 +103,11 @@ def _tiles(
         L, BV = 16, 32  # fp32 / TF32 dot operands of a 256-wide head overflow shared memory (242 KB > 227 KB)
     num_warps = 4 if BK * BV <= 64 * 64 else 8
     return L, BK, BV, warps or num_warps
+
+
+def _stages() -> dict[str, int]:
+    """The num_stages launch option of the forward and backward kernels: `NUM_STAGES` where set."""
+    return {} if NUM_STAGES is None else {"num_stages": NUM_STAGES}
 
 
 def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int, hd_dots: bool) -> int:
@@ -168,7 +180,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
                 L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
                 STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
                 ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=stored,
-                num_warps=num_warps,
+                num_warps=num_warps, **_stages(),
             )  # fmt: skip
         # the segments' entering states and the last ones, or the chunks' entering states (stored)
         seg_saved = (*segs, C_last, n_last) if G > 1 else (*chunk_states, None, None, None) if stored else (None,) * 5
@@ -227,7 +239,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             HAS_INIT=has_init or G > 1, STORE_D0=has_init,
             HAS_DC=upstream[0] is not None, HAS_DN=upstream[1] is not None, HAS_DM=upstream[2] is not None,
             MULTI_V=NV > 1, DETACH=detach, ONE_CHUNK=CPS == 1, SEGMENTED=G > 1, STORED=stored, HD_FROM_DOTS=hd_dots,
-            num_warps=num_warps,
+            num_warps=num_warps, **_stages(),
         )  # fmt: skip
         if NV > 1:
             dq, dk, di, df, dm0 = sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK)

@@ -173,3 +173,22 @@ def test_forward_without_gradients_of_128_wide_heads_runs_chunks_of_64(nan_poiso
             )
         for name, a, b in zip(OUT_NAMES, [ref_h, *ref_states], [h, *states], strict=True):
             assert_close(name, a, b.cpu(), TOL[torch.bfloat16][0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("S", [33, 64])
+@pytest.mark.parametrize("DQK,DHV", [(32, 32), (16, 16), (32, 64)], ids=lambda x: str(x))
+def test_chunkwise_triton_gpu_one_chunk_narrow_heads(S, DQK, DHV):
+    """One chunk of narrow bf16 heads, h only, a contiguous upstream gradient: a backward compiled with Triton 3.6's
+    default pipelining read shared memory out of bounds here (illegal address), which `NUM_STAGES` avoids."""
+    torch.manual_seed(5)
+    x = make_mlstm_inputs(2, 2, S, DQK, DHV, dtype=torch.bfloat16, device="cuda")
+    leaves = [t.clone().requires_grad_() for t in x]
+    ref_leaves = [t.detach().double().requires_grad_() for t in x]
+    dh = torch.randn(2, 2, S, DHV, dtype=torch.bfloat16, device="cuda")
+    grads = torch.autograd.grad(get_kernel("mlstm_chunkwise--triton")(*leaves), leaves, dh)
+    ref = get_kernel("mlstm_chunkwise--torch")(*ref_leaves)
+    grads_ref = torch.autograd.grad(ref, ref_leaves, dh.double())
+    for name, a, b in zip(("dq", "dk", "dv", "di", "df"), grads_ref, grads, strict=True):
+        assert_close(name, a, b, TOLERANCES["bfloat16-triton-grad"].ratio)
