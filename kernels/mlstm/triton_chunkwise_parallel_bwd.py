@@ -253,7 +253,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     if dh is None:  # only the last states were used
         dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
     dcs, dns, dms = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV, lowp,
-                                    eps, detach, CARRY)  # fmt: skip
+                                    eps, detach, CARRY, shares_summed=True)  # fmt: skip
     new = lambda x: torch.empty(x.shape, dtype=x.dtype, device=q.device)  # noqa: E731  contiguous, x's dtype
     dq, dk, dv, di, df = new(q), new(k), new(v), new(i), new(f)  # (B, NH, S, D...) and (B, NH, S)
     has_init = C0 is not None

@@ -36,6 +36,9 @@ STORE_STATES_OVERRIDE: bool | None = None
 # segment) and their num_warps; set by benchmarks for A/B timings
 BOUNDS_CARRY_OVERRIDE: int | None = None
 BOUNDS_WARPS = 4
+# (DQK block, DHV block) of the boundary kernels (None: `_k_block`'s at most 64 columns, the caller's DHV block);
+# an A/B knob of benchmarks: smaller blocks give more, lighter programs over the same sequential walk
+BOUNDS_BLOCKS_OVERRIDE: tuple[int, int] | None = None
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -85,6 +88,14 @@ def _k_block(DQK: int) -> tuple[int, int]:
     return BK, cdiv(DQK, BK)
 
 
+def _bounds_blocks(DQK: int, BV: int) -> tuple[int, int, int]:
+    """(BK, NKB, BV) of a boundary-kernel launch: `BOUNDS_BLOCKS_OVERRIDE` when set, else `_k_block` and `BV`."""
+    if BOUNDS_BLOCKS_OVERRIDE is None:
+        return (*_k_block(DQK), BV)
+    BK, BV = BOUNDS_BLOCKS_OVERRIDE
+    return BK, cdiv(DQK, BK), BV
+
+
 def _carry(L: int, CPS: int, carry: int | None = None) -> tuple[int, int]:
     """(chunk length, chunks per segment) the boundary kernels carry a segment of CPS * L steps in: chunks of
     `BOUNDS_CARRY_OVERRIDE`, else of `carry`, steps when that divides the segment; the layout's own otherwise."""
@@ -116,7 +127,7 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
     )
     has_init = C0 is not None
     init = (C0, n0, m0) if has_init else (k, k, k)  # placeholders are never read
-    BK, NKB = _k_block(DQK)
+    BK, NKB, BV = _bounds_blocks(DQK, BV)
     NV = cdiv(DHV, BV)
     L, CPS = _carry(L, CPS, carry)
     _mlstm_bounds_fwd_kernel_tl[(NKB * NV, B * NH)](
@@ -129,9 +140,10 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
 
 
 def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach,
-                    carry=None):  # fmt: skip
+                    carry=None, shares_summed=False):  # fmt: skip
     """Gradients of the state leaving each segment (the caller's for the last one) and the per-DHV-block shares
-    of the gradient routed to m there; `carry` as in `bounds_forward`.
+    of the gradient routed to m there; `carry` as in `bounds_forward`. A caller that sums all the shares itself
+    (`shares_summed`) lets `BOUNDS_BLOCKS_OVERRIDE` pick the DHV block; others get one share per block of BV.
 
     Args:
         h, z, m: the forward's saved h (BNH, S, DHV), z and m (BNH, S). last: (C_L, n_L) from the forward, read
@@ -142,6 +154,8 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     """
     B, NH, S, DQK = q.shape
     DHV = dh.shape[-1]
+    BK, NKB, own_bv = _bounds_blocks(DQK, BV)
+    BV = own_bv if shares_summed else BV
     NV = cdiv(DHV, BV)
     f32 = {"dtype": torch.float32, "device": q.device}
     dcs = torch.empty(B, NH * G, DQK, DHV, **f32)  # (B, NH * G, DQK, DHV)
@@ -149,7 +163,6 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     dms = torch.empty(NV, B, NH * G, **f32)  # (NV, B, NH * G)
     C_L, n_L = last if last is not None else (dcs, dns)  # placeholders are never read
     upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
-    BK, NKB = _k_block(DQK)
     L, CPS = _carry(L, CPS, carry)
     _mlstm_bounds_bwd_kernel_tl[(NKB * NV, B * NH)](
         q, i, f, h, z, m, C_L, n_L, dh, *upstream, dcs, dns, dms,

@@ -170,3 +170,15 @@ def test_boundary_kernels_carrying_in_longer_chunks(i_mean, chunks_per_segment, 
     assert segments._carry(16, 2) == (32, 1) and segments._carry(16, 3) == (16, 3)  # 48 steps: 32 does not divide
     torch.manual_seed(8)
     check_triton(1, 2, 75, 24, 40, i_mean, True)
+
+
+@pytest.mark.parametrize("chunks_per_segment", [2, PARALLEL2], indirect=True, ids=["2-chunks", PARALLEL2])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_boundary_kernels_in_smaller_blocks(i_mean, chunks_per_segment, monkeypatch, nan_poison):
+    """The boundary kernels in (16, 16) blocks of (DQK, DHV) (a timing knob: more, lighter programs), where the
+    launches around them use blocks of 64: 40 columns span three blocks each way; the chunk-parallel backward sums
+    the boundary kernel's three shares of the stabilizer gradient, the chunk-walking one keeps its own DHV block."""
+    monkeypatch.setattr(segments, "BOUNDS_BLOCKS_OVERRIDE", (16, 16))
+    assert segments._bounds_blocks(40, 64) == (16, 3, 16)
+    torch.manual_seed(9)
+    check_triton(1, 2, 75, 40, 40, i_mean, True)
