@@ -1,4 +1,4 @@
-"""Shared memory of our Triton kernels on an H100/H200 (sm_90), found without a GPU.
+"""Shared memory and registers of our Triton kernels on an H100/H200 (sm_90), found without a GPU.
 
 A kernel that needs more shared memory than the device has fails only when it is launched on that device (Triton
 raises OutOfResources), so the CPU interpreter tests cannot see it. Here the kernels' launches are recorded from
@@ -136,6 +136,17 @@ def _slstm_case(dtype: torch.dtype, S: int, DH: int, kernel: str = "slstm--trito
     return run
 
 
+def _conv_case(dtype: torch.dtype, T: int, silu: bool) -> Callable:
+    from . import get_kernel
+
+    def run() -> None:
+        x = torch.randn(4, T, 2 * 256).to(dtype)[..., :256].requires_grad_()  # a projection's slice, as in a block
+        weight, bias = torch.randn(256, 1, 4, requires_grad=True), torch.randn(256, requires_grad=True)
+        get_kernel("causal_conv--triton")(x, weight, bias, "silu" if silu else None).float().sum().backward()
+
+    return run
+
+
 CASES: dict[str, Callable[[], Callable]] = {
     f"mlstm {dtype_name} S={S} DH={DH}{' states' if states else ''}{' segments' if seg else ''}": (
         lambda dtype=dtype, S=S, DH=DH, states=states, seg=seg: _mlstm_case(dtype, S, DH, states, seg)
@@ -169,10 +180,13 @@ CASES: dict[str, Callable[[], Callable]] = {
 } | {
     # the fp32 recurrent matrices re-read from L2 one gate at a time (DH 128 takes fp16 matrices on chip by default)
     "slstm bf16 S=9 DH=128 fp32r": lambda: _slstm_case(torch.bfloat16, 9, 128, "slstm--triton_fp32r")
+} | {
+    f"conv {dtype_name} T=64{' silu' if silu else ''}": (lambda dtype=dtype, silu=silu: _conv_case(dtype, 64, silu))
+    for dtype_name, dtype, silu in (("bf16", torch.bfloat16, True), ("fp32", torch.float32, False))
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
-128 and 256 (column blocks), segments, forwards without gradients, and the sLSTM (fp16 recurrent matrices for bf16
-heads of 128, and their fp32 re-read path); fp32 and bf16 (different dots and tiles)."""
+128 and 256 (column blocks), segments, forwards without gradients, the sLSTM (fp16 recurrent matrices for bf16
+heads of 128, and their fp32 re-read path) and the causal conv; fp32 and bf16 (different dots and tiles)."""
 
 
 def main() -> None:

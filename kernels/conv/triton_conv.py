@@ -22,16 +22,18 @@ from .triton_conv_kernels import _causal_conv_bwd_kernel_tl, _causal_conv_fwd_ke
 _FWD = FastLauncher(_causal_conv_fwd_kernel_tl)
 _BWD = FastLauncher(_causal_conv_bwd_kernel_tl)
 
-# tile of one program: time steps x channels (channels contiguous in memory), and its num_warps
-BLOCK_T = 32
-BLOCK_C = 128
-NUM_WARPS = 4
+# (time steps, channels, num_warps) of the forward's tiles and of the backward's (channels are contiguous in memory):
+# small enough per thread to stay in registers on sm_90 (`_testing_sm90`: forward 96 registers, backward 99, no
+# spill; a backward of 32 x 128 tiles at 4 warps spilled 7.7 KB per thread, one of 16 x 64 used all 255 registers)
+FWD_BLOCK = (16, 64, 4)
+BWD_BLOCK = (8, 64, 8)
+MAX_TAPS = 8  # the backward sums dw in one register vector per tap
 
 
-def _tiles(T: int, C: int) -> tuple[int, int, int, int]:
-    """(BT, BC, NT time blocks, NCB channel blocks) for a (B, T, C) call."""
-    BT = min(max(next_power_of_2(T), 16), BLOCK_T)
-    BC = min(max(next_power_of_2(C), 16), BLOCK_C)
+def _tiles(T: int, C: int, block: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """(BT, BC, NT time blocks, NCB channel blocks) of a (B, T, C) call in tiles of at most `block`."""
+    BT = min(next_power_of_2(T), block[0])
+    BC = min(max(next_power_of_2(C), 16), block[1])
     return BT, BC, cdiv(T, BT), cdiv(C, BC)
 
 
@@ -42,10 +44,10 @@ def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
     y = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
     if y.numel() == 0:
         return y
-    BT, BC, NT, NCB = _tiles(T, C)
+    BT, BC, NT, NCB = _tiles(T, C, FWD_BLOCK)
     _FWD[(B * NT, NCB)](
         x, weight, weight if bias is None else bias, y, T, C, NT, *x.stride(),
-        K=weight.shape[1], BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=NUM_WARPS,
+        K=weight.shape[1], BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=FWD_BLOCK[2],
     )  # fmt: skip
     return y
 
@@ -63,14 +65,14 @@ def _conv_backward(
     B, T, C = x.shape
     K = weight.shape[1]
     dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
-    BT, BC, NT, NCB = _tiles(T, C)
-    dw_shares = torch.empty(B * NT, K, C, dtype=torch.float32, device=x.device)  # (B * NT, K, C)
-    db_shares = torch.empty(B * NT if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B * NT, C)
+    BT, BC, _, NCB = _tiles(T, C, BWD_BLOCK)
+    dw_shares = torch.empty(B, K, C, dtype=torch.float32, device=x.device)  # (B, K, C)
+    db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
     if dx.numel() > 0:
-        _BWD[(B * NT, NCB)](
-            x, weight, weight if bias is None else bias, dy, dx, dw_shares, db_shares, T, C, NT,
+        _BWD[(B, NCB)](
+            x, weight, weight if bias is None else bias, dy, dx, dw_shares, db_shares, T, C,
             *x.stride(), *dy.stride(),
-            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=NUM_WARPS,
+            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=BWD_BLOCK[2],
         )  # fmt: skip
     else:
         dw_shares.zero_()
@@ -113,7 +115,10 @@ def causal_conv_triton(x: Tensor, weight: Tensor, bias: Tensor | None = None, ac
     Returns:
         (B, T, C) contiguous, in x's dtype.
     """
-    taps, _ = check_conv_inputs(x, weight, bias, activation)
+    taps, K = check_conv_inputs(x, weight, bias, activation)
+    if K > MAX_TAPS:
+        raise ValueError(f"causal_conv--triton takes up to {MAX_TAPS} taps, got {K}; use causal_conv--torch or "
+                         "nn.Conv1d for wider convolutions.")  # fmt: skip
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"causal_conv--triton takes float32, bfloat16 or float16 x, got {x.dtype}; use "
                          "causal_conv--torch for other dtypes.")  # fmt: skip

@@ -16,7 +16,8 @@ triton_conv = pytest.importorskip("xlstm_ts.kernels.conv.triton_conv")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 REF = get_kernel("causal_conv--torch")
 TRITON = get_kernel("causal_conv--triton")
-# (B, T, C, K): T below, at and across the 32-step tile (1, 5, 37, 70); C across the 128-channel block (130)
+# (B, T, C, K): T below, at and across the tiles of 8 and 16 steps (1, 5, 33, 37, 70); C across the 64-channel
+# block (70, 130)
 SHAPES = [(2, 37, 20, 4), (3, 5, 70, 2), (1, 1, 16, 4), (2, 70, 130, 3), (1, 33, 24, 1)]
 
 
@@ -94,5 +95,7 @@ def test_conv_input_errors_say_what_was_expected():
         TRITON(x, torch.randn(8, 1, 3, device=DEVICE), None, "gelu")
     with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
         TRITON(x.double(), torch.randn(8, 1, 3, device=DEVICE, dtype=torch.float64))
+    with pytest.raises(ValueError, match="takes up to 8 taps, got 9"):
+        TRITON(x, torch.randn(8, 1, 9, device=DEVICE))
     with pytest.raises(ValueError, match=r"x must be \(B, T, C\)"):
         REF(x[0], torch.randn(8, 1, 3, device=DEVICE))
