@@ -7,7 +7,8 @@ fastest configuration there. It is profiled eagerly
 replays, without its launch savings, so "kernel ms / step" is what a graph replay can at best reach. The graphed step
 is timed in the same run for comparison.
 
-Kinds, from the kernel names: `mlstm` / `slstm` (our Triton sequence kernels), `matmul` (cuBLAS / CUTLASS),
+Kinds, from the kernel names: `mlstm` / `slstm` (our Triton sequence kernels), `conv` (our Triton causal conv; rows
+recorded before it existed show a dash), `matmul` (cuBLAS / CUTLASS),
 `fused` (Triton kernels that torch.compile generated: the element-wise and reduction work around the matmuls and
 the cells), `optimizer` (the fused AdamW), `other` (everything else: copies, fills, native element-wise kernels).
 
@@ -28,7 +29,7 @@ from train_step import GPU_CASES, RESULTS, build, parse_case, prepare, time_roun
 
 import provenance
 
-KINDS = ("mlstm", "slstm", "matmul", "fused", "optimizer", "other")
+KINDS = ("mlstm", "slstm", "conv", "matmul", "fused", "optimizer", "other")
 TOP = 12  # kernels listed per case in the table (`--top`)
 PER_KIND = 5  # kernels kept per kind in the JSON rows
 
@@ -40,6 +41,8 @@ def kind_of(name: str) -> str:
         return "mlstm"
     if "slstm" in low:
         return "slstm"
+    if "causal_conv" in low:
+        return "conv"
     if any(s in low for s in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_", "ampere_")):
         return "matmul"
     if any(s in low for s in ("adam", "multi_tensor", "foreach")):
@@ -94,6 +97,10 @@ def profile_case(case: tuple[int, int, int, str], args: argparse.Namespace) -> d
     return row
 
 
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def write_markdown(rows: list[dict], path: Path) -> None:
     lines = ["# Training step profile: GPU kernel time by kind", "",
              "Written by `benchmarks/train_step_profile.py` (method in its docstring): our stack compiled "
@@ -106,7 +113,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
     for r in rows:
         lines.append(f"| {r['device']}, {r['commit']} | {r['B']}, {r['S']}, {r['D']} | {r['pattern']} | "
                      f"{r['graph_step_ms']:.2f} | {r['eager_step_ms']:.2f} | {r['kernel_ms']:.2f} | "
-                     f"{r['launches_per_step']:.0f} | " + " | ".join(f"{r['by_kind_ms'][k]:.2f}" for k in KINDS)
+                     f"{r['launches_per_step']:.0f} | " + " | ".join(_ms(r["by_kind_ms"].get(k)) for k in KINDS)
                      + " |")  # fmt: skip
     for r in rows:
         lines += ["", f"## {r['B']}, {r['S']}, {r['D']} {r['pattern']}: the {len(r['top'])} longest kernels", "",

@@ -62,13 +62,14 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
     assert bench.kind_of("nvjet_tst_128x64_64x8_1x1_v_bz_TNN") == "matmul"
     assert bench.kind_of("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
     assert bench.kind_of("triton_poi_fused_add_mul_silu_0") == "fused"
+    assert bench.kind_of("_causal_conv_bwd_kernel_tl") == "conv"
     assert bench.kind_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == "optimizer"
     assert bench.kind_of("void at::native::vectorized_elementwise_kernel<4, FillFunctor>") == "other"
     kernels = {"triton_poi_fused_a": (3000.0, 6), "_mlstm_fwd": (1000.0, 2), "gemm_x": (500.0, 4), "copy": (100.0, 2)}
     row = bench.summarize(kernels, steps=2)
     assert row["kernel_ms"] == pytest.approx(2.3) and row["launches_per_step"] == 7
-    assert row["by_kind_ms"] == {"mlstm": 0.5, "slstm": 0.0, "matmul": 0.25, "fused": 1.5, "optimizer": 0.0,
-                                 "other": 0.05}  # fmt: skip
+    assert row["by_kind_ms"] == {"mlstm": 0.5, "slstm": 0.0, "conv": 0.0, "matmul": 0.25, "fused": 1.5,
+                                 "optimizer": 0.0, "other": 0.05}  # fmt: skip
     assert [t["name"] for t in row["top"]] == ["triton_poi_fused_a", "_mlstm_fwd", "gemm_x", "copy"]
     assert row["top"][0]["calls"] == 3
     assert [t["name"] for t in row["top_by_kind"]["other"]] == ["copy"] and row["top_by_kind"]["slstm"] == []
@@ -77,7 +78,12 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
             "D": 3, "pattern": "m"}  # fmt: skip
     bench.write_markdown([fake], tmp_path / "p.md")
     text = (tmp_path / "p.md").read_text()
-    assert "| GPU, abc | 1, 2, 3 | m | 2.50 | 3.00 | 2.30 | 7 | 0.50 | 0.00 | 0.25 | 1.50 | 0.00 | 0.05 |" in text
+    assert "| GPU, abc | 1, 2, 3 | m | 2.50 | 3.00 | 2.30 | 7 | 0.50 | 0.00 | 0.00 | 0.25 | 1.50 | 0.00 | 0.05 |" in (
+        text
+    )
+    old = {**fake, "by_kind_ms": {k: v for k, v in row["by_kind_ms"].items() if k != "conv"}}  # a row from before
+    bench.write_markdown([old], tmp_path / "old.md")
+    assert "| 7 | 0.50 | 0.00 | – | 0.25 |" in (tmp_path / "old.md").read_text()
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):  # the profile needs CUDA
             bench.main(["--out", str(tmp_path)])
