@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlstm_ts.kernel_choice import kernel_for
-from xlstm_ts.kernels.conv.torch_ref import causal_conv_torch
 
 
 class CausalConv1d(nn.Module):
@@ -49,12 +48,6 @@ def prefer_taps(kernel_size: int) -> bool:
     to 8 taps; on an H200 slower eager than cuDNN's depthwise conv but fused by torch.compile, which made the
     compiled, graphed bf16 training step at (1024, 64, 128) 15 % faster (10.45 -> 8.93 ms, mmmm)."""
     return kernel_size <= 8
-
-
-def causal_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Depthwise causal conv as shifted products (the `causal_conv--torch` kernel without activation): x (B, T, C);
-    weight (C, 1, K) as nn.Conv1d holds it; bias (C,) or None."""
-    return causal_conv_torch(x, weight, bias)
 
 
 class BlockDiagonalLinear(nn.Module):
