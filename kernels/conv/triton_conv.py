@@ -27,7 +27,7 @@ _BWD = FastLauncher(_causal_conv_bwd_kernel_tl)
 # spill; a backward of 32 x 128 tiles at 4 warps spilled 7.7 KB per thread, one of 16 x 64 used all 255 registers)
 FWD_BLOCK = (16, 64, 4)
 BWD_BLOCK = (8, 64, 8)
-MAX_TAPS = 8  # the backward keeps dw as a (taps, channels) register tile
+MAX_TAPS = 8  # the backward sums dw in one register vector per tap
 
 
 def _tiles(T: int, C: int, block: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -72,7 +72,7 @@ def _conv_backward(
         _BWD[(B, NCB)](
             x, weight, weight if bias is None else bias, dy, dx, dw_shares, db_shares, T, C,
             *x.stride(), *dy.stride(),
-            K=K, KP=next_power_of_2(K), BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=BWD_BLOCK[2],
+            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=BWD_BLOCK[2],
         )  # fmt: skip
     else:
         dw_shares.zero_()
