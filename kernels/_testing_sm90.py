@@ -147,19 +147,6 @@ def _conv_case(dtype: torch.dtype, T: int, silu: bool) -> Callable:
     return run
 
 
-def _qkv_case(dtype: torch.dtype, T: int) -> Callable:
-    from . import get_kernel
-
-    def run() -> None:
-        x = torch.randn(4, T, 2 * 256).to(dtype)[..., :256].requires_grad_()  # a projection's slice, as in a block
-        weight, bias = torch.randn(256, 1, 4, requires_grad=True), torch.randn(256, requires_grad=True)
-        wq, wk, wv = (torch.randn(64, 4, 4, requires_grad=True) for _ in range(3))
-        xc, qkv = get_kernel("conv_qkv--triton")(x, weight, bias, wq, wk, wv)
-        (xc.float().sum() + qkv.float().sum()).backward()
-
-    return run
-
-
 CASES: dict[str, Callable[[], Callable]] = {
     f"mlstm {dtype_name} S={S} DH={DH}{' states' if states else ''}{' segments' if seg else ''}": (
         lambda dtype=dtype, S=S, DH=DH, states=states, seg=seg: _mlstm_case(dtype, S, DH, states, seg)
@@ -196,14 +183,10 @@ CASES: dict[str, Callable[[], Callable]] = {
 } | {
     f"conv {dtype_name} T=64{' silu' if silu else ''}": (lambda dtype=dtype, silu=silu: _conv_case(dtype, 64, silu))
     for dtype_name, dtype, silu in (("bf16", torch.bfloat16, True), ("fp32", torch.float32, False))
-} | {
-    f"conv_qkv {dtype_name} T=64": (lambda dtype=dtype: _qkv_case(dtype, 64))
-    for dtype_name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
 128 and 256 (column blocks), segments, forwards without gradients, the sLSTM (fp16 recurrent matrices for bf16
-heads of 128, and their fp32 re-read path), the causal conv and the fused conv + q/k/v; fp32 and bf16 (different
-dots and tiles)."""
+heads of 128, and their fp32 re-read path) and the causal conv; fp32 and bf16 (different dots and tiles)."""
 
 
 def main() -> None:

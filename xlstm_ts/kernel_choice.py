@@ -18,7 +18,6 @@ _AUTO = {
     "mlstm": ("mlstm_chunkwise--triton", "mlstm_chunkwise--torch", 512),
     "slstm": ("slstm--triton", "slstm--torch_loop", 128),
     "causal_conv": ("causal_conv--triton", "causal_conv--torch", None),
-    "conv_qkv": ("conv_qkv--triton", "conv_qkv--torch", None),
 }
 
 
@@ -81,21 +80,6 @@ def conv_kernel_name(block_kernel: str) -> str:
     return "causal_conv--triton" if "--triton" in block_kernel else "causal_conv--torch"
 
 
-def resolved_name(name: str, op: str, device: torch.device, head_dim: int | None = None) -> str:
-    """The registry name `kernel_for` resolved `name` to, from the same plain dict (no graph break once filled)."""
-    key = (name, op, device.type, head_dim)
-    if key not in _NAMES:
-        kernel_for(name, op, device, head_dim)
-    return _NAMES[key]
-
-
-def qkv_kernel_name(block_kernel: str) -> str:
-    """The fused conv + q/k/v kernel that goes with an mLSTM block's sequence kernel, as `conv_kernel_name`."""
-    if block_kernel == "auto":
-        return "auto"
-    return "conv_qkv--triton" if "--triton" in block_kernel else "conv_qkv--torch"
-
-
 def mlstm_chunk_size(name: str, device: torch.device, seq_len: int, head_dim: int) -> int:
     """Chunk length for the mLSTM kernel `name` ('auto' or a registry name) on `device` when the model leaves it
     open (`ModelConfig.chunk_size=None`): `cpu_chunk_size` for the torch chunkwise kernel on a CPU, else 64. Kept in
@@ -103,7 +87,8 @@ def mlstm_chunk_size(name: str, device: torch.device, seq_len: int, head_dim: in
     key = (name, device.type, seq_len, head_dim)
     chunk = _CHUNKS.get(key)
     if chunk is None:
-        resolved = resolved_name(name, "mlstm", device, head_dim)
+        kernel_for(name, "mlstm", device, head_dim)
+        resolved = _NAMES[(name, "mlstm", device.type, head_dim)]
         cpu_torch = device.type == "cpu" and resolved == "mlstm_chunkwise--torch"
         chunk = _CHUNKS[key] = cpu_chunk_size(seq_len, head_dim) if cpu_torch else 64
     return chunk

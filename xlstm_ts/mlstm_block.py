@@ -6,14 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlstm_ts.kernel_choice import conv_kernel_name, kernel_for, mlstm_chunk_size, qkv_kernel_name, resolved_name
+from xlstm_ts.kernel_choice import conv_kernel_name, kernel_for, mlstm_chunk_size
 from xlstm_ts.layers import (
     BlockDiagonalLinear,
     CausalConv1d,
     LayerNorm,
     MultiHeadNorm,
     block_diagonal_concat,
-    prefer_taps,
     round_up,
     small_init_,
     wang_init_,
@@ -24,9 +23,7 @@ class MLSTMBlock(nn.Module):
     """x + down(MHNorm(mLSTM(q, k, v)) + skip * conv(x_m)) * silu(z)), with (x_m, z) = up(LayerNorm(x)).
 
     q and k come from the causal-conv branch, v from the un-convolved branch; input and forget gates are linear
-    maps of concat(q, k, v) to one pre-activation per head. Where the conv + q/k/v kernel resolves to Triton (CUDA,
-    `FUSED_QKV`, up to 8 taps and blocks of up to 4), one fused op computes the conv branch and q, k, v
-    (`conv_qkv--triton`); elsewhere the conv kernel and dense block-diagonal matmuls compute the same function.
+    maps of concat(q, k, v) to one pre-activation per head.
 
     Args:
         embed_dim: D, width of the residual stream.
@@ -52,8 +49,6 @@ class MLSTMBlock(nn.Module):
         self.norm = LayerNorm(embed_dim)
         self.up = nn.Linear(embed_dim, 2 * inner, bias=False)
         self.conv = CausalConv1d(inner, conv_kernel, activation="silu", kernel=conv_kernel_name(kernel))
-        self.qkv_kernel = qkv_kernel_name(kernel)
-        self.fusable = prefer_taps(conv_kernel) and conv_kernel <= 8 and qkv_blocksize <= 4
         self.q_proj = BlockDiagonalLinear(inner, qkv_blocksize)
         self.k_proj = BlockDiagonalLinear(inner, qkv_blocksize)
         self.v_proj = BlockDiagonalLinear(inner, qkv_blocksize)
@@ -84,34 +79,15 @@ class MLSTMBlock(nn.Module):
         split = qk.shape[-1]
         return F.linear(qk, weight[:, :split]) + F.linear(v, weight[:, split:], self.gates.bias)  # (B, T, 2 NH)
 
-    def _fused(self, x_m: torch.Tensor) -> bool:
-        """Whether this call runs the fused conv + q/k/v op."""
-        if not (FUSED_QKV and self.fusable and x_m.dtype in _FUSED_DTYPES):
-            return False
-        return resolved_name(self.qkv_kernel, "conv_qkv", x_m.device) == "conv_qkv--triton"
-
-    def _conv_qkv(self, x_m: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(x_c, q, k, v, i_pre, f_pre) of x_m (B, T, inner): the conv branch (B, T, inner), q, k, v (B, T, inner)
-        and the gate pre-activations (B, T, NH)."""
-        if self._fused(x_m):
-            fused = kernel_for(self.qkv_kernel, "conv_qkv", x_m.device)
-            conv = self.conv.conv
-            x_c, qkv = fused(x_m, conv.weight, conv.bias, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
-            q, k, v = qkv.chunk(3, dim=-1)  # (B, T, inner) each
-            i_pre, f_pre = F.linear(qkv, self.gates.weight, self.gates.bias).chunk(2, dim=-1)  # (B, T, NH) each
-            return x_c, q, k, v, i_pre, f_pre
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
+        B, T, _ = x.shape
+        NH, DH = self.num_heads, self.head_dim
+        x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
         x_c = self.conv(x_m)  # (B, T, inner): silu(conv(x_m)), in x_m's dtype
         qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
         v = self.v_proj(x_m)  # (B, T, inner)
         q, k = qk.chunk(2, dim=-1)  # (B, T, inner) each
         i_pre, f_pre = self._gate_preactivations(qk, v).chunk(2, dim=-1)  # (B, T, NH) each
-        return x_c, q, k, v, i_pre, f_pre
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
-        B, T, _ = x.shape
-        NH, DH = self.num_heads, self.head_dim
-        x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
-        x_c, q, k, v, i_pre, f_pre = self._conv_qkv(x_m)
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, NH, DH).transpose(1, 2)  # (B, NH, T, DH)
@@ -123,9 +99,3 @@ class MLSTMBlock(nn.Module):
         h = self.out_norm(h.transpose(1, 2))  # (B, T, inner)
         h = (h + self.skip * x_c) * F.silu(z)
         return x + self.drop(self.down(h))
-
-
-_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-FUSED_QKV = True
-"""Run the fused conv + q/k/v op where it applies (`MLSTMBlock._fused`); False keeps the conv kernel and dense
-block-diagonal matmuls everywhere (A/B timings)."""
