@@ -17,16 +17,17 @@ from torch import Tensor
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
 from .torch_ref import check_conv_inputs
-from .triton_conv_kernels import _causal_conv_bwd_kernel_tl, _causal_conv_fwd_kernel_tl
+from .triton_conv_kernels import _causal_conv_dx_kernel_tl, _causal_conv_fwd_kernel_tl, _causal_conv_grad_kernel_tl
 
 _FWD = FastLauncher(_causal_conv_fwd_kernel_tl)
-_BWD = FastLauncher(_causal_conv_bwd_kernel_tl)
+_GRAD = FastLauncher(_causal_conv_grad_kernel_tl)
+_DX = FastLauncher(_causal_conv_dx_kernel_tl)
 
-# (time steps, channels, num_warps) of the forward's tiles and of the backward's (channels are contiguous in memory):
-# small enough per thread to stay in registers on sm_90 (`_testing_sm90`: forward 96 registers, backward 99, no
-# spill; a backward of 32 x 128 tiles at 4 warps spilled 7.7 KB per thread, one of 16 x 64 used all 255 registers)
+# (time steps, channels, num_warps) of the tiles (channels are contiguous in memory): the forward's, the backward's
+# g, dw, db kernel's and its dx kernel's; small enough per thread to stay in registers on sm_90 (`_testing_sm90`)
 FWD_BLOCK = (16, 64, 4)
-BWD_BLOCK = (8, 64, 8)
+GRAD_BLOCK = (16, 64, 8)
+DX_BLOCK = (16, 64, 4)
 MAX_TAPS = 8  # the backward sums dw in one register vector per tap
 
 
@@ -65,15 +66,18 @@ def _conv_backward(
     B, T, C = x.shape
     K = weight.shape[1]
     dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
-    BT, BC, _, NCB = _tiles(T, C, BWD_BLOCK)
+    g = torch.empty(B, T, C, dtype=torch.float32, device=x.device)  # (B, T, C) dy * act'(a)
     dw_shares = torch.empty(B, K, C, dtype=torch.float32, device=x.device)  # (B, K, C)
     db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
     if dx.numel() > 0:
-        _BWD[(B, NCB)](
-            x, weight, weight if bias is None else bias, dy, dx, dw_shares, db_shares, T, C,
+        BT, BC, _, NCB = _tiles(T, C, GRAD_BLOCK)
+        _GRAD[(B, NCB)](
+            x, weight, weight if bias is None else bias, dy, g, dw_shares, db_shares, T, C,
             *x.stride(), *dy.stride(),
-            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=BWD_BLOCK[2],
+            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=GRAD_BLOCK[2],
         )  # fmt: skip
+        BT, BC, NT, NCB = _tiles(T, C, DX_BLOCK)
+        _DX[(B * NT, NCB)](g, weight, dx, T, C, NT, K=K, BT=BT, BC=BC, num_warps=DX_BLOCK[2])
     else:
         dw_shares.zero_()
         db_shares.zero_()

@@ -1,17 +1,17 @@
-"""Triton kernels of the depthwise causal conv (+ SiLU): forward, and a backward that recomputes the forward.
+"""Triton kernels of the depthwise causal conv (+ SiLU): the forward, and a backward in two kernels.
 
 Tiles of (BT time steps, BC channels) of one sequence; x is read through its strides in its own dtype (a slice of a
 wider projection output needs no copy), the taps and the bias in fp32, sums in fp32. The forward runs one program
 per (sequence * time tile, channel block).
 
 Forward: a_t = bias + sum_k w_k x_{t-K+1+k};  y_t = silu(a_t) (SILU) or a_t, stored in y's dtype.
-Backward, with g_t = dy_t * act'(a_t):  dx_t = sum_k w_k g_{t+K-1-k} (g = 0 beyond T), so a tile needs g on K - 1
-steps after it; it recomputes a there from x instead of storing a or g. One program per (sequence, channel block)
-walks the sequence in tiles and sums its share of dw_k = sum_t g_t x_{t-K+1+k} and db = sum_t g_t in registers (K <= 8
-vectors), written once per sequence and summed by the host (deterministic).
-
-Tiles are small (`triton_conv.FWD_BLOCK`, `BWD_BLOCK`): the backward keeps about a dozen tile-sized values live; at
-32 x 128 and 4 warps it spilled 7.7 KB per thread on sm_90 (`_testing_sm90`).
+Backward, with g_t = dy_t * act'(a_t):
+1. `_causal_conv_grad_kernel_tl`, one program per (sequence, channel block) walking the sequence in tiles:
+   recomputes a_t from x, writes g (fp32) and sums its share of dw_k = sum_t g_t x_{t-K+1+k} and db = sum_t g_t in
+   registers (one named vector per tap, K <= 8), written once per sequence and summed by the host (deterministic);
+2. `_causal_conv_dx_kernel_tl`, tiled as the forward: dx_t = sum_k w_k g_{t+K-1-k} (g = 0 beyond T).
+A tile of dx needs g on K - 1 steps after it: one kernel that recomputed a (and g) at every shift read x K^2 + 2K
+times per element instead of 2K, and was several times slower than the forward on an H200.
 """
 
 import triton
@@ -61,12 +61,12 @@ def _causal_conv_fwd_kernel_tl(
 
 
 @triton.jit
-def _causal_conv_bwd_kernel_tl(
+def _causal_conv_grad_kernel_tl(
     x_ptr,  # (B, T, C), strides sx_*
     w_ptr,  # (C, K) contiguous taps
     b_ptr,  # (C,) bias; read only if HAS_BIAS
     dy_ptr,  # (B, T, C) upstream gradient, strides sdy_*
-    dx_ptr,  # out (B, T, C) contiguous
+    g_ptr,  # out (B, T, C) fp32 contiguous: g = dy * act'(a)
     dw_ptr,  # out (B, K, C) fp32: each sequence's share of dw
     db_ptr,  # out (B, C) fp32: each sequence's share of db; written only if HAS_BIAS
     T, C,
@@ -82,10 +82,8 @@ def _causal_conv_bwd_kernel_tl(
     c = pid_c * BC + tl.arange(0, BC)
     mask_c = c < C
     x_base = x_ptr + pid_b * sx_b
-    dy_base = dy_ptr + pid_b * sdy_b
     db = tl.zeros((BC,), dtype=tl.float32)
-    # K <= 8 shares of dw, one named vector per tap: a (taps, BC) tile filled from one (taps, BT, BC) shifted load
-    # took 3.3 ms per (1024, 64, 128) mmmm step on an H200 and the graphed step went from 6.7 to 9.1 ms
+    # one named vector per tap: a (taps, BC) tile filled from one (taps, BT, BC) shifted load was slower on an H200
     dw0 = tl.zeros((BC,), dtype=tl.float32)
     dw1 = tl.zeros((BC,), dtype=tl.float32)
     dw2 = tl.zeros((BC,), dtype=tl.float32)
@@ -96,42 +94,36 @@ def _causal_conv_bwd_kernel_tl(
     dw7 = tl.zeros((BC,), dtype=tl.float32)
     for t0 in range(0, T, BT):
         t = t0 + tl.arange(0, BT)
-        dx = tl.zeros((BT, BC), dtype=tl.float32)
-        for j in tl.static_range(K):  # g at steps t + j meets tap K - 1 - j of dx_t
-            tj = t + j
-            mask = (tj < T)[:, None] & mask_c[None, :]
-            g = tl.load(dy_base + tj[:, None] * sdy_t + c[None, :] * sdy_c, mask=mask, other=0.0).to(tl.float32)
-            if SILU:
-                a = _preactivation(x_base, w_ptr, b_ptr, tj, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
-                s = tl.sigmoid(a)
-                g = g * (s + a * s * (1.0 - s))
-            w = tl.load(w_ptr + c * K + (K - 1 - j), mask=mask_c, other=0.0).to(tl.float32)  # (BC,)
-            dx += g * w[None, :]
-            if j == 0:  # this tile's own steps: their terms of dw and db
-                db += tl.sum(g, axis=0)
-                for k in tl.static_range(K):
-                    s_k = t - (K - 1) + k
-                    m_k = ((s_k >= 0) & (s_k < T))[:, None] & mask_c[None, :]
-                    xs = tl.load(x_base + s_k[:, None] * sx_t + c[None, :] * sx_c, mask=m_k, other=0.0)
-                    term = tl.sum(g * xs.to(tl.float32), axis=0)  # (BC,)
-                    if k == 0:
-                        dw0 += term
-                    elif k == 1:
-                        dw1 += term
-                    elif k == 2:
-                        dw2 += term
-                    elif k == 3:
-                        dw3 += term
-                    elif k == 4:
-                        dw4 += term
-                    elif k == 5:
-                        dw5 += term
-                    elif k == 6:
-                        dw6 += term
-                    else:
-                        dw7 += term
-        mask_t = (t < T)[:, None] & mask_c[None, :]
-        tl.store(dx_ptr + pid_b * T * C + t[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask_t)
+        mask = (t < T)[:, None] & mask_c[None, :]
+        g = tl.load(dy_ptr + pid_b * sdy_b + t[:, None] * sdy_t + c[None, :] * sdy_c, mask=mask, other=0.0)
+        g = g.to(tl.float32)
+        if SILU:
+            a = _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
+            s = tl.sigmoid(a)
+            g = g * (s + a * s * (1.0 - s))
+        tl.store(g_ptr + (pid_b * T + t)[:, None] * C + c[None, :], g, mask=mask)
+        db += tl.sum(g, axis=0)
+        for k in tl.static_range(K):
+            s_k = t - (K - 1) + k
+            m_k = ((s_k >= 0) & (s_k < T))[:, None] & mask_c[None, :]
+            xs = tl.load(x_base + s_k[:, None] * sx_t + c[None, :] * sx_c, mask=m_k, other=0.0)
+            term = tl.sum(g * xs.to(tl.float32), axis=0)  # (BC,)
+            if k == 0:
+                dw0 += term
+            elif k == 1:
+                dw1 += term
+            elif k == 2:
+                dw2 += term
+            elif k == 3:
+                dw3 += term
+            elif k == 4:
+                dw4 += term
+            elif k == 5:
+                dw5 += term
+            elif k == 6:
+                dw6 += term
+            else:
+                dw7 += term
     if HAS_BIAS:
         tl.store(db_ptr + pid_b * C + c, db, mask=mask_c)
     out = dw_ptr + pid_b * K * C + c
@@ -152,3 +144,29 @@ def _causal_conv_bwd_kernel_tl(
             tl.store(out + 6 * C, dw6, mask=mask_c)
         else:
             tl.store(out + 7 * C, dw7, mask=mask_c)
+
+
+@triton.jit
+def _causal_conv_dx_kernel_tl(
+    g_ptr,  # (B, T, C) fp32 contiguous, from `_causal_conv_grad_kernel_tl`
+    w_ptr,  # (C, K) contiguous taps
+    dx_ptr,  # out (B, T, C) contiguous
+    T, C, NT,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
+):  # fmt: skip
+    pid, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (sequence * time block, channel block)
+    pid_b, pid_t = pid // NT, pid % NT
+    t = pid_t * BT + tl.arange(0, BT)
+    c = pid_c * BC + tl.arange(0, BC)
+    mask_c = c < C
+    g_base = g_ptr + pid_b * T * C
+    dx = tl.zeros((BT, BC), dtype=tl.float32)
+    for j in tl.static_range(K):  # g at steps t + j meets tap K - 1 - j of dx_t
+        tj = t + j
+        mask = (tj < T)[:, None] & mask_c[None, :]
+        g = tl.load(g_base + tj[:, None] * C + c[None, :], mask=mask, other=0.0)
+        dx += g * tl.load(w_ptr + c * K + (K - 1 - j), mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    mask_t = (t < T)[:, None] & mask_c[None, :]
+    tl.store(dx_ptr + (pid_b * T + t)[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask_t)

@@ -42,7 +42,8 @@ def test_every_launch_fits_sm90_shared_memory(launches):
     assert {"_mlstm_chunkwise_fwd_kernel_tl", "_mlstm_chunkwise_bwd_kernel_tl", "_mlstm_bounds_fwd_kernel_tl",
             "_mlstm_chunk_out_kernel_tl", "_mlstm_chunk_bwd_kernel_tl",
             "_slstm_fwd_kernel_tl", "_slstm_bwd_kernel_tl",
-            "_causal_conv_fwd_kernel_tl", "_causal_conv_bwd_kernel_tl"} <= kernels  # fmt: skip
+            "_causal_conv_fwd_kernel_tl", "_causal_conv_grad_kernel_tl",
+            "_causal_conv_dx_kernel_tl"} <= kernels  # fmt: skip
     too_big = [row for row in launches if row["smem"] > _testing_sm90.SM90_SMEM_BYTES]
     assert not too_big, too_big
 
