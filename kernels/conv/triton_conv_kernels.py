@@ -8,7 +8,8 @@ Forward: a_t = bias + sum_k w_k x_{t-K+1+k};  y_t = silu(a_t) (SILU) or a_t, sto
 Backward, with g_t = dy_t * act'(a_t):
 1. `_causal_conv_grad_kernel_tl`, one program per (sequence, channel block) walking the sequence in tiles:
    recomputes a_t from x, writes g (fp32) and sums its share of dw_k = sum_t g_t x_{t-K+1+k} and db = sum_t g_t in
-   registers (one named vector per tap, K <= 8), written once per sequence and summed by the host (deterministic);
+   registers (one named tile per tap, K <= 8, reduced over time at the end), written once per sequence and summed by
+   the host (deterministic);
 2. `_causal_conv_dx_kernel_tl`, tiled as the forward: dx_t = sum_k w_k g_{t+K-1-k} (g = 0 beyond T).
 A tile of dx needs g on K - 1 steps after it: one kernel that recomputed a (and g) at every shift read x K^2 + 2K
 times per element instead of 2K, and was several times slower than the forward on an H200.
@@ -82,16 +83,17 @@ def _causal_conv_grad_kernel_tl(
     c = pid_c * BC + tl.arange(0, BC)
     mask_c = c < C
     x_base = x_ptr + pid_b * sx_b
-    db = tl.zeros((BC,), dtype=tl.float32)
-    # one named vector per tap: a (taps, BC) tile filled from one (taps, BT, BC) shifted load was slower on an H200
-    dw0 = tl.zeros((BC,), dtype=tl.float32)
-    dw1 = tl.zeros((BC,), dtype=tl.float32)
-    dw2 = tl.zeros((BC,), dtype=tl.float32)
-    dw3 = tl.zeros((BC,), dtype=tl.float32)
-    dw4 = tl.zeros((BC,), dtype=tl.float32)
-    dw5 = tl.zeros((BC,), dtype=tl.float32)
-    dw6 = tl.zeros((BC,), dtype=tl.float32)
-    dw7 = tl.zeros((BC,), dtype=tl.float32)
+    # products summed element-wise over the walk, one named (BT, BC) tile per tap, and reduced over time once at the
+    # end: a reduction per tile and tap (across warps) made the walk several times slower than the forward (H200)
+    db = tl.zeros((BT, BC), dtype=tl.float32)
+    dw0 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw1 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw2 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw3 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw4 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw5 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw6 = tl.zeros((BT, BC), dtype=tl.float32)
+    dw7 = tl.zeros((BT, BC), dtype=tl.float32)
     for t0 in range(0, T, BT):
         t = t0 + tl.arange(0, BT)
         mask = (t < T)[:, None] & mask_c[None, :]
@@ -102,12 +104,12 @@ def _causal_conv_grad_kernel_tl(
             s = tl.sigmoid(a)
             g = g * (s + a * s * (1.0 - s))
         tl.store(g_ptr + (pid_b * T + t)[:, None] * C + c[None, :], g, mask=mask)
-        db += tl.sum(g, axis=0)
+        db += g
         for k in tl.static_range(K):
             s_k = t - (K - 1) + k
             m_k = ((s_k >= 0) & (s_k < T))[:, None] & mask_c[None, :]
             xs = tl.load(x_base + s_k[:, None] * sx_t + c[None, :] * sx_c, mask=m_k, other=0.0)
-            term = tl.sum(g * xs.to(tl.float32), axis=0)  # (BC,)
+            term = g * xs.to(tl.float32)  # (BT, BC)
             if k == 0:
                 dw0 += term
             elif k == 1:
@@ -125,25 +127,25 @@ def _causal_conv_grad_kernel_tl(
             else:
                 dw7 += term
     if HAS_BIAS:
-        tl.store(db_ptr + pid_b * C + c, db, mask=mask_c)
+        tl.store(db_ptr + pid_b * C + c, tl.sum(db, axis=0), mask=mask_c)
     out = dw_ptr + pid_b * K * C + c
     for k in tl.static_range(K):
         if k == 0:
-            tl.store(out, dw0, mask=mask_c)
+            tl.store(out, tl.sum(dw0, axis=0), mask=mask_c)
         elif k == 1:
-            tl.store(out + C, dw1, mask=mask_c)
+            tl.store(out + C, tl.sum(dw1, axis=0), mask=mask_c)
         elif k == 2:
-            tl.store(out + 2 * C, dw2, mask=mask_c)
+            tl.store(out + 2 * C, tl.sum(dw2, axis=0), mask=mask_c)
         elif k == 3:
-            tl.store(out + 3 * C, dw3, mask=mask_c)
+            tl.store(out + 3 * C, tl.sum(dw3, axis=0), mask=mask_c)
         elif k == 4:
-            tl.store(out + 4 * C, dw4, mask=mask_c)
+            tl.store(out + 4 * C, tl.sum(dw4, axis=0), mask=mask_c)
         elif k == 5:
-            tl.store(out + 5 * C, dw5, mask=mask_c)
+            tl.store(out + 5 * C, tl.sum(dw5, axis=0), mask=mask_c)
         elif k == 6:
-            tl.store(out + 6 * C, dw6, mask=mask_c)
+            tl.store(out + 6 * C, tl.sum(dw6, axis=0), mask=mask_c)
         else:
-            tl.store(out + 7 * C, dw7, mask=mask_c)
+            tl.store(out + 7 * C, tl.sum(dw7, axis=0), mask=mask_c)
 
 
 @triton.jit
