@@ -62,7 +62,7 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
     assert bench.kind_of("nvjet_tst_128x64_64x8_1x1_v_bz_TNN") == "matmul"
     assert bench.kind_of("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
     assert bench.kind_of("triton_poi_fused_add_mul_silu_0") == "fused"
-    assert bench.kind_of("_causal_conv_bwd_kernel_tl") == "conv"
+    assert bench.kind_of("_causal_conv_grad_kernel_tl") == "conv"
     assert bench.kind_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == "optimizer"
     assert bench.kind_of("void at::native::vectorized_elementwise_kernel<4, FillFunctor>") == "other"
     kernels = {"triton_poi_fused_a": (3000.0, 6), "_mlstm_fwd": (1000.0, 2), "gemm_x": (500.0, 4), "copy": (100.0, 2)}

@@ -6,7 +6,8 @@ graphs capture them; autocast leaves them alone: y and dx come out in x's dtype,
 
 Against the shifted-products form under torch.compile, which materialized a padded copy of x, an fp32 pre-activation
 and a padded fp32 dx in the backward, these read x once each way (the backward recomputes the pre-activation) and
-write y, dx and per-program shares of dw and db. Same function as `causal_conv--torch`; contract in `torch_ref.py`.
+write y, then g = dy act'(a) in fp32, dx and per-program shares of dw and db. Same function as
+`causal_conv--torch`; contract in `torch_ref.py`.
 """
 
 from __future__ import annotations

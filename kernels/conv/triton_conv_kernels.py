@@ -62,6 +62,27 @@ def _causal_conv_fwd_kernel_tl(
 
 
 @triton.jit
+def _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, k: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+             BC: tl.constexpr):  # fmt: skip
+    """x at steps t - K + 1 + k (the steps tap k meets), (BT, BC) fp32, 0 outside [0, T); zeros for k >= K."""
+    if k < K:
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < T))[:, None] & mask_c[None, :]
+        return tl.load(x_base + s[:, None] * sx_t + c[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros((BT, BC), dtype=tl.float32)
+
+
+@triton.jit
+def _tap(w_ptr, c, mask_c, k: tl.constexpr, K: tl.constexpr, BC: tl.constexpr):
+    """Tap k of channels c, (BC,) fp32; zeros for k >= K."""
+    if k < K:
+        return tl.load(w_ptr + c * K + k, mask=mask_c, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros((BC,), dtype=tl.float32)
+
+
+@triton.jit
 def _causal_conv_grad_kernel_tl(
     x_ptr,  # (B, T, C), strides sx_*
     w_ptr,  # (C, K) contiguous taps
@@ -94,38 +115,42 @@ def _causal_conv_grad_kernel_tl(
     dw5 = tl.zeros((BT, BC), dtype=tl.float32)
     dw6 = tl.zeros((BT, BC), dtype=tl.float32)
     dw7 = tl.zeros((BT, BC), dtype=tl.float32)
+    w0, w1 = _tap(w_ptr, c, mask_c, 0, K, BC), _tap(w_ptr, c, mask_c, 1, K, BC)
+    w2, w3 = _tap(w_ptr, c, mask_c, 2, K, BC), _tap(w_ptr, c, mask_c, 3, K, BC)
+    w4, w5 = _tap(w_ptr, c, mask_c, 4, K, BC), _tap(w_ptr, c, mask_c, 5, K, BC)
+    w6, w7 = _tap(w_ptr, c, mask_c, 6, K, BC), _tap(w_ptr, c, mask_c, 7, K, BC)
+    bias = tl.zeros((BC,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + c, mask=mask_c, other=0.0).to(tl.float32)
     for t0 in range(0, T, BT):
         t = t0 + tl.arange(0, BT)
         mask = (t < T)[:, None] & mask_c[None, :]
         g = tl.load(dy_ptr + pid_b * sdy_b + t[:, None] * sdy_t + c[None, :] * sdy_c, mask=mask, other=0.0)
         g = g.to(tl.float32)
+        # the K shifted tiles of x, read once for the pre-activation and for dw (taps >= K are zeros, compiled away)
+        x0 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 0, K, BT, BC)
+        x1 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 1, K, BT, BC)
+        x2 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 2, K, BT, BC)
+        x3 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 3, K, BT, BC)
+        x4 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 4, K, BT, BC)
+        x5 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 5, K, BT, BC)
+        x6 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 6, K, BT, BC)
+        x7 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 7, K, BT, BC)
         if SILU:
-            a = _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
+            a = bias[None, :] + x0 * w0[None, :] + x1 * w1[None, :] + x2 * w2[None, :] + x3 * w3[None, :]
+            a += x4 * w4[None, :] + x5 * w5[None, :] + x6 * w6[None, :] + x7 * w7[None, :]
             s = tl.sigmoid(a)
             g = g * (s + a * s * (1.0 - s))
         tl.store(g_ptr + (pid_b * T + t)[:, None] * C + c[None, :], g, mask=mask)
         db += g
-        for k in tl.static_range(K):
-            s_k = t - (K - 1) + k
-            m_k = ((s_k >= 0) & (s_k < T))[:, None] & mask_c[None, :]
-            xs = tl.load(x_base + s_k[:, None] * sx_t + c[None, :] * sx_c, mask=m_k, other=0.0)
-            term = g * xs.to(tl.float32)  # (BT, BC)
-            if k == 0:
-                dw0 += term
-            elif k == 1:
-                dw1 += term
-            elif k == 2:
-                dw2 += term
-            elif k == 3:
-                dw3 += term
-            elif k == 4:
-                dw4 += term
-            elif k == 5:
-                dw5 += term
-            elif k == 6:
-                dw6 += term
-            else:
-                dw7 += term
+        dw0 += g * x0
+        dw1 += g * x1
+        dw2 += g * x2
+        dw3 += g * x3
+        dw4 += g * x4
+        dw5 += g * x5
+        dw6 += g * x6
+        dw7 += g * x7
     if HAS_BIAS:
         tl.store(db_ptr + pid_b * C + c, tl.sum(db, axis=0), mask=mask_c)
     out = dw_ptr + pid_b * K * C + c

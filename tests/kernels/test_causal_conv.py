@@ -17,8 +17,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 REF = get_kernel("causal_conv--torch")
 TRITON = get_kernel("causal_conv--triton")
 # (B, T, C, K): T below, at and across the tiles of 8 and 16 steps (1, 5, 33, 37, 70); C across the 64-channel
-# block (70, 130)
-SHAPES = [(2, 37, 20, 4), (3, 5, 70, 2), (1, 1, 16, 4), (2, 70, 130, 3), (1, 33, 24, 1)]
+# block (70, 130); 1 to 8 taps (the widest the Triton kernels take)
+SHAPES = [(2, 37, 20, 4), (3, 5, 70, 2), (1, 1, 16, 4), (2, 70, 130, 3), (1, 33, 24, 1), (2, 21, 12, 8)]
 
 
 def _inputs(B, T, C, K, bias, dtype, seed=0):
