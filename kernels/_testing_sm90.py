@@ -181,8 +181,11 @@ CASES: dict[str, Callable[[], Callable]] = {
     # the fp32 recurrent matrices re-read from L2 one gate at a time (DH 128 takes fp16 matrices on chip by default)
     "slstm bf16 S=9 DH=128 fp32r": lambda: _slstm_case(torch.bfloat16, 9, 128, "slstm--triton_fp32r")
 } | {
-    f"conv {dtype_name} T=64{' silu' if silu else ''}": (lambda dtype=dtype, silu=silu: _conv_case(dtype, 64, silu))
-    for dtype_name, dtype, silu in (("bf16", torch.bfloat16, True), ("fp32", torch.float32, False))
+    f"conv {dtype_name} T={T}{' silu' if silu else ''}": (
+        lambda dtype=dtype, T=T, silu=silu: _conv_case(dtype, T, silu)
+    )
+    for dtype_name, dtype, T, silu in (("bf16", torch.bfloat16, 64, True), ("fp32", torch.float32, 64, False),
+                                       ("bf16", torch.bfloat16, 100, True))  # short and long backward tiles
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
 128 and 256 (column blocks), segments, forwards without gradients, the sLSTM (fp16 recurrent matrices for bf16

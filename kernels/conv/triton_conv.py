@@ -28,11 +28,14 @@ _DX = FastLauncher(_causal_conv_dx_kernel_tl)
 # g, dw, db kernel's and its dx kernel's; small enough per thread to stay in registers on sm_90 (`_testing_sm90`).
 # H200, bf16 + SiLU, 256 of 512 channels, (B, T) = (1024, 64) and (256, 336): forward 0.046 / 0.049 ms at 16 x 128
 # against 0.082 / 0.105 at 16 x 64; backward 0.210 / 0.184 ms with dx tiles of 16 x 128 against 0.262 / 0.249 at
-# 16 x 64; g tiles of 8 x 64 (4 warps) 0.199 / 0.266 against 0.263 / 0.249 at 16 x 64 (8 warps)
+# 16 x 64; g tiles of 8 x 64 (4 warps) 0.199 / 0.266 against 0.263 / 0.249 at 16 x 64 (8 warps): the g kernel
+# takes GRAD_BLOCK_SHORT for sequences of up to SHORT_STEPS steps (many short walks), GRAD_BLOCK for longer ones
 FWD_BLOCK = (16, 128, 4)
 GRAD_BLOCK = (16, 64, 8)
+GRAD_BLOCK_SHORT = (8, 64, 4)
+SHORT_STEPS = 64
 DX_BLOCK = (16, 128, 4)
-MAX_TAPS = 8  # the backward sums dw in one register vector per tap
+MAX_TAPS = 8  # the backward sums dw in one register tile per tap
 
 
 def _tiles(T: int, C: int, block: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -74,11 +77,12 @@ def _conv_backward(
     dw_shares = torch.empty(B, K, C, dtype=torch.float32, device=x.device)  # (B, K, C)
     db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
     if dx.numel() > 0:
-        BT, BC, _, NCB = _tiles(T, C, GRAD_BLOCK)
+        grad_block = GRAD_BLOCK_SHORT if T <= SHORT_STEPS else GRAD_BLOCK
+        BT, BC, _, NCB = _tiles(T, C, grad_block)
         _GRAD[(B, NCB)](
             x, weight, weight if bias is None else bias, dy, g, dw_shares, db_shares, T, C,
             *x.stride(), *dy.stride(),
-            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=GRAD_BLOCK[2],
+            K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=grad_block[2],
         )  # fmt: skip
         BT, BC, NT, NCB = _tiles(T, C, DX_BLOCK)
         _DX[(B * NT, NCB)](g, weight, dx, T, C, NT, K=K, BT=BT, BC=BC, num_warps=DX_BLOCK[2])
