@@ -36,6 +36,15 @@ def _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K: tl.cons
 
 
 @triton.jit
+def _time_tile(T, C, NT, BT: tl.constexpr, BC: tl.constexpr):
+    """This program's sequence, steps t (BT,), channels c (BC,) and channel mask, on a (B * NT, channel blocks) grid."""
+    pid, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    pid_b, pid_t = pid // NT, pid % NT
+    c = pid_c * BC + tl.arange(0, BC)
+    return pid_b, pid_t * BT + tl.arange(0, BT), c, c < C
+
+
+@triton.jit
 def _causal_conv_fwd_kernel_tl(
     x_ptr,  # (B, T, C), strides sx_*
     w_ptr,  # (C, K) contiguous taps
@@ -49,11 +58,7 @@ def _causal_conv_fwd_kernel_tl(
     HAS_BIAS: tl.constexpr,
     SILU: tl.constexpr,
 ):  # fmt: skip
-    pid, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (sequence * time block, channel block)
-    pid_b, pid_t = pid // NT, pid % NT
-    t = pid_t * BT + tl.arange(0, BT)
-    c = pid_c * BC + tl.arange(0, BC)
-    mask_c = c < C
+    pid_b, t, c, mask_c = _time_tile(T, C, NT, BT, BC)
     a = _preactivation(x_ptr + pid_b * sx_b, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
     if SILU:
         a = a * tl.sigmoid(a)
@@ -183,11 +188,7 @@ def _causal_conv_dx_kernel_tl(
     BT: tl.constexpr,
     BC: tl.constexpr,
 ):  # fmt: skip
-    pid, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (sequence * time block, channel block)
-    pid_b, pid_t = pid // NT, pid % NT
-    t = pid_t * BT + tl.arange(0, BT)
-    c = pid_c * BC + tl.arange(0, BC)
-    mask_c = c < C
+    pid_b, t, c, mask_c = _time_tile(T, C, NT, BT, BC)
     g_base = g_ptr + pid_b * T * C
     dx = tl.zeros((BT, BC), dtype=tl.float32)
     for j in tl.static_range(K):  # g at steps t + j meets tap K - 1 - j of dx_t
