@@ -20,6 +20,27 @@ import triton.language as tl
 
 
 @triton.jit
+def _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, k: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+             BC: tl.constexpr):  # fmt: skip
+    """x at steps t - K + 1 + k (the steps tap k meets), (BT, BC) fp32, 0 outside [0, T); zeros for k >= K."""
+    if k < K:
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < T))[:, None] & mask_c[None, :]
+        return tl.load(x_base + s[:, None] * sx_t + c[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros((BT, BC), dtype=tl.float32)
+
+
+@triton.jit
+def _tap(w_ptr, c, mask_c, k: tl.constexpr, K: tl.constexpr, BC: tl.constexpr):
+    """Tap k of channels c, (BC,) fp32; zeros for k >= K."""
+    if k < K:
+        return tl.load(w_ptr + c * K + k, mask=mask_c, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros((BC,), dtype=tl.float32)
+
+
+@triton.jit
 def _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K: tl.constexpr, BT: tl.constexpr,
                    BC: tl.constexpr, HAS_BIAS: tl.constexpr):  # fmt: skip
     """a at steps t (BT,) and channels c (BC,): (BT, BC) fp32; steps outside [0, T) read x as 0."""
@@ -27,11 +48,7 @@ def _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K: tl.cons
     if HAS_BIAS:
         a += tl.load(b_ptr + c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
     for k in tl.static_range(K):
-        s = t - (K - 1) + k  # (BT,)
-        m = ((s >= 0) & (s < T))[:, None] & mask_c[None, :]
-        xs = tl.load(x_base + s[:, None] * sx_t + c[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
-        w = tl.load(w_ptr + c * K + k, mask=mask_c, other=0.0).to(tl.float32)  # (BC,)
-        a += xs * w[None, :]
+        a += _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, k, K, BT, BC) * _tap(w_ptr, c, mask_c, k, K, BC)[None, :]
     return a
 
 
@@ -64,27 +81,6 @@ def _causal_conv_fwd_kernel_tl(
         a = a * tl.sigmoid(a)
     mask = (t < T)[:, None] & mask_c[None, :]
     tl.store(y_ptr + pid_b * T * C + t[:, None] * C + c[None, :], a.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, k: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
-             BC: tl.constexpr):  # fmt: skip
-    """x at steps t - K + 1 + k (the steps tap k meets), (BT, BC) fp32, 0 outside [0, T); zeros for k >= K."""
-    if k < K:
-        s = t - (K - 1) + k
-        m = ((s >= 0) & (s < T))[:, None] & mask_c[None, :]
-        return tl.load(x_base + s[:, None] * sx_t + c[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
-    else:
-        return tl.zeros((BT, BC), dtype=tl.float32)
-
-
-@triton.jit
-def _tap(w_ptr, c, mask_c, k: tl.constexpr, K: tl.constexpr, BC: tl.constexpr):
-    """Tap k of channels c, (BC,) fp32; zeros for k >= K."""
-    if k < K:
-        return tl.load(w_ptr + c * K + k, mask=mask_c, other=0.0).to(tl.float32)
-    else:
-        return tl.zeros((BC,), dtype=tl.float32)
 
 
 @triton.jit
@@ -195,6 +191,6 @@ def _causal_conv_dx_kernel_tl(
         tj = t + j
         mask = (tj < T)[:, None] & mask_c[None, :]
         g = tl.load(g_base + tj[:, None] * C + c[None, :], mask=mask, other=0.0)
-        dx += g * tl.load(w_ptr + c * K + (K - 1 - j), mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        dx += g * _tap(w_ptr, c, mask_c, K - 1 - j, K, BC)[None, :]
     mask_t = (t < T)[:, None] & mask_c[None, :]
     tl.store(dx_ptr + (pid_b * T + t)[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask_t)
