@@ -6,7 +6,7 @@ graphs capture them; autocast leaves them alone: y and dx come out in x's dtype,
 
 Against the shifted-products form under torch.compile, which materialized a padded copy of x, an fp32 pre-activation
 and a padded fp32 dx in the backward, these read x once each way (the backward recomputes the pre-activation) and
-write y, then g = dy act'(a) in fp32, dx and per-program shares of dw and db. Same function as
+write y, then g = dy act'(a) (in dy's dtype), dx and per-program shares of dw and db. Same function as
 `causal_conv--torch`; contract in `torch_ref.py`.
 """
 
@@ -36,6 +36,10 @@ GRAD_BLOCK_SHORT = (8, 64, 4)
 SHORT_STEPS = 64
 DX_BLOCK = (16, 128, 4)
 MAX_TAPS = 8  # the backward sums dw in one register tile per tap
+
+# g = dy act'(a), which the backward's dx kernel reads K times, is stored in dy's dtype when that is bf16 or fp16
+# (the precision dy arrived in; dx, a sum of K products with g, comes out in that dtype too), else in fp32
+G_IN_DY_DTYPE = True
 
 
 def _tiles(T: int, C: int, block: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -73,7 +77,8 @@ def _conv_backward(
     B, T, C = x.shape
     K = weight.shape[1]
     dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
-    g = torch.empty(B, T, C, dtype=torch.float32, device=x.device)  # (B, T, C) dy * act'(a)
+    low = G_IN_DY_DTYPE and dy.dtype in (torch.bfloat16, torch.float16)
+    g = torch.empty(B, T, C, dtype=dy.dtype if low else torch.float32, device=x.device)  # (B, T, C) dy * act'(a)
     dw_shares = torch.empty(B, K, C, dtype=torch.float32, device=x.device)  # (B, K, C)
     db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
     if dx.numel() > 0:

@@ -89,7 +89,7 @@ def _causal_conv_grad_kernel_tl(
     w_ptr,  # (C, K) contiguous taps
     b_ptr,  # (C,) bias; read only if HAS_BIAS
     dy_ptr,  # (B, T, C) upstream gradient, strides sdy_*
-    g_ptr,  # out (B, T, C) fp32 contiguous: g = dy * act'(a)
+    g_ptr,  # out (B, T, C) contiguous: g = dy * act'(a), fp32 or dy's bf16/fp16 (`triton_conv.G_IN_DY_DTYPE`)
     dw_ptr,  # out (B, K, C) fp32: each sequence's share of dw
     db_ptr,  # out (B, C) fp32: each sequence's share of db; written only if HAS_BIAS
     T, C,
@@ -142,7 +142,7 @@ def _causal_conv_grad_kernel_tl(
             a += x4 * w4[None, :] + x5 * w5[None, :] + x6 * w6[None, :] + x7 * w7[None, :]
             s = tl.sigmoid(a)
             g = g * (s + a * s * (1.0 - s))
-        tl.store(g_ptr + (pid_b * T + t)[:, None] * C + c[None, :], g, mask=mask)
+        tl.store(g_ptr + (pid_b * T + t)[:, None] * C + c[None, :], g.to(g_ptr.dtype.element_ty), mask=mask)
         db += g
         dw0 += g * x0
         dw1 += g * x1
@@ -176,7 +176,7 @@ def _causal_conv_grad_kernel_tl(
 
 @triton.jit
 def _causal_conv_dx_kernel_tl(
-    g_ptr,  # (B, T, C) fp32 contiguous, from `_causal_conv_grad_kernel_tl`
+    g_ptr,  # (B, T, C) contiguous, from `_causal_conv_grad_kernel_tl`
     w_ptr,  # (C, K) contiguous taps
     dx_ptr,  # out (B, T, C) contiguous
     T, C, NT,
@@ -190,7 +190,7 @@ def _causal_conv_dx_kernel_tl(
     for j in tl.static_range(K):  # g at steps t + j meets tap K - 1 - j of dx_t
         tj = t + j
         mask = (tj < T)[:, None] & mask_c[None, :]
-        g = tl.load(g_base + tj[:, None] * C + c[None, :], mask=mask, other=0.0)
+        g = tl.load(g_base + tj[:, None] * C + c[None, :], mask=mask, other=0.0).to(tl.float32)
         dx += g * _tap(w_ptr, c, mask_c, K - 1 - j, K, BC)[None, :]
     mask_t = (t < T)[:, None] & mask_c[None, :]
     tl.store(dx_ptr + (pid_b * T + t)[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask_t)
