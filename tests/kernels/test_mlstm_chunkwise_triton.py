@@ -194,3 +194,49 @@ def test_chunkwise_triton_gpu_one_chunk_narrow_heads(S, DQK, DHV):
     grads_ref = torch.autograd.grad(ref, ref_leaves, dh.double())
     for name, a, b in zip(("dq", "dk", "dv", "di", "df"), grads_ref, grads, strict=True):
         assert_close(name, a, b, TOLERANCES["bfloat16-triton-grad"].ratio)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "S,DH,segments", [(16, 16, None), (40, 16, None), (40, 80, None), (40, 16, 1)],
+    ids=["one-chunk", "chunks", "value-blocks", "segments"],
+)  # fmt: skip
+def test_chunkwise_triton_time_major_heads(dtype, S, DH, segments, monkeypatch, nan_poison):
+    """q, k, v split off one (B, S, 3 NH D) projection, as the mLSTM block passes them: h (bf16; fp32 keeps h
+    head-first, its backward reads it back), dq, dk and dv come back time-major, so merging the heads needs no copy,
+    and everything matches the fp64 reference."""
+    monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", segments)
+    torch.manual_seed(11)
+    B, NH = 2, 2
+    C = NH * DH
+    q, k, v, i, f = make_mlstm_inputs(B, NH, S, DH, DH)  # (B, NH, S, DH) fp64
+    proj = torch.cat([x.transpose(1, 2).reshape(B, S, C) for x in (q, k, v)], dim=-1).to(dtype)  # (B, S, 3 C)
+    proj = proj.to(DEVICE).requires_grad_()
+    gates = [x.to(DEVICE).float().requires_grad_() for x in (i, f)]
+    dh = torch.randn(B, NH, S, DH, dtype=torch.float64, device=DEVICE)
+    seen = {}
+
+    def heads(x, name):  # (B, S, C) -> (B, NH, S, DH), time-major
+        x = x.reshape(B, S, NH, DH).transpose(1, 2)
+        x.register_hook(lambda g: seen.__setitem__(name, g.stride()))
+        return x
+
+    qkv = [heads(proj[..., j * C : (j + 1) * C], name) for j, name in enumerate("qkv")]
+    h = get_kernel("mlstm_chunkwise--triton")(*qkv, *gates, chunk_size=16)
+    (h.double() * dh).sum().backward()
+
+    split = [proj.detach().double()[..., j * C : (j + 1) * C].reshape(B, S, NH, DH).transpose(1, 2) for j in range(3)]
+    ref_leaves = [x.contiguous().requires_grad_() for x in split]
+    ref_leaves += [g.detach().double().requires_grad_() for g in gates]
+    h_ref = get_kernel("mlstm_chunkwise--torch")(*ref_leaves, chunk_size=16)
+    (h_ref * dh).sum().backward()
+
+    tol_out, tol_grad = TOL[dtype]
+    assert_close("h", h_ref, h, tol_out)
+    d_proj = torch.cat([x.grad.transpose(1, 2).reshape(B, S, C) for x in ref_leaves[:3]], dim=-1)
+    assert_close("dq, dk, dv", d_proj, proj.grad, tol_grad)
+    for name, g, ref in zip(("di", "df"), gates, ref_leaves[3:], strict=True):
+        assert_close(name, ref.grad, g.grad, tol_grad)
+    time_major = lambda stride: stride[2] > stride[1]  # noqa: E731
+    assert time_major(h.stride()) == (dtype == torch.bfloat16), f"h strides {h.stride()}"
+    assert all(time_major(seen[name]) for name in "qkv"), f"gradient strides {seen}"
