@@ -260,13 +260,3 @@ def advance_state(
 def needs_grad(*tensors: Tensor | None) -> bool:
     """Whether autograd records a call on these tensors (None entries are skipped)."""
     return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
-
-
-def empty_heads_like(like: Tensor, width: int, dtype: torch.dtype) -> Tensor:
-    """An uninitialized (B, NH, S, width) output laid out as `like` (B, NH, S, ...) is: time-major (a (B, S, NH,
-    width) buffer seen as (B, NH, S, width)) when like's time stride exceeds its head stride, as for heads split off
-    a (B, S, NH * D) projection, so the caller merges the heads back without a copy; contiguous otherwise."""
-    B, NH, S = like.shape[:3]
-    if NH > 1 and S > 1 and like.stride(2) > like.stride(1):
-        return torch.empty(B, S, NH, width, dtype=dtype, device=like.device).transpose(1, 2)
-    return torch.empty(B, NH, S, width, dtype=dtype, device=like.device)

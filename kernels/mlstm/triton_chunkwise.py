@@ -33,7 +33,7 @@ from torch import Tensor
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_parallel as parallel
-from ._common import MLSTMState, check_initial_states, check_sequence_inputs, empty_heads_like, needs_grad, pack_states
+from ._common import MLSTMState, check_initial_states, check_sequence_inputs, needs_grad, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
@@ -132,14 +132,9 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         L, BK, BV, num_warps = _launch_config(S, DQK, DHV, chunk_size, torch.float32 if grad else q.dtype)
         has_init = C0 is not None
         f32 = {"dtype": torch.float32, "device": q.device}
+        h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
         NV = cdiv(DHV, BV)
         G, CPS, ctx.parallel = parallel.layout(S, L, DQK, NV * B * NH, q.device, grad)
-        # h in q's layout (time-major for heads split off a projection), except where a backward reads it back
-        # (fp32 inputs) or the chunk-parallel kernels write it (contiguous)
-        if q.dtype == torch.float32 or ctx.parallel:
-            h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
-        else:
-            h = empty_heads_like(q, DHV, q.dtype)  # (B, NH, S, DHV)
         NC = cdiv(S, L)
         stored = grad and G == 1 and store_chunk_states(NC)
         # the backward needs <dh, h> unrounded and as exact as its own TF32 dots (the df identity cancels). For
@@ -180,7 +175,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             _FWD[(NV, B * NH * G)](
                 q, k, v, i, f, *states, h, h32, z, m, *last, *chunk_states,
                 *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
-                *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2), *h.stride()[:3],
+                *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2),
                 NH, S, DQK, DHV, G, CPS * L, DQK**-0.5, eps,
                 L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
                 STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
@@ -212,14 +207,9 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         lead = (B, NH) if NV == 1 else (NV, B, NH)
         share = lambda x: x.dtype if NV == 1 else torch.float32
         new = lambda shape, x: torch.empty(shape, dtype=share(x), device=q.device)
-        if NV == 1:  # the final dq, dk, dv in the layouts of q and v (time-major for heads split off a projection)
-            dq, dk = empty_heads_like(q, DQK, q.dtype), empty_heads_like(q, DQK, k.dtype)  # (B, NH, S, DQK)
-            dq_strides = (0, *dq.stride()[:3])
-        else:
-            dq, dk = new((*lead, S, DQK), q), new((*lead, S, DQK), k)  # (NV, B, NH, S, DQK) fp32 shares
-            dq_strides = dq.stride()[:4]
+        dq, dk = new((*lead, S, DQK), q), new((*lead, S, DQK), k)  # ([NV,] B, NH, S, DQK)
         di, df = new((*lead, S), i), new((*lead, S), f)  # ([NV,] B, NH, S)
-        dv = empty_heads_like(v, DHV, v.dtype)  # (B, NH, S, DHV)
+        dv = torch.empty(v.shape, dtype=v.dtype, device=q.device)  # (B, NH, S, DHV)
         if has_init:
             dC0 = torch.empty(C0.shape, dtype=C0.dtype, device=q.device)  # (B, NH, DQK, DHV)
             dn0 = torch.empty(n0.shape, dtype=n0.dtype, device=q.device)  # (B, NH, DQK)
@@ -242,7 +232,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             dq, dk, dv, di, df, *grads0, *((cs, ns) if stored else (dh, dh)),
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
             *_strides(states[0], 4), *_strides(states[1], 3), *_strides(states[2], 2), *dh.stride(),
-            *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides, *dq_strides, *dv.stride()[:3],
+            *_strides(upstream[0], 4), *_strides(upstream[1], 3), *dm_strides,
             NH, S, DQK, DHV, B * NH, G, CPS * L, DQK**-0.5, eps,
             L=L, BK=BK, BV=BV, LOWP=_on_device(lowp),
             QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),

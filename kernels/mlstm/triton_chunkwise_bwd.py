@@ -60,9 +60,9 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     dcl_ptr,  # (B, NH * G, DQK, DHV) upstream gradient of the leaving C, strides sdc_*; read only if HAS_DC
     dnl_ptr,  # (B, NH * G, DQK) upstream gradient of the leaving n, strides sdn_*; read only if HAS_DN
     dml_ptr,  # (NV, B, NH * G) upstream gradient of the leaving m, strides sdm_*; read only if HAS_DM
-    dq_ptr,  # out (NV, B, NH, S, DQK), strides sdq_* (last 1): fp32 shares, or with NV = 1 the final dq (q's dtype)
-    dk_ptr,  # out (NV, B, NH, S, DQK), as dq (same strides)
-    dv_ptr,  # out (B, NH, S, DHV), strides sdv_* (last 1), dtype of v
+    dq_ptr,  # out (NV, BNH, S, DQK): fp32 shares, or with NV = 1 the final dq in the dtype of q
+    dk_ptr,  # out (NV, BNH, S, DQK), as dq
+    dv_ptr,  # out (BNH, S, DHV), dtype of v
     di_ptr,  # out (NV, BNH, S), as dq
     df_ptr,  # out (NV, BNH, S), as dq
     dc0_ptr,  # out (BNH, DQK, DHV), dtype of c0; written only if STORE_D0
@@ -82,8 +82,6 @@ def _mlstm_chunkwise_bwd_kernel_tl(
     sdc_b, sdc_h, sdc_k, sdc_v,
     sdn_b, sdn_h, sdn_k,
     sdm_v, sdm_b, sdm_h,
-    sdq_v, sdq_b, sdq_h, sdq_s,
-    sdv_b, sdv_h, sdv_s,
     NH,
     S_all,
     DQK,
@@ -150,11 +148,6 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         dh_base += seg0 * sdh_s
     prow = pid_v.to(tl.int64) * BNH * S_all + row0  # row of step 0 in the (NV, BNH, S, ...) outputs
     h_base = h_ptr + row0 * DHV
-    dq_base = pid_v.to(tl.int64) * sdq_v + bb * sdq_b + hh * sdq_h  # offsets of dq and dk, through their strides
-    dv_base = dv_ptr + bb * sdv_b + hh * sdv_h
-    if SEGMENTED:
-        dq_base += seg0 * sdq_s
-        dv_base += seg0 * sdv_s
     zm_off = row0
     part = pid_v * BNH + pid_bh  # index of this program's share in the (NV, BNH) dm0 output
     NC = tl.cdiv(S, L)
@@ -193,7 +186,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
             ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
             dq = _dot(w * ds, k, OUT_LOWP) + w0[:, None] * (_dot(dnum, tl.trans(C), LOWP) + dz[:, None] * n[None, :])
             dq = dq * qk_scale  # (L, BK)
-            dq_off = dq_base + t[:, None] * sdq_s + offs_k[None, :]  # (L, BK)
+            dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
 
         C, n = _carry(C, n, m_prev, m_end, k, v, i_g, b, g, LOWP)  # to the chunk end, with the saved m there
@@ -272,18 +265,18 @@ def _mlstm_chunkwise_bwd_kernel_tl(
                     dq += w0[:, None] * (_dot(dnum, tl.trans(C_in), LOWP) + dz[:, None] * n_in[None, :])
                 dq = dq * qk_scale
         if ONE_CHUNK or STORED:
-            dq_off = dq_base + t[:, None] * sdq_s + offs_k[None, :]  # (L, BK)
+            dq_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
             tl.store(dq_ptr + dq_off, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
         dk = _dot(tl.trans(w * ds), q, LOWP) * qk_scale  # (L, BK)
         dv = _dot(tl.trans(w * qk), dnum, OUT_LOWP)  # (L, BV)
         if not ONE_CHUNK or (HAS_DC or HAS_DN):  # the gradient of the leaving state (zero for one chunk without them)
             dk += e[:, None] * (_dot(v, tl.trans(dC), LOWP) + dn[None, :])
             dv += e[:, None] * _dot(k, dC, LOWP)
-        dk_off = dq_base + t[:, None] * sdq_s + offs_k[None, :]  # (L, BK)
+        dk_off = (prow + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
         tl.store(dk_ptr + dk_off, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
         di = tl.sum(k.to(tl.float32) * dk, axis=1)  # (L,) di_s = <k_s, dk_s>, before the stabilizer terms
-        dv_out = dv_base + t[:, None] * sdv_s + offs_v[None, :]  # (L, BV)
-        tl.store(dv_out, dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
+        dv_off = (row0 + t[:, None]) * DHV + offs_v[None, :]  # (L, BV)
+        tl.store(dv_ptr + dv_off, dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
         if not ONE_CHUNK or HAS_INIT:  # the gradient of the entering state (only dC0, dn0 read it for one chunk)
             q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
             dC = decay * dC + _dot(tl.trans(q_w), dnum, LOWP)  # (BK, BV)

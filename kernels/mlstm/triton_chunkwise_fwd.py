@@ -37,7 +37,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     c0_ptr,  # (B, NH * G, DQK, DHV) entering C of each segment, strides sc_*; read only if HAS_INIT
     n0_ptr,  # (B, NH * G, DQK) entering n, strides sn_*
     m0_ptr,  # (B, NH * G[, 1]) entering m, strides sm_*
-    h_ptr,  # out (B, NH, S, DHV), strides sh_* (last 1), input dtype
+    h_ptr,  # out (BNH, S, DHV) contiguous, input dtype
     h32_ptr,  # out (BNH, S, DHV) contiguous fp32 copy of h for the backward, written only if STORE_H32
     z_ptr,  # out (BNH, S) fp32: n~_t . q^_t before abs/max
     m_ptr,  # out (BNH, S) fp32: stabilizer m_t
@@ -54,7 +54,6 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     sc_b, sc_h, sc_k, sc_v,
     sn_b, sn_h, sn_k,
     sm_b, sm_h,
-    sh_b, sh_h, sh_s,
     NH,
     S_all,
     DQK,
@@ -110,11 +109,8 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         v_base += seg0 * sv_s
         i_base += seg0 * si_s
         f_base += seg0 * sf_s
-    out_base = row0 * DHV  # h32 and z, m are contiguous
+    out_base = row0 * DHV
     gate_off = row0
-    ho_base = h_ptr + bb * sh_b + hh * sh_h  # h through its strides: head-first or time-major
-    if SEGMENTED:
-        ho_base += seg0 * sh_s
 
     C, n, m_prev = _entering_state(
         c0_ptr + bb * sc_b + hs * sc_h, n0_ptr + bb * sn_b + hs * sn_h, m0_ptr + bb * sm_b + hs * sm_h,
@@ -140,17 +136,16 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         if HAS_INIT or not ONE_CHUNK:  # the entering state (zero for a single chunk without initial states)
             num += (w0 * qk_scale)[:, None] * _dot(q, C, LOWP)
             z += w0 * qk_scale * tl.sum(q.to(tl.float32) * n[None, :], axis=1)
-        h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV) in h32
-        ho = ho_base + t[:, None] * sh_s + offs_v[None, :]  # (L, BV) addresses in h
+        h_off = out_base + t[:, None] * DHV + offs_v[None, :]  # (L, BV)
         if RAW:  # a DQK block's share of the numerator (and z), added to the earlier blocks' sum; normalized later
             h = num  # (L, BV)
             if RAW_ADD:
-                h += tl.load(ho, mask=mask_tv, other=0.0)
+                h += tl.load(h_ptr + h_off, mask=mask_tv, other=0.0)
                 z += tl.load(z_ptr + gate_off + t, mask=mask_t, other=0.0)
         else:
             den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
             h = num / den[:, None]  # (L, BV)
-        tl.store(ho, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
+        tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
         if STORE_H32:
             tl.store(h32_ptr + h_off, h, mask=mask_tv)
         tl.store(z_ptr + gate_off + t, z, mask=mask_t & first)

@@ -19,7 +19,6 @@ import triton
 import triton.language as tl
 
 from .._ints import cdiv
-from ._common import empty_heads_like
 from .triton_chunkwise_common import _dot, _logsigmoid, _tile
 
 
@@ -160,19 +159,15 @@ def _mlstm_chunkwise_bwd_sum_kernel_tl(
     di_part_ptr,  # (NV, BNH, S) fp32
     df_part_ptr,  # (NV, BNH, S) fp32
     dm0_part_ptr,  # (NV, BNH) fp32, read only if HAS_INIT
-    dq_ptr,  # out (B, NH, S, DQK), strides so_* (last 1), dtype of q
-    dk_ptr,  # out (B, NH, S, DQK), as dq (same strides), dtype of k
+    dq_ptr,  # out (BNH, S, DQK), dtype of q
+    dk_ptr,  # out (BNH, S, DQK), dtype of k
     di_ptr,  # out (BNH, S), dtype of i
     df_ptr,  # out (BNH, S), dtype of f
     dm0_ptr,  # out (BNH,), dtype of m0
     NV,
     BNH,
-    NH,
     S,
     DQK,
-    so_b,
-    so_h,
-    so_s,
     BS: tl.constexpr,
     BK: tl.constexpr,
     HAS_INIT: tl.constexpr,
@@ -197,9 +192,8 @@ def _mlstm_chunkwise_bwd_sum_kernel_tl(
         df += tl.load(df_part_ptr + part * S + t, mask=mask_t, other=0.0)
         if HAS_INIT:
             dm0 += tl.load(dm0_part_ptr + part)
-    out = (pid_bh // NH) * so_b + (pid_bh % NH) * so_h + t[:, None] * so_s + offs_k[None, :]  # (BS, BK)
-    tl.store(dq_ptr + out, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
-    tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    tl.store(dq_ptr + pid_bh * S * DQK + row_k, dq.to(dq_ptr.dtype.element_ty), mask=mask_tk)
+    tl.store(dk_ptr + pid_bh * S * DQK + row_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
     tl.store(di_ptr + pid_bh * S + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
     tl.store(df_ptr + pid_bh * S + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
     if HAS_INIT:
@@ -207,17 +201,15 @@ def _mlstm_chunkwise_bwd_sum_kernel_tl(
 
 
 def sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
-    """Add the per-DHV-block fp32 shares (NV, B, NH, ...) of dq, dk, di, df, dm0 in one launch, in the input dtypes;
-    dq and dk in q's layout (`empty_heads_like`)."""
+    """Add the per-DHV-block fp32 shares (NV, B, NH, ...) of dq, dk, di, df, dm0 in one launch, in the input dtypes."""
     NV, B, NH, S, DQK = dq.shape
     out = lambda shape, x: torch.empty(shape, dtype=x.dtype, device=q.device)
-    dq_sum, dk_sum = empty_heads_like(q, DQK, q.dtype), empty_heads_like(q, DQK, k.dtype)  # (B, NH, S, DQK)
+    dq_sum, dk_sum = out((B, NH, S, DQK), q), out((B, NH, S, DQK), k)  # (B, NH, S, DQK)
     di_sum, df_sum = out((B, NH, S), i), out((B, NH, S), f)  # (B, NH, S)
     dm0_sum = None if dm0 is None else out(m0.shape, m0)  # (B, NH[, 1])
     BS = min(128, 2048 // BK)  # (BS, BK) tiles of 2048 elements: no register spills
     _mlstm_chunkwise_bwd_sum_kernel_tl[(cdiv(S, BS), B * NH)](
         dq, dk, di, df, dq if dm0 is None else dm0, dq_sum, dk_sum, di_sum, df_sum,
-        dq_sum if dm0 is None else dm0_sum, NV, B * NH, NH, S, DQK, *dq_sum.stride()[:3],
-        BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
+        dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
     )  # fmt: skip
     return dq_sum, dk_sum, di_sum, df_sum, dm0_sum
