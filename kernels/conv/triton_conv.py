@@ -79,7 +79,7 @@ def _conv_backward(
     dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
     low = G_IN_DY_DTYPE and dy.dtype in (torch.bfloat16, torch.float16)
     g = torch.empty(B, T, C, dtype=dy.dtype if low else torch.float32, device=x.device)  # (B, T, C) dy * act'(a)
-    dw_shares = torch.empty(B, K, C, dtype=torch.float32, device=x.device)  # (B, K, C)
+    dw_shares = torch.empty(B, C, K, dtype=torch.float32, device=x.device)  # (B, C, K): their sum is dw's layout
     db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
     if dx.numel() > 0:
         grad_block = GRAD_BLOCK_SHORT if T <= SHORT_STEPS else GRAD_BLOCK
@@ -94,7 +94,7 @@ def _conv_backward(
     else:
         dw_shares.zero_()
         db_shares.zero_()
-    dw = dw_shares.sum(0).t().to(weight.dtype).contiguous()  # (C, K)
+    dw = dw_shares.sum(0).to(weight.dtype)  # (C, K): no transposed copy (none at all for fp32 taps)
     db = db_shares.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)  # (C,)
     return dx, dw, db
 

@@ -90,7 +90,7 @@ def _causal_conv_grad_kernel_tl(
     b_ptr,  # (C,) bias; read only if HAS_BIAS
     dy_ptr,  # (B, T, C) upstream gradient, strides sdy_*
     g_ptr,  # out (B, T, C) contiguous: g = dy * act'(a), fp32 or dy's bf16/fp16 (`triton_conv.G_IN_DY_DTYPE`)
-    dw_ptr,  # out (B, K, C) fp32: each sequence's share of dw
+    dw_ptr,  # out (B, C, K) fp32: each sequence's share of dw, in the taps' (C, K) layout
     db_ptr,  # out (B, C) fp32: each sequence's share of db; written only if HAS_BIAS
     T, C,
     sx_b, sx_t, sx_c,
@@ -154,24 +154,24 @@ def _causal_conv_grad_kernel_tl(
         dw7 += g * x7
     if HAS_BIAS:
         tl.store(db_ptr + pid_b * C + c, tl.sum(db, axis=0), mask=mask_c)
-    out = dw_ptr + pid_b * K * C + c
+    out = dw_ptr + pid_b * C * K + c * K  # (BC,) addresses of tap 0
     for k in tl.static_range(K):
         if k == 0:
             tl.store(out, tl.sum(dw0, axis=0), mask=mask_c)
         elif k == 1:
-            tl.store(out + C, tl.sum(dw1, axis=0), mask=mask_c)
+            tl.store(out + 1, tl.sum(dw1, axis=0), mask=mask_c)
         elif k == 2:
-            tl.store(out + 2 * C, tl.sum(dw2, axis=0), mask=mask_c)
+            tl.store(out + 2, tl.sum(dw2, axis=0), mask=mask_c)
         elif k == 3:
-            tl.store(out + 3 * C, tl.sum(dw3, axis=0), mask=mask_c)
+            tl.store(out + 3, tl.sum(dw3, axis=0), mask=mask_c)
         elif k == 4:
-            tl.store(out + 4 * C, tl.sum(dw4, axis=0), mask=mask_c)
+            tl.store(out + 4, tl.sum(dw4, axis=0), mask=mask_c)
         elif k == 5:
-            tl.store(out + 5 * C, tl.sum(dw5, axis=0), mask=mask_c)
+            tl.store(out + 5, tl.sum(dw5, axis=0), mask=mask_c)
         elif k == 6:
-            tl.store(out + 6 * C, tl.sum(dw6, axis=0), mask=mask_c)
+            tl.store(out + 6, tl.sum(dw6, axis=0), mask=mask_c)
         else:
-            tl.store(out + 7 * C, tl.sum(dw7, axis=0), mask=mask_c)
+            tl.store(out + 7, tl.sum(dw7, axis=0), mask=mask_c)
 
 
 @triton.jit
