@@ -7,9 +7,9 @@ per (sequence * time tile, channel block).
 Forward: a_t = bias + sum_k w_k x_{t-K+1+k};  y_t = silu(a_t) (SILU) or a_t, stored in y's dtype.
 Backward, with g_t = dy_t * act'(a_t):
 1. `_causal_conv_grad_kernel_tl`, one program per (sequence, channel block) walking the sequence in tiles:
-   recomputes a_t from x, writes g (fp32) and sums its share of dw_k = sum_t g_t x_{t-K+1+k} and db = sum_t g_t in
-   registers (one named tile per tap, K <= 8, reduced over time at the end), written once per sequence and summed by
-   the host (deterministic);
+   recomputes a_t from x, writes g (in dy's dtype for bf16/fp16, else fp32) and sums its share of
+   dw_k = sum_t g_t x_{t-K+1+k} and db = sum_t g_t in registers (one named tile per tap, K <= 8, reduced over time
+   at the end), written once per sequence and summed by the host (deterministic);
 2. `_causal_conv_dx_kernel_tl`, tiled as the forward: dx_t = sum_k w_k g_{t+K-1-k} (g = 0 beyond T).
 A tile of dx needs g on K - 1 steps after it: one kernel that recomputed a (and g) at every shift read x K^2 + 2K
 times per element instead of 2K, and was several times slower than the forward on an H200.
@@ -50,6 +50,13 @@ def _preactivation(x_base, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K: tl.cons
     for k in tl.static_range(K):
         a += _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, k, K, BT, BC) * _tap(w_ptr, c, mask_c, k, K, BC)[None, :]
     return a
+
+
+@triton.jit
+def _store_tap_share(out, dw, mask_c, k: tl.constexpr, K: tl.constexpr):
+    """Store tap k's share of dw, the (BT, BC) products summed over time, at out + k; nothing for k >= K."""
+    if k < K:
+        tl.store(out + k, tl.sum(dw, axis=0), mask=mask_c)
 
 
 @triton.jit
@@ -154,24 +161,15 @@ def _causal_conv_grad_kernel_tl(
         dw7 += g * x7
     if HAS_BIAS:
         tl.store(db_ptr + pid_b * C + c, tl.sum(db, axis=0), mask=mask_c)
-    out = dw_ptr + pid_b * C * K + c * K  # (BC,) addresses of tap 0
-    for k in tl.static_range(K):
-        if k == 0:
-            tl.store(out, tl.sum(dw0, axis=0), mask=mask_c)
-        elif k == 1:
-            tl.store(out + 1, tl.sum(dw1, axis=0), mask=mask_c)
-        elif k == 2:
-            tl.store(out + 2, tl.sum(dw2, axis=0), mask=mask_c)
-        elif k == 3:
-            tl.store(out + 3, tl.sum(dw3, axis=0), mask=mask_c)
-        elif k == 4:
-            tl.store(out + 4, tl.sum(dw4, axis=0), mask=mask_c)
-        elif k == 5:
-            tl.store(out + 5, tl.sum(dw5, axis=0), mask=mask_c)
-        elif k == 6:
-            tl.store(out + 6, tl.sum(dw6, axis=0), mask=mask_c)
-        else:
-            tl.store(out + 7, tl.sum(dw7, axis=0), mask=mask_c)
+    out = dw_ptr + pid_b * C * K + c * K  # (BC,) addresses of tap 0 in the (C, K) share
+    _store_tap_share(out, dw0, mask_c, 0, K)
+    _store_tap_share(out, dw1, mask_c, 1, K)
+    _store_tap_share(out, dw2, mask_c, 2, K)
+    _store_tap_share(out, dw3, mask_c, 3, K)
+    _store_tap_share(out, dw4, mask_c, 4, K)
+    _store_tap_share(out, dw5, mask_c, 5, K)
+    _store_tap_share(out, dw6, mask_c, 6, K)
+    _store_tap_share(out, dw7, mask_c, 7, K)
 
 
 @triton.jit
