@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xlstm_ts.gate_map import two_input_linear
 from xlstm_ts.kernel_choice import conv_kernel_name, kernel_for, mlstm_chunk_size
 from xlstm_ts.layers import (
     BlockDiagonalLinear,
@@ -69,15 +70,13 @@ class MLSTMBlock(nn.Module):
             self.gates.bias[nh:] = torch.linspace(3.0, 6.0, nh)  # forget gate: long memory at init
 
     def _gate_preactivations(self, qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """gates(concat(q, k, v)) as two products with the weight's column blocks: the same map without writing the
-        (B, T, 3 inner) concatenation (or keeping it for the backward). qk (B, T, 2 inner), v (B, T, inner).
+        """gates(concat(q, k, v)) without writing the (B, T, 3 inner) concatenation (`gate_map.two_input_linear`,
+        whose backward a compiled graph fuses with the cell's gradients). qk (B, T, 2 inner), v (B, T, inner).
 
         Folding this map into the q/k and v matmuls (x_c @ [Wqk | Wqk Gqk], x_m @ [Wv | Wv Gv]) was slower in the
         compiled, graphed bf16 training step (H200: (1024, 64, 128) mmmm 8.35 against 7.40 ms, (256, 336, 128)
         msmm 12.60 against 11.53): the strided q, k, v slices of the wider outputs cost more than the gate passes."""
-        weight = self.gates.weight  # (2 NH, 3 inner)
-        split = qk.shape[-1]
-        return F.linear(qk, weight[:, :split]) + F.linear(v, weight[:, split:], self.gates.bias)  # (B, T, 2 NH)
+        return two_input_linear(qk, v, self.gates.weight, self.gates.bias)  # (B, T, 2 NH)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         B, T, _ = x.shape
