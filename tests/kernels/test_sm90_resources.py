@@ -83,3 +83,31 @@ def test_a_kernel_over_the_limit_is_reported(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["smem"] > _testing_sm90.SM90_SMEM_BYTES, row
+
+
+def test_launch_signature_specializes_as_a_device_launch(tmp_path):
+    """Offline compiles see what a launch on the device compiles: integers equal to 1 as constants, integers divisible
+    by 16 and aligned tensors with the divisibility hint (register and spill counts depend on it)."""
+    (tmp_path / "small_kernel.py").write_text(
+        "import triton\nimport triton.language as tl\n\n\n@triton.jit\n"
+        "def small(x_ptr, stride_one, stride_32, n_odd, flag, BLOCK: tl.constexpr):\n"
+        "    r = tl.arange(0, BLOCK)\n"
+        "    tl.store(x_ptr + r * stride_one + stride_32 + n_odd, r, mask=flag)\n"
+    )
+    script = (
+        "import sys, json, torch\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from small_kernel import small\n"
+        "from xlstm_ts.kernels._testing_sm90 import launch_signature\n"
+        "x = torch.zeros(64)\n"
+        "sig, const, attrs = launch_signature(small, (x, 1, 32, 7, True), {'BLOCK': 16})\n"
+        "print(json.dumps([sig, {str(k[0]): v for k, v in const.items()}, sorted(k[0] for k in attrs)]))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sig, const, aligned = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sig == {"x_ptr": "*fp32", "stride_one": "constexpr", "stride_32": "i32", "n_odd": "i32", "flag": "i1",
+                   "BLOCK": "constexpr"}  # fmt: skip
+    assert const == {"1": 1, "5": 16}
+    assert aligned == [0, 2]  # the tensor (torch allocations are aligned) and the multiple of 16
