@@ -57,56 +57,51 @@ def test_conv_kernels_do_not_spill(launches):
     assert conv and all(row["stack"] == 0 for row in conv), conv
 
 
+def _run_on_kernel(tmp_path, kernel_source: str, body: str):
+    """Run `body` in a fresh interpreter (no TRITON_INTERPRET: Triton compiles) with the @triton.jit function of
+    `kernel_source` importable from the module `probe_kernel`; returns the JSON of its last output line."""
+    header = "import triton\nimport triton.language as tl\n\n\n@triton.jit\n"
+    (tmp_path / "probe_kernel.py").write_text(header + kernel_source)
+    script = f"import sys, json, torch\nsys.path.insert(0, {str(tmp_path)!r})\n" + body
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_a_kernel_over_the_limit_is_reported(tmp_path):
     """The check can fail: a bf16 dot of two 256 x 256 tiles keeps both operands in shared memory (256 KB), more than
     the limit, and compile_sm90 reports it (Triton itself only refuses such a kernel at launch on the device)."""
     if not _ptxas_runs():
         pytest.skip("the triton wheel's ptxas does not run here")
-    (tmp_path / "big_kernel.py").write_text(
-        "import triton\nimport triton.language as tl\n\n\n@triton.jit\n"
+    row = _run_on_kernel(
+        tmp_path,
         "def big(a_ptr, b_ptr, o_ptr, N: tl.constexpr):\n"
         "    r = tl.arange(0, N)\n"
         "    a = tl.load(a_ptr + r[:, None] * N + r[None, :])\n"
         "    b = tl.load(b_ptr + r[:, None] * N + r[None, :])\n"
-        "    tl.store(o_ptr + r[:, None] * N + r[None, :], tl.dot(a, b))\n"
-    )
-    script = (
-        "import sys, json, torch\n"
-        f"sys.path.insert(0, {str(tmp_path)!r})\n"
-        "from big_kernel import big\n"
+        "    tl.store(o_ptr + r[:, None] * N + r[None, :], tl.dot(a, b))\n",
+        "from probe_kernel import big\n"
         "from xlstm_ts.kernels._testing_sm90 import compile_sm90\n"
         "a, out = torch.zeros(256, 256, dtype=torch.bfloat16), torch.zeros(256, 256)\n"
-        "print(json.dumps(compile_sm90(big, (a, a, out), {'N': 256, 'num_warps': 4})))\n"
+        "print(json.dumps(compile_sm90(big, (a, a, out), {'N': 256, 'num_warps': 4})))\n",
     )
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["smem"] > _testing_sm90.SM90_SMEM_BYTES, row
 
 
 def test_launch_signature_specializes_as_a_device_launch(tmp_path):
     """Offline compiles see what a launch on the device compiles: integers equal to 1 as constants, integers divisible
     by 16 and aligned tensors with the divisibility hint (register and spill counts depend on it)."""
-    (tmp_path / "small_kernel.py").write_text(
-        "import triton\nimport triton.language as tl\n\n\n@triton.jit\n"
+    sig, const, aligned = _run_on_kernel(
+        tmp_path,
         "def small(x_ptr, stride_one, stride_32, n_odd, flag, BLOCK: tl.constexpr):\n"
         "    r = tl.arange(0, BLOCK)\n"
-        "    tl.store(x_ptr + r * stride_one + stride_32 + n_odd, r, mask=flag)\n"
-    )
-    script = (
-        "import sys, json, torch\n"
-        f"sys.path.insert(0, {str(tmp_path)!r})\n"
-        "from small_kernel import small\n"
+        "    tl.store(x_ptr + r * stride_one + stride_32 + n_odd, r, mask=flag)\n",
+        "from probe_kernel import small\n"
         "from xlstm_ts.kernels._testing_sm90 import launch_signature\n"
-        "x = torch.zeros(64)\n"
-        "sig, const, attrs = launch_signature(small, (x, 1, 32, 7, True), {'BLOCK': 16})\n"
-        "print(json.dumps([sig, {str(k[0]): v for k, v in const.items()}, sorted(k[0] for k in attrs)]))\n"
+        "sig, const, attrs = launch_signature(small, (torch.zeros(64), 1, 32, 7, True), {'BLOCK': 16})\n"
+        "print(json.dumps([sig, {str(k[0]): v for k, v in const.items()}, sorted(k[0] for k in attrs)]))\n",
     )
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    sig, const, aligned = json.loads(done.stdout.strip().splitlines()[-1])
     assert sig == {"x_ptr": "*fp32", "stride_one": "constexpr", "stride_32": "i32", "n_odd": "i32", "flag": "i1",
                    "BLOCK": "constexpr"}  # fmt: skip
     assert const == {"1": 1, "5": 16}
