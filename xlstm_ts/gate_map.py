@@ -37,7 +37,7 @@ class _TwoInputLinear(torch.autograd.Function):
     def forward(ctx, a, b, weight, bias, unrolled: bool):
         split = a.shape[-1]
         ctx.save_for_backward(a, b, weight)
-        ctx.has_bias, ctx.unrolled = bias is not None, unrolled
+        ctx.unrolled = unrolled
         return F.linear(a, weight[:, :split]) + F.linear(b, weight[:, split:], bias)  # (..., J)
 
     @staticmethod
@@ -52,7 +52,7 @@ class _TwoInputLinear(torch.autograd.Function):
         dy2 = dy.reshape(-1, dy.shape[-1]).t()  # (J, N)
         dw = torch.cat([dy2 @ a.reshape(-1, split).to(dy.dtype), dy2 @ b.reshape(-1, b.shape[-1]).to(dy.dtype)], 1)
         dbias = None
-        if ctx.has_bias:
+        if ctx.needs_input_grad[3]:  # a bias that takes a gradient (False without a bias)
             dbias = dy2.to(torch.promote_types(dy.dtype, torch.float32)).sum(1).to(weight.dtype)  # (J,)
         return da, db, dw.to(weight.dtype), dbias, None
 
