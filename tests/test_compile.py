@@ -8,9 +8,10 @@ import shutil
 import pytest
 import torch
 
+from xlstm_ts import stack as stack_module
 from xlstm_ts.config import ModelConfig
 from xlstm_ts.kernels._testing import err_ratio
-from xlstm_ts.stack import XLSTMStack
+from xlstm_ts.stack import XLSTMStack, compile_options
 
 NO_CXX = not shutil.which(os.environ.get("CXX", "g++"))
 
@@ -37,3 +38,30 @@ def test_compiled_blocks_match_eager_forward_and_backward(per_block, one_thread)
     # cancelling sums differ by ~1e-3 relative)
     for (name, _), g_compiled, g_eager in zip(eager.named_parameters(), outs[1][1], outs[0][1]):
         assert err_ratio(g_eager, g_compiled) < 1e-4, name
+
+
+@pytest.mark.parametrize(
+    "capability, kwargs, expected",
+    [
+        ((9, 0), {}, {"options": {"triton.enable_pdl": True}}),
+        ((10, 0), {"options": {"max_autotune": True}}, {"options": {"max_autotune": True, "triton.enable_pdl": True}}),
+        ((8, 0), {}, {}),  # no programmatic dependent launch before Hopper
+        ((9, 0), {"mode": "max-autotune"}, {"mode": "max-autotune"}),  # torch.compile takes mode or options
+        ((9, 0), {"options": {"triton.enable_pdl": False}}, {"options": {"triton.enable_pdl": False}}),
+    ],
+)
+def test_compile_options_add_pdl_on_hopper_only(monkeypatch, capability, kwargs, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    given = copy.deepcopy(kwargs)
+    assert compile_options(torch.device("cuda", 0), kwargs) == expected
+    assert kwargs == given  # the caller's dicts are not changed
+    assert compile_options(torch.device("cpu"), kwargs) == kwargs
+
+
+def test_compile_blocks_passes_the_compile_options(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    monkeypatch.setattr(stack_module, "compile_options", lambda device, kw: {**kw, "options": {"marker": device.type}})
+    cfg = ModelConfig(embed_dim=16, num_heads=2, pattern="ms", qkv_blocksize=4, dropout=0.0)
+    XLSTMStack(cfg).compile_blocks(dynamic=False)
+    assert seen == [{"dynamic": False, "options": {"marker": "cpu"}}]

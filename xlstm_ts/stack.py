@@ -40,9 +40,11 @@ class XLSTMStack(nn.Module):
         sequence kernels run as they are inside the compiled code. The first call per input shape compiles
         (seconds to minutes on a CPU: the sLSTM loop is unrolled over time); later calls run the compiled code.
         The kernels for the parameters' device are looked up first, so tracing starts from a filled lookup table.
-        On the CPU, torch.compile needs a C++ compiler (g++ or $CXX).
+        On the CPU, torch.compile needs a C++ compiler (g++ or $CXX). On GPUs with programmatic dependent launch
+        (compute capability 9.0 and up) the compiled kernels use it (`compile_options`).
         """
         device = next(self.parameters()).device
+        compile_kwargs = compile_options(device, compile_kwargs)
         for block in self.blocks:
             kernel_for(block.kernel, block.op, device, block.head_dim)
             if getattr(block, "conv", None) is not None:
@@ -57,3 +59,20 @@ class XLSTMStack(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)  # (B, T, D)
+
+
+def compile_options(device: torch.device, compile_kwargs: dict) -> dict:
+    """torch.compile keyword arguments for a stack on `device`: the caller's, plus Inductor's programmatic dependent
+    launch (`triton.enable_pdl`: each generated kernel may start while the one before it finishes) on CUDA devices of
+    compute capability 9.0 and up, when torch has that option and the caller set neither `mode` (which excludes
+    `options`) nor that option. H200, compiled and graphed bf16 training step, same call: (1024, 64, 128) mmmm
+    5.83 against 5.88 / 5.89 ms without, msmm 5.66 against 5.75 / 5.76."""
+    kwargs = dict(compile_kwargs)
+    options = dict(kwargs.get("options") or {})
+    if device.type != "cuda" or "mode" in kwargs or "triton.enable_pdl" in options:
+        return kwargs
+    import torch._inductor.config as inductor_config  # loaded on first use by torch.compile; here for the check
+
+    if hasattr(inductor_config.triton, "enable_pdl") and torch.cuda.get_device_capability(device) >= (9, 0):
+        kwargs["options"] = {**options, "triton.enable_pdl": True}
+    return kwargs
