@@ -31,10 +31,13 @@ def test_optimizer_is_fused_adamw_with_decay_on_matrices_only():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.net.parameters()))
 
 
-@pytest.mark.parametrize("precision, fused", [("32-true", True), ("bf16-mixed", True), ("16-mixed", False)])
-def test_no_fused_optimizer_under_fp16_grad_scaling(precision, fused):
+@pytest.mark.parametrize(
+    "precision, clip, fused",
+    [("32-true", 1.0, True), ("bf16-mixed", None, True), ("bf16-mixed", 1.0, False), ("16-mixed", 1.0, False)],
+)
+def test_no_fused_optimizer_when_clipping_under_mixed_precision(precision, clip, fused):
     module = _module()
-    module._trainer = SimpleNamespace(precision=precision)  # what configure_optimizers reads of its trainer
+    module._trainer = SimpleNamespace(precision=precision, gradient_clip_val=clip)  # what configure_optimizers reads
     assert all(g["fused"] is fused for g in module.configure_optimizers()["optimizer"].param_groups)
 
 

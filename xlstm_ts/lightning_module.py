@@ -49,6 +49,14 @@ class LitForecaster(L.LightningModule):
         # equal on every rank already; sync_dist averages equal values (Lightning asks for it on epoch-level logs)
         self.log("val_loss", (loss_sum / windows.clamp(min=1)).float(), prog_bar=True, sync_dist=True)
 
+    def _clips_mixed_precision(self) -> bool:
+        """Whether the trainer clips gradients under mixed precision: Lightning's mixed-precision plugin then refuses
+        fused optimizers (they would unscale fp16 gradients inside the step, after the clipping)."""
+        trainer = self._trainer
+        return str(getattr(trainer, "precision", "")).endswith("-mixed") and bool(
+            getattr(trainer, "gradient_clip_val", None)
+        )
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.net.named_parameters():
@@ -56,9 +64,7 @@ class LitForecaster(L.LightningModule):
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.learning_rate,
-            # fp16 mixed precision unscales through a GradScaler, which Lightning's gradient clipping needs outside the
-            # optimizer: the fused kernel would unscale inside it
-            fused=fused_adamw_supported(decay + no_decay) and getattr(self._trainer, "precision", None) != "16-mixed",
+            fused=fused_adamw_supported(decay + no_decay) and not self._clips_mixed_precision(),
         )
         warmup = max(1, int(self.warmup_fraction * self.max_steps))
 
