@@ -50,8 +50,8 @@ class LitForecaster(L.LightningModule):
         self.log("val_loss", (loss_sum / windows.clamp(min=1)).float(), prog_bar=True, sync_dist=True)
 
     def _clips_mixed_precision(self) -> bool:
-        """Whether the trainer clips gradients under mixed precision: Lightning's mixed-precision plugin then refuses
-        fused optimizers (they would unscale fp16 gradients inside the step, after the clipping)."""
+        """Whether the trainer clips gradients under mixed precision ('16-mixed', 'bf16-mixed'): Lightning's
+        mixed-precision plugin then refuses fused optimizers, which unscale fp16 gradients inside their step."""
         trainer = self._trainer
         return str(getattr(trainer, "precision", "")).endswith("-mixed") and bool(
             getattr(trainer, "gradient_clip_val", None)
