@@ -16,6 +16,13 @@ from xlstm_ts.stack import XLSTMStack, compile_options
 NO_CXX = not shutil.which(os.environ.get("CXX", "g++"))
 
 
+def _output_and_grads(stack: XLSTMStack, x: torch.Tensor, upstream: torch.Tensor) -> tuple:
+    """stack(x) and the parameters' gradients of <stack(x), upstream>."""
+    y = stack(x)
+    (y * upstream).sum().backward()
+    return y.detach(), [p.grad.clone() for p in stack.parameters()]
+
+
 @pytest.mark.skipif(NO_CXX, reason="torch.compile on the CPU needs a C++ compiler")
 @pytest.mark.parametrize("per_block", [False, True], ids=["whole-stack", "per-block"])
 def test_compiled_blocks_match_eager_forward_and_backward(per_block, one_thread):
@@ -28,11 +35,7 @@ def test_compiled_blocks_match_eager_forward_and_backward(per_block, one_thread)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # in-place compile: same names, same checkpoints
     x = torch.randn(3, 6, 16)
     upstream = torch.randn(3, 6, 16)
-    outs = []
-    for stack in (eager, compiled):
-        y = stack(x)
-        (y * upstream).sum().backward()
-        outs.append((y.detach(), [p.grad.clone() for p in stack.parameters()]))
+    outs = [_output_and_grads(stack, x, upstream) for stack in (eager, compiled)]
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
     # fused kernels sum in another order: compare each gradient by its relative RMS error (single elements of
     # cancelling sums differ by ~1e-3 relative)
@@ -77,11 +80,7 @@ def test_compiled_stack_on_cuda_matches_eager():
     compiled = copy.deepcopy(eager).compile_blocks()
     x = torch.randn(4, 20, 32, device="cuda")
     upstream = torch.randn(4, 20, 32, device="cuda")
-    outs = []
-    for stack in (eager, compiled):
-        y = stack(x)
-        (y * upstream).sum().backward()
-        outs.append((y.detach(), [p.grad.clone() for p in stack.parameters()]))
+    outs = [_output_and_grads(stack, x, upstream) for stack in (eager, compiled)]
     assert err_ratio(outs[0][0], outs[1][0]) < 1e-4
     for (name, _), g_compiled, g_eager in zip(eager.named_parameters(), outs[1][1], outs[0][1]):
         assert err_ratio(g_eager, g_compiled) < 1e-3, name

@@ -58,18 +58,17 @@ def test_fused_adamw_supported(params, expected):
 def test_fused_update_matches_the_foreach_update():
     """Ten steps of the module's fused optimizer and of the foreach default from the same start and gradients."""
     module = _module()
-    other = copy.deepcopy(module.net)
+    other = copy.deepcopy(module)  # same grouping of its own parameters, built by the same method
     fused = module.configure_optimizers()["optimizer"]
-    groups = [{"params": [dict(other.named_parameters())[n] for n, p in module.net.named_parameters()
-                          if any(p is q for q in g["params"])], "weight_decay": g["weight_decay"]}
-              for g in fused.param_groups]  # fmt: skip
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}
+              for g in other.configure_optimizers()["optimizer"].param_groups]  # fmt: skip
     foreach = torch.optim.AdamW(groups, lr=1e-3, foreach=True)
     for _ in range(10):
         grads = [torch.randn_like(p) for p in module.net.parameters()]
-        for net in (module.net, other):
+        for net in (module.net, other.net):
             for p, g in zip(net.parameters(), grads):
                 p.grad = g.clone()
         fused.step()
         foreach.step()
-    for (name, p), q in zip(module.net.named_parameters(), other.parameters()):
+    for (name, p), q in zip(module.net.named_parameters(), other.net.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)

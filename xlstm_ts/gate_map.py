@@ -45,16 +45,18 @@ class _TwoInputLinear(torch.autograd.Function):
         a, b, weight = ctx.saved_tensors
         split = a.shape[-1]
         wa, wb = weight[:, :split], weight[:, split:]  # (J, Fa), (J, Fb)
-        if ctx.unrolled:
-            da, db = _rank_products(dy, wa).to(a.dtype), _rank_products(dy, wb).to(b.dtype)
-        else:
-            da, db = (dy @ wa.to(dy.dtype)).to(a.dtype), (dy @ wb.to(dy.dtype)).to(b.dtype)
+        need = ctx.needs_input_grad  # only the gradients autograd asks for (need[3] is False without a bias)
+        input_grad = _rank_products if ctx.unrolled else lambda g, w: g @ w.to(g.dtype)
+        da = input_grad(dy, wa).to(a.dtype) if need[0] else None
+        db = input_grad(dy, wb).to(b.dtype) if need[1] else None
         dy2 = dy.reshape(-1, dy.shape[-1]).t()  # (J, N)
-        dw = torch.cat([dy2 @ a.reshape(-1, split).to(dy.dtype), dy2 @ b.reshape(-1, b.shape[-1]).to(dy.dtype)], 1)
-        dbias = None
-        if ctx.needs_input_grad[3]:  # a bias that takes a gradient (False without a bias)
+        dw = dbias = None
+        if need[2]:
+            dw = torch.cat([dy2 @ a.reshape(-1, split).to(dy.dtype), dy2 @ b.reshape(-1, b.shape[-1]).to(dy.dtype)], 1)
+            dw = dw.to(weight.dtype)
+        if need[3]:
             dbias = dy2.to(torch.promote_types(dy.dtype, torch.float32)).sum(1).to(weight.dtype)  # (J,)
-        return da, db, dw.to(weight.dtype), dbias, None
+        return da, db, dw, dbias, None
 
 
 def two_input_linear(
