@@ -24,8 +24,10 @@ Usage:
         --lookback 336 --seeds 0 1 2
 A run preset (`configs/ltsf/<name>.yaml`, `xlstm_ts.datasets.ltsf_presets`) sets the file, split, horizon, lookback,
 model preset and training budget; a flag given on the command line overrides its value. The `preset` column records
-`<run preset>/<model preset>`. Appends rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf.md
-(see --results-dir). `benchmarks/ltsf_sweep.py` runs many presets and seeds in parallel.
+`<run preset>/<model preset>`, then in brackets the training settings a flag changed (e.g. `(max_steps 6000)`,
+`LABELLED_SETTINGS`), the time limit, the head other than 'quantile', the precision and the speed flags. Appends
+rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf.md (see --results-dir).
+`benchmarks/ltsf_sweep.py` runs many presets and seeds in parallel.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_te
 DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_size=128, learning_rate=1e-4,
                 val_check_steps=200, patience=5, head="quantile")
 """Values of the run settings when neither the command line nor a run preset gives them."""
+LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience")
+"""Training settings that, given on the command line with a value other than the run preset's (or the default's),
+are named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
+the model preset, head and time limit are labelled as well)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,10 +123,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if preset is None and (args.data is None or args.split is None):
         parser.error("--data and --split are required without --preset; pass e.g. --data path/to/ETTh1.csv.gz "
                      "--split ett-hourly, or --preset etth1_96 (run presets live in configs/ltsf/).")
+    overridden = []  # training settings given on the command line that differ from the preset (or the defaults)
     for field in dataclasses.fields(LTSFRunConfig):
-        if field.name != "data" and getattr(args, field.name) is None:
-            setattr(args, field.name, getattr(preset, field.name) if preset is not None else DEFAULTS[field.name])
+        if field.name == "data":
+            continue
+        default = getattr(preset, field.name) if preset is not None else DEFAULTS.get(field.name)
+        if getattr(args, field.name) is None:
+            setattr(args, field.name, default)
+        elif field.name in LABELLED_SETTINGS and getattr(args, field.name) != default:
+            overridden.append(f"{field.name} {getattr(args, field.name):g}")
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
+    if overridden:
+        args.label += f" ({', '.join(overridden)})"
     if args.max_time is not None:
         if args.max_time <= 0:
             parser.error(f"--max-time must be a positive number of seconds, got {args.max_time}")

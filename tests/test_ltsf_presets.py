@@ -112,7 +112,13 @@ def test_command_line_flags_override_the_run_preset(bench, tmp_path, monkeypatch
     args = bench.parse_args(["--preset", "etth1_96", "--data-dir", str(tmp_path), "--lookback", "336",
                              "--max-steps", "10", "--model", "tiny", "--data", "other.csv"])
     assert (args.lookback, args.max_steps, args.horizon, args.data) == (336, 10, 96, "other.csv")
-    assert (args.mode, args.label) == ("channel_independent", "etth1_96/tiny")  # the mode of the model preset
+    # the mode of the model preset; the changed step budget is named in the label
+    assert (args.mode, args.label) == ("channel_independent", "etth1_96/tiny (max_steps 10)")
+    same = bench.parse_args(["--preset", "etth1_96", "--data-dir", str(tmp_path), "--max-steps", "3000",
+                             "--batch-size", "64", "--learning-rate", "3e-4", "--patience", "5"])
+    assert same.label == "etth1_96/ltsf_center (batch_size 64, learning_rate 0.0003)"  # values equal to the preset's
+    assert bench.parse_args(["--data", "x.csv", "--split", "ratio", "--val-check-steps", "50"]).label == \
+        "ltsf (val_check_steps 50)"  # without a preset, against the defaults
     monkeypatch.setenv("XLSTM_TS_DATA", str(tmp_path))
     assert bench.parse_args(["--preset", "etth1_96"]).data == str(tmp_path / "ETT" / "ETTh1.csv.gz")
 
@@ -221,7 +227,7 @@ def test_max_time_stops_training_and_is_recorded_in_the_label(bench, tmp_path):
     presets = _tiny_presets(tmp_path)
     args = bench.parse_args(["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "200000",
                              "--val-check-steps", "50", "--max-time", "2"])
-    assert args.label == "a_8/tiny (max 2 s)"
+    assert args.label == "a_8/tiny (max_steps 200000, val_check_steps 50) (max 2 s)"
 
     class LastStep(L.Callback):
         def on_fit_end(self, trainer, pl_module):
@@ -249,9 +255,9 @@ def test_verbose_prints_training_progress(bench, tmp_path, monkeypatch, capsys):
 def test_speed_flags_reach_the_forecaster_and_the_label(bench, tmp_path):
     presets = _tiny_presets(tmp_path)
     base = ["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "2"]
-    assert bench.parse_args(base).label == "a_8/tiny"
+    assert bench.parse_args(base).label == "a_8/tiny (max_steps 2)"
     args = bench.parse_args(base + ["--compile", "--cuda-graphs"])
-    assert args.label == "a_8/tiny (compiled, CUDA graphs)" and args.compile and args.cuda_graphs
+    assert args.label == "a_8/tiny (max_steps 2) (compiled, CUDA graphs)" and args.compile and args.cuda_graphs
     data = load_ltsf(args.data, args.split)
     with pytest.raises(ValueError, match="cuda_graphs=True needs a fit on one CUDA device"):
         bench.fit_forecaster(args, data, seed=0)  # the flag reaches the forecaster; on the CPU it is refused
@@ -262,7 +268,7 @@ def test_head_comes_from_the_preset_or_the_flag_and_reaches_the_forecaster(bench
     base = ["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "2", "--val-check-steps", "1"]
     assert bench.parse_args(base).head == "quantile"
     args = bench.parse_args(base + ["--head", "mse"])
-    assert args.label == "a_8/tiny (head mse)"
+    assert args.label == "a_8/tiny (max_steps 2, val_check_steps 1) (head mse)"
     model = bench.fit_forecaster(args, load_ltsf(args.data, args.split), seed=0)
     assert model.head == "mse" and type(model.net_.head).__name__ == "MSEHead"
     mse_preset = tmp_path / "m_8.yaml"

@@ -149,11 +149,12 @@ def test_benchmark_script_end_to_end(tmp_path, one_thread, load_benchmark):
                                    "baseline:linear_centred"]
     assert (table["dataset"] == "tiny").all() and (table["n_test_windows"] == 60 - 8 + 1).all()
     model_row = table.iloc[0]
-    assert model_row["seed"] == 0 and model_row["preset"] == "tiny" and model_row["train_seconds"] > 0
+    label = "tiny (batch_size 8, max_steps 3, val_check_steps 2)"  # the settings that differ from the defaults
+    assert model_row["seed"] == 0 and model_row["preset"] == label and model_row["train_seconds"] > 0
     assert 0 <= model_row["epochs"] <= 3 * 8 / (3 * (210 - 24 - 8 + 1))  # at most 3 steps of 8 windows
     assert table["seed"].iloc[1:].isna().all() and table["epochs"].iloc[1:].isna().all()
     markdown = (out / "ltsf.md").read_text()
-    assert "| tiny | 8 | channel_independent | 24 | tiny | 1 |" in markdown
+    assert f"| tiny | 8 | channel_independent | 24 | {label} | 1 |" in markdown
     assert "| tiny | 8 | baseline:linear | 24 | – | – |" in markdown and "baseline:repeat_last" in markdown
 
     bench.main(argv[:-2] + ["--results-dir", str(tmp_path / "unused"), "--no-record", "--max-steps", "1"])

@@ -30,7 +30,8 @@ def test_ours_row_timings_scores_and_table(tmp_path, one_thread, load_benchmark)
     bench = load_benchmark("time_to_accuracy")
     argv = _argv(tmp_path, "xlstm_ts")
     (row,) = bench.main(argv)
-    assert row["model"] == "xlstm_ts" and row["preset"] == "tiny" and row["seed"] == 0
+    label = "tiny (batch_size 4, max_steps 4, val_check_steps 2)"  # the model preset and the settings changed
+    assert row["model"] == "xlstm_ts" and row["preset"] == label and row["seed"] == 0
     assert row["steps"] == 4 and row["best_step"] in (0, 2, 4)  # validations at steps 2 and 4 (0: the initial weights)
     assert 0 <= row["seconds_to_best"] <= row["fit_seconds"]
     assert np.isfinite(row["mse"]) and np.isfinite(row["mae"]) and row["params"] > 0
@@ -38,7 +39,7 @@ def test_ours_row_timings_scores_and_table(tmp_path, one_thread, load_benchmark)
     saved = json.loads((tmp_path / "out" / "time_to_accuracy.json").read_text())
     assert len(saved) == 1
     table = (tmp_path / "out" / "time_to_accuracy.md").read_text()
-    assert "| tiny | 0 | xlstm_ts |" in table and "| 4 / 2 / 5 |" in table
+    assert f"| {label} | 0 | xlstm_ts |" in table and "| 4 / 2 / 5 |" in table
 
 
 @pytest.mark.skipif(not HAS_NF, reason="neuralforecast and xlstm are optional benchmark dependencies")
