@@ -20,8 +20,16 @@ def _inputs(B, NH, L, DQK, DHV, i_mean):
 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-@pytest.mark.parametrize("B,NH,L,DQK,DHV", [(2, 3, 1, 8, 5), (2, 3, 13, 8, 5), (1, 2, 40, 16, 24)])
-def test_one_chunk_matches_autograd_in_fp64(B, NH, L, DQK, DHV, i_mean):
+@pytest.mark.parametrize("B,NH,L,DQK,DHV,row_block", [
+    (2, 3, 1, 8, 5, None), (2, 3, 13, 8, 5, None), (1, 2, 40, 16, 24, None), (1, 2, 64, 8, 6, None),
+    (2, 1, 63, 8, 8, None), (1, 2, 40, 8, 5, 7),  # one, two and six row blocks (the last one short)
+])
+def test_one_chunk_matches_autograd_in_fp64(B, NH, L, DQK, DHV, row_block, i_mean, monkeypatch):
+    from xlstm_ts.kernels.mlstm import one_chunk_torch
+
+    if row_block is not None:
+        monkeypatch.setattr(one_chunk_torch, "ROW_BLOCK", row_block)
+    assert len(one_chunk_torch._row_blocks(L)) == -(-L // one_chunk_torch.ROW_BLOCK)
     inputs = _inputs(B, NH, L, DQK, DHV, i_mean)
     upstream = torch.randn(B, NH, L, DHV, dtype=torch.float64)
     results = []
