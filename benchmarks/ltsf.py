@@ -127,11 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for field in dataclasses.fields(LTSFRunConfig):
         if field.name == "data":
             continue
+        value = getattr(args, field.name)
         default = getattr(preset, field.name) if preset is not None else DEFAULTS.get(field.name)
-        if getattr(args, field.name) is None:
+        if value is None:
             setattr(args, field.name, default)
-        elif field.name in LABELLED_SETTINGS and getattr(args, field.name) != default:
-            overridden.append(f"{field.name} {getattr(args, field.name):g}")
+        elif field.name in LABELLED_SETTINGS and value != default:
+            overridden.append(f"{field.name} {value:g}")
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
     if overridden:
         args.label += f" ({', '.join(overridden)})"

@@ -49,6 +49,11 @@ def _row_blocks(L: int) -> list[tuple[int, int]]:
     return [(r0, min(r0 + ROW_BLOCK, L)) for r0 in range(0, L, ROW_BLOCK)]
 
 
+def _rows(parts: list[Tensor], dim: int) -> Tensor:
+    """The row blocks' parts joined along `dim` (a single part as it is, not copied)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float) -> tuple[Tensor, tuple]:
     """h and the tensors the backward reads, for q, k (..., L, DQK); v (..., L, DHV); i, f (..., L)."""
     DQK, L = q.shape[-1], q.shape[-2]
@@ -70,7 +75,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float) 
         den = torch.maximum(qn.abs(), floor) + eps  # (..., R)
         hs.append((S @ v[..., :r1, :]) / den.unsqueeze(-1))  # (..., R, DHV)
         saved += [W, S, qn, floor, den, arg, b[..., r0:r1] >= row_max]
-    h = hs[0] if len(hs) == 1 else torch.cat(hs, dim=-2)  # (..., L, DHV)
+    h = _rows(hs, -2)  # (..., L, DHV)
     return h, (q_hat, k, v, f, h, *saved)
 
 
@@ -102,8 +107,8 @@ def _backward(dh: Tensor, q_hat, k, v, f, h, *saved) -> tuple[Tensor, ...]:
         dD.scatter_add_(-1, arg.unsqueeze(-1), torch.where(b_won, 0.0, dm).unsqueeze(-1))
         d_cols[..., :r1] += dD.sum(dim=-2)  # i~_s and -prefix_s enter every entry of column s
         d_rows.append(dD.sum(dim=-1) + torch.where(b_won, dm, 0.0))  # prefix_t: row t, and b_t = prefix_t
-    dq = dqs[0] if len(dqs) == 1 else torch.cat(dqs, dim=-2)  # (..., L, DQK)
-    d_prefix = (d_rows[0] if len(d_rows) == 1 else torch.cat(d_rows, dim=-1)) - d_cols  # (..., L)
+    dq = _rows(dqs, -2)  # (..., L, DQK)
+    d_prefix = _rows(d_rows, -1) - d_cols  # (..., L)
     d_log_f = d_prefix.flip(-1).cumsum(dim=-1).flip(-1)  # log f_r is in every prefix_t with t >= r
     return dq, dk, dv, d_cols, d_log_f * torch.sigmoid(-f)
 
