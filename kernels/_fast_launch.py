@@ -24,6 +24,9 @@ ENABLED = True
 
 _MAX_SIGNATURES = 64  # per kernel: shapes, strides and flags seen; oldest dropped first
 
+# launch options that are compile options only (part of the key here, not arguments of the C launcher)
+_LAUNCH_OPTIONS = {"num_warps", "num_stages", "maxnreg"}
+
 
 def _signature(args: tuple) -> tuple | None:
     """What Triton specializes a call on, per positional argument; None for an argument kind not handled here."""
@@ -87,7 +90,7 @@ class FastLauncher:
         """Keep the compiled kernel and the constexpr values it is launched with (the C launcher takes every
         parameter in order), if the binding Triton made agrees with this reading of the arguments."""
         n_runtime, names, defaults = self._constexprs
-        if len(args) != n_runtime or not set(meta) <= set(names) | {"num_warps", "num_stages"}:
+        if len(args) != n_runtime or not set(meta) <= set(names) | _LAUNCH_OPTIONS:
             return
         if not all(getattr(compiled, a, None) is not None for a in ("run", "function", "packed_metadata")):
             return

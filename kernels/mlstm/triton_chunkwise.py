@@ -41,9 +41,11 @@ from .triton_chunkwise_gates import sum_shares
 from .triton_chunkwise_modes import _LOWP, _bwd_lowp, _fwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward, store_chunk_states
+from .triton_one_chunk_bwd import ROWS, _mlstm_one_chunk_bwd_kernel_tl
 
 _FWD = FastLauncher(_mlstm_chunkwise_fwd_kernel_tl)
 _BWD = FastLauncher(_mlstm_chunkwise_bwd_kernel_tl)
+_BWD_ONE = FastLauncher(_mlstm_one_chunk_bwd_kernel_tl)
 
 
 # widest head (DQK and DHV) the Triton mLSTM takes; DQK above ksplit.K_BLOCK runs in column blocks (one launch
@@ -64,6 +66,19 @@ NUM_STAGES: int | None = 1
 # input dtypes whose one-DHV-block backwards that form dq in their single pass sum <dh, h> from their own dots
 # (HD_FROM_DOTS), so the forward keeps no fp32 copy of h; () makes every backward read a saved h (A/B timings)
 HD_FROM_DOTS_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
+
+# backwards of one chunk of at most 2 * ROWS steps from zero states, with <dh, h> from their own dots, no gradient
+# on the last states and heads of at least ONE_CHUNK_MIN_DQK, run `triton_one_chunk_bwd.py` (steps in blocks of
+# ROWS, only the blocks on or below the diagonal); False keeps the general kernel for them (A/B timings). H200, bf16
+# fw+bw at the block's layouts, general / blocks (ms): (256, 8, 32, 64) 0.132 / 0.115, (64, 4, 64, 64) 0.0403 /
+# 0.0374, (1024, 4, 64, 64) 0.494 / 0.488 with two-block chunks capped at ONE_CHUNK_MAXNREG registers (0.502
+# uncapped, 0.680 at 8 warps); 32-wide heads stay general: (1024, 4, 64, 32) 0.319 against 0.377 (0.412 capped)
+ONE_CHUNK_BLOCKS = True
+ONE_CHUNK_MIN_DQK = 64
+# launch options of that kernel: num_warps (None: the general backward's) and the register cap of two-block chunks
+# (three blocks of 4 warps per SM instead of two; None: no cap)
+ONE_CHUNK_NUM_WARPS: int | None = None
+ONE_CHUNK_MAXNREG: int | None = 168
 
 
 def _launch_config(
@@ -120,6 +135,22 @@ def _bwd_num_warps(one_pass: bool, L: int, fwd_warps: int, hd_dots: bool) -> int
     if NUM_WARPS_OVERRIDE is not None:
         return NUM_WARPS_OVERRIDE
     return 8 if one_pass and L >= 64 and not hd_dots else fwd_warps
+
+
+def _one_chunk_blocks(
+    L: int, BK: int, G: int, CPS: int, stored: bool, hd_dots: bool, has_init: bool, upstream: list
+) -> bool:
+    """Whether a backward runs `triton_one_chunk_bwd.py`: one chunk of at most 2 * ROWS steps (no segments, no
+    stored states) from zero states, <dh, h> from its own dots (one DHV block), no upstream state gradients, heads of
+    at least ONE_CHUNK_MIN_DQK (padded DQK block BK)."""
+    one_chunk = G == 1 and CPS == 1 and not stored and L <= 2 * ROWS
+    wanted = ONE_CHUNK_BLOCKS and BK >= ONE_CHUNK_MIN_DQK
+    return wanted and one_chunk and hd_dots and not has_init and all(x is None for x in upstream)
+
+
+def _one_chunk_cap(L: int) -> dict[str, int]:
+    """The register cap of `triton_one_chunk_bwd.py` for chunks of L steps (two blocks only), as a launch option."""
+    return {"maxnreg": ONE_CHUNK_MAXNREG} if L > ROWS and ONE_CHUNK_MAXNREG else {}
 
 
 class _MLSTMChunkwiseTriton(torch.autograd.Function):
@@ -220,6 +251,16 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             states, grads0 = (q, q, q), (dv, dv, dv)  # placeholders are never read or written
         upstream = [dC_last, dn_last, dm_last]
         lowp = _bwd_lowp(q.dtype)
+        if _one_chunk_blocks(L, BK, G, CPS, stored, hd_dots, has_init, upstream):
+            _BWD_ONE[(B * NH,)](
+                q, k, v, i, f, z, m, dh, dq, dk, dv, di, df,
+                *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
+                NH, S, DQK, DHV, DQK**-0.5, eps,
+                R=min(L, ROWS), TWO=L > ROWS, BK=BK, BV=BV, LOWP=_on_device(lowp),
+                QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
+                DETACH=detach, num_warps=ONE_CHUNK_NUM_WARPS or num_warps, **_one_chunk_cap(L),
+            )  # fmt: skip
+            return dq, dk, dv, di, df, None, None, None, None, None, None, None
         if G > 1:  # gradients of the state leaving each segment first, then all segments at once
             states = (cs, ns, ms)
             last = (C_last, n_last) if C_last is not None else None
