@@ -68,9 +68,9 @@ MODES = ("channel_independent", "variate_mixing")
 COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_test_windows", "epochs",
            "train_seconds", "device", "commit", "preset"]
 DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_size=128, learning_rate=1e-4,
-                val_check_steps=200, patience=5, head="quantile")
+                val_check_steps=200, patience=5, head="quantile", ema_decay=None)
 """Values of the run settings when neither the command line nor a run preset gives them."""
-LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience")
+LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience", "ema_decay")
 """Training settings that, given on the command line with a value other than the run preset's (or the default's),
 are named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
 the model preset, head and time limit are labelled as well)."""
@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--val-check-steps", type=int)
     parser.add_argument("--patience", type=int, help="validations without improvement before stopping")
+    parser.add_argument("--ema-decay", type=float, help="validate and keep an exponential moving average of the "
+                        "weights with this decay (XLSTMForecaster(ema_decay=...))")
     parser.add_argument("--head", choices=HEADS, help="output head: 'quantile' is scored by its median, 'mse' by "
                         "its mean (trained on the squared error); recorded in the preset label unless 'quantile'")
     parser.add_argument("--max-time", type=float, help="training seconds per seed (Lightning's max_time): training "
@@ -171,7 +173,7 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience, verbose=args.verbose,
                             trainer_kwargs=trainer_kwargs, compile=args.compile,
-                            cuda_graphs=args.cuda_graphs)  # fmt: skip
+                            cuda_graphs=args.cuda_graphs, ema_decay=args.ema_decay)  # fmt: skip
     return model.fit(panel)
 
 

@@ -54,6 +54,8 @@ class LTSFRunConfig:
     head: str = "quantile"
     """Output head (`xlstm_ts.heads.HEADS`): "quantile" scores its median, "mse" its mean (trained on the squared
     error, the loss the MSE metric rewards)."""
+    ema_decay: float | None = None
+    """Decay of the averaged weights that are validated and kept (`XLSTMForecaster.ema_decay`); None: none."""
 
     def __post_init__(self) -> None:
         for name in ("data", "model"):
@@ -74,6 +76,9 @@ class LTSFRunConfig:
                              "exponents without a decimal point as text, so write e.g. 1.0e-4 instead of 1e-4.")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
             raise ValueError(f"LTSFRunConfig.learning_rate must be a positive number, got {lr!r}.")
+        ema = self.ema_decay
+        if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 < ema < 1):
+            raise ValueError(f"LTSFRunConfig.ema_decay must be None or a number between 0 and 1, got {ema!r}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -78,6 +78,9 @@ class XLSTMForecaster(BaseEstimator):
         cuda_graphs: On one CUDA device, capture the training loss's forward and backward as CUDA graphs on the
             first batch and replay them (`xlstm_ts.graphed_step.GraphedLoss`): far fewer kernel launches per step
             for small batches, the same arithmetic. The optimizer steps outside the graph.
+        ema_decay: Keep an exponential moving average of the weights (avg = decay * avg + (1 - decay) * weights
+            after every step, from the initial weights), validate it and forecast with it, e.g. 0.999 (an average over
+            about the last 1000 steps). None (default): the weights as trained.
 
     Examples:
         >>> from xlstm_ts import XLSTMForecaster
@@ -99,7 +102,7 @@ class XLSTMForecaster(BaseEstimator):
                  trainer_kwargs: dict | None = None, past_covariates: Sequence[str] | None = None,
                  future_covariates: Sequence[str] | None = None, static_covariates: Sequence[str] | None = None,
                  log_dir: str | Path | None = None, float32_matmul_precision: str | None = "high",
-                 compile: bool = False, cuda_graphs: bool = False):
+                 compile: bool = False, cuda_graphs: bool = False, ema_decay: float | None = None):
         self.prediction_length = prediction_length
         self.context_length = context_length
         self.quantiles = quantiles
@@ -127,6 +130,7 @@ class XLSTMForecaster(BaseEstimator):
         self.float32_matmul_precision = float32_matmul_precision
         self.compile = compile
         self.cuda_graphs = cuda_graphs
+        self.ema_decay = ema_decay
 
     def fit(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None) -> XLSTMForecaster:
         """Train on every series of the long frame `df` (columns id_col, time_col, target_col and the covariate
@@ -154,7 +158,7 @@ class XLSTMForecaster(BaseEstimator):
                                     covariates=covs)
             loader = torch.utils.data.DataLoader(sampler, batch_size=None, num_workers=0)
             module = LitForecaster(net, self.learning_rate, self.weight_decay, self.max_steps,
-                                   cuda_graphs=self.cuda_graphs)
+                                   cuda_graphs=self.cuda_graphs, ema_decay=self.ema_decay)
             trainer, best = tu.make_trainer(self, validate=holdout > 0)
             val_loader = tu.batch_loader(tail_windows(series, context, horizon, holdout, covariates=covs),
                                          tu.validation_batch_size(trainer)) if holdout else None

@@ -15,15 +15,58 @@ from xlstm_ts.model import XLSTMForecastNet
 class LitForecaster(L.LightningModule):
     """Trains the network with AdamW and a linear-warmup cosine learning-rate schedule over `max_steps`; with
     cuda_graphs, the training loss's forward and backward replay as CUDA graphs (`xlstm_ts.graphed_step.GraphedLoss`;
-    one CUDA device)."""
+    one CUDA device).
+
+    With `ema_decay`, an exponential moving average of the parameters is kept (avg = decay avg + (1 - decay) param
+    after every optimizer step, starting from the initial weights): validation scores the averaged weights, which
+    are in the network from `on_validation_start` to `on_validation_end` (callbacks' `on_validation_end`, such as
+    `RestoreBestWeights`, run before this module's and see them), and the network ends training with them.
+    """
 
     def __init__(self, net: XLSTMForecastNet, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                 max_steps: int = 1000, warmup_fraction: float = 0.05, cuda_graphs: bool = False):
+                 max_steps: int = 1000, warmup_fraction: float = 0.05, cuda_graphs: bool = False,
+                 ema_decay: float | None = None):  # fmt: skip
         super().__init__()
         self.net = net
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.max_steps, self.warmup_fraction = max_steps, warmup_fraction
         self.graphed_loss = GraphedLoss(net) if cuda_graphs else None
+        self.ema_decay = ema_decay
+        self._ema: list[torch.Tensor] | None = None  # the averaged parameters, in net.parameters() order
+        self._ema_in = False  # the network holds the averaged parameters (validation)
+
+    def on_train_start(self) -> None:
+        if self.ema_decay is not None and self._ema is None:
+            self._ema = [p.detach().clone() for p in self.net.parameters()]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._ema, [p.detach() for p in self.net.parameters()], 1.0 - self.ema_decay)
+
+    def _swap_ema(self) -> None:
+        """Exchange the network's parameters with the averaged ones (in place: CUDA graphs keep their storage)."""
+        with torch.no_grad():
+            for param, avg in zip(self.net.parameters(), self._ema):
+                held = param.detach().clone()
+                param.copy_(avg)
+                avg.copy_(held)
+        self._ema_in = not self._ema_in
+
+    def on_validation_start(self) -> None:
+        if self._ema is not None and not self._ema_in:
+            self._swap_ema()
+
+    def on_validation_end(self) -> None:
+        if self._ema is not None and self._ema_in:
+            self._swap_ema()
+
+    def on_train_end(self) -> None:
+        """The network keeps the averaged parameters (`RestoreBestWeights` then loads the best validated ones)."""
+        if self._ema is not None:
+            if not self._ema_in:
+                self._swap_ema()
+            self._ema, self._ema_in = None, False
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.net.loss(**batch) if self.graphed_loss is None else self.graphed_loss(batch)

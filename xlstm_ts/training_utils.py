@@ -57,6 +57,11 @@ def check_params(est) -> tuple[int, int, tuple[float, ...], ModelConfig]:
     for name in ("compile", "cuda_graphs"):
         if not isinstance(getattr(est, name), (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {getattr(est, name)!r}.")
+    if est.ema_decay is not None and not (
+        isinstance(est.ema_decay, (float, int, np.floating)) and 0.0 < est.ema_decay < 1.0
+    ):
+        raise ValueError(f"ema_decay must be None or a number between 0 and 1 (exclusive), e.g. 0.999; got "
+                         f"{est.ema_decay!r}.")
     if not isinstance(context, (int, np.integer)) or context < 1:
         raise ValueError(f"context_length must be a positive integer or None, got {est.context_length!r}.")
     return int(est.prediction_length), int(context), check_quantiles(est.quantiles), resolve_config(est.model)
