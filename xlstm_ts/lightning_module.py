@@ -33,7 +33,6 @@ class LitForecaster(L.LightningModule):
         self.graphed_loss = GraphedLoss(net) if cuda_graphs else None
         self.ema_decay = ema_decay
         self._ema: list[torch.Tensor] | None = None  # the averaged parameters, in net.parameters() order
-        self._ema_in = False  # the network holds the averaged parameters (validation)
 
     def on_train_start(self) -> None:
         if self.ema_decay is not None and self._ema is None:
@@ -46,27 +45,26 @@ class LitForecaster(L.LightningModule):
 
     def _swap_ema(self) -> None:
         """Exchange the network's parameters with the averaged ones (in place: CUDA graphs keep their storage)."""
+        if self._ema is None:
+            return
         with torch.no_grad():
             for param, avg in zip(self.net.parameters(), self._ema):
                 held = param.detach().clone()
                 param.copy_(avg)
                 avg.copy_(held)
-        self._ema_in = not self._ema_in
 
     def on_validation_start(self) -> None:
-        if self._ema is not None and not self._ema_in:
-            self._swap_ema()
+        self._swap_ema()
 
     def on_validation_end(self) -> None:
-        if self._ema is not None and self._ema_in:
-            self._swap_ema()
+        self._swap_ema()
 
     def on_train_end(self) -> None:
         """The network keeps the averaged parameters (`RestoreBestWeights` then loads the best validated ones)."""
         if self._ema is not None:
-            if not self._ema_in:
-                self._swap_ema()
-            self._ema, self._ema_in = None, False
+            with torch.no_grad():
+                torch._foreach_copy_([p.detach() for p in self.net.parameters()], self._ema)
+            self._ema = None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.net.loss(**batch) if self.graphed_loss is None else self.graphed_loss(batch)
