@@ -91,7 +91,7 @@ def compile_sm90(kernel, args: tuple, meta: dict) -> dict:
     from triton.compiler import ASTSource
 
     signature, constexprs, attrs = launch_signature(kernel, args, meta)
-    options = {key: meta[key] for key in ("num_warps", "num_stages") if key in meta}
+    options = {key: meta[key] for key in ("num_warps", "num_stages", "maxnreg") if key in meta}
     source = ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     usage = _ptxas_usage(compiled.asm["cubin"])

@@ -33,6 +33,7 @@ from torch import Tensor
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_parallel as parallel
+from . import triton_one_chunk_fwd as one_fwd
 from ._common import MLSTMState, check_initial_states, check_sequence_inputs, needs_grad, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
@@ -79,6 +80,13 @@ ONE_CHUNK_MIN_DQK = 64
 # (three blocks of 4 warps per SM instead of two; None: no cap)
 ONE_CHUNK_NUM_WARPS: int | None = None
 ONE_CHUNK_MAXNREG: int | None = 168
+# persistent programs per SM of that kernel on CUDA (None: one program per batch * head) and the software-pipelining
+# stages of their loop over batch * heads
+ONE_CHUNK_PER_SM: int | None = None
+ONE_CHUNK_STAGES = 1
+
+# register cap of the forward kernel (a launch option; None: no cap)
+FWD_MAXNREG: int | None = None
 
 
 def _launch_config(
@@ -199,7 +207,11 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs
-        if ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles
+        plain = not (has_init or need_last or store_h32 or stored or ctx.parallel or G > 1)
+        if one_fwd.use_one_chunk_forward(L, BK, NV, CPS == 1, plain):  # one chunk in blocks of ROWS steps
+            one_fwd.one_chunk_forward(q, k, v, i, f, h, z, m, eps, L, BK, BV, _on_device(lowp),
+                                      _on_device(_qk_lowp(q.dtype, lowp)), num_warps)  # fmt: skip
+        elif ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles
             parallel.chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
                                    _on_device(_qk_lowp(q.dtype, lowp)), h, h32 if store_h32 else None, z, m)
         else:
@@ -211,7 +223,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
                 L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
                 STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
                 ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=stored,
-                num_warps=num_warps, **_stages(),
+                num_warps=num_warps, **_stages(), **({"maxnreg": FWD_MAXNREG} if FWD_MAXNREG else {}),
             )  # fmt: skip
         # the segments' entering states and the last ones, or the chunks' entering states (stored)
         seg_saved = (*segs, C_last, n_last) if G > 1 else (*chunk_states, None, None, None) if stored else (None,) * 5
@@ -252,13 +264,16 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         upstream = [dC_last, dn_last, dm_last]
         lowp = _bwd_lowp(q.dtype)
         if _one_chunk_blocks(L, BK, G, CPS, stored, hd_dots, has_init, upstream):
-            _BWD_ONE[(B * NH,)](
+            per_sm = ONE_CHUNK_PER_SM
+            programs = B * NH if per_sm is None else min(B * NH, per_sm * one_fwd.sm_count(q.device))
+            _BWD_ONE[(programs,)](
                 q, k, v, i, f, z, m, dh, dq, dk, dv, di, df,
                 *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
-                NH, S, DQK, DHV, DQK**-0.5, eps,
+                NH, B * NH, S, DQK, DHV, DQK**-0.5, eps,
                 R=min(L, ROWS), TWO=L > ROWS, BK=BK, BV=BV, LOWP=_on_device(lowp),
                 QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
-                DETACH=detach, num_warps=ONE_CHUNK_NUM_WARPS or num_warps, **_one_chunk_cap(L),
+                DETACH=detach, PERSISTENT=per_sm is not None, STAGES=ONE_CHUNK_STAGES,
+                num_warps=ONE_CHUNK_NUM_WARPS or num_warps, **_one_chunk_cap(L),
             )  # fmt: skip
             return dq, dk, dv, di, df, None, None, None, None, None, None, None
         if G > 1:  # gradients of the state leaving each segment first, then all segments at once

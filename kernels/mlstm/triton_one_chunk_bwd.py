@@ -14,6 +14,10 @@ The per-step gate gradients go block by block backward in time, their reverse cu
 gradient, the stabilizer's route) carried between the blocks as the general kernel carries them between chunks.
 A chunk of at most 32 steps is one block.
 
+Programs may be persistent (`PERSISTENT`; `triton_chunkwise.ONE_CHUNK_PER_SM`): a grid of P programs, program p
+taking the batch * heads p, p + P, ... in a loop that Triton may software-pipeline (`STAGES`); by default one program
+per batch * head.
+
 Same function, dot modes and rounding points as the general kernel's one-chunk path with <dh_t, h_t> summed from the
 step's own weighted scores and dnum v^T (`HD_FROM_DOTS`: one DHV block, bf16/fp16 inputs), which it replaces there
 (`triton_chunkwise.ONE_CHUNK_BLOCKS`).
@@ -102,6 +106,7 @@ def _mlstm_one_chunk_bwd_kernel_tl(
     sf_b, sf_h, sf_s,
     sdh_b, sdh_h, sdh_s, sdh_d,
     NH,
+    BNH,
     S,
     DQK,
     DHV,
@@ -115,91 +120,98 @@ def _mlstm_one_chunk_bwd_kernel_tl(
     QK_LOWP: tl.constexpr,
     OUT_LOWP: tl.constexpr,
     DETACH: tl.constexpr,
+    PERSISTENT: tl.constexpr = False,
+    STAGES: tl.constexpr = 1,
 ):  # fmt: skip
-    pid = tl.program_id(0).to(tl.int64)
-    bb, hh = pid // NH, pid % NH
     offs_r = tl.arange(0, R)
     offs_k = tl.arange(0, BK)
     offs_v = tl.arange(0, BV)
     mask_k = offs_k < DQK
     mask_v = offs_v < DHV
-    q_base = q_ptr + bb * sq_b + hh * sq_h
-    k_base = k_ptr + bb * sk_b + hh * sk_h
-    v_base = v_ptr + bb * sv_b + hh * sv_h
-    i_base = i_ptr + bb * si_b + hh * si_h
-    f_base = f_ptr + bb * sf_b + hh * sf_h
-    dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
-    row0 = pid * S  # step 0 in the contiguous (BNH, S, ...) buffers
-    z_base, m_base, di_base, df_base = z_ptr + row0, m_ptr + row0, di_ptr + row0, df_ptr + row0
+    if PERSISTENT:  # program p takes the batch * heads p, p + P, ...
+        first, step = tl.program_id(0), tl.num_programs(0)
+    else:
+        first, step = tl.program_id(0), BNH
+    for bh in tl.range(first, BNH, step, num_stages=STAGES):
+        pid = bh + tl.zeros((), dtype=tl.int64)  # 64-bit offsets (tl.range yields int32)
+        bb, hh = pid // NH, pid % NH
+        q_base = q_ptr + bb * sq_b + hh * sq_h
+        k_base = k_ptr + bb * sk_b + hh * sk_h
+        v_base = v_ptr + bb * sv_b + hh * sv_h
+        i_base = i_ptr + bb * si_b + hh * si_h
+        f_base = f_ptr + bb * sf_b + hh * sf_h
+        dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
+        row0 = pid * S  # step 0 in the contiguous (BNH, S, ...) buffers
+        z_base, m_base, di_base, df_base = z_ptr + row0, m_ptr + row0, di_ptr + row0, df_ptr + row0
 
-    # key block 0 (steps 0..R-1)
-    t0 = offs_r
-    mask_0 = t0 < S
-    k_0 = _tile(k_base, t0, offs_k, sk_s, sk_d, mask_0[:, None] & mask_k[None, :])  # (R, BK)
-    v_0 = _tile(v_base, t0, offs_v, sv_s, sv_d, mask_0[:, None] & mask_v[None, :])  # (R, BV)
-    i_0, f_0, log_f0, b_0 = _block_gates(i_base, f_base, si_s, sf_s, t0, mask_0, 0.0)  # (R,) each
-    z_0, m_0, inv_0 = _den_terms(z_base, m_base, t0, mask_0, eps)  # (R,) each
+        # key block 0 (steps 0..R-1)
+        t0 = offs_r
+        mask_0 = t0 < S
+        k_0 = _tile(k_base, t0, offs_k, sk_s, sk_d, mask_0[:, None] & mask_k[None, :])  # (R, BK)
+        v_0 = _tile(v_base, t0, offs_v, sv_s, sv_d, mask_0[:, None] & mask_v[None, :])  # (R, BV)
+        i_0, f_0, log_f0, b_0 = _block_gates(i_base, f_base, si_s, sf_s, t0, mask_0, 0.0)  # (R,) each
+        z_0, m_0, inv_0 = _den_terms(z_base, m_base, t0, mask_0, eps)  # (R,) each
 
-    cum_carry = tl.zeros((), dtype=tl.float32)
-    m_carry = tl.zeros((), dtype=tl.float32)
-    dk_0 = tl.zeros((R, BK), dtype=tl.float32)  # key block 0's dk (unscaled) and dv from row block 1
-    dv_0 = tl.zeros((R, BV), dtype=tl.float32)
-    if TWO:  # row block 1 (steps R..2R-1) with key blocks 0 and 1
-        t1 = R + offs_r
-        mask_1 = t1 < S
-        mask_1k = mask_1[:, None] & mask_k[None, :]
-        mask_1v = mask_1[:, None] & mask_v[None, :]
-        k_1 = _tile(k_base, t1, offs_k, sk_s, sk_d, mask_1k)  # (R, BK)
-        v_1 = _tile(v_base, t1, offs_v, sv_s, sv_d, mask_1v)  # (R, BV)
-        q_1 = _tile(q_base, t1, offs_k, sq_s, sq_d, mask_1k)  # (R, BK)
-        i_1, f_1, log_f1, b_1 = _block_gates(i_base, f_base, si_s, sf_s, t1, mask_1, tl.sum(log_f0, axis=0))
-        z_1, m_1, inv_1 = _den_terms(z_base, m_base, t1, mask_1, eps)  # (R,) each
-        dnum_1 = _tile(dh_base, t1, offs_v, sdh_s, sdh_d, mask_1v).to(tl.float32) * inv_1[:, None]  # (R, BV)
-        w_10 = _weights(b_1, m_1, mask_1, b_0, i_0, False)  # (R, R)
-        w_11 = _weights(b_1, m_1, mask_1, b_1, i_1, True)  # (R, R)
-        p_10, ds_10 = _pair(q_1, dnum_1, k_0, v_0, w_10, qk_scale, LOWP, QK_LOWP)  # (R, R) each
-        p_11, ds_11 = _pair(q_1, dnum_1, k_1, v_1, w_11, qk_scale, LOWP, QK_LOWP)  # (R, R) each
-        hd_1 = tl.sum(p_10 * ds_10, axis=1) + tl.sum(p_11 * ds_11, axis=1)  # (R,) <dh_t, h_t>
-        dz_1 = _dz(z_1, m_1, inv_1, hd_1, 0, DETACH)  # (R,)
-        a_10 = w_10 * (ds_10 + dz_1[:, None])  # (R, R) gradient of the weighted scores, over qk_scale
-        a_11 = w_11 * (ds_11 + dz_1[:, None])
-        dq_1 = (_dot(a_10, k_0, OUT_LOWP) + _dot(a_11, k_1, OUT_LOWP)) * qk_scale  # (R, BK)
-        dk_1 = _dot(tl.trans(a_11), q_1, LOWP) * qk_scale  # (R, BK)
-        dv_1 = _dot(tl.trans(p_11), dnum_1, OUT_LOWP)  # (R, BV)
-        dk_0 = _dot(tl.trans(a_10), q_1, LOWP)
-        dv_0 = _dot(tl.trans(p_10), dnum_1, OUT_LOWP)
-        off_1k = (row0 + t1[:, None]) * DQK + offs_k[None, :]  # (R, BK)
-        tl.store(dq_ptr + off_1k, dq_1.to(dq_ptr.dtype.element_ty), mask=mask_1k)
-        tl.store(dk_ptr + off_1k, dk_1.to(dk_ptr.dtype.element_ty), mask=mask_1k)
-        off_1v = (row0 + t1[:, None]) * DHV + offs_v[None, :]  # (R, BV)
-        tl.store(dv_ptr + off_1v, dv_1.to(dv_ptr.dtype.element_ty), mask=mask_1v)
-        di_1 = tl.sum(k_1.to(tl.float32) * dk_1, axis=1)  # (R,) <k_s, dk_s>
-        m_in1 = tl.load(m_base + R - 1)  # m before the block's first step
-        cum_carry, m_carry = _gate_grads(
-            hd_1, dz_1, z_1, di_1, inv_1, t1, mask_1, log_f1, f_1, i_1, m_1, m_in1, cum_carry, m_carry,
-            m_base, i_base, f_base, si_s, sf_s, di_base, df_base, S, eps, DETACH,
+        cum_carry = tl.zeros((), dtype=tl.float32)
+        m_carry = tl.zeros((), dtype=tl.float32)
+        dk_0 = tl.zeros((R, BK), dtype=tl.float32)  # key block 0's dk (unscaled) and dv from row block 1
+        dv_0 = tl.zeros((R, BV), dtype=tl.float32)
+        if TWO:  # row block 1 (steps R..2R-1) with key blocks 0 and 1
+            t1 = R + offs_r
+            mask_1 = t1 < S
+            mask_1k = mask_1[:, None] & mask_k[None, :]
+            mask_1v = mask_1[:, None] & mask_v[None, :]
+            k_1 = _tile(k_base, t1, offs_k, sk_s, sk_d, mask_1k)  # (R, BK)
+            v_1 = _tile(v_base, t1, offs_v, sv_s, sv_d, mask_1v)  # (R, BV)
+            q_1 = _tile(q_base, t1, offs_k, sq_s, sq_d, mask_1k)  # (R, BK)
+            i_1, f_1, log_f1, b_1 = _block_gates(i_base, f_base, si_s, sf_s, t1, mask_1, tl.sum(log_f0, axis=0))
+            z_1, m_1, inv_1 = _den_terms(z_base, m_base, t1, mask_1, eps)  # (R,) each
+            dnum_1 = _tile(dh_base, t1, offs_v, sdh_s, sdh_d, mask_1v).to(tl.float32) * inv_1[:, None]  # (R, BV)
+            w_10 = _weights(b_1, m_1, mask_1, b_0, i_0, False)  # (R, R)
+            w_11 = _weights(b_1, m_1, mask_1, b_1, i_1, True)  # (R, R)
+            p_10, ds_10 = _pair(q_1, dnum_1, k_0, v_0, w_10, qk_scale, LOWP, QK_LOWP)  # (R, R) each
+            p_11, ds_11 = _pair(q_1, dnum_1, k_1, v_1, w_11, qk_scale, LOWP, QK_LOWP)  # (R, R) each
+            hd_1 = tl.sum(p_10 * ds_10, axis=1) + tl.sum(p_11 * ds_11, axis=1)  # (R,) <dh_t, h_t>
+            dz_1 = _dz(z_1, m_1, inv_1, hd_1, 0, DETACH)  # (R,)
+            a_10 = w_10 * (ds_10 + dz_1[:, None])  # (R, R) gradient of the weighted scores, over qk_scale
+            a_11 = w_11 * (ds_11 + dz_1[:, None])
+            dq_1 = (_dot(a_10, k_0, OUT_LOWP) + _dot(a_11, k_1, OUT_LOWP)) * qk_scale  # (R, BK)
+            dk_1 = _dot(tl.trans(a_11), q_1, LOWP) * qk_scale  # (R, BK)
+            dv_1 = _dot(tl.trans(p_11), dnum_1, OUT_LOWP)  # (R, BV)
+            dk_0 = _dot(tl.trans(a_10), q_1, LOWP)
+            dv_0 = _dot(tl.trans(p_10), dnum_1, OUT_LOWP)
+            off_1k = (row0 + t1[:, None]) * DQK + offs_k[None, :]  # (R, BK)
+            tl.store(dq_ptr + off_1k, dq_1.to(dq_ptr.dtype.element_ty), mask=mask_1k)
+            tl.store(dk_ptr + off_1k, dk_1.to(dk_ptr.dtype.element_ty), mask=mask_1k)
+            off_1v = (row0 + t1[:, None]) * DHV + offs_v[None, :]  # (R, BV)
+            tl.store(dv_ptr + off_1v, dv_1.to(dv_ptr.dtype.element_ty), mask=mask_1v)
+            di_1 = tl.sum(k_1.to(tl.float32) * dk_1, axis=1)  # (R,) <k_s, dk_s>
+            m_in1 = tl.load(m_base + R - 1)  # m before the block's first step
+            cum_carry, m_carry = _gate_grads(
+                hd_1, dz_1, z_1, di_1, inv_1, t1, mask_1, log_f1, f_1, i_1, m_1, m_in1, cum_carry, m_carry,
+                m_base, i_base, f_base, si_s, sf_s, di_base, df_base, S, eps, DETACH,
+            )  # fmt: skip
+
+        # row block 0 with key block 0
+        mask_0k = mask_0[:, None] & mask_k[None, :]
+        mask_0v = mask_0[:, None] & mask_v[None, :]
+        q_0 = _tile(q_base, t0, offs_k, sq_s, sq_d, mask_0k)  # (R, BK)
+        dnum_0 = _tile(dh_base, t0, offs_v, sdh_s, sdh_d, mask_0v).to(tl.float32) * inv_0[:, None]  # (R, BV)
+        w_00 = _weights(b_0, m_0, mask_0, b_0, i_0, True)  # (R, R)
+        p_00, ds_00 = _pair(q_0, dnum_0, k_0, v_0, w_00, qk_scale, LOWP, QK_LOWP)  # (R, R) each
+        hd_0 = tl.sum(p_00 * ds_00, axis=1)  # (R,)
+        dz_0 = _dz(z_0, m_0, inv_0, hd_0, 0, DETACH)  # (R,)
+        a_00 = w_00 * (ds_00 + dz_0[:, None])  # (R, R)
+        dq_0 = _dot(a_00, k_0, OUT_LOWP) * qk_scale  # (R, BK)
+        dk_0 = (dk_0 + _dot(tl.trans(a_00), q_0, LOWP)) * qk_scale  # (R, BK)
+        dv_0 = dv_0 + _dot(tl.trans(p_00), dnum_0, OUT_LOWP)  # (R, BV)
+        off_0k = (row0 + t0[:, None]) * DQK + offs_k[None, :]  # (R, BK)
+        tl.store(dq_ptr + off_0k, dq_0.to(dq_ptr.dtype.element_ty), mask=mask_0k)
+        tl.store(dk_ptr + off_0k, dk_0.to(dk_ptr.dtype.element_ty), mask=mask_0k)
+        off_0v = (row0 + t0[:, None]) * DHV + offs_v[None, :]  # (R, BV)
+        tl.store(dv_ptr + off_0v, dv_0.to(dv_ptr.dtype.element_ty), mask=mask_0v)
+        di_0 = tl.sum(k_0.to(tl.float32) * dk_0, axis=1)  # (R,)
+        _gate_grads(
+            hd_0, dz_0, z_0, di_0, inv_0, t0, mask_0, log_f0, f_0, i_0, m_0, tl.zeros((), dtype=tl.float32), cum_carry,
+            m_carry, m_base, i_base, f_base, si_s, sf_s, di_base, df_base, S, eps, DETACH,
         )  # fmt: skip
-
-    # row block 0 with key block 0
-    mask_0k = mask_0[:, None] & mask_k[None, :]
-    mask_0v = mask_0[:, None] & mask_v[None, :]
-    q_0 = _tile(q_base, t0, offs_k, sq_s, sq_d, mask_0k)  # (R, BK)
-    dnum_0 = _tile(dh_base, t0, offs_v, sdh_s, sdh_d, mask_0v).to(tl.float32) * inv_0[:, None]  # (R, BV)
-    w_00 = _weights(b_0, m_0, mask_0, b_0, i_0, True)  # (R, R)
-    p_00, ds_00 = _pair(q_0, dnum_0, k_0, v_0, w_00, qk_scale, LOWP, QK_LOWP)  # (R, R) each
-    hd_0 = tl.sum(p_00 * ds_00, axis=1)  # (R,)
-    dz_0 = _dz(z_0, m_0, inv_0, hd_0, 0, DETACH)  # (R,)
-    a_00 = w_00 * (ds_00 + dz_0[:, None])  # (R, R)
-    dq_0 = _dot(a_00, k_0, OUT_LOWP) * qk_scale  # (R, BK)
-    dk_0 = (dk_0 + _dot(tl.trans(a_00), q_0, LOWP)) * qk_scale  # (R, BK)
-    dv_0 = dv_0 + _dot(tl.trans(p_00), dnum_0, OUT_LOWP)  # (R, BV)
-    off_0k = (row0 + t0[:, None]) * DQK + offs_k[None, :]  # (R, BK)
-    tl.store(dq_ptr + off_0k, dq_0.to(dq_ptr.dtype.element_ty), mask=mask_0k)
-    tl.store(dk_ptr + off_0k, dk_0.to(dk_ptr.dtype.element_ty), mask=mask_0k)
-    off_0v = (row0 + t0[:, None]) * DHV + offs_v[None, :]  # (R, BV)
-    tl.store(dv_ptr + off_0v, dv_0.to(dv_ptr.dtype.element_ty), mask=mask_0v)
-    di_0 = tl.sum(k_0.to(tl.float32) * dk_0, axis=1)  # (R,)
-    _gate_grads(
-        hd_0, dz_0, z_0, di_0, inv_0, t0, mask_0, log_f0, f_0, i_0, m_0, tl.zeros((), dtype=tl.float32), cum_carry,
-        m_carry, m_base, i_base, f_base, si_s, sf_s, di_base, df_base, S, eps, DETACH,
-    )  # fmt: skip

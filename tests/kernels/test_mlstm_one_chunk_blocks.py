@@ -21,14 +21,16 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRADS = ["dq", "dk", "dv", "di", "df"]
 
 
-def _run(leaves, dh, dtype, blocks, monkeypatch, detach=False, launches=None, eps=1e-6, min_dqk=16):
+def _run(leaves, dh, dtype, blocks, monkeypatch, detach=False, launches=None, eps=1e-6, min_dqk=16, per_sm=None):
     """h and the gradients of sum(h * dh) w.r.t. q, k, v, i, f of mlstm_chunkwise--triton in `dtype`, with the
-    blocked backward on or off (on also for heads from `min_dqk` columns); counts its launches into `launches`."""
+    blocked backward on or off (on also for heads from `min_dqk` columns; `per_sm`: persistent programs per SM);
+    counts its launches (their grids) into `launches`."""
     monkeypatch.setattr(triton_chunkwise, "ONE_CHUNK_BLOCKS", blocks)
     monkeypatch.setattr(triton_chunkwise, "ONE_CHUNK_MIN_DQK", min_dqk)
+    monkeypatch.setattr(triton_chunkwise, "ONE_CHUNK_PER_SM", per_sm)
     if launches is not None:
         launch = triton_chunkwise._BWD_ONE._launch
-        monkeypatch.setattr(triton_chunkwise._BWD_ONE, "_launch", lambda *a: (launches.append(1), launch(*a))[1])
+        monkeypatch.setattr(triton_chunkwise._BWD_ONE, "_launch", lambda *a: (launches.append(a[0]), launch(*a))[1])
     x = [t.detach().to(dtype).requires_grad_() for t in leaves]
     h = get_kernel("mlstm_chunkwise--triton")(*x, chunk_size=64, detach_normalizer=detach, eps=eps)
     grads = torch.autograd.grad(h, x, dh.to(h.dtype))
@@ -43,11 +45,11 @@ def _rounded_inputs(B, NH, S, DQK, DHV, i_mean, dtype, seed):
     return leaves, dh
 
 
-def _check(B, NH, S, DQK, DHV, i_mean, dtype, monkeypatch, eps=1e-6, min_dqk=16):
+def _check(B, NH, S, DQK, DHV, i_mean, dtype, monkeypatch, eps=1e-6, min_dqk=16, per_sm=None):
     leaves, dh = _rounded_inputs(B, NH, S, DQK, DHV, i_mean, dtype, seed=S + DQK)
     launches = []
-    new = _run(leaves, dh, dtype, True, monkeypatch, launches=launches, eps=eps, min_dqk=min_dqk)
-    assert launches == [1]
+    new = _run(leaves, dh, dtype, True, monkeypatch, launches=launches, eps=eps, min_dqk=min_dqk, per_sm=per_sm)
+    assert len(launches) == 1
     old = _run(leaves, dh, dtype, False, monkeypatch, eps=eps)
     x = [t.clone().requires_grad_() for t in leaves]
     h = get_kernel("mlstm_chunkwise--torch")(*x, chunk_size=64, eps=eps)
@@ -58,6 +60,7 @@ def _check(B, NH, S, DQK, DHV, i_mean, dtype, monkeypatch, eps=1e-6, min_dqk=16)
         assert_close(name, a, b, grad_tol)
         # the general kernel on the same inputs: the same dots, other summation orders (df's cancelling sums most)
         assert_close(f"{name} against the general kernel", c.double(), b.double(), 2e-3)
+    return launches[0]
 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
@@ -71,6 +74,13 @@ def test_stabilizer_route_across_blocks(i_mean, monkeypatch, nan_poison):
     """A large eps makes the gradient that m_t routes back through the max (carried from row block 1 into row block
     0) a visible share of di and df; at eps = 1e-6 it is below every tolerance."""
     _check(2, 2, 64, 16, 16, i_mean, torch.bfloat16, monkeypatch, eps=0.5)
+
+
+@pytest.mark.parametrize("S", [30, 64], ids=lambda s: f"S={s}")
+def test_persistent_programs_walk_every_head(S, monkeypatch, nan_poison):
+    """Two programs per SM (two SMs off CUDA) over 2 * 3 heads: each program takes several heads in its loop."""
+    programs = _check(2, 3, S, 16, 16, 0.0, torch.bfloat16, monkeypatch, per_sm=2)[0]
+    assert programs < 2 * 3 or DEVICE == "cuda"
 
 
 def test_fp16_two_blocks(monkeypatch, nan_poison):
@@ -118,6 +128,8 @@ def test_other_calls_keep_the_general_kernel(case, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("per_sm", [None, 4], ids=["per-head", "persistent"])
 @pytest.mark.parametrize("S,DH", [(64, 64), (64, 32), (32, 64), (47, 64)], ids=lambda x: str(x))
-def test_blocks_on_gpu(S, DH, i_mean, monkeypatch):
-    _check(64, 4, S, DH, DH, i_mean, torch.bfloat16, monkeypatch)
+def test_blocks_on_gpu(S, DH, i_mean, per_sm, monkeypatch):
+    """Persistent: 2048 heads on at most 4 programs per SM, several heads per program."""
+    _check(64 if per_sm is None else 512, 4, S, DH, DH, i_mean, torch.bfloat16, monkeypatch, per_sm=per_sm)

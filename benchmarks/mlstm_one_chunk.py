@@ -1,0 +1,246 @@
+"""Launch variants of the one-chunk mLSTM kernels, the calls of a patched forecaster's training step: the evidence
+behind the defaults of `triton_one_chunk_fwd` (ENABLED, PER_SM, STAGES, NUM_WARPS, MAXNREG) and of
+`triton_chunkwise` (FWD_MAXNREG, ONE_CHUNK_PER_SM, ONE_CHUNK_STAGES, ONE_CHUNK_MAXNREG).
+
+    python benchmarks/mlstm_one_chunk.py --sm90 --out benchmarks/results          # any machine: registers, spills
+    python benchmarks/mlstm_one_chunk.py --kernels --step --out benchmarks/results  # on a GPU
+
+Three kinds of rows:
+- `sm90`: each variant's kernel compiled for sm_90 by Triton's compiler and ptxas without a GPU
+  (`kernels._testing_sm90`): registers and spilled bytes per thread, shared memory per program;
+- `kernel`: the bf16 forward alone (inputs that need gradients, as in training) for each forward variant, and forward
+  + backward for each backward variant (general forward), CUDA-graph timings (`triton.testing.do_bench_cudagraph`,
+  median of three); q and k are head slices of one (B, S, 2 NH DH) projection output, v of a (B, S, NH DH) one, the
+  gates of a (B, S, 2 NH) one, as in the mLSTM block; `diff` is the relative error against the first variant's
+  output (or gradients);
+- `step`: the compiled, graphed bf16 training step of `train_step.py` at (1024, 64, 128) with the defaults and with
+  the fastest forward and backward variants of this run's (1024, 4, 64, 64) kernel rows, alternating (7 rounds of
+  20 steps, median).
+Writes mlstm_one_chunk.json (rows merged by kind, device, shape / pattern and variant) and mlstm_one_chunk.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import provenance
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES = [(1024, 4, 64, 64), (1024, 4, 64, 32), (64, 4, 64, 64)]
+# knob name -> (module, attribute); modules under xlstm_ts.kernels.mlstm
+KNOBS = {
+    "one": ("triton_one_chunk_fwd", "ENABLED"), "min_dqk": ("triton_one_chunk_fwd", "MIN_DQK"),
+    "per_sm": ("triton_one_chunk_fwd", "PER_SM"), "stages": ("triton_one_chunk_fwd", "STAGES"),
+    "warps": ("triton_one_chunk_fwd", "NUM_WARPS"), "regs": ("triton_one_chunk_fwd", "MAXNREG"),
+    "general_regs": ("triton_chunkwise", "FWD_MAXNREG"), "general_warps": ("triton_chunkwise", "NUM_WARPS_OVERRIDE"),
+    "bwd_per_sm": ("triton_chunkwise", "ONE_CHUNK_PER_SM"), "bwd_stages": ("triton_chunkwise", "ONE_CHUNK_STAGES"),
+    "bwd_regs": ("triton_chunkwise", "ONE_CHUNK_MAXNREG"), "bwd_warps": ("triton_chunkwise", "ONE_CHUNK_NUM_WARPS"),
+}
+FORWARD = {
+    "general": {"one": False},
+    "general, 168 regs": {"one": False, "general_regs": 168},
+    "general, 8 warps, 128 regs": {"one": False, "general_warps": 8, "general_regs": 128},
+    "blocks": {"one": True},
+    "blocks, 168 regs": {"one": True, "regs": 168},
+    "blocks, 128 regs": {"one": True, "regs": 128},
+    "blocks, 8 warps": {"one": True, "warps": 8},
+    "blocks, 4/SM, 2 stages": {"one": True, "per_sm": 4, "stages": 2},
+    "blocks, 3/SM, 2 stages, 168 regs": {"one": True, "per_sm": 3, "stages": 2, "regs": 168},
+    "blocks, 4/SM, 2 stages, 128 regs": {"one": True, "per_sm": 4, "stages": 2, "regs": 128},
+    "blocks, 4/SM, 1 stage, 128 regs": {"one": True, "per_sm": 4, "stages": 1, "regs": 128},
+    "blocks, 2/SM, 2 stages, 8 warps": {"one": True, "per_sm": 2, "stages": 2, "warps": 8},
+}
+BACKWARD = {
+    "per head, 168 regs": {},
+    "per head, 128 regs": {"bwd_regs": 128},
+    "3/SM, 1 stage, 168 regs": {"bwd_per_sm": 3, "bwd_stages": 1},
+    "3/SM, 2 stages, 168 regs": {"bwd_per_sm": 3, "bwd_stages": 2},
+    "2/SM, 2 stages, no cap": {"bwd_per_sm": 2, "bwd_stages": 2, "bwd_regs": None},
+    "4/SM, 2 stages, 128 regs": {"bwd_per_sm": 4, "bwd_stages": 2, "bwd_regs": 128},
+}
+
+
+@contextlib.contextmanager
+def knobs(settings: dict):
+    """The knobs of `settings` set (the forward's MIN_DQK to 16 unless given) and restored afterwards."""
+    import importlib
+
+    settings = {"min_dqk": 16, **settings}
+    old = {}
+    try:
+        for key, value in settings.items():
+            module, attr = KNOBS[key]
+            mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
+            old[(mod, attr)] = getattr(mod, attr)
+            setattr(mod, attr, value)
+        yield
+    finally:
+        for (mod, attr), value in old.items():
+            setattr(mod, attr, value)
+
+
+def block_inputs(B: int, NH: int, S: int, DH: int, device: str, dtype=torch.bfloat16):
+    """fw() and fwbw() of mlstm_chunkwise--triton on the layouts of the mLSTM block (see the module docstring)."""
+    from xlstm_ts.kernels import get_kernel
+
+    gen = torch.Generator().manual_seed(0)
+    qk = torch.randn(B, S, 2 * NH * DH, generator=gen).to(device, dtype).requires_grad_()
+    v = torch.randn(B, S, NH * DH, generator=gen).to(device, dtype).requires_grad_()
+    gates = torch.randn(B, S, 2 * NH, generator=gen)
+    gates[..., NH:] += 3.0
+    gates = gates.to(device, dtype).requires_grad_()
+    dh = torch.randn(B, S, NH, DH, generator=gen).to(device, dtype).transpose(1, 2)  # (B, NH, S, DH)
+    heads = lambda t: t.reshape(B, S, NH, DH).transpose(1, 2)  # noqa: E731
+    cell = get_kernel("mlstm_chunkwise--triton")
+
+    def fw() -> torch.Tensor:
+        q, k = qk.chunk(2, dim=-1)
+        i, f = gates.chunk(2, dim=-1)
+        return cell(heads(q), heads(k), heads(v), i.transpose(1, 2), f.transpose(1, 2), chunk_size=64)
+
+    def fwbw() -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad(fw(), (qk, v, gates), dh)
+
+    return fw, fwbw
+
+
+def _rel(a, b) -> float:
+    a, b = (a,) if torch.is_tensor(a) else a, (b,) if torch.is_tensor(b) else b
+    return max(((x.double() - y.double()).norm() / y.double().norm()).item() for x, y in zip(a, b))
+
+
+def sm90_rows() -> list[dict]:
+    """Registers, spills and shared memory of each variant's kernel on sm_90, compiled here (no GPU needed)."""
+    from xlstm_ts.kernels._testing_sm90 import compile_sm90, recorded_launches
+
+    rows = []
+    for direction, table in (("forward", FORWARD), ("backward", BACKWARD)):
+        for name, settings in table.items():
+            with knobs(settings), recorded_launches() as calls:
+                fw, _ = block_inputs(2, 4, 64, 64, "cpu")
+                h = fw()
+                if direction == "backward":
+                    h.float().sum().backward()
+            kernel, args, meta = calls[-1]  # the forward's launch, or the backward's
+            usage = compile_sm90(kernel, args, meta)
+            rows.append({"kind": "sm90", "direction": direction, "variant": name, "shape": "S=64, DH=64, bf16",
+                         "kernel": usage["kernel"], "warps": usage["num_warps"], "regs": usage["regs"],
+                         "spill_bytes": usage["stack"], "smem": usage["smem"]})  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
+def kernel_rows(shapes: list[tuple[int, ...]]) -> list[dict]:
+    """CUDA-graph timings of every forward variant (forward alone) and backward variant (forward + backward)."""
+    from triton.testing import do_bench_cudagraph
+
+    rows = []
+    for shape in shapes:
+        fw, fwbw = block_inputs(*shape, "cuda")
+        for direction, table, fn in (("forward", FORWARD, fw), ("forward + backward", BACKWARD, fwbw)):
+            ref = None
+            for name, settings in table.items():
+                with knobs(settings):
+                    out = fn()
+                    ref = out if ref is None else ref
+                    ms = statistics.median(do_bench_cudagraph(fn, rep=200) for _ in range(3))
+                rows.append({"kind": "kernel", "direction": direction, "variant": name,
+                             "shape": ", ".join(map(str, shape)), "ms": ms, "diff": _rel(out, ref)})  # fmt: skip
+                print(rows[-1], flush=True)
+    return rows
+
+
+def fastest(rows: list[dict], direction: str) -> str:
+    """The fastest variant of `direction` at (1024, 4, 64, 64) in `rows` (the defaults' name without rows)."""
+    mine = [r for r in rows if r["direction"] == direction and r["shape"] == "1024, 4, 64, 64"]
+    default = "general" if direction == "forward" else "per head, 168 regs"
+    return min(mine, key=lambda r: r["ms"])["variant"] if mine else default
+
+
+def step_rows(fw_variant: str, bw_variant: str, patterns=("mmmm", "msmm")) -> list[dict]:
+    """Graphed bf16 training step at (1024, 64, 128): defaults against the given variants, alternating."""
+    from train_step import ours, prepare
+
+    torch.set_float32_matmul_precision("high")
+    chosen = {**FORWARD[fw_variant], **BACKWARD[bw_variant], "min_dqk": 64}
+    rows = []
+    for pattern in patterns:
+        steps = {}
+        for name, settings in (("defaults", {"min_dqk": 64}), (f"{fw_variant} / {bw_variant}", chosen)):
+            with knobs(settings):
+                torch._dynamo.reset()
+                torch.manual_seed(0)
+                model = ours(128, 64, pattern, "cuda").compile_blocks()
+                step, first, _ = prepare(model, torch.randn(1024, 64, 128, device="cuda"), 3, True, True)
+            steps[name] = (step, first)  # the graph keeps the launches it captured with these knobs
+        times = {name: [] for name in steps}
+        for _ in range(7):
+            for name, (step, _) in steps.items():
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(20):
+                    step()
+                torch.cuda.synchronize()
+                times[name].append((time.perf_counter() - start) / 20 * 1e3)
+        for name, (_, first) in steps.items():
+            rows.append({"kind": "step", "direction": "graphed bf16 step", "variant": name,
+                         "shape": f"1024, 64, 128 {pattern}", "ms": statistics.median(times[name]),
+                         "first_loss": first})  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
+def write_markdown(rows: list[dict], path: Path) -> None:
+    lines = ["# One-chunk mLSTM kernels: launch variants", "",
+             "Written by `benchmarks/mlstm_one_chunk.py` (setup in its docstring).", ""]  # fmt: skip
+    sm = [r for r in rows if r["kind"] == "sm90"]
+    if sm:
+        lines += ["## Registers on sm_90 (compiled without a GPU)", "",
+                  "| commit | pass | variant | kernel | warps | registers | spilled bytes | shared memory |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['commit']} | {r['direction']} | {r['variant']} | `{r['kernel']}` | {r['warps']} | {r['regs']} "
+                  f"| {r['spill_bytes']} | {r['smem']} |" for r in sm]  # fmt: skip
+        lines.append("")
+    timed = [r for r in rows if r["kind"] in ("kernel", "step")]
+    if timed:
+        lines += ["## Timings", "", "| device, commit | what | shape | variant | ms | diff / first loss |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in timed:
+            extra = f"{r['diff']:.1e}" if "diff" in r else f"{r['first_loss']:.5f}"
+            lines.append(f"| {r['device']}, {r['commit']} | {r['direction']} | {r['shape']} | {r['variant']} | "
+                         f"{r['ms']:.4f} | {extra} |")  # fmt: skip
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sm90", action="store_true", help="registers and spills, compiled without a GPU")
+    parser.add_argument("--kernels", action="store_true", help="kernel timings (CUDA)")
+    parser.add_argument("--step", action="store_true", help="graphed step with the fastest variants (CUDA)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if (args.kernels or args.step) and not torch.cuda.is_available():
+        parser.error("--kernels and --step need a CUDA device; --sm90 runs anywhere.")
+    rows = sm90_rows() if args.sm90 else []
+    if args.kernels:
+        rows += kernel_rows(SHAPES)
+    if args.step:
+        rows += step_rows(fastest(rows, "forward"), fastest(rows, "forward + backward"))
+    common = {"device": provenance.device_name("cuda" if args.kernels or args.step else "cpu"),
+              "commit": provenance.commit_id()}  # fmt: skip
+    rows = [{**common, **r} for r in rows]
+    merged = provenance.merge_rows(args.out / "mlstm_one_chunk.json", rows,
+                                   ("kind", "device", "direction", "shape", "variant"))  # fmt: skip
+    write_markdown(merged, args.out / "mlstm_one_chunk.md")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
