@@ -44,6 +44,26 @@ def _block_gates(i_base, f_base, si_s, sf_s, t, mask_t, b_before):
 
 
 @triton.jit
+def _program_heads(BNH, PERSISTENT: tl.constexpr):
+    """(first, step) of the batch * heads a program takes, first, first + step, ... below BNH: its own only, or with
+    PERSISTENT every P-th from its id (P programs)."""
+    if PERSISTENT:
+        first, step = tl.program_id(0), tl.num_programs(0)
+    else:
+        first, step = tl.program_id(0), BNH
+    return first, step
+
+
+@triton.jit
+def _head_bases(bh, NH, q_ptr, k_ptr, v_ptr, i_ptr, f_ptr, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, si_b, si_h, sf_b, sf_h):
+    """pid (int64) and the bases of q, k, v, i, f of batch * head `bh`."""
+    pid = bh + tl.zeros((), dtype=tl.int64)  # 64-bit offsets (tl.range yields int32)
+    bb, hh = pid // NH, pid % NH
+    return (pid, q_ptr + bb * sq_b + hh * sq_h, k_ptr + bb * sk_b + hh * sk_h, v_ptr + bb * sv_b + hh * sv_h,
+            i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h)  # fmt: skip
+
+
+@triton.jit
 def _weights(b_r, m_r, mask_r, b_j, i_j, DIAG: tl.constexpr):
     """(R, R) decay weights exp(b_t - b_s + i~_s - m_t) of row block (b_r, m_r) and key block (b_j, i_j), zero
     above the diagonal of a diagonal pair (DIAG) and on padded rows."""
@@ -128,19 +148,12 @@ def _mlstm_one_chunk_bwd_kernel_tl(
     offs_v = tl.arange(0, BV)
     mask_k = offs_k < DQK
     mask_v = offs_v < DHV
-    if PERSISTENT:  # program p takes the batch * heads p, p + P, ...
-        first, step = tl.program_id(0), tl.num_programs(0)
-    else:
-        first, step = tl.program_id(0), BNH
+    first, step = _program_heads(BNH, PERSISTENT)
     for bh in tl.range(first, BNH, step, num_stages=STAGES):
-        pid = bh + tl.zeros((), dtype=tl.int64)  # 64-bit offsets (tl.range yields int32)
-        bb, hh = pid // NH, pid % NH
-        q_base = q_ptr + bb * sq_b + hh * sq_h
-        k_base = k_ptr + bb * sk_b + hh * sk_h
-        v_base = v_ptr + bb * sv_b + hh * sv_h
-        i_base = i_ptr + bb * si_b + hh * si_h
-        f_base = f_ptr + bb * sf_b + hh * sf_h
-        dh_base = dh_ptr + bb * sdh_b + hh * sdh_h
+        pid, q_base, k_base, v_base, i_base, f_base = _head_bases(
+            bh, NH, q_ptr, k_ptr, v_ptr, i_ptr, f_ptr, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, si_b, si_h, sf_b, sf_h
+        )  # fmt: skip
+        dh_base = dh_ptr + (pid // NH) * sdh_b + (pid % NH) * sdh_h
         row0 = pid * S  # step 0 in the contiguous (BNH, S, ...) buffers
         z_base, m_base, di_base, df_base = z_ptr + row0, m_ptr + row0, di_ptr + row0, df_ptr + row0
 

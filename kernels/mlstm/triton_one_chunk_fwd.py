@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .._fast_launch import FastLauncher
 from .triton_chunkwise_common import _dot, _tile
-from .triton_one_chunk_bwd import ROWS, _block_gates
+from .triton_one_chunk_bwd import ROWS, _block_gates, _head_bases, _program_heads
 
 # one-chunk forwards from zero states without last states, with one DHV block and heads of at least MIN_DQK
 # (padded), run this kernel while ENABLED; off by default until its GPU timings (`benchmarks/mlstm_one_chunk.py`)
@@ -109,18 +109,11 @@ def _mlstm_one_chunk_fwd_kernel_tl(
     mask_1 = t1 < S
     mask_1k = mask_1[:, None] & mask_k[None, :]
     mask_1v = mask_1[:, None] & mask_v[None, :]
-    if PERSISTENT:
-        first, step = tl.program_id(0), tl.num_programs(0)
-    else:
-        first, step = tl.program_id(0), BNH
+    first, step = _program_heads(BNH, PERSISTENT)
     for bh in tl.range(first, BNH, step, num_stages=STAGES):
-        pid = bh + tl.zeros((), dtype=tl.int64)  # 64-bit offsets (tl.range yields int32)
-        bb, hh = pid // NH, pid % NH
-        q_base = q_ptr + bb * sq_b + hh * sq_h
-        k_base = k_ptr + bb * sk_b + hh * sk_h
-        v_base = v_ptr + bb * sv_b + hh * sv_h
-        i_base = i_ptr + bb * si_b + hh * si_h
-        f_base = f_ptr + bb * sf_b + hh * sf_h
+        pid, q_base, k_base, v_base, i_base, f_base = _head_bases(
+            bh, NH, q_ptr, k_ptr, v_ptr, i_ptr, f_ptr, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, si_b, si_h, sf_b, sf_h
+        )  # fmt: skip
         row0 = pid * S  # step 0 in the contiguous (BNH, S, ...) outputs
 
         # block 0: rows 0..R-1 with key block 0
