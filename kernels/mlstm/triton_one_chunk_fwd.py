@@ -2,9 +2,9 @@
 
 The training calls of patched forecasters are one chunk (S <= 64) from zero states whose last states are not
 returned. The general forward (`triton_chunkwise_fwd.py`) forms the chunk's (L, L) fp32 tiles at once (log decay,
-weights, scores): at L = 64 and 4 warps ptxas gives it 249 registers, so two programs share an SM and the loads of
-one are hidden only by the other. This kernel cuts the steps into blocks of R = 32 as the one-chunk backward does
-(`triton_one_chunk_bwd.py`) and forms only the (R, R) pairs on or below the diagonal:
+weights, scores): at L = 64 and 4 warps ptxas gives it 238-249 registers (by input layout), so two programs share
+an SM and the loads of one are hidden only by the other. This kernel cuts the steps into blocks of R = 32 as the
+one-chunk backward does (`triton_one_chunk_bwd.py`) and forms only the (R, R) pairs on or below the diagonal:
 
 - row block 1 (steps 32..63) with key blocks 0 and 1,
 - row block 0 with key block 0 (the diagonal).
