@@ -158,7 +158,7 @@ def _one_chunk_blocks(
 
 def _one_chunk_cap(L: int) -> dict[str, int]:
     """The register cap of `triton_one_chunk_bwd.py` for chunks of L steps (two blocks only), as a launch option."""
-    return {"maxnreg": ONE_CHUNK_MAXNREG} if L > ROWS and ONE_CHUNK_MAXNREG else {}
+    return one_fwd.reg_cap(ONE_CHUNK_MAXNREG if L > ROWS else None)
 
 
 class _MLSTMChunkwiseTriton(torch.autograd.Function):
@@ -223,7 +223,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
                 L=L, BK=BK, BV=BV, LOWP=_on_device(lowp), QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)),
                 STORE_H32=store_h32, HAS_INIT=has_init or G > 1,
                 ONE_CHUNK=CPS == 1, NEED_LAST=need_last and G == 1, SEGMENTED=G > 1, STORE_STATES=stored,
-                num_warps=num_warps, **_stages(), **({"maxnreg": FWD_MAXNREG} if FWD_MAXNREG else {}),
+                num_warps=num_warps, **_stages(), **one_fwd.reg_cap(FWD_MAXNREG),
             )  # fmt: skip
         # the segments' entering states and the last ones, or the chunks' entering states (stored)
         seg_saved = (*segs, C_last, n_last) if G > 1 else (*chunk_states, None, None, None) if stored else (None,) * 5
@@ -264,15 +264,13 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         upstream = [dC_last, dn_last, dm_last]
         lowp = _bwd_lowp(q.dtype)
         if _one_chunk_blocks(L, BK, G, CPS, stored, hd_dots, has_init, upstream):
-            per_sm = ONE_CHUNK_PER_SM
-            programs = B * NH if per_sm is None else min(B * NH, per_sm * one_fwd.sm_count(q.device))
-            _BWD_ONE[(programs,)](
+            _BWD_ONE[(one_fwd.grid_programs(B * NH, ONE_CHUNK_PER_SM, q.device),)](
                 q, k, v, i, f, z, m, dh, dq, dk, dv, di, df,
                 *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
                 NH, B * NH, S, DQK, DHV, DQK**-0.5, eps,
                 R=min(L, ROWS), TWO=L > ROWS, BK=BK, BV=BV, LOWP=_on_device(lowp),
                 QK_LOWP=_on_device(_qk_lowp(q.dtype, lowp)), OUT_LOWP=_on_device(_out_lowp(q.dtype, lowp)),
-                DETACH=detach, PERSISTENT=per_sm is not None, STAGES=ONE_CHUNK_STAGES,
+                DETACH=detach, PERSISTENT=ONE_CHUNK_PER_SM is not None, STAGES=ONE_CHUNK_STAGES,
                 num_warps=ONE_CHUNK_NUM_WARPS or num_warps, **_one_chunk_cap(L),
             )  # fmt: skip
             return dq, dk, dv, di, df, None, None, None, None, None, None, None

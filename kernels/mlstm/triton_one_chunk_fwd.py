@@ -158,6 +158,16 @@ def sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else _SMS_OFF_CUDA
 
 
+def grid_programs(BNH: int, per_sm: int | None, device: torch.device) -> int:
+    """Programs of a one-chunk launch over BNH batch * heads: one per head, or per_sm per SM (persistent)."""
+    return BNH if per_sm is None else min(BNH, per_sm * sm_count(device))
+
+
+def reg_cap(cap: int | None) -> dict[str, int]:
+    """The maxnreg launch option of a register cap (none for None)."""
+    return {"maxnreg": cap} if cap else {}
+
+
 def one_chunk_forward(q, k, v, i, f, h, z, m, eps: float, L: int, BK: int, BV: int, lowp: int, qk_lowp: int,
                       num_warps: int) -> None:  # fmt: skip
     """Launch the kernel: h (B, NH, S, DHV), z, m (B, NH, S) fp32 are written; q, k, v, i, f read through their
@@ -165,12 +175,10 @@ def one_chunk_forward(q, k, v, i, f, h, z, m, eps: float, L: int, BK: int, BV: i
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
     BNH = B * NH
-    programs = BNH if PER_SM is None else min(BNH, PER_SM * sm_count(q.device))
-    cap = {"maxnreg": MAXNREG} if MAXNREG else {}
-    _FWD_ONE[(programs,)](
+    _FWD_ONE[(grid_programs(BNH, PER_SM, q.device),)](
         q, k, v, i, f, h, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, BNH, S, DQK, DHV, DQK**-0.5, eps,
         R=min(L, ROWS), TWO=L > ROWS, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp,
-        PERSISTENT=PER_SM is not None, STAGES=STAGES, num_warps=NUM_WARPS or num_warps, **cap,
+        PERSISTENT=PER_SM is not None, STAGES=STAGES, num_warps=NUM_WARPS or num_warps, **reg_cap(MAXNREG),
     )  # fmt: skip
