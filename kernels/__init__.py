@@ -32,6 +32,8 @@ _REGISTRY: dict[str, str] = {
     "slstm--triton_fp32r": "slstm.triton_slstm:slstm_triton_fp32r",
     "causal_conv--torch": "conv.torch_ref:causal_conv_torch",
     "causal_conv--triton": "conv.triton_conv:causal_conv_triton",
+    "conv_qkv--torch": "conv.conv_qkv_torch:conv_qkv_torch",
+    "conv_qkv--triton": "conv.triton_conv_qkv:conv_qkv_triton",
 }
 
 

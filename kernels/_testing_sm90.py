@@ -164,6 +164,19 @@ def _conv_case(dtype: torch.dtype, T: int, silu: bool) -> Callable:
     return run
 
 
+def _conv_qkv_case(dtype: torch.dtype, T: int) -> Callable:
+    from . import get_kernel
+
+    def run() -> None:
+        x = torch.randn(4, T, 2 * 256).to(dtype)[..., :256].requires_grad_()  # a projection's slice, as in a block
+        weight, bias = torch.randn(256, 1, 4, requires_grad=True), torch.randn(256, requires_grad=True)
+        maps = [torch.randn(4, 64, 64, requires_grad=True) for _ in range(3)]  # groups of 64 of 256 channels
+        outs = get_kernel("conv_qkv--triton")(x, weight, bias, *maps, "silu")
+        sum(o.float().sum() for o in outs).backward()
+
+    return run
+
+
 CASES: dict[str, Callable[[], Callable]] = {
     f"mlstm {dtype_name} S={S} DH={DH}{' states' if states else ''}{' segments' if seg else ''}": (
         lambda dtype=dtype, S=S, DH=DH, states=states, seg=seg: _mlstm_case(dtype, S, DH, states, seg)
@@ -203,10 +216,14 @@ CASES: dict[str, Callable[[], Callable]] = {
     )
     for dtype_name, dtype, T, silu in (("bf16", torch.bfloat16, 64, True), ("fp32", torch.float32, 64, False),
                                        ("bf16", torch.bfloat16, 100, True))  # short and long backward tiles
+} | {
+    f"conv_qkv {dtype_name} T={T}": (lambda dtype=dtype, T=T: _conv_qkv_case(dtype, T))
+    for dtype_name, dtype, T in (("bf16", torch.bfloat16, 64), ("fp16", torch.float16, 100))  # the block's dtypes
 }
 """The calls whose launches are compiled: one chunk (with and without initial states), several chunks, heads of 64,
 128 and 256 (column blocks), segments, forwards without gradients, the sLSTM (fp16 recurrent matrices for bf16
-heads of 128, and their fp32 re-read path) and the causal conv; fp32 and bf16 (different dots and tiles)."""
+heads of 128, and their fp32 re-read path), the causal conv and the fused conv + q/k/v op; fp32 and bf16 (different
+dots and tiles)."""
 
 
 def main() -> None:

@@ -47,3 +47,16 @@ def test_kernel_for_looks_up_per_head_width():
     assert wide is get_kernel("mlstm_chunkwise--torch")
     narrow = kernel_for("auto", "mlstm", CUDA, 64)
     assert narrow is not wide and narrow is kernel_for("auto", "mlstm", CUDA, 64)
+
+
+def test_fused_conv_qkv_only_for_the_triton_conv_and_while_switched_on(monkeypatch):
+    from xlstm_ts.kernel_choice import conv_qkv_for
+    from xlstm_ts.kernels.conv import triton_conv_qkv
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(triton_conv_qkv, "ENABLED", True)
+    assert conv_qkv_for("auto", cpu) is None  # 'auto' runs the torch conv on a CPU
+    assert conv_qkv_for("mlstm_chunkwise--torch", cpu) is None
+    assert conv_qkv_for("mlstm_chunkwise--triton", cpu) is triton_conv_qkv.conv_qkv_triton
+    monkeypatch.setattr(triton_conv_qkv, "ENABLED", False)
+    assert conv_qkv_for("mlstm_chunkwise--triton", cpu) is None

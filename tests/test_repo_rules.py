@@ -22,3 +22,19 @@ def test_ruff_clean():
     result = subprocess.run([ruff, "check", "xlstm_ts", "kernels", "datasets", "tests", "benchmarks", "examples"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_package_folder_installs():
+    """Each folder with an __init__.py under xlstm_ts/, kernels/ and datasets/ is listed in pyproject's packages
+    (a missing one installs from a checkout in editable mode but is left out of a wheel)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    roots = {folder: name for name, folder in config["package-dir"].items()}
+    found = set()
+    for root in roots:
+        for init in (ROOT / root).rglob("__init__.py"):
+            top, *rest = init.parent.relative_to(ROOT).parts
+            found.add(".".join([roots[top], *rest]))
+    assert found <= listed, sorted(found - listed)

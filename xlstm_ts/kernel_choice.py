@@ -80,6 +80,23 @@ def conv_kernel_name(block_kernel: str) -> str:
     return "causal_conv--triton" if "--triton" in block_kernel else "causal_conv--torch"
 
 
+_CONV_QKV: dict[tuple[str, str], object] = {}  # (block kernel, device type) -> triton_conv_qkv module or None
+
+
+def conv_qkv_for(block_kernel: str, device: torch.device) -> Callable | None:
+    """The fused causal conv + q/k/v op (`conv_qkv--triton`) for an mLSTM block whose conv runs
+    `causal_conv--triton` on `device`, while that op is switched on (`triton_conv_qkv.ENABLED`); else None (the block
+    runs the conv op and its q, k, v matmuls). The module is found once per block kernel and device type and kept
+    in a plain dict, as `kernel_for` keeps kernels."""
+    key = (block_kernel, device.type)
+    if key not in _CONV_QKV:
+        conv = resolve_kernel_name(conv_kernel_name(block_kernel), "causal_conv", device)
+        fused = conv == "causal_conv--triton" and "conv_qkv--triton" in available_kernels()
+        _CONV_QKV[key] = importlib.import_module("xlstm_ts.kernels.conv.triton_conv_qkv") if fused else None
+    module = _CONV_QKV[key]
+    return module.conv_qkv_triton if module is not None and module.ENABLED else None
+
+
 def mlstm_chunk_size(name: str, device: torch.device, seq_len: int, head_dim: int) -> int:
     """Chunk length for the mLSTM kernel `name` ('auto' or a registry name) on `device` when the model leaves it
     open (`ModelConfig.chunk_size=None`): `cpu_chunk_size` for the torch chunkwise kernel on a CPU, else 64. Kept in

@@ -73,6 +73,13 @@ class BlockDiagonalLinear(nn.Module):
         grouped = self.weight.view(NB // per, per, bs, 1, bs) * eye[None, :, None, :, None]  # (G, per, bs, per, bs)
         return grouped.reshape(NB // per, per * bs, per * bs)  # (G, width, width)
 
+    def group_weight(self, width: int) -> torch.Tensor:
+        """The weight as (features / width) dense (width x width) diagonal groups, zeros between their blocks."""
+        if width % self.block_size or (self.num_blocks * self.block_size) % width:
+            raise ValueError(f"width ({width}) must be a multiple of block_size ({self.block_size}) and divide the "
+                             f"features ({self.num_blocks * self.block_size}).")  # fmt: skip
+        return self._groups(width // self.block_size)
+
     def dense_weight(self) -> torch.Tensor:
         """The (features, features) weight, in x out, zero outside the diagonal blocks."""
         return self._groups(self.num_blocks)[0]

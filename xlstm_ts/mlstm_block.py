@@ -7,13 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlstm_ts.gate_map import two_input_linear
-from xlstm_ts.kernel_choice import conv_kernel_name, kernel_for, mlstm_chunk_size
+from xlstm_ts.kernel_choice import conv_kernel_name, conv_qkv_for, kernel_for, mlstm_chunk_size
+from xlstm_ts.kernels.conv.conv_qkv_torch import group_width
 from xlstm_ts.layers import (
     BlockDiagonalLinear,
     CausalConv1d,
     LayerNorm,
     MultiHeadNorm,
     block_diagonal_concat,
+    prefer_taps,
     round_up,
     small_init_,
     wang_init_,
@@ -78,13 +80,27 @@ class MLSTMBlock(nn.Module):
         msmm 12.60 against 11.53): the strided q, k, v slices of the wider outputs cost more than the gate passes."""
         return two_input_linear(qk, v, self.gates.weight, self.gates.bias)  # (B, T, 2 NH)
 
+    def _conv_qkv(self, x_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_c = silu(conv(x_m)), qk = [q_proj(x_c) | k_proj(x_c)] and v = v_proj(x_m), in x_m's dtype: one fused op
+        where it is switched on and fits (`kernel_choice.conv_qkv_for`), else the conv op and the maps' matmuls.
+
+        The fused op runs for bf16/fp16 x_m only (under autocast): its exact fp32 dots are FMA loops that spill
+        registers on sm_90, where cuBLAS keeps fp32 matmuls fast."""
+        fused = conv_qkv_for(self.kernel, x_m.device)
+        half = x_m.dtype in (torch.bfloat16, torch.float16)
+        width = group_width(self.inner, self.q_proj.block_size) if fused is not None and half else None
+        if width is not None and prefer_taps(self.conv.kernel_size) and self.q_proj.bias is None:
+            maps = [m.group_weight(width).to(x_m.dtype) for m in (self.q_proj, self.k_proj, self.v_proj)]
+            return fused(x_m, self.conv.conv.weight, self.conv.conv.bias, *maps, self.conv.activation)
+        x_c = self.conv(x_m)  # (B, T, inner): silu(conv(x_m)), in x_m's dtype
+        qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
+        return x_c, qk, self.v_proj(x_m)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
         B, T, _ = x.shape
         NH, DH = self.num_heads, self.head_dim
         x_m, z = self.up(self.norm(x)).chunk(2, dim=-1)  # (B, T, inner) each
-        x_c = self.conv(x_m)  # (B, T, inner): silu(conv(x_m)), in x_m's dtype
-        qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)
-        v = self.v_proj(x_m)  # (B, T, inner)
+        x_c, qk, v = self._conv_qkv(x_m)  # (B, T, inner), (B, T, 2 inner), (B, T, inner)
         q, k = qk.chunk(2, dim=-1)  # (B, T, inner) each
         i_pre, f_pre = self._gate_preactivations(qk, v).chunk(2, dim=-1)  # (B, T, NH) each
 

@@ -59,6 +59,7 @@ def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
     BT, BC, NT, NCB = _tiles(T, C, FWD_BLOCK)
     _FWD[(B * NT, NCB)](
         x, weight, weight if bias is None else bias, y, T, C, NT, *x.stride(),
+        weight, weight, weight, y, y,  # the q, k, v arguments: unused without QKV (`triton_conv_qkv.py`)
         K=weight.shape[1], BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=FWD_BLOCK[2],
     )  # fmt: skip
     return y
@@ -86,11 +87,11 @@ def _conv_backward(
         BT, BC, _, NCB = _tiles(T, C, grad_block)
         _GRAD[(B, NCB)](
             x, weight, weight if bias is None else bias, dy, g, dw_shares, db_shares, T, C,
-            *x.stride(), *dy.stride(),
+            *x.stride(), *dy.stride(), dy, weight, weight, 0, 0, 0,
             K=K, BT=BT, BC=BC, HAS_BIAS=bias is not None, SILU=silu, num_warps=grad_block[2],
         )  # fmt: skip
         BT, BC, NT, NCB = _tiles(T, C, DX_BLOCK)
-        _DX[(B * NT, NCB)](g, weight, dx, T, C, NT, K=K, BT=BT, BC=BC, num_warps=DX_BLOCK[2])
+        _DX[(B * NT, NCB)](g, weight, dx, T, C, NT, g, weight, 0, 0, 0, K=K, BT=BT, BC=BC, num_warps=DX_BLOCK[2])
     else:
         dw_shares.zero_()
         db_shares.zero_()

@@ -13,10 +13,17 @@ Backward, with g_t = dy_t * act'(a_t):
 2. `_causal_conv_dx_kernel_tl`, tiled as the forward: dx_t = sum_k w_k g_{t+K-1-k} (g = 0 beyond T).
 A tile of dx needs g on K - 1 steps after it: one kernel that recomputed a (and g) at every shift read x K^2 + 2K
 times per element instead of 2K, and was several times slower than the forward on an H200.
+
+With QKV the same kernels also run the grouped q, k, v maps of the mLSTM block (`triton_conv_qkv.py`): a channel
+block is then one group of W channels, and the forward also writes q|k = y @ [Wq_g | Wk_g] and v = x @ Wv_g from
+the tile it holds; the g kernel adds dq @ Wq_g^T + dk @ Wk_g^T to dy before act'(a), and the dx kernel adds
+dv @ Wv_g^T. `_group_dw_kernel_tl` sums the maps' weight gradients a^T b over row slices.
 """
 
 import triton
 import triton.language as tl
+
+from ..mlstm.triton_chunkwise_common import _dot
 
 
 @triton.jit
@@ -69,6 +76,17 @@ def _time_tile(T, C, NT, BT: tl.constexpr, BC: tl.constexpr):
 
 
 @triton.jit
+def _group_map(a, w_ptr, BC: tl.constexpr, TRANSPOSED: tl.constexpr, DOT: tl.constexpr):
+    """a (BT, BC) @ W (or W^T with TRANSPOSED) for this program's (BC, BC) group of w_ptr, fp32 (`_dot` mode DOT)."""
+    i = tl.arange(0, BC)
+    if TRANSPOSED:
+        w = tl.load(w_ptr + tl.program_id(1) * BC * BC + i[:, None] + i[None, :] * BC)  # (out, in) of (in, out)
+    else:
+        w = tl.load(w_ptr + tl.program_id(1) * BC * BC + i[:, None] * BC + i[None, :])
+    return _dot(a, w, DOT)
+
+
+@triton.jit
 def _causal_conv_fwd_kernel_tl(
     x_ptr,  # (B, T, C), strides sx_*
     w_ptr,  # (C, K) contiguous taps
@@ -76,18 +94,31 @@ def _causal_conv_fwd_kernel_tl(
     y_ptr,  # out (B, T, C) contiguous
     T, C, NT,
     sx_b, sx_t, sx_c,
+    wq_ptr, wk_ptr, wv_ptr,  # (C / BC, BC, BC) contiguous groups of the q, k, v maps (in x out), in y's dtype; QKV
+    qk_ptr,  # out (B, T, 2C) contiguous: [q | k]; QKV only
+    v_ptr,  # out (B, T, C) contiguous; QKV only
     K: tl.constexpr,
     BT: tl.constexpr,
     BC: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SILU: tl.constexpr,
+    QKV: tl.constexpr = False,
+    DOT: tl.constexpr = 0,
 ):  # fmt: skip
     pid_b, t, c, mask_c = _time_tile(T, C, NT, BT, BC)
     a = _preactivation(x_ptr + pid_b * sx_b, w_ptr, b_ptr, t, c, mask_c, T, sx_t, sx_c, K, BT, BC, HAS_BIAS)
     if SILU:
         a = a * tl.sigmoid(a)
     mask = (t < T)[:, None] & mask_c[None, :]
-    tl.store(y_ptr + pid_b * T * C + t[:, None] * C + c[None, :], a.to(y_ptr.dtype.element_ty), mask=mask)
+    y = a.to(y_ptr.dtype.element_ty)  # (BT, BC): the maps multiply y as stored
+    tl.store(y_ptr + pid_b * T * C + t[:, None] * C + c[None, :], y, mask=mask)
+    if QKV:
+        row = (pid_b * T + t)[:, None]  # (BT, 1)
+        out = qk_ptr + row * 2 * C + c[None, :]
+        tl.store(out, _group_map(y, wq_ptr, BC, False, DOT).to(y.dtype), mask=mask)
+        tl.store(out + C, _group_map(y, wk_ptr, BC, False, DOT).to(y.dtype), mask=mask)
+        xt = tl.load(x_ptr + pid_b * sx_b + t[:, None] * sx_t + c[None, :] * sx_c, mask=mask, other=0.0)
+        tl.store(v_ptr + row * C + c[None, :], _group_map(xt, wv_ptr, BC, False, DOT).to(y.dtype), mask=mask)
 
 
 @triton.jit
@@ -102,11 +133,16 @@ def _causal_conv_grad_kernel_tl(
     T, C,
     sx_b, sx_t, sx_c,
     sdy_b, sdy_t, sdy_c,
+    dqk_ptr,  # (B, T, 2C) gradient of [q | k], strides sdqk_*; QKV only
+    wq_ptr, wk_ptr,  # (C / BC, BC, BC) contiguous groups of the q and k maps, in dqk's dtype; QKV only
+    sdqk_b, sdqk_t, sdqk_c,
     K: tl.constexpr,
     BT: tl.constexpr,
     BC: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SILU: tl.constexpr,
+    QKV: tl.constexpr = False,
+    DOT: tl.constexpr = 0,
 ):  # fmt: skip
     pid_b, pid_c = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (sequence, channel block): walks all of T
     c = pid_c * BC + tl.arange(0, BC)
@@ -135,6 +171,10 @@ def _causal_conv_grad_kernel_tl(
         mask = (t < T)[:, None] & mask_c[None, :]
         g = tl.load(dy_ptr + pid_b * sdy_b + t[:, None] * sdy_t + c[None, :] * sdy_c, mask=mask, other=0.0)
         g = g.to(tl.float32)
+        if QKV:  # + dq Wq^T + dk Wk^T: the maps' share of dy
+            dq_ptr = dqk_ptr + pid_b * sdqk_b + t[:, None] * sdqk_t + c[None, :] * sdqk_c
+            g += _group_map(tl.load(dq_ptr, mask=mask, other=0.0), wq_ptr, BC, True, DOT)
+            g += _group_map(tl.load(dq_ptr + C * sdqk_c, mask=mask, other=0.0), wk_ptr, BC, True, DOT)
         # the K shifted tiles of x, read once for the pre-activation and for dw (taps >= K are zeros, compiled away)
         x0 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 0, K, BT, BC)
         x1 = _shifted(x_base, t, c, mask_c, T, sx_t, sx_c, 1, K, BT, BC)
@@ -178,9 +218,14 @@ def _causal_conv_dx_kernel_tl(
     w_ptr,  # (C, K) contiguous taps
     dx_ptr,  # out (B, T, C) contiguous
     T, C, NT,
+    dv_ptr,  # (B, T, C) gradient of v, strides sdv_*; QKV only
+    wv_ptr,  # (C / BC, BC, BC) contiguous groups of the v map, in dv's dtype; QKV only
+    sdv_b, sdv_t, sdv_c,
     K: tl.constexpr,
     BT: tl.constexpr,
     BC: tl.constexpr,
+    QKV: tl.constexpr = False,
+    DOT: tl.constexpr = 0,
 ):  # fmt: skip
     pid_b, t, c, mask_c = _time_tile(T, C, NT, BT, BC)
     g_base = g_ptr + pid_b * T * C
@@ -191,4 +236,39 @@ def _causal_conv_dx_kernel_tl(
         g = tl.load(g_base + tj[:, None] * C + c[None, :], mask=mask, other=0.0).to(tl.float32)
         dx += g * _tap(w_ptr, c, mask_c, K - 1 - j, K, BC)[None, :]
     mask_t = (t < T)[:, None] & mask_c[None, :]
+    if QKV:  # + dv Wv^T
+        dv = tl.load(dv_ptr + pid_b * sdv_b + t[:, None] * sdv_t + c[None, :] * sdv_c, mask=mask_t, other=0.0)
+        dx += _group_map(dv, wv_ptr, BC, True, DOT)
     tl.store(dx_ptr + (pid_b * T + t)[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask_t)
+
+
+@triton.jit
+def _group_dw_kernel_tl(
+    a_ptr,  # (B, T, C) the maps' input, strides sa_*
+    b_ptr,  # (B, T, MAPS * C) their output gradients side by side, strides sb_*
+    out_ptr,  # out (S, 3, C / BC, BC, BC) fp32: this row slice's share of each map's (in x out) group gradient
+    N, T, C, ROWS, FIRST,  # N = B * T rows; ROWS per program; the maps' shares start at out index FIRST
+    sa_b, sa_t, sa_c,
+    sb_b, sb_t, sb_c,
+    BC: tl.constexpr,
+    BN: tl.constexpr,
+    DOT: tl.constexpr,
+):  # fmt: skip
+    """One program per (row slice, group, map): sum over its rows of a_g^T b_g, (BC, BC) in fp32."""
+    pid_s, pid_g, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    c = pid_g * BC + tl.arange(0, BC)
+    b_base = b_ptr + pid_m * C * sb_c
+    acc = tl.zeros((BC, BC), dtype=tl.float32)
+    start = pid_s.to(tl.int64) * ROWS
+    end = tl.minimum(start + ROWS, N)
+    for r0 in range(start, end, BN):
+        n = r0 + tl.arange(0, BN)  # (BN,) int64 rows
+        m = n < end
+        bi, ti = n // T, n % T
+        a = tl.load(a_ptr + bi[None, :] * sa_b + ti[None, :] * sa_t + c[:, None] * sa_c, mask=m[None, :], other=0.0)
+        b = tl.load(b_base + bi[:, None] * sb_b + ti[:, None] * sb_t + c[None, :] * sb_c, mask=m[:, None], other=0.0)
+        acc += _dot(a, b, DOT)  # (BC, BN) @ (BN, BC)
+    i = tl.arange(0, BC)
+    G = C // BC
+    out = out_ptr + ((pid_s * 3 + FIRST + pid_m) * G + pid_g) * BC * BC
+    tl.store(out + i[:, None] * BC + i[None, :], acc)
