@@ -27,6 +27,9 @@ Usage:
     python benchmarks/train_step.py --device cuda --compile --graph  # (1024, 64, 128) x mmmm/msmm/ssss, (256, 336, 128)
     python benchmarks/train_step.py --device cpu --compile           # CPU: (64, 64, 64) and (32, 336, 64), msmm
     python benchmarks/train_step.py --compile --graph --variants ours-compiled-bf16-graph nxai   # the fastest and NX-AI
+`--set conv.triton_conv_qkv.ENABLED=True` (repeatable) sets a kernel module's attribute (a module under
+`xlstm_ts.kernels`, a Python literal) before anything is built, to time a kernel switch or tile before it is a
+default; the table shows the settings after the device.
 Needs `pip install xlstm==2.0.6 mlstm-kernels==2.0.6` for the NX-AI rows (without them only ours is timed).
 Appends rows to <out>/train_step.json (per device) and rewrites <out>/train_step.md.
 """
@@ -217,7 +220,9 @@ def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prep
            "pattern": pattern, "variant": variant, "matmul_precision": precision,
            "slstm_backend": backend if variant == "nxai" else "", "params": info["params"], "build_s": info["build_s"],
            "step_ms": ms, "tokens_per_s": B * S / ms * 1e3, "peak_gb": peak, "first_loss": info["first_loss"],
-           "first_step_s": info["first_step_s"]}  # fmt: skip
+           "first_step_s": info["first_step_s"],
+           "settings": "; ".join(f"{m.__name__.removeprefix('xlstm_ts.kernels.')}.{a}={v!r}"
+                                 for m, a, v in args.settings)}  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
 
@@ -232,7 +237,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "Written by `benchmarks/train_step.py` (setup in its docstring). Step = forward + backward of mean(y^2) "
              "+ AdamW, fp32 parameters; median step time in ms, and in brackets ours / NX-AI (below 1: ours is "
              "faster); tokens/s in millions; peak GPU memory in GB. After the device: the fp32 matmul precision "
-             "(torch.set_float32_matmul_precision, the same for both stacks; 'high' lets fp32 matmuls use TF32).", "",
+             "(torch.set_float32_matmul_precision, the same for both stacks; 'high' lets fp32 matmuls use TF32), "
+             "and any kernel settings of the run (`--set`).", "",
              "Variants: eager fp32; eager under bf16 autocast; compiled = `XLSTMStack.compile_blocks()` (in "
              "brackets after the ratio: seconds of the first, compiling step; much shorter when torch's on-disk "
              "compile cache already holds the graphs: 93 s cold, 6 s warm on the CPU at 64, 64, 64); + graph = the "
@@ -259,7 +265,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
             return f"**{r['step_ms']:.2f}** ({ratio}{first})" if r is best else f"{r['step_ms']:.2f} ({ratio}{first})"
 
         peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
-        prec = (o or n or best or {}).get("matmul_precision")
+        prec = "; ".join(x for x in ((o or n or best or {}).get(k) for k in ("matmul_precision", "settings")) if x)
         nx = "–" if n is None else f"{n['step_ms']:.2f} ({n['tokens_per_s'] / 1e6:.3g})"
         backend = n["slstm_backend"] if n and "s" in key[4] else "–"
         best_tps = "–" if best is None else f"{best['tokens_per_s'] / 1e6:.3g}"
@@ -277,6 +283,23 @@ def record(rows: list[dict], out: Path) -> Path:
     merged = merge_rows(out / "train_step.json", rows, ("device", "B", "S", "D", "pattern"))
     write_markdown(merged, out / "train_step.md")
     return out / "train_step.md"
+
+
+def parse_setting(text: str) -> tuple[object, str, object]:
+    """'module.ATTR=value' -> (the module under xlstm_ts.kernels, ATTR, the value as a Python literal)."""
+    import ast
+
+    where, _, value = text.partition("=")
+    module_name, _, attr = where.rpartition(".")
+    hint = "expected MODULE.ATTR=VALUE with MODULE under xlstm_ts.kernels, e.g. conv.triton_conv_qkv.ENABLED=True"
+    try:
+        module = importlib.import_module(f"xlstm_ts.kernels.{module_name}")
+        parsed = ast.literal_eval(value)
+    except (ImportError, ValueError, SyntaxError) as err:
+        raise argparse.ArgumentTypeError(f"{hint}; got {text!r} ({err}).") from None
+    if not hasattr(module, attr):
+        raise argparse.ArgumentTypeError(f"{hint}; xlstm_ts.kernels.{module_name} has no attribute {attr!r}.")
+    return module, attr, parsed
 
 
 def parse_case(text: str) -> tuple[int, int, int, str]:
@@ -301,13 +324,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
     parser.add_argument("--variants", nargs="+", choices=[v for v, _ in VARIANTS] + ["nxai"],
                         help="time only these (default: every variant the other flags ask for)")
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], dest="settings",
+                        metavar="MODULE.ATTR=VALUE", help="set a kernel module's attribute first (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
     gpu_only = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph"}
     if args.device == "cpu" and gpu_only & set(args.variants or ()):
         parser.error(f"{sorted(gpu_only & set(args.variants))} run on CUDA only; drop them or pass --device cuda.")
-    rows = run(args)
+    old = [(module, attr, getattr(module, attr)) for module, attr, _ in args.settings]
+    try:
+        for module, attr, value in args.settings:
+            setattr(module, attr, value)
+        rows = run(args)
+    finally:
+        for module, attr, value in old:
+            setattr(module, attr, value)
     if not args.no_record:
         print(record(rows, args.out).read_text())
     return rows

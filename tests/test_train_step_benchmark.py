@@ -87,3 +87,22 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):  # the profile needs CUDA
             bench.main(["--out", str(tmp_path)])
+
+
+def test_settings_apply_to_the_run_and_show_in_the_table(load_benchmark, tmp_path, one_thread, monkeypatch):
+    from xlstm_ts.kernels.conv import triton_conv_qkv
+
+    bench = load_benchmark("train_step")
+    seen = []
+    real_run = bench.run
+    monkeypatch.setattr(bench, "run", lambda args: seen.append(triton_conv_qkv.DW_ROWS) or real_run(args))
+    argv = ["--device", "cpu", "--cases", "2,8,16,m", "--warmup", "0", "--reps", "1", "--variants", "ours",
+            "--out", str(tmp_path), "--set", "conv.triton_conv_qkv.DW_ROWS=256"]
+    before = triton_conv_qkv.DW_ROWS
+    rows = bench.main(argv)
+    assert seen == [256] and triton_conv_qkv.DW_ROWS == before  # set for the run, restored after
+    assert rows[0]["settings"] == "conv.triton_conv_qkv.DW_ROWS=256"
+    assert "(conv.triton_conv_qkv.DW_ROWS=256) | 2, 8, 16 | m |" in (tmp_path / "train_step.md").read_text()
+    for bad in ("conv.triton_conv_qkv.NOPE=1", "nowhere.X=1", "conv.triton_conv_qkv.DW_ROWS=abc"):
+        with pytest.raises(SystemExit):
+            bench.main([*argv[:-1], bad])
