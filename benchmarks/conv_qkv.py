@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-import provenance
+from variant_report import alternate, record, timings_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = [(1024, 64, 256), (256, 336, 256)]
@@ -161,19 +160,10 @@ def step_rows(variant: str, cases=STEP_CASES) -> list[dict]:
                 model = ours(D, S, pattern, "cuda").compile_blocks()
                 step, first, _ = prepare(model, torch.randn(B, S, D, device="cuda"), 3, True, True)
             steps[name] = (step, first)  # the graph keeps the launches it captured with these settings
-        times = {name: [] for name in steps}
-        for _ in range(7):
-            for name, (step, _) in steps.items():
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(20):
-                    step()
-                torch.cuda.synchronize()
-                times[name].append((time.perf_counter() - start) / 20 * 1e3)
+        ms = alternate({name: step for name, (step, _) in steps.items()})
         for name, (_, first) in steps.items():
             rows.append({"kind": "step", "direction": "graphed bf16 step", "variant": name,
-                         "shape": f"{B}, {S}, {D} {pattern}", "ms": statistics.median(times[name]),
-                         "first_loss": first})  # fmt: skip
+                         "shape": f"{B}, {S}, {D} {pattern}", "ms": ms[name], "first_loss": first})  # fmt: skip
             print(rows[-1], flush=True)
     return rows
 
@@ -190,16 +180,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         lines += [f"| {r['commit']} | {r['variant']} | `{r['kernel']}` | {r['tile']} | {r['regs']} | "
                   f"{r['spill_bytes']} | {r['smem']} |" for r in sm]  # fmt: skip
         lines.append("")
-    timed = [r for r in rows if r["kind"] in ("kernel", "step")]
-    if timed:
-        lines += ["## Timings", "", "| device, commit | what | shape | variant | ms | diff / first loss |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in timed:
-            extra = f"{r['diff']:.1e}" if "diff" in r else f"{r['first_loss']:.5f}"
-            lines.append(f"| {r['device']}, {r['commit']} | {r['direction']} | {r['shape']} | {r['variant']} | "
-                         f"{r['ms']:.4f} | {extra} |")  # fmt: skip
-        lines.append("")
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines + timings_lines(rows)))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -216,14 +197,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += kernel_rows(CASES)
     if args.step:
         rows += step_rows(fastest(rows))
-    common = {"device": provenance.device_name("cuda" if args.kernels or args.step else "cpu"),
-              "commit": provenance.commit_id()}  # fmt: skip
-    rows = [{**common, **r} for r in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    merged = provenance.merge_rows(args.out / "conv_qkv.json", rows,
-                                   ("kind", "device", "direction", "shape", "variant"))  # fmt: skip
-    write_markdown(merged, args.out / "conv_qkv.md")
-    return rows
+    return record(rows, args.out, "conv_qkv", write_markdown, cuda=args.kernels or args.step)
 
 
 if __name__ == "__main__":

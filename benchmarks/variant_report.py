@@ -1,0 +1,55 @@
+"""Shared parts of the kernel-variant benchmarks (`mlstm_one_chunk.py`, `conv_qkv.py`): steps timed in alternating
+rounds, the timings table, and recording rows (merged into <stem>.json, rendered into <stem>.md)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import provenance
+
+KEY = ("kind", "device", "direction", "shape", "variant")  # a rerun replaces the old row with these values
+
+
+def alternate(steps: dict[str, Callable[[], object]], rounds: int = 7, calls: int = 20) -> dict[str, float]:
+    """Median ms per call of each step, over `rounds` rounds of `calls` calls of every step in turn (CUDA
+    synchronised around each round), so that drift of the device cancels in the comparison."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(calls):
+                step()
+            torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - start) / calls * 1e3)
+    return {name: statistics.median(ms) for name, ms in times.items()}
+
+
+def timings_lines(rows: list[dict]) -> list[str]:
+    """The '## Timings' table of the `kernel` and `step` rows (none: no lines)."""
+    timed = [r for r in rows if r["kind"] in ("kernel", "step")]
+    if not timed:
+        return []
+    lines = ["## Timings", "", "| device, commit | what | shape | variant | ms | diff / first loss |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in timed:
+        extra = f"{r['diff']:.1e}" if "diff" in r else f"{r['first_loss']:.5f}"
+        lines.append(f"| {r['device']}, {r['commit']} | {r['direction']} | {r['shape']} | {r['variant']} | "
+                     f"{r['ms']:.4f} | {extra} |")  # fmt: skip
+    return lines + [""]
+
+
+def record(rows: list[dict], out: Path, stem: str, markdown: Callable[[list[dict], Path], None],
+           cuda: bool) -> list[dict]:  # fmt: skip
+    """Add the device and commit to `rows`, merge them into out/<stem>.json (`KEY`) and rewrite out/<stem>.md with
+    `markdown(all rows, path)`; returns the new rows."""
+    common = {"device": provenance.device_name("cuda" if cuda else "cpu"), "commit": provenance.commit_id()}
+    rows = [{**common, **r} for r in rows]
+    out.mkdir(parents=True, exist_ok=True)
+    markdown(provenance.merge_rows(out / f"{stem}.json", rows, KEY), out / f"{stem}.md")
+    return rows
