@@ -20,14 +20,13 @@ conv_qkv.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 from pathlib import Path
 
 import torch
 
-from variant_report import alternate, record, timings_lines
+from variant_report import alternate, parse_args, record, timings_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = [(1024, 64, 256), (256, 336, 256)]
@@ -184,14 +183,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sm90", action="store_true", help="registers and spills, compiled without a GPU")
-    parser.add_argument("--kernels", action="store_true", help="op timings (CUDA)")
-    parser.add_argument("--step", action="store_true", help="graphed step with the op off and on (CUDA)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if (args.kernels or args.step) and not torch.cuda.is_available():
-        parser.error("--kernels and --step need a CUDA device; --sm90 runs anywhere.")
+    args = parse_args(__doc__.splitlines()[0], argv, RESULTS, "op timings", "graphed step with the op off and on")
     rows = sm90_rows() if args.sm90 else []
     if args.kernels:
         rows += kernel_rows(CASES)

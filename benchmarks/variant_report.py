@@ -3,6 +3,7 @@ rounds, the timings table, and recording rows (merged into <stem>.json, rendered
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +14,20 @@ import torch
 import provenance
 
 KEY = ("kind", "device", "direction", "shape", "variant")  # a rerun replaces the old row with these values
+
+
+def parse_args(description: str, argv: list[str] | None, out: Path, kernels_help: str,
+               step_help: str) -> argparse.Namespace:  # fmt: skip
+    """--sm90 (anywhere), --kernels and --step (CUDA only: an error without it), --out."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--sm90", action="store_true", help="registers and spills, compiled without a GPU")
+    parser.add_argument("--kernels", action="store_true", help=f"{kernels_help} (CUDA)")
+    parser.add_argument("--step", action="store_true", help=f"{step_help} (CUDA)")
+    parser.add_argument("--out", type=Path, default=out)
+    args = parser.parse_args(argv)
+    if (args.kernels or args.step) and not torch.cuda.is_available():
+        parser.error("--kernels and --step need a CUDA device; --sm90 runs anywhere.")
+    return args
 
 
 def alternate(steps: dict[str, Callable[[], object]], rounds: int = 7, calls: int = 20) -> dict[str, float]:
