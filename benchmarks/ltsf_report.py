@@ -5,6 +5,7 @@ xLSTM-Mixer, with every configuration tried for the cells still above them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -81,7 +82,8 @@ def write_markdown(csv_path: Path) -> Path:
              "selected weights in units of the standard training set. Published numbers are MSE/MAE at their own "
              "lookbacks: PatchTST/64 L=512, DLinear L=336, xLSTMTime L=512, xLSTM-Mixer L=512-768 (low confidence). "
              "Code whose test loader drops the last incomplete batch scores only the first n - n % B test windows; "
-             "`ltsf_drop_last.md` measures per cell how much that lowers the MSE of the centred linear baseline.",
+             "`ltsf_drop_last.md` measures per cell how much that lowers the MSE of the centred linear baseline; "
+             "`ltsf_linear_ceiling.md` how low that map gets with its lookback and ridge chosen on test (an oracle).",
              "", "| dataset | H | mode | L | preset | seeds | MSE | MAE | epochs | train s (total) | device | "
              + " | ".join(ANCHOR_MODELS) + " | MSE ≤ PatchTST/64 / xLSTM-Mixer |",
              "|" + "---|" * (11 + len(ANCHOR_MODELS) + 1)]
@@ -95,25 +97,43 @@ def write_markdown(csv_path: Path) -> Path:
                      f"{mean_std(cell['mse'])} | {mean_std(cell['mae'])} | {epochs} | "
                      f"{cell['train_seconds'].sum():.0f} | {devices} | "
                      + " | ".join(_anchor_cells(dataset, int(horizon), cell["mse"].mean())) + " |")
-    lines += standing(table[~table["_baseline"]], keys)
+    lines += standing(table[~table["_baseline"]], keys, linear_floors(csv_path.parent / "ltsf_linear_ceiling.json"))
     path = csv_path.parent / "ltsf.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _floor(floors: dict[tuple[str, int], float], dataset: str, horizon: int) -> str:
+    value = floors.get((dataset, horizon))
+    return "–" if value is None else f"{value:.4f}"
+
+
+def linear_floors(path: Path) -> dict[tuple[str, int], float]:
+    """(dataset, horizon) -> test MSE of the centred linear map with lookback and ridge chosen on test, from
+    `ltsf_linear_ceiling.py`'s JSON; empty when the file is absent."""
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["rows"]
+    return {(r["dataset"], int(r["horizon"])): r["test_selected"]["test_mse"] for r in rows}
 
 
 MIN_SEEDS = 3
 """Seeds a configuration needs before its mean counts for a cell's standing (the acceptance protocol's 3)."""
 
 
-def standing(ours: pd.DataFrame, keys: list[str]) -> list[str]:
+def standing(ours: pd.DataFrame, keys: list[str], floors: dict[tuple[str, int], float] | None = None) -> list[str]:
     """Markdown lines: per (dataset, horizon) with a published PatchTST/64 or xLSTM-Mixer number, our best mean MSE
-    over configurations with at least `MIN_SEEDS` seeds against both, the compute spent on the cell, and for a cell
-    above either number every configuration tried there with its mean MSE (fewer seeds marked)."""
+    over configurations with at least `MIN_SEEDS` seeds against both, the compute spent on the cell, for a cell
+    above either number every configuration tried there with its mean MSE (fewer seeds marked), and the cell's
+    linear oracle floor where `floors` has it (`linear_floors`)."""
+    floors = floors or {}
     lines = ["", "## Where each cell stands", "",
              f"Best mean MSE over our configurations with at least {MIN_SEEDS} seeds. Train s: all our runs of the "
              "cell, every configuration. Tried: every configuration run on a cell that is still above a target.",
+             "Linear floor: the centred linear map's test MSE with lookback and ridge chosen on test "
+             "(`ltsf_linear_ceiling.md`).",
              "", "| dataset | H | best MSE | configuration | PatchTST/64 | xLSTM-Mixer | at or below | train s | "
-             "tried (mean MSE, seeds) |", "|" + "---|" * 9]  # fmt: skip
+             "tried (mean MSE, seeds) | linear floor |", "|" + "---|" * 10]  # fmt: skip
     met = {"PatchTST/64": [0, 0], "xLSTM-Mixer": [0, 0]}
     for (dataset, horizon), cell in ours.groupby(["dataset", "horizon"], sort=True):
         targets = {m: anchor(dataset, m, int(horizon)) for m in met}
@@ -136,7 +156,8 @@ def standing(ours: pd.DataFrame, keys: list[str]) -> list[str]:
         tried = "; ".join(f"{name(k)}: {r.mse:.4f} ({int(r.seeds)})" for k, r in configs.iterrows()) if above else ""
         lines.append(f"| {dataset} | {horizon} | {best:.4f} | {where} | "
                      + " | ".join(f"{t[0]:.3f}" if t else "–" for t in targets.values())
-                     + f" | {', '.join(verdicts)} | {cell['train_seconds'].sum():.0f} | {tried} |")  # fmt: skip
+                     + f" | {', '.join(verdicts)} | {cell['train_seconds'].sum():.0f} | {tried} | "
+                     f"{_floor(floors, dataset, int(horizon))} |")  # fmt: skip
     lines += ["", "Cells at or below the published number: "
               + ", ".join(f"{m} {a} of {n}" for m, (a, n) in met.items()) + "."]
     return lines

@@ -1,6 +1,7 @@
 """The long-horizon protocol: split borders, every test window kept, train-only scaling, batch-size-free metrics, and
 the benchmark script end to end on a tiny file."""
 
+import json
 import os
 from pathlib import Path
 
@@ -203,8 +204,13 @@ def test_markdown_standing_lists_what_was_tried_where_still_above(tmp_path, load
                           "PatchTST/64: yes, xLSTM-Mixer: no", "40"]  # fmt: skip
     assert etth1[8] == "variate_mixing, L=336, b: 0.3000 (1); variate_mixing, L=512, a: 0.3700 (3)"
     etth2 = cells("| ETTh2 | 96 |")
-    assert etth2[2:] == ["0.2700", "variate_mixing, L=768, c", "0.274", "–", "PatchTST/64: yes", "30", ""]
+    assert etth2[2:] == ["0.2700", "variate_mixing, L=768, c", "0.274", "–", "PatchTST/64: yes", "30", "", "–"]
     assert "PatchTST/64 2 of 2, xLSTM-Mixer 0 of 1." in section
+    # with the linear ceiling's JSON beside the csv, each cell it covers shows its oracle floor
+    floor = {"dataset": "ETTh1", "horizon": 96, "test_selected": {"test_mse": 0.3643}}
+    (tmp_path / "ltsf_linear_ceiling.json").write_text(json.dumps({"rows": [floor]}))
+    section = bench.write_markdown(tmp_path / "ltsf.csv").read_text().split("## Where each cell stands")[1]
+    assert cells("| ETTh1 | 96 |")[-1] == "0.3643" and cells("| ETTh2 | 96 |")[-1] == "–"
 
 
 def test_centred_linear_baseline_is_level_free():
