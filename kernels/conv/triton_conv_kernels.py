@@ -270,5 +270,5 @@ def _group_dw_kernel_tl(
         acc += _dot(a, b, DOT)  # (BC, BN) @ (BN, BC)
     i = tl.arange(0, BC)
     G = C // BC
-    out = out_ptr + ((pid_s * 3 + FIRST + pid_m) * G + pid_g) * BC * BC
+    out = out_ptr + ((pid_s.to(tl.int64) * 3 + FIRST + pid_m) * G + pid_g) * BC * BC  # 64-bit: many row slices
     tl.store(out + i[:, None] * BC + i[None, :], acc)
