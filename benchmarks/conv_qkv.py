@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from variant_report import alternate, parse_args, record, timings_lines
+from variant_report import graphed_steps, parse_args, record, timings_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = [(1024, 64, 256), (256, 336, 256)]
@@ -146,24 +146,12 @@ def fastest(rows: list[dict]) -> str:
 
 def step_rows(variant: str, cases=STEP_CASES) -> list[dict]:
     """Graphed bf16 training step with the op off and on (tiles of `variant`), alternating."""
-    from train_step import ours, prepare
-
-    torch.set_float32_matmul_precision("high")
     rows = []
     for B, S, D, pattern in cases:
-        steps = {}
-        for name, enabled in (("conv op + dense matmuls", False), (f"fused, {variant}", True)):
-            with tiles({**VARIANTS[variant], "ENABLED": enabled}):
-                torch._dynamo.reset()
-                torch.manual_seed(0)
-                model = ours(D, S, pattern, "cuda").compile_blocks()
-                step, first, _ = prepare(model, torch.randn(B, S, D, device="cuda"), 3, True, True)
-            steps[name] = (step, first)  # the graph keeps the launches it captured with these settings
-        ms = alternate({name: step for name, (step, _) in steps.items()})
-        for name, (_, first) in steps.items():
-            rows.append({"kind": "step", "direction": "graphed bf16 step", "variant": name,
-                         "shape": f"{B}, {S}, {D} {pattern}", "ms": ms[name], "first_loss": first})  # fmt: skip
-            print(rows[-1], flush=True)
+        rows += graphed_steps(B, S, D, pattern, {
+            "conv op + dense matmuls": lambda: tiles({"ENABLED": False}),
+            f"fused, {variant}": lambda: tiles({**VARIANTS[variant], "ENABLED": True}),
+        })  # fmt: skip
     return rows
 
 

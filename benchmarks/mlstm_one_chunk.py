@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from variant_report import alternate, parse_args, record, timings_lines
+from variant_report import graphed_steps, parse_args, record, timings_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(1024, 4, 64, 64), (1024, 4, 64, 32), (64, 4, 64, 64)]
@@ -163,25 +163,13 @@ def fastest(rows: list[dict], direction: str) -> str:
 
 def step_rows(fw_variant: str, bw_variant: str, patterns=("mmmm", "msmm")) -> list[dict]:
     """Graphed bf16 training step at (1024, 64, 128): defaults against the given variants, alternating."""
-    from train_step import ours, prepare
-
-    torch.set_float32_matmul_precision("high")
     chosen = {**FORWARD[fw_variant], **BACKWARD[bw_variant], "min_dqk": 64}
     rows = []
     for pattern in patterns:
-        steps = {}
-        for name, settings in (("defaults", {"min_dqk": 64}), (f"{fw_variant} / {bw_variant}", chosen)):
-            with knobs(settings):
-                torch._dynamo.reset()
-                torch.manual_seed(0)
-                model = ours(128, 64, pattern, "cuda").compile_blocks()
-                step, first, _ = prepare(model, torch.randn(1024, 64, 128, device="cuda"), 3, True, True)
-            steps[name] = (step, first)  # the graph keeps the launches it captured with these knobs
-        ms = alternate({name: step for name, (step, _) in steps.items()})
-        for name, (_, first) in steps.items():
-            rows.append({"kind": "step", "direction": "graphed bf16 step", "variant": name,
-                         "shape": f"1024, 64, 128 {pattern}", "ms": ms[name], "first_loss": first})  # fmt: skip
-            print(rows[-1], flush=True)
+        rows += graphed_steps(1024, 64, 128, pattern, {
+            "defaults": lambda: knobs({"min_dqk": 64}),
+            f"{fw_variant} / {bw_variant}": lambda: knobs(chosen),
+        })  # fmt: skip
     return rows
 
 

@@ -4,6 +4,7 @@ rounds, the timings table, and recording rows (merged into <stem>.json, rendered
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -43,6 +44,29 @@ def alternate(steps: dict[str, Callable[[], object]], rounds: int = 7, calls: in
             torch.cuda.synchronize()
             times[name].append((time.perf_counter() - start) / calls * 1e3)
     return {name: statistics.median(ms) for name, ms in times.items()}
+
+
+def graphed_steps(B: int, S: int, D: int, pattern: str,
+                  settings: dict[str, Callable[[], contextlib.AbstractContextManager]]) -> list[dict]:  # fmt: skip
+    """`step` rows: the compiled, graphed bf16 training step of `train_step.py` at (B, S, D, pattern), built and
+    captured inside each of `settings` (name -> context manager factory), then timed in alternating rounds."""
+    from train_step import ours, prepare
+
+    torch.set_float32_matmul_precision("high")
+    steps = {}
+    for name, context in settings.items():
+        with context():
+            torch._dynamo.reset()
+            torch.manual_seed(0)
+            model = ours(D, S, pattern, "cuda").compile_blocks()
+            step, first, _ = prepare(model, torch.randn(B, S, D, device="cuda"), 3, True, True)
+        steps[name] = (step, first)  # the graph keeps the launches it captured with these settings
+    ms = alternate({name: step for name, (step, _) in steps.items()})
+    rows = [{"kind": "step", "direction": "graphed bf16 step", "variant": name, "shape": f"{B}, {S}, {D} {pattern}",
+             "ms": ms[name], "first_loss": first} for name, (_, first) in steps.items()]  # fmt: skip
+    for row in rows:
+        print(row, flush=True)
+    return rows
 
 
 def timings_lines(rows: list[dict]) -> list[str]:
