@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if any(b < 1 for b in args.batch_sizes):
         parser.error(f"--batch-sizes must be positive integers, got {args.batch_sizes}.")
-    presets = args.presets or sorted((p for p in run_preset_names() if p.startswith("ett")),
-                                     key=lambda p: (p.rsplit("_", 1)[0], int(p.rsplit("_", 1)[1])))
+    presets = args.presets or run_preset_names("ett")
     rows = [measure(p, args.data_dir, tuple(args.batch_sizes)) for p in presets]
     print(write(rows, tuple(args.batch_sizes), args.results_dir).read_text())
     return rows

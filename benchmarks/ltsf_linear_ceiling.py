@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if any(L < 1 for L in args.lookbacks) or any(r < 0 for r in args.ridges):
         parser.error(f"--lookbacks must be positive and --ridges >= 0, got {args.lookbacks} and {args.ridges}.")
-    presets = args.presets or sorted((p for p in run_preset_names() if p.startswith("etth")),
-                                     key=lambda p: (p.rsplit("_", 1)[0], int(p.rsplit("_", 1)[1])))  # fmt: skip
+    presets = args.presets or run_preset_names("etth")
     lookbacks, ridges = tuple(args.lookbacks), tuple(args.ridges)
     rows = [measure(p, args.data_dir, lookbacks, ridges) for p in presets]
     print(write(rows, lookbacks, ridges, args.results_dir).read_text())

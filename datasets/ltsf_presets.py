@@ -95,9 +95,11 @@ def run_config_from_dict(data: dict, source: str = "dict") -> LTSFRunConfig:
     return LTSFRunConfig(**data)
 
 
-def run_preset_names() -> list[str]:
-    """Names of the run presets shipped in configs/ltsf/ (e.g. 'etth1_96')."""
-    return shipped_presets("ltsf")
+def run_preset_names(prefix: str = "") -> list[str]:
+    """Names of the run presets shipped in configs/ltsf/ (e.g. 'etth1_96') that start with `prefix`, by data set
+    and then horizon."""
+    names = [p for p in shipped_presets("ltsf") if p.startswith(prefix)]
+    return sorted(names, key=lambda p: (p.rsplit("_", 1)[0], int(p.rsplit("_", 1)[1])))
 
 
 def run_preset_name(name_or_path: str | Path) -> str:
