@@ -91,7 +91,7 @@ def conv_qkv_for(block_kernel: str, device: torch.device) -> Callable | None:
     key = (block_kernel, device.type)
     if key not in _CONV_QKV:
         conv = resolve_kernel_name(conv_kernel_name(block_kernel), "causal_conv", device)
-        fused = conv == "causal_conv--triton" and "conv_qkv--triton" in available_kernels()
+        fused = conv == "causal_conv--triton"
         _CONV_QKV[key] = importlib.import_module("xlstm_ts.kernels.conv.triton_conv_qkv") if fused else None
     module = _CONV_QKV[key]
     return module.conv_qkv_triton if module is not None and module.ENABLED else None

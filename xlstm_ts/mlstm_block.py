@@ -60,6 +60,8 @@ class MLSTMBlock(nn.Module):
         self.skip = nn.Parameter(torch.ones(inner))
         self.down = nn.Linear(inner, embed_dim, bias=False)
         self.drop = nn.Dropout(dropout)
+        # channels per group of the fused conv + q/k/v op, None where the op cannot run this block's maps
+        self.qkv_group = group_width(inner, qkv_blocksize) if prefer_taps(conv_kernel) else None
         self._init(embed_dim, num_blocks)
 
     def _init(self, embed_dim: int, num_blocks: int) -> None:
@@ -87,10 +89,8 @@ class MLSTMBlock(nn.Module):
         The fused op runs for bf16/fp16 x_m only (under autocast): its exact fp32 dots are FMA loops that spill
         registers on sm_90, where cuBLAS keeps fp32 matmuls fast."""
         fused = conv_qkv_for(self.kernel, x_m.device)
-        half = x_m.dtype in (torch.bfloat16, torch.float16)
-        width = group_width(self.inner, self.q_proj.block_size) if fused is not None and half else None
-        if width is not None and prefer_taps(self.conv.kernel_size) and self.q_proj.bias is None:
-            maps = [m.group_weight(width).to(x_m.dtype) for m in (self.q_proj, self.k_proj, self.v_proj)]
+        if fused is not None and self.qkv_group is not None and x_m.dtype in (torch.bfloat16, torch.float16):
+            maps = [m.group_weight(self.qkv_group).to(x_m.dtype) for m in (self.q_proj, self.k_proj, self.v_proj)]
             return fused(x_m, self.conv.conv.weight, self.conv.conv.bias, *maps, self.conv.activation)
         x_c = self.conv(x_m)  # (B, T, inner): silu(conv(x_m)), in x_m's dtype
         qk = block_diagonal_concat(x_c, self.q_proj, self.k_proj)  # (B, T, 2 inner)

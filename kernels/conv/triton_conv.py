@@ -70,6 +70,25 @@ def _conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Te
     return x.new_empty(x.shape)
 
 
+def backward_buffers(dy: Tensor, x: Tensor, K: int, has_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Outputs of the backward kernels: dx (B, T, C) in x's dtype, g = dy act'(a) (B, T, C) (`G_IN_DY_DTYPE`), and
+    fp32 per-sequence shares of dw (B, C, K) and db (B, C) (no rows without bias)."""
+    B, T, C = x.shape
+    dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)
+    low = G_IN_DY_DTYPE and dy.dtype in (torch.bfloat16, torch.float16)
+    g = torch.empty(B, T, C, dtype=dy.dtype if low else torch.float32, device=x.device)
+    dw_shares = torch.empty(B, C, K, dtype=torch.float32, device=x.device)  # their sum is dw's layout
+    db_shares = torch.empty(B if has_bias else 0, C, dtype=torch.float32, device=x.device)
+    return dx, g, dw_shares, db_shares
+
+
+def tap_sums(dw_shares: Tensor, db_shares: Tensor, weight: Tensor, bias: Tensor | None,
+             x: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(dw (C, K) in the taps' dtype, db (C,) in the bias's or an empty tensor without bias) from their shares."""
+    dw = dw_shares.sum(0).to(weight.dtype)  # no transposed copy (none at all for fp32 taps)
+    return dw, db_shares.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)
+
+
 @torch.library.custom_op("xlstm_ts::causal_conv_backward", mutates_args=())
 def _conv_backward(
     dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool
@@ -77,11 +96,7 @@ def _conv_backward(
     """(dx (B, T, C) in x's dtype, dw (C, K) in weight's, db (C,) in bias's or an empty tensor without bias)."""
     B, T, C = x.shape
     K = weight.shape[1]
-    dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
-    low = G_IN_DY_DTYPE and dy.dtype in (torch.bfloat16, torch.float16)
-    g = torch.empty(B, T, C, dtype=dy.dtype if low else torch.float32, device=x.device)  # (B, T, C) dy * act'(a)
-    dw_shares = torch.empty(B, C, K, dtype=torch.float32, device=x.device)  # (B, C, K): their sum is dw's layout
-    db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
+    dx, g, dw_shares, db_shares = backward_buffers(dy, x, K, bias is not None)
     if dx.numel() > 0:
         grad_block = GRAD_BLOCK_SHORT if T <= SHORT_STEPS else GRAD_BLOCK
         BT, BC, _, NCB = _tiles(T, C, grad_block)
@@ -95,9 +110,7 @@ def _conv_backward(
     else:
         dw_shares.zero_()
         db_shares.zero_()
-    dw = dw_shares.sum(0).to(weight.dtype)  # (C, K): no transposed copy (none at all for fp32 taps)
-    db = db_shares.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)  # (C,)
-    return dx, dw, db
+    return dx, *tap_sums(dw_shares, db_shares, weight, bias, x)
 
 
 @_conv_backward.register_fake

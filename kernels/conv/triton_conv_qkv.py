@@ -22,7 +22,7 @@ from .._ints import cdiv, next_power_of_2
 from .._precision import INTERPRETED, fp32_uses_tf32
 from .conv_qkv_torch import check_group_weights
 from .torch_ref import check_conv_inputs
-from .triton_conv import G_IN_DY_DTYPE, MAX_TAPS
+from .triton_conv import MAX_TAPS, backward_buffers, tap_sums
 from .triton_conv_kernels import (
     _causal_conv_dx_kernel_tl,
     _causal_conv_fwd_kernel_tl,
@@ -103,11 +103,7 @@ def _conv_qkv_backward(dxc: Tensor, dqk: Tensor, dv: Tensor, x: Tensor, xc: Tens
     B, T, C = x.shape
     K, G, W = weight.shape[1], wq.shape[0], wq.shape[1]
     mode, N = _dot_mode(x.dtype), B * T
-    dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)  # (B, T, C)
-    low = G_IN_DY_DTYPE and dxc.dtype in (torch.bfloat16, torch.float16)
-    g = torch.empty(B, T, C, dtype=dxc.dtype if low else torch.float32, device=x.device)  # (B, T, C) dxc_all act'(a)
-    dw_shares = torch.empty(B, C, K, dtype=torch.float32, device=x.device)  # (B, C, K)
-    db_shares = torch.empty(B if bias is not None else 0, C, dtype=torch.float32, device=x.device)  # (B, C)
+    dx, g, dw_shares, db_shares = backward_buffers(dxc, x, K, bias is not None)  # g: (dxc + the maps' share) act'
     S = cdiv(N, DW_ROWS)
     map_shares = torch.empty(S, 3, G, W, W, dtype=torch.float32, device=x.device)  # (S, 3, G, W, W): q, k, v
     if N * C > 0:
@@ -128,8 +124,7 @@ def _conv_qkv_backward(dxc: Tensor, dqk: Tensor, dv: Tensor, x: Tensor, xc: Tens
         db_shares.zero_()
         map_shares.zero_()
     maps = map_shares.sum(0)  # (3, G, W, W)
-    dw = dw_shares.sum(0).to(weight.dtype)  # (C, K)
-    db = db_shares.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)  # (C,)
+    dw, db = tap_sums(dw_shares, db_shares, weight, bias, x)  # (C, K), (C,)
     dwq, dwk, dwv = (maps[i].to(w.dtype, copy=True) for i, w in enumerate((wq, wk, wv)))  # no aliased outputs
     return dx, dw, db, dwq, dwk, dwv
 
