@@ -221,8 +221,7 @@ def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prep
            "slstm_backend": backend if variant == "nxai" else "", "params": info["params"], "build_s": info["build_s"],
            "step_ms": ms, "tokens_per_s": B * S / ms * 1e3, "peak_gb": peak, "first_loss": info["first_loss"],
            "first_step_s": info["first_step_s"],
-           "settings": "; ".join(f"{m.__name__.removeprefix('xlstm_ts.kernels.')}.{a}={v!r}"
-                                 for m, a, v in args.settings)}  # fmt: skip
+           "settings": settings_label(args.settings)}  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
 
@@ -302,6 +301,24 @@ def parse_setting(text: str) -> tuple[object, str, object]:
     return module, attr, parsed
 
 
+@contextlib.contextmanager
+def kernel_settings(settings: list[tuple[object, str, object]]):
+    """The (module, attribute, value) settings of `--set` applied, and the old values restored afterwards."""
+    old = [(module, attr, getattr(module, attr)) for module, attr, _ in settings]
+    try:
+        for module, attr, value in settings:
+            setattr(module, attr, value)
+        yield
+    finally:
+        for module, attr, value in old:
+            setattr(module, attr, value)
+
+
+def settings_label(settings: list[tuple[object, str, object]]) -> str:
+    """'conv.triton_conv_qkv.ENABLED=True; ...': the `--set` settings as the tables show them ('' without any)."""
+    return "; ".join(f"{m.__name__.removeprefix('xlstm_ts.kernels.')}.{a}={v!r}" for m, a, v in settings)
+
+
 def parse_case(text: str) -> tuple[int, int, int, str]:
     try:
         B, S, D, pattern = text.split(",")
@@ -332,14 +349,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     gpu_only = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph"}
     if args.device == "cpu" and gpu_only & set(args.variants or ()):
         parser.error(f"{sorted(gpu_only & set(args.variants))} run on CUDA only; drop them or pass --device cuda.")
-    old = [(module, attr, getattr(module, attr)) for module, attr, _ in args.settings]
-    try:
-        for module, attr, value in args.settings:
-            setattr(module, attr, value)
+    with kernel_settings(args.settings):
         rows = run(args)
-    finally:
-        for module, attr, value in old:
-            setattr(module, attr, value)
     if not args.no_record:
         print(record(rows, args.out).read_text())
     return rows

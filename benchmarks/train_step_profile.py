@@ -7,12 +7,16 @@ fastest configuration there. It is profiled eagerly
 replays, without its launch savings, so "kernel ms / step" is what a graph replay can at best reach. The graphed step
 is timed in the same run for comparison.
 
-Kinds, from the kernel names: `mlstm` / `slstm` (our Triton sequence kernels), `conv` (our Triton causal conv; rows
-recorded before it existed show a dash), `matmul` (cuBLAS / CUTLASS),
+Kinds, from the kernel names: `mlstm` / `slstm` (our Triton sequence kernels), `conv` (our Triton causal conv and
+the fused conv + q/k/v op's kernels; rows recorded before the conv kernels existed show a dash), `matmul` (cuBLAS /
+CUTLASS),
 `fused` (Triton kernels that torch.compile generated: the element-wise and reduction work around the matmuls and
 the cells), `optimizer` (the fused AdamW), `other` (everything else: copies, fills, native element-wise kernels).
 
     python benchmarks/train_step_profile.py --cases 1024,64,128,mmmm 1024,64,128,msmm --out benchmarks/results
+
+`--set MODULE.ATTR=VALUE` (repeatable, as in `train_step.py`) profiles the step with a kernel switch or tile set; the
+table shows the settings after the commit.
 
 Writes train_step_profile.json (rows merged by device, shape and pattern) and train_step_profile.md. Needs CUDA.
 """
@@ -25,7 +29,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from train_step import GPU_CASES, RESULTS, build, parse_case, prepare, time_rounds
+from train_step import (
+    GPU_CASES,
+    RESULTS,
+    build,
+    kernel_settings,
+    parse_case,
+    parse_setting,
+    prepare,
+    settings_label,
+    time_rounds,
+)
 
 import provenance
 
@@ -41,7 +55,7 @@ def kind_of(name: str) -> str:
         return "mlstm"
     if "slstm" in low:
         return "slstm"
-    if "causal_conv" in low:
+    if "causal_conv" in low or "group_dw" in low:
         return "conv"
     if any(s in low for s in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_", "ampere_")):
         return "matmul"
@@ -92,7 +106,7 @@ def profile_case(case: tuple[int, int, int, str], args: argparse.Namespace) -> d
     graphed, _, _ = prepare(model, x, args.warmup, autocast=True, graph=True)  # the same compiled blocks
     row["graph_step_ms"] = time_rounds({"graph": graphed}, args.reps, cuda=True, reset_peak=False)["graph"][0]
     row.update({"device": provenance.device_name("cuda"), "torch": torch.__version__, "commit": provenance.commit_id(),
-                "B": B, "S": S, "D": D, "pattern": pattern})  # fmt: skip
+                "B": B, "S": S, "D": D, "pattern": pattern, "settings": settings_label(args.settings)})  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
 
@@ -107,11 +121,12 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "(`XLSTMStack.compile_blocks()`: per block before 2026-12, then the whole stack), "
              "bf16 autocast, ms per step. kernels = the summed kernel time of an eager step; graph = the median "
              "step time of the same step captured as a CUDA graph.", "",
-             "| device, commit | B, S, D | pattern | graph ms | eager ms | kernels ms | launches | "
+             "| device, commit[, settings] | B, S, D | pattern | graph ms | eager ms | kernels ms | launches | "
              + " | ".join(KINDS) + " |",
              "|---|---|---|---|---|---|---|" + "---|" * len(KINDS)]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['device']}, {r['commit']} | {r['B']}, {r['S']}, {r['D']} | {r['pattern']} | "
+        where = ", ".join(x for x in (r["device"], r["commit"], r.get("settings")) if x)
+        lines.append(f"| {where} | {r['B']}, {r['S']}, {r['D']} | {r['pattern']} | "
                      f"{r['graph_step_ms']:.2f} | {r['eager_step_ms']:.2f} | {r['kernel_ms']:.2f} | "
                      f"{r['launches_per_step']:.0f} | " + " | ".join(_ms(r["by_kind_ms"].get(k)) for k in KINDS)
                      + " |")  # fmt: skip
@@ -129,13 +144,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=5, help="profiled steps")
     parser.add_argument("--reps", type=int, default=10, help="timed steps")
     parser.add_argument("--top", type=int, default=TOP, help="kernels listed per case")
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], dest="settings",
+                        metavar="MODULE.ATTR=VALUE", help="set a kernel module's attribute first (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("the profile needs CUDA.")
     args.device = "cuda"
     torch.set_float32_matmul_precision("high")
-    rows = [profile_case(case, args) for case in args.cases]
+    with kernel_settings(args.settings):
+        rows = [profile_case(case, args) for case in args.cases]
     merged = provenance.merge_rows(args.out / "train_step_profile.json", rows, ("device", "B", "S", "D", "pattern"))
     write_markdown(merged, args.out / "train_step_profile.md")
     print((args.out / "train_step_profile.md").read_text())

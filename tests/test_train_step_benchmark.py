@@ -63,6 +63,7 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
     assert bench.kind_of("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
     assert bench.kind_of("triton_poi_fused_add_mul_silu_0") == "fused"
     assert bench.kind_of("_causal_conv_grad_kernel_tl") == "conv"
+    assert bench.kind_of("_group_dw_kernel_tl") == "conv"  # the fused conv + q/k/v op's weight gradients
     assert bench.kind_of("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == "optimizer"
     assert bench.kind_of("void at::native::vectorized_elementwise_kernel<4, FillFunctor>") == "other"
     kernels = {"triton_poi_fused_a": (3000.0, 6), "_mlstm_fwd": (1000.0, 2), "gemm_x": (500.0, 4), "copy": (100.0, 2)}
@@ -81,6 +82,8 @@ def test_profile_kinds_and_summary(load_benchmark, tmp_path):
     assert "| GPU, abc | 1, 2, 3 | m | 2.50 | 3.00 | 2.30 | 7 | 0.50 | 0.00 | 0.00 | 0.25 | 1.50 | 0.00 | 0.05 |" in (
         text
     )
+    bench.write_markdown([{**fake, "settings": "conv.triton_conv_qkv.ENABLED=True"}], tmp_path / "set.md")
+    assert "| GPU, abc, conv.triton_conv_qkv.ENABLED=True | 1, 2, 3 | m |" in (tmp_path / "set.md").read_text()
     old = {**fake, "by_kind_ms": {k: v for k, v in row["by_kind_ms"].items() if k != "conv"}}  # a row from before
     bench.write_markdown([old], tmp_path / "old.md")
     assert "| 7 | 0.50 | 0.00 | – | 0.25 |" in (tmp_path / "old.md").read_text()
