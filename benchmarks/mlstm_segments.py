@@ -116,6 +116,9 @@ PARALLEL_VARIANTS = [
     ("dq / dv state dots in TF32", "triton_chunkwise_parallel_bwd", "STATE_OUT_DOTS", False),
     ("output kernel at 8 warps", "triton_chunkwise_parallel", "OUT_NUM_WARPS", 8),
     ("boundary carry of 32 steps", "triton_chunkwise_segments", "BOUNDS_CARRY_OVERRIDE", 32),
+    ("gradient kernel with 1 pipeline stage", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 1),
+    ("gradient kernel with 2 pipeline stages", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 2),
+    ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
 ]
 
 

@@ -31,6 +31,10 @@ from .triton_chunkwise_segments import _k_block, bounds_backward
 # stack; 4 needed more and was slower (H200, bf16 fw+bw: 1.63 against 1.45 ms at (16, 4, 2048, 128), 64.7 against
 # 59.1 at (8, 8, 8192, 512))
 NUM_WARPS = 8
+# software-pipelining stages of the gradient kernel's column loops (None: Triton's default, 3). Offline sm_90 compile
+# at 64-step segments, bf16, 8 warps (DQK 128 and 256 alike): 3 stages 240 B of stack and 147 KB of shared memory,
+# 2 stages 264 B and 98 KB, 1 stage 104 B and 66 KB; an A/B knob of benchmarks/mlstm_segments.py --parallel-variants
+NUM_STAGES: int | None = None
 # dq's dnum C_in^T and dv's k dC take the output dot mode (bf16 operands for bf16 inputs, as the plain backward's dq
 # and dv dots; neither feeds the gate gradients) instead of TF32: H200, bf16 fw+bw 1.340 against 1.454 ms at
 # (16, 4, 2048, 128), 15.60 against 17.20 at (8, 16, 4096, 256), 53.14 against 59.12 at (8, 8, 8192, 512)
@@ -269,6 +273,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
         NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
         L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
         STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, num_warps=NUM_WARPS,
+        **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
     )  # fmt: skip
     if has_init:
         dm0 = dm0.view(m0.shape)
