@@ -301,6 +301,12 @@ def parse_setting(text: str) -> tuple[object, str, object]:
     return module, attr, parsed
 
 
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """`--set MODULE.ATTR=VALUE` (repeatable) into `args.settings`, parsed by `parse_setting`."""
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], dest="settings",
+                        metavar="MODULE.ATTR=VALUE", help="set a kernel module's attribute first (repeatable)")
+
+
 @contextlib.contextmanager
 def kernel_settings(settings: list[tuple[object, str, object]]):
     """The (module, attribute, value) settings of `--set` applied, and the old values restored afterwards."""
@@ -341,8 +347,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
     parser.add_argument("--variants", nargs="+", choices=[v for v, _ in VARIANTS] + ["nxai"],
                         help="time only these (default: every variant the other flags ask for)")
-    parser.add_argument("--set", type=parse_setting, action="append", default=[], dest="settings",
-                        metavar="MODULE.ATTR=VALUE", help="set a kernel module's attribute first (repeatable)")
+    add_set_option(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)

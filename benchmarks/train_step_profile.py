@@ -32,10 +32,10 @@ import torch
 from train_step import (
     GPU_CASES,
     RESULTS,
+    add_set_option,
     build,
     kernel_settings,
     parse_case,
-    parse_setting,
     prepare,
     settings_label,
     time_rounds,
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=5, help="profiled steps")
     parser.add_argument("--reps", type=int, default=10, help="timed steps")
     parser.add_argument("--top", type=int, default=TOP, help="kernels listed per case")
-    parser.add_argument("--set", type=parse_setting, action="append", default=[], dest="settings",
-                        metavar="MODULE.ATTR=VALUE", help="set a kernel module's attribute first (repeatable)")
+    add_set_option(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -109,3 +109,30 @@ def test_settings_apply_to_the_run_and_show_in_the_table(load_benchmark, tmp_pat
     for bad in ("conv.triton_conv_qkv.NOPE=1", "nowhere.X=1", "conv.triton_conv_qkv.DW_ROWS=abc"):
         with pytest.raises(SystemExit):
             bench.main([*argv[:-1], bad])
+
+
+def test_profile_settings_apply_to_the_cases(load_benchmark, tmp_path, monkeypatch):
+    """train_step_profile.py --set: each case is profiled with the setting on, which is restored afterwards; the
+    profile itself (CUDA) is replaced by a stub that records what it saw."""
+    from xlstm_ts.kernels.conv import triton_conv_qkv
+
+    bench = load_benchmark("train_step_profile")
+    seen = []
+
+    def fake_case(case, args):
+        seen.append(triton_conv_qkv.ENABLED)
+        return {"kernel_ms": 1.0, "by_kind_ms": {}, "launches_per_step": 3, "top": [], "eager_step_ms": 2.0,
+                "graph_step_ms": 1.5, "device": "GPU", "commit": "abc", "B": case[0], "S": case[1], "D": case[2],
+                "pattern": case[3], "settings": bench.settings_label(args.settings)}  # fmt: skip
+
+    monkeypatch.setattr(bench, "profile_case", fake_case)
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    before = triton_conv_qkv.ENABLED
+    rows = bench.main(["--cases", "1,2,3,m", "4,5,6,m", "--out", str(tmp_path), "--set",
+                       f"conv.triton_conv_qkv.ENABLED={not before}"])  # fmt: skip
+    assert seen == [not before, not before] and triton_conv_qkv.ENABLED == before
+    assert rows[0]["settings"] == f"conv.triton_conv_qkv.ENABLED={not before}"
+    table = (tmp_path / "train_step_profile.md").read_text()
+    assert f"| GPU, abc, conv.triton_conv_qkv.ENABLED={not before} | 4, 5, 6 | m |" in table
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(tmp_path), "--set", "conv.triton_conv_qkv.NOPE=1"])
