@@ -20,7 +20,6 @@ conv_qkv.md.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from pathlib import Path
 
@@ -44,19 +43,13 @@ VARIANTS = {
 }  # fmt: skip
 
 
-@contextlib.contextmanager
 def tiles(settings: dict):
-    """The `triton_conv_qkv` settings of `settings` set, and restored afterwards."""
+    """The `triton_conv_qkv` settings of `settings` set, and restored afterwards (a context manager)."""
+    from train_step import kernel_settings
+
     from xlstm_ts.kernels.conv import triton_conv_qkv as module
 
-    old = {name: getattr(module, name) for name in settings}
-    try:
-        for name, value in settings.items():
-            setattr(module, name, value)
-        yield
-    finally:
-        for name, value in old.items():
-            setattr(module, name, value)
+    return kernel_settings([(module, name, value) for name, value in settings.items()])
 
 
 def block_inputs(B: int, T: int, C: int, device: str, dtype=torch.bfloat16):

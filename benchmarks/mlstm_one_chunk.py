@@ -21,7 +21,6 @@ Writes mlstm_one_chunk.json (rows merged by kind, device, shape / pattern and va
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from pathlib import Path
 
@@ -64,23 +63,16 @@ BACKWARD = {
 }
 
 
-@contextlib.contextmanager
 def knobs(settings: dict):
-    """The knobs of `settings` set (the forward's MIN_DQK to 16 unless given) and restored afterwards."""
+    """The knobs of `settings` set (the forward's MIN_DQK to 16 unless given) and restored afterwards (a context
+    manager)."""
     import importlib
 
+    from train_step import kernel_settings
+
     settings = {"min_dqk": 16, **settings}
-    old = {}
-    try:
-        for key, value in settings.items():
-            module, attr = KNOBS[key]
-            mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
-            old[(mod, attr)] = getattr(mod, attr)
-            setattr(mod, attr, value)
-        yield
-    finally:
-        for (mod, attr), value in old.items():
-            setattr(mod, attr, value)
+    modules = {key: importlib.import_module(f"xlstm_ts.kernels.mlstm.{KNOBS[key][0]}") for key in settings}
+    return kernel_settings([(modules[key], KNOBS[key][1], value) for key, value in settings.items()])
 
 
 def block_inputs(B: int, NH: int, S: int, DH: int, device: str, dtype=torch.bfloat16):
