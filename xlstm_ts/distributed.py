@@ -31,6 +31,7 @@ What the ranks do:
 
 from __future__ import annotations
 
+import atexit
 from typing import TYPE_CHECKING
 
 import lightning as L
@@ -63,5 +64,29 @@ def fit_trainer(trainer: L.Trainer, module: L.LightningModule, train_loader, val
     if trainer.logger is not None:
         _ = trainer.logger.version
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        destroy_process_group_at_exit()
     if best is not None:
         best.recover(trainer)
+
+
+_CLEANUP_REGISTERED = False
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default process group when the interpreter exits, before it finalizes (registered once).
+
+    A "ddp" script keeps the process group that Lightning opened in `fit` (a later `fit` reuses it). Left to
+    interpreter finalization, gloo's worker threads may still hold tensors whose release needs the GIL, and the
+    process aborts ("terminate called without an active exception", exit status -6) after the script has finished.
+    Destroying the group from an `atexit` handler, while the interpreter is whole, ends those threads first.
+    """
+    global _CLEANUP_REGISTERED
+    if not _CLEANUP_REGISTERED:
+        atexit.register(_destroy_if_initialized)
+        _CLEANUP_REGISTERED = True
+
+
+def _destroy_if_initialized() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
