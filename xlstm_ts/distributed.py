@@ -9,7 +9,8 @@ with accelerator "cpu" (gloo backend) or "gpu" (nccl). Two ways to start the N p
   trained weights, so write files and print only where `int(os.environ.get("LOCAL_RANK", 0)) == 0` (one machine).
   Fastest start and the choice for GPUs. It needs a script run as `python script.py` or `python -m module`:
   under pytest the other ranks would run the whole pytest session again (every selected test), `python -c` cannot
-  be run again, and Lightning refuses it in notebooks.
+  be run again, and Lightning refuses it in notebooks. The process group stays open after `fit` (a later `fit`
+  reuses it) and is destroyed when the script exits.
 - "ddp_spawn" (any platform) or "ddp_fork" / "ddp_notebook" (Linux, macOS): the calling process starts N workers
   and waits for them. Rank 0 sends back the trained (best) weights and its metrics, and `fit_trainer` restores the
   best score and step, so `fit` returns as after a one-process fit and the script runs once. Works in scripts,
