@@ -25,8 +25,9 @@ Usage:
 A run preset (`configs/ltsf/<name>.yaml`, `xlstm_ts.datasets.ltsf_presets`) sets the file, split, horizon, lookback,
 model preset and training budget; a flag given on the command line overrides its value. The `preset` column records
 `<run preset>/<model preset>`, then in brackets the training settings a flag changed (e.g. `(max_steps 6000)`,
-`LABELLED_SETTINGS`), the time limit, the head other than 'quantile', the precision and the speed flags. Appends
-rows to benchmarks/results/ltsf.csv and rewrites benchmarks/results/ltsf.md (see --results-dir).
+`LABELLED_SETTINGS`), the model fields `--model-set` changed (e.g. `(embed_dim 32, dropout 0.1)`), the time limit,
+the head other than 'quantile', the precision and the speed flags. Appends rows to benchmarks/results/ltsf.csv and
+rewrites benchmarks/results/ltsf.md (see --results-dir).
 `benchmarks/ltsf_sweep.py` runs many presets and seeds in parallel.
 """
 
@@ -41,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from xlstm_ts import XLSTMForecaster
-from xlstm_ts.config import resolve_config
+from xlstm_ts.config import ModelConfig, resolve_config
 from xlstm_ts.datasets import wide_to_long
 from xlstm_ts.datasets.ltsf import (
     SPLITS,
@@ -76,6 +78,19 @@ are named in the `preset` column, so a row says how to reproduce it (horizon and
 the model preset, head and time limit are labelled as well)."""
 
 
+def parse_model_setting(text: str) -> tuple[str, object]:
+    """'embed_dim=32' -> ('embed_dim', 32): a `ModelConfig` field and its value, read as YAML."""
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "mode"]
+    key, sep, value = text.partition("=")
+    if not sep or key not in names:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {names} ('mode' has --mode), "
+                                         f"got {text!r}; e.g. --model-set embed_dim=32 dropout=0.1")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"could not read the value of {text!r} as YAML ({err}).") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=f"Settings that neither a flag nor --preset gives: {DEFAULTS}")
@@ -91,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default=None, choices=MODES,
                         help="how variates are modelled (default: the model preset's mode)")
     parser.add_argument("--model", help="model preset name or YAML path (recorded as preset)")
+    parser.add_argument("--model-set", type=parse_model_setting, nargs="+", default=[], dest="model_settings",
+                        metavar="FIELD=VALUE", help="change fields of the model preset, e.g. embed_dim=32 "
+                        "dropout=0.1 (values read as YAML); recorded in the preset label")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -138,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
     if overridden:
         args.label += f" ({', '.join(overridden)})"
+    if args.model_settings:
+        args.label += f" ({', '.join(f'{key} {value}' for key, value in args.model_settings)})"
     if args.max_time is not None:
         if args.max_time <= 0:
             parser.error(f"--max-time must be a positive number of seconds, got {args.max_time}")
@@ -150,15 +170,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.label += f" ({', '.join(speed)})" if speed else ""
     try:
         args.mode = args.mode or resolve_config(args.model).mode
-    except ValueError as err:
+        model_config(args)  # a bad value fails here, before any data is read
+    except (ValueError, TypeError) as err:
         parser.error(str(err))
     return args
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The model preset with `--mode` and the `--model-set` fields applied."""
+    return dataclasses.replace(resolve_config(args.model), mode=args.mode, **dict(args.model_settings))
 
 
 def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callbacks: tuple = ()) -> XLSTMForecaster:
     """One seed of the forecaster in `args.mode`, trained on the training rows with the validation rows held out."""
     L, H = args.lookback, args.horizon
-    config = dataclasses.replace(resolve_config(args.model), mode=args.mode)
+    config = model_config(args)
     train_end, val_end, _ = data.borders
     wide = pd.DataFrame(data.values[:val_end], columns=list(data.columns))  # (val_end, C)
     # rows are indexed by position: the protocol ignores calendar time, so gaps in `date` cannot matter

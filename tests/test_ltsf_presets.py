@@ -274,3 +274,19 @@ def test_head_comes_from_the_preset_or_the_flag_and_reaches_the_forecaster(bench
     mse_preset = tmp_path / "m_8.yaml"
     mse_preset.write_text(Path(presets[0]).read_text() + "head: mse\n")
     assert bench.parse_args(["--preset", str(mse_preset), "--data-dir", str(tmp_path)]).label == "m_8/tiny (head mse)"
+
+
+def test_model_set_changes_model_fields_and_is_recorded_in_the_label(bench, tmp_path, one_thread, capsys):
+    presets = _tiny_presets(tmp_path)
+    base = ["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "2", "--val-check-steps", "1"]
+    args = bench.parse_args(base + ["--model-set", "embed_dim=8", "dropout=0.05", "pattern=ms"])
+    assert args.label == "a_8/tiny (max_steps 2, val_check_steps 1) (embed_dim 8, dropout 0.05, pattern ms)"
+    model = bench.fit_forecaster(args, load_ltsf(args.data, args.split), seed=0)
+    cfg = model.net_.cfg
+    assert (cfg.embed_dim, cfg.dropout, cfg.pattern) == (8, 0.05, "ms")
+    assert cfg.patch_length == resolve_config("tiny").patch_length  # the fields not named keep the preset's values
+    for bad, message in [("embed=8", "FIELD one of"), ("mode=variate_mixing", "'mode' has --mode"),
+                         ("embed_dim=7", "divisible by num_heads"), ("dropout=[1", "as YAML")]:
+        with pytest.raises(SystemExit):
+            bench.parse_args(base + ["--model-set", bad])
+        assert message in capsys.readouterr().err
