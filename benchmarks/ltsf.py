@@ -168,23 +168,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.label += f" ({args.precision})"
     speed = [name for name, on in (("compiled", args.compile), ("CUDA graphs", args.cuda_graphs)) if on]
     args.label += f" ({', '.join(speed)})" if speed else ""
-    try:
-        args.mode = args.mode or resolve_config(args.model).mode
-        model_config(args)  # a bad value fails here, before any data is read
+    try:  # the model preset with --mode and the --model-set fields; a bad value fails here, before any data is read
+        config = resolve_config(args.model)
+        args.mode = args.mode or config.mode
+        args.config = dataclasses.replace(config, mode=args.mode, **dict(args.model_settings))
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     return args
 
 
-def model_config(args: argparse.Namespace) -> ModelConfig:
-    """The model preset with `--mode` and the `--model-set` fields applied."""
-    return dataclasses.replace(resolve_config(args.model), mode=args.mode, **dict(args.model_settings))
-
-
 def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callbacks: tuple = ()) -> XLSTMForecaster:
     """One seed of the forecaster in `args.mode`, trained on the training rows with the validation rows held out."""
     L, H = args.lookback, args.horizon
-    config = model_config(args)
     train_end, val_end, _ = data.borders
     wide = pd.DataFrame(data.values[:val_end], columns=list(data.columns))  # (val_end, C)
     # rows are indexed by position: the protocol ignores calendar time, so gaps in `date` cannot matter
@@ -194,7 +189,7 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
         trainer_kwargs["max_time"] = timedelta(seconds=args.max_time)
     if args.precision is not None:
         trainer_kwargs["precision"] = args.precision
-    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), head=args.head, model=config,
+    model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), head=args.head, model=args.config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience, verbose=args.verbose,
