@@ -72,18 +72,19 @@ HD_FROM_DOTS_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 # on the last states and heads of at least ONE_CHUNK_MIN_DQK, run `triton_one_chunk_bwd.py` (steps in blocks of
 # ROWS, only the blocks on or below the diagonal); False keeps the general kernel for them (A/B timings). H200, bf16
 # fw+bw at the block's layouts, general / blocks (ms): (256, 8, 32, 64) 0.132 / 0.115, (64, 4, 64, 64) 0.0403 /
-# 0.0374, (1024, 4, 64, 64) 0.494 / 0.488 with two-block chunks capped at ONE_CHUNK_MAXNREG registers (0.502
+# 0.0374, (1024, 4, 64, 64) 0.494 / 0.488 with two-block chunks capped at 168 registers (0.502
 # uncapped, 0.680 at 8 warps); 32-wide heads stay general: (1024, 4, 64, 32) 0.319 against 0.377 (0.412 capped)
 ONE_CHUNK_BLOCKS = True
 ONE_CHUNK_MIN_DQK = 64
 # launch options of that kernel: num_warps (None: the general backward's) and the register cap of two-block chunks
-# (three blocks of 4 warps per SM instead of two; None: no cap)
+# (None: no cap); persistent programs per SM on CUDA (None: one program per batch * head) and the
+# software-pipelining stages of their loop over batch * heads. H200, bf16 fw+bw (`benchmarks/mlstm_one_chunk.py`):
+# (1024, 4, 64, 64) one program per head capped at 168 registers 0.532 ms, 3 per SM with 2 stages 0.503, 2 per SM
+# with 2 stages uncapped 0.451; (64, 4, 64, 64) 0.0441 / 0.0443 / 0.0381
 ONE_CHUNK_NUM_WARPS: int | None = None
-ONE_CHUNK_MAXNREG: int | None = 168
-# persistent programs per SM of that kernel on CUDA (None: one program per batch * head) and the software-pipelining
-# stages of their loop over batch * heads
-ONE_CHUNK_PER_SM: int | None = None
-ONE_CHUNK_STAGES = 1
+ONE_CHUNK_MAXNREG: int | None = None
+ONE_CHUNK_PER_SM: int | None = 2
+ONE_CHUNK_STAGES = 2
 
 # register cap of the forward kernel (a launch option; None: no cap)
 FWD_MAXNREG: int | None = None
@@ -208,7 +209,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
                 C_last, n_last, m_last = last_states
             states = segs
         plain = not (has_init or need_last or store_h32 or stored or ctx.parallel or G > 1)
-        if one_fwd.use_one_chunk_forward(L, BK, NV, CPS == 1, plain):  # one chunk in blocks of ROWS steps
+        if one_fwd.use_one_chunk_forward(L, BK, NV, CPS == 1, plain, q.dtype):  # one chunk in blocks of ROWS steps
             one_fwd.one_chunk_forward(q, k, v, i, f, h, z, m, eps, L, BK, BV, _on_device(lowp),
                                       _on_device(_qk_lowp(q.dtype, lowp)), num_warps)  # fmt: skip
         elif ctx.parallel:  # short segments: each segment's output at once as one chunk, small tiles

@@ -28,17 +28,22 @@ from .._fast_launch import FastLauncher
 from .triton_chunkwise_common import _dot, _tile
 from .triton_one_chunk_bwd import ROWS, _block_gates, _head_bases, _program_heads
 
-# one-chunk forwards from zero states without last states, with one DHV block and heads of at least MIN_DQK
-# (padded), run this kernel while ENABLED; off by default until its GPU timings (`benchmarks/mlstm_one_chunk.py`)
-# show it faster than the general forward, which it matches in function (tests/kernels/test_mlstm_one_chunk_fwd.py)
-ENABLED = False
+# one-chunk forwards from zero states without last states, with one DHV block, heads of at least MIN_DQK (padded)
+# and inputs of a dtype in DTYPES run this kernel while ENABLED (it matches the general forward in function:
+# tests/kernels/test_mlstm_one_chunk_fwd.py). H200, bf16, CUDA-graph timings (`benchmarks/mlstm_one_chunk.py`,
+# mlstm_one_chunk.md), forward alone at (1024, 4, 64, 64): general 0.0945 ms, this kernel 4 per SM with 2 stages and
+# 128 registers 0.0802; with the one-chunk backward at 2 per SM, 2 stages, no cap, the compiled graphed bf16 step at
+# (1024, 64, 128) took 5.54 against 6.05 ms (mmmm) and 5.45 against 5.76 (msmm). fp32 inputs keep the general
+# forward (not timed with this launch). At (64, 4, 64, 64) the kernel is 1.8 us slower (0.0082 against 0.0064 ms).
+ENABLED = True
 MIN_DQK = 64
+DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 # persistent programs per SM on CUDA (None: one program per batch * head), software-pipelining stages of their
 # loop, num_warps (None: the general forward's) and register cap (None: none) of the launch
-PER_SM: int | None = None
-STAGES = 1
+PER_SM: int | None = 4
+STAGES = 2
 NUM_WARPS: int | None = None
-MAXNREG: int | None = None
+MAXNREG: int | None = 128
 # SMs a persistent grid assumes off CUDA (the interpreter): a few, so that the tests walk the loop
 _SMS_OFF_CUDA = 2
 
@@ -145,11 +150,12 @@ def _mlstm_one_chunk_fwd_kernel_tl(
 _FWD_ONE = FastLauncher(_mlstm_one_chunk_fwd_kernel_tl)
 
 
-def use_one_chunk_forward(L: int, BK: int, NV: int, one_chunk: bool, plain: bool) -> bool:
+def use_one_chunk_forward(L: int, BK: int, NV: int, one_chunk: bool, plain: bool, dtype: torch.dtype) -> bool:
     """Whether a forward runs this kernel: one chunk of at most 2 * ROWS steps with one DHV block, heads of at least
-    MIN_DQK (padded DQK block BK), and `plain`: zero initial states, no last states, no fp32 copy of h, no
-    segments."""
-    return ENABLED and one_chunk and plain and NV == 1 and L <= 2 * ROWS and BK >= MIN_DQK
+    MIN_DQK (padded DQK block BK), inputs of a dtype in DTYPES, and `plain`: zero initial states, no last states, no
+    fp32 copy of h, no segments."""
+    return (ENABLED and one_chunk and plain and NV == 1 and L <= 2 * ROWS and BK >= MIN_DQK
+            and dtype in DTYPES)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)

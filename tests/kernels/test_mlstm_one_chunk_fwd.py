@@ -28,6 +28,7 @@ def _run(leaves, dh, dtype, enabled, monkeypatch, per_sm=None, launches=None, mi
     monkeypatch.setattr(one_fwd, "ENABLED", enabled)
     monkeypatch.setattr(one_fwd, "MIN_DQK", min_dqk)
     monkeypatch.setattr(one_fwd, "PER_SM", per_sm)
+    monkeypatch.setattr(one_fwd, "DTYPES", (dtype,))
     if launches is not None:
         launch = one_fwd._FWD_ONE._launch
         monkeypatch.setattr(one_fwd._FWD_ONE, "_launch", lambda *a: (launches.append(a[0]), launch(*a))[1])
@@ -81,17 +82,18 @@ def test_heads_of_64_take_it_when_enabled(monkeypatch, nan_poison):
 
 
 @pytest.mark.parametrize(
-    "case", ["initial-state", "last-states", "two-chunks", "narrow-heads", "wide-values"], ids=lambda c: c
+    "case", ["initial-state", "last-states", "two-chunks", "narrow-heads", "wide-values", "fp32"], ids=lambda c: c
 )  # fmt: skip
 def test_other_calls_keep_the_general_kernel(case, monkeypatch):
     """With the kernel enabled, initial states, returned last states, several chunks, (by default) heads
-    narrower than MIN_DQK and values wider than one DHV block run the general forward."""
+    narrower than MIN_DQK, values wider than one DHV block and (by default) fp32 inputs run the general forward."""
     torch.manual_seed(0)
     monkeypatch.setattr(one_fwd, "ENABLED", True)
     if case != "narrow-heads":
         monkeypatch.setattr(one_fwd, "MIN_DQK", 16)
     DHV = 80 if case == "wide-values" else 16
-    leaves = [t.to(DEVICE, torch.bfloat16).requires_grad_() for t in make_mlstm_inputs(1, 2, 40, 16, DHV)]
+    dtype = torch.float32 if case == "fp32" else torch.bfloat16
+    leaves = [t.to(DEVICE, dtype).requires_grad_() for t in make_mlstm_inputs(1, 2, 40, 16, DHV)]
     states = [s.to(DEVICE) for s in make_mlstm_states(1, 2, 16, DHV)] if case == "initial-state" else [None] * 3
     launches = []
     launch = one_fwd._FWD_ONE._launch
@@ -114,11 +116,15 @@ def test_blocks_on_gpu(S, DH, i_mean, per_sm, monkeypatch):
     _check(64 if per_sm is None else 512, 4, S, DH, DH, i_mean, torch.bfloat16, monkeypatch, per_sm=per_sm)
 
 
-def test_off_by_default_keeps_the_general_kernel(monkeypatch):
-    """While `ENABLED` is off (the default), the calls it covers run the general forward."""
+@pytest.mark.parametrize("enabled", [True, False], ids=["default", "disabled"])
+def test_defaults_take_it_for_bf16_heads_of_64(enabled, monkeypatch):
+    """With the module's defaults a bf16 forward of one chunk with heads of 64 (the patched forecasters' blocks,
+    training) runs this kernel; with `ENABLED` off the same call runs the general forward."""
+    if not enabled:
+        monkeypatch.setattr(one_fwd, "ENABLED", False)
     launches = []
     launch = one_fwd._FWD_ONE._launch
     monkeypatch.setattr(one_fwd._FWD_ONE, "_launch", lambda *a: (launches.append(1), launch(*a))[1])
     leaves = [t.to(DEVICE, torch.bfloat16).requires_grad_() for t in make_mlstm_inputs(1, 1, 40, 64, 64)]
     h = get_kernel("mlstm_chunkwise--triton")(*leaves, chunk_size=64)
-    assert launches == [] and torch.isfinite(h).all()
+    assert launches == ([1] if enabled else []) and torch.isfinite(h).all()
