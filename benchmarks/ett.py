@@ -27,7 +27,7 @@ from xlstm_ts import XLSTMForecaster
 from xlstm_ts.datasets import read_ett, sliding_windows, wide_to_long
 from xlstm_ts.datasets.ltsf import FIXED_BORDERS, fit_linear_lookback, linear_lookback, standard_scaler
 
-from provenance import commit_id, device_name
+from provenance import add_accelerator_option, commit_id, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = {"h": FIXED_BORDERS["ett-hourly"], "m": FIXED_BORDERS["ett-minute"]}
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--val-check-steps", type=int, default=200)
     parser.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--accelerator", default="cpu")
+    add_accelerator_option(parser)
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to results/")
     args = parser.parse_args()
 

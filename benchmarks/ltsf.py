@@ -62,7 +62,7 @@ from xlstm_ts.datasets.ltsf_presets import LTSFRunConfig, load_run_config, resol
 from xlstm_ts.heads import HEADS
 
 from ltsf_report import ANCHOR_MODELS, ANCHORS, HORIZONS, anchor, mean_std, write_markdown  # noqa: F401
-from provenance import commit_id, device_name
+from provenance import add_accelerator_option, commit_id, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("channel_independent", "variate_mixing")
@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "stops there and keeps its best validated weights; recorded in the preset label")
     parser.add_argument("--verbose", action="store_true", help="print training progress (a line every tenth of "
                         "the steps) and the validation loss")
-    parser.add_argument("--accelerator", default="cpu")
+    add_accelerator_option(parser)
     parser.add_argument("--precision", help="Lightning precision of training, e.g. bf16-mixed (default: float32); "
                         "recorded in the preset label")
     parser.add_argument("--compile", action="store_true", help="compile the xLSTM blocks (XLSTMForecaster(compile="

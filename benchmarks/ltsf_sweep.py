@@ -30,6 +30,8 @@ import pandas as pd
 
 from xlstm_ts.datasets.ltsf_presets import load_run_config, resolve_data_path, run_preset_name, run_preset_names
 
+from provenance import add_accelerator_option
+
 HARNESS = Path(__file__).resolve().parent / "ltsf.py"
 RESULTS = HARNESS.parent / "results"
 SWEEP_OWNED = ("--preset", "--data", "--seeds", "--results-dir", "--no-record", "--no-baselines", "--accelerator",
@@ -74,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     which.add_argument("--all", action="store_true", help="every run preset in configs/ltsf/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    add_accelerator_option(parser)
     parser.add_argument("--data-dir", help="folder the presets' files are relative to (default: $XLSTM_TS_DATA)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where ltsf.csv and ltsf.md live")
     parser.add_argument("--max-steps", type=int, help="override the presets' optimizer step budget")

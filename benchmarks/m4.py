@@ -41,7 +41,7 @@ from xlstm_ts.m4_metrics import m4_scores, naive2, owa, seasonal_naive
 from xlstm_ts.metrics import coverage, weighted_quantile_loss
 from xlstm_ts.training_utils import quantile_column, quiet
 
-from provenance import commit_id, device_name
+from provenance import add_accelerator_option, commit_id, device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("Hourly", "Weekly")
@@ -195,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--val-check-steps", type=int, default=100)
     parser.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping")
-    parser.add_argument("--accelerator", default="cpu")
+    add_accelerator_option(parser)
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where m4.csv and m4_<group>.md live")
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,6 +10,24 @@ import subprocess
 from pathlib import Path
 
 import torch
+
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+def accelerator(name: str) -> str:
+    """The argparse type of --accelerator: "cpu" or "gpu" as given, "auto" the GPU when CUDA is available, else the
+    CPU (so the recorded device is the one that trained)."""
+    if name not in ACCELERATORS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(ACCELERATORS)}, got {name!r}")
+    if name == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def add_accelerator_option(parser: argparse.ArgumentParser) -> None:
+    """--accelerator auto|cpu|gpu, default auto, resolved to cpu or gpu while parsing (`accelerator`)."""
+    parser.add_argument("--accelerator", type=accelerator, default="auto",
+                        help="auto (default: the GPU when CUDA is available, else the CPU), cpu or gpu")  # fmt: skip
 
 
 def device_name(accelerator: str) -> str:
