@@ -19,7 +19,7 @@ def test_commit_id_is_head_or_the_named_commit(load_benchmark, monkeypatch):
 
 
 @pytest.mark.parametrize("cuda", [True, False], ids=["cuda", "no-cuda"])
-def test_accelerator_auto_takes_the_gpu_when_cuda_is_there(cuda, load_benchmark, monkeypatch):
+def test_accelerator_auto_takes_the_gpu_when_cuda_is_there(cuda, load_benchmark, monkeypatch, tmp_path):
     """--accelerator defaults to auto: the GPU when CUDA is available, else the CPU, resolved while parsing so that
     the device a row records is the one that trained; cpu and gpu stay as given; other names are refused."""
     provenance = load_benchmark("provenance")
@@ -34,4 +34,7 @@ def test_accelerator_auto_takes_the_gpu_when_cuda_is_there(cuda, load_benchmark,
     ltsf = load_benchmark("ltsf")
     assert ltsf.parse_args(["--data", "x.csv", "--split", "ratio"]).accelerator == ("gpu" if cuda else "cpu")
     sweep = load_benchmark("ltsf_sweep")
-    assert sweep.parse_args(["--presets", "etth1_96"])[0].accelerator == ("gpu" if cuda else "cpu")
+    (tmp_path / "ETT").mkdir()
+    (tmp_path / "ETT" / "ETTh1.csv.gz").touch()  # the sweep checks that each preset's file is there
+    sweep_args, _ = sweep.parse_args(["--presets", "etth1_96", "--data-dir", str(tmp_path)])
+    assert sweep_args.accelerator == ("gpu" if cuda else "cpu")
