@@ -73,13 +73,25 @@ BACKWARD = {name: {**BACKWARD_BASE, **settings} for name, settings in {
 def knobs(settings: dict):
     """The knobs of `settings` set (the forward's MIN_DQK to 16 unless given) and restored afterwards (a context
     manager)."""
-    import importlib
-
     from train_step import kernel_settings
 
     settings = {"min_dqk": 16, **settings}
-    modules = {key: importlib.import_module(f"xlstm_ts.kernels.mlstm.{KNOBS[key][0]}") for key in settings}
-    return kernel_settings([(modules[key], KNOBS[key][1], value) for key, value in settings.items()])
+    return kernel_settings([(_module(key), KNOBS[key][1], value) for key, value in settings.items()])
+
+
+def _module(key: str):
+    """The kernel module that holds knob `key`."""
+    import importlib
+
+    return importlib.import_module(f"xlstm_ts.kernels.mlstm.{KNOBS[key][0]}")
+
+
+def default_variant(table: dict[str, dict], prefix: str = "") -> str:
+    """The variant of `table` whose knobs starting with `prefix` all equal the module defaults."""
+    for name, settings in table.items():
+        if all(getattr(_module(k), KNOBS[k][1]) == v for k, v in settings.items() if k.startswith(prefix)):
+            return name
+    raise ValueError("no variant matches the module defaults: add one to FORWARD / BACKWARD")
 
 
 def block_inputs(B: int, NH: int, S: int, DH: int, device: str, dtype=torch.bfloat16):
@@ -157,8 +169,9 @@ def fastest(rows: list[dict], direction: str) -> str:
     """The fastest variant of `direction` at (1024, 4, 64, 64) in `rows` (without rows: the variant the module
     defaults equal)."""
     mine = [r for r in rows if r["direction"] == direction and r["shape"] == "1024, 4, 64, 64"]
-    default = "blocks, 4/SM, 2 stages, 128 regs" if direction == "forward" else "2/SM, 2 stages, no cap"
-    return min(mine, key=lambda r: r["ms"])["variant"] if mine else default
+    if mine:
+        return min(mine, key=lambda r: r["ms"])["variant"]
+    return default_variant(FORWARD) if direction == "forward" else default_variant(BACKWARD, prefix="bwd")
 
 
 def step_rows(fw_variant: str, bw_variant: str, patterns=("mmmm", "msmm")) -> list[dict]:
