@@ -22,6 +22,11 @@ Variants:
   capture too.
 - `nxai`: `xLSTMBlockStack`, mLSTM in its torch parallel form, sLSTM backend `cuda` on the GPU (an nvcc build on first
   use) and `vanilla` on the CPU (`--slstm-backend` overrides).
+- `nxai-bf16` (GPU): the same under `torch.autocast(bfloat16)`, NX-AI's stack with the autocast our bf16 variants get;
+  the ratios stay against `nxai` (fp32 parameters and activations, as NX-AI's models train by default), and the
+  table adds ours against the faster of the two.
+Rows are kept per device, shape, pattern and fp32 matmul precision: a run at `--matmul-precision highest` (torch's
+default) and one at `high` make two table lines.
 
 Usage:
     python benchmarks/train_step.py --device cuda --compile --graph  # (1024, 64, 128) x mmmm/msmm/ssss, (256, 336, 128)
@@ -147,7 +152,7 @@ def time_rounds(steps: dict[str, Callable], reps: int, cuda: bool,
 def build(variant: str, B: int, S: int, D: int, pattern: str, args: argparse.Namespace,
           backend: str, fresh_compile: bool) -> nn.Module:  # fmt: skip
     torch.manual_seed(0)
-    if variant == "nxai":
+    if variant.startswith("nxai"):
         return nxai(D, S, pattern, args.device, backend)
     model = ours(D, S, pattern, args.device)
     if variant.startswith("ours-compiled"):
@@ -167,9 +172,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     backend = args.slstm_backend or ("cuda" if args.device == "cuda" else "vanilla")
     variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["ours-compiled"] if args.compile else [])
     variants += ["ours-compiled-graph", "ours-compiled-bf16-graph"] if args.graph and args.device == "cuda" else []
-    variants += ["nxai"] if have_nxai else []
+    variants += (["nxai"] + (["nxai-bf16"] if args.device == "cuda" else [])) if have_nxai else []
     if args.variants:  # a subset, in the order given (the table shows the others of these cases as not run)
-        variants = [v for v in args.variants if v != "nxai" or have_nxai]
+        variants = [v for v in args.variants if not v.startswith("nxai") or have_nxai]
     # interleaved rounds on the CPU (a shared machine drifts); one variant after another on a GPU, where each
     # variant's peak memory must not include the others'
     interleave = args.device == "cpu"
@@ -189,8 +194,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 torch.cuda.reset_peak_memory_stats()
             try:
                 step, first, first_s = prepare(model, x, args.warmup, "bf16" in variant, graph)
-            except Exception as err:  # a compiler failure costs its row only; the other variants still run
-                if not variant.startswith("ours-compiled"):
+            except Exception as err:  # a compiler (or NX-AI autocast) failure costs its row only; the others still run
+                if not variant.startswith(("ours-compiled", "nxai-bf16")):
                     raise
                 print(f"{variant} failed at {B}, {S}, {D}, {pattern}: {type(err).__name__}: {err}", flush=True)
                 continue
@@ -218,7 +223,8 @@ def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prep
     precision = args.matmul_precision if args.device == "cuda" else None  # TF32 exists on GPUs only
     row = {"device": device_name(args.device), "torch": torch.__version__, "B": B, "S": S, "D": D,
            "pattern": pattern, "variant": variant, "matmul_precision": precision,
-           "slstm_backend": backend if variant == "nxai" else "", "params": info["params"], "build_s": info["build_s"],
+           "slstm_backend": backend if variant.startswith("nxai") else "", "params": info["params"],
+           "build_s": info["build_s"],
            "step_ms": ms, "tokens_per_s": B * S / ms * 1e3, "peak_gb": peak, "first_loss": info["first_loss"],
            "first_step_s": info["first_step_s"],
            "settings": settings_label(args.settings)}  # fmt: skip
@@ -226,6 +232,8 @@ def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prep
     return row
 
 
+NXAI_VARIANTS = ("nxai", "nxai-bf16")
+KEY = ("device", "B", "S", "D", "pattern", "matmul_precision")  # the rows of one table line
 VARIANTS = [("ours", "ours fp32"), ("ours-bf16", "ours bf16"), ("ours-compiled", "compiled"),
             ("ours-compiled-graph", "compiled + graph"), ("ours-compiled-bf16-graph", "compiled + graph, bf16")]
 
@@ -243,14 +251,16 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "compile cache already holds the graphs: 93 s cold, 6 s warm on the CPU at 64, 64, 64); + graph = the "
              "compiled step captured as one CUDA graph and replayed (`xlstm_ts.graphed_step.GraphedTrainStep`); "
              "bf16 = under bf16 autocast (gates, states and kernel sums stay fp32). Best = the fastest of ours. "
-             "A dash: not timed in that line's run (`--variants` picks a subset).", "",
-             "| device | B, S, D | pattern | NX-AI ms (M tok/s) | NX-AI sLSTM | "
+             "NX-AI bf16 = NX-AI's stack under the same bf16 autocast; best / fastest NX-AI = our best against the "
+             "faster of NX-AI's fp32 and bf16 steps. A dash: not timed in that line's run (`--variants` picks a "
+             "subset).", "",
+             "| device | B, S, D | pattern | NX-AI ms (M tok/s) | NX-AI sLSTM | NX-AI bf16 ms | "
              + " | ".join(label for _, label in VARIANTS)
-             + " | best M tok/s | peak GB ours fp32 / best / NX-AI | params ours / NX-AI |",
-             "|---|---|---|---|---|" + "---|" * len(VARIANTS) + "---|---|---|"]  # fmt: skip
-    keys = dict.fromkeys((r["device"], r["B"], r["S"], r["D"], r["pattern"]) for r in rows)
+             + " | best / fastest NX-AI | best M tok/s | peak GB ours fp32 / best / NX-AI | params ours / NX-AI |",
+             "|---|---|---|---|---|---|" + "---|" * len(VARIANTS) + "---|---|---|---|"]  # fmt: skip
+    keys = dict.fromkeys(tuple(r.get(k) for k in KEY) for r in rows)
     for key in keys:
-        cell = {r["variant"]: r for r in rows if (r["device"], r["B"], r["S"], r["D"], r["pattern"]) == key}
+        cell = {r["variant"]: r for r in rows if tuple(r.get(k) for k in KEY) == key}
         n, o = cell.get("nxai"), cell.get("ours")
         ours = [cell[v] for v, _ in VARIANTS if v in cell]
         best = min(ours, key=lambda r: r["step_ms"]) if ours else None
@@ -266,20 +276,24 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         peak = lambda r: "–" if r is None or r["peak_gb"] is None else f"{r['peak_gb']:.2f}"  # noqa: E731
         prec = "; ".join(x for x in ((o or n or best or {}).get(k) for k in ("matmul_precision", "settings")) if x)
         nx = "–" if n is None else f"{n['step_ms']:.2f} ({n['tokens_per_s'] / 1e6:.3g})"
+        nb = cell.get("nxai-bf16")
+        nx_bf16 = "–" if nb is None else f"{nb['step_ms']:.2f}"
+        fastest = min((cell[v] for v in NXAI_VARIANTS if v in cell), key=lambda r: r["step_ms"], default=None)
+        vs_fastest = "–" if best is None or fastest is None else f"{best['step_ms'] / fastest['step_ms']:.3f}x"
         backend = n["slstm_backend"] if n and "s" in key[4] else "–"
         best_tps = "–" if best is None else f"{best['tokens_per_s'] / 1e6:.3g}"
         lines.append(f"| {key[0]}{f' ({prec})' if prec else ''} | {key[1]}, {key[2]}, {key[3]} | {key[4]} | {nx} | "
-                     f"{backend} | " + " | ".join(show(v) for v, _ in VARIANTS) + " | "
-                     f"{best_tps} | "
+                     f"{backend} | {nx_bf16} | " + " | ".join(show(v) for v, _ in VARIANTS) + " | "
+                     f"{vs_fastest} | {best_tps} | "
                      f"{peak(o)} / {peak(best)} / {peak(n)} | {(o or best)['params'] if o or best else '–'} / "
                      f"{n['params'] if n else '–'} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 
 
 def record(rows: list[dict], out: Path) -> Path:
-    """Merge rows into out/train_step.json and rewrite train_step.md. A rerun of a device, shape and pattern replaces
-    every old row of it, so the ratios in a table line always come from one run."""
-    merged = merge_rows(out / "train_step.json", rows, ("device", "B", "S", "D", "pattern"))
+    """Merge rows into out/train_step.json and rewrite train_step.md. A rerun of a device, shape, pattern and matmul
+    precision replaces every old row of it, so the ratios in a table line always come from one run."""
+    merged = merge_rows(out / "train_step.json", rows, KEY)
     write_markdown(merged, out / "train_step.md")
     return out / "train_step.md"
 
@@ -345,13 +359,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--graph", action="store_true", help="also time the compiled step captured as a CUDA graph "
                         "(fp32 and bf16 autocast; GPU only)")
     parser.add_argument("--slstm-backend", choices=("cuda", "vanilla"), help="NX-AI sLSTM backend")
-    parser.add_argument("--variants", nargs="+", choices=[v for v, _ in VARIANTS] + ["nxai"],
+    parser.add_argument("--variants", nargs="+", choices=[v for v, _ in VARIANTS] + list(NXAI_VARIANTS),
                         help="time only these (default: every variant the other flags ask for)")
     add_set_option(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    gpu_only = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph"}
+    gpu_only = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph", "nxai-bf16"}
     if args.device == "cpu" and gpu_only & set(args.variants or ()):
         parser.error(f"{sorted(gpu_only & set(args.variants))} run on CUDA only; drop them or pass --device cuda.")
     with kernel_settings(args.settings):

@@ -24,6 +24,12 @@ def test_train_step_rows_and_table(load_benchmark, tmp_path, one_thread):
     assert [r["variant"] for r in bench.main([*argv, "--variants", "ours"])] == ["ours"]
     saved = json.loads((tmp_path / "train_step.json").read_text())
     assert [r["variant"] for r in saved] == ["ours"]
+    rows = [{**saved[0], "matmul_precision": p} for p in ("high", "highest")]  # GPU rows at two precisions
+    bench.record(rows[:1], tmp_path)
+    saved = json.loads((tmp_path / "train_step.json").read_text())
+    bench.record(rows[1:], tmp_path)  # the other precision's run keeps the first one's row
+    saved = json.loads((tmp_path / "train_step.json").read_text())
+    assert [r["matmul_precision"] for r in saved[-2:]] == ["high", "highest"]
     table = (tmp_path / "train_step.md").read_text()
     assert "| 2, 8, 16 | ms |" in table
     with pytest.raises(SystemExit):
@@ -52,7 +58,19 @@ def test_table_ratios_and_best_variant(load_benchmark, tmp_path):
     bench.write_markdown(rows, tmp_path / "t.md")
     line = (tmp_path / "t.md").read_text().splitlines()[-1]
     assert "| 20.00 (0.500x) |" in line and "| 10.00 (0.250x, 2 s) |" in line
-    assert "**4.00** (0.100x, 2 s)" in line and line.count("| – |") == 2  # bf16 eager, compiled + graph
+    assert "**4.00** (0.100x, 2 s)" in line and line.count("| – |") == 3  # NX-AI bf16, bf16 eager, compiled + graph
+    assert "| 0.100x | 0.008 |" in line  # best against the fastest NX-AI step (fp32 here), then M tokens/s
+    # NX-AI under autocast: ratios stay against its fp32 step; the best is also shown against the faster bf16 step
+    rows.append({**base, "variant": "nxai-bf16", "step_ms": 25.0, "tokens_per_s": 32 / 25.0 * 1e3})
+    # the same case at another matmul precision is a line of its own
+    rows += [{**r, "matmul_precision": "highest", "step_ms": 2 * r["step_ms"]} for r in rows[:2]]
+    bench.write_markdown(rows, tmp_path / "t.md")
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    high, highest = lines[-2], lines[-1]
+    assert high.startswith("| GPU (high) |") and "| 25.00 |" in high and "**4.00** (0.100x, 2 s)" in high
+    assert "| 0.160x |" in high
+    assert highest.startswith("| GPU (highest) |") and "| 80.00 (0.0008) |" in highest
+    assert "**40.00** (0.500x)" in highest
 
 
 def test_profile_kinds_and_summary(load_benchmark, tmp_path):
