@@ -19,8 +19,10 @@ Usage:
     python benchmarks/time_to_accuracy.py --preset etth1_96 --data-dir ../shared/datasets --accelerator gpu
     python benchmarks/time_to_accuracy.py --preset etth1_96 --max-steps 300 --val-check-steps 100   # CPU budget
 Needs `pip install neuralforecast xlstm==2.0.6` for the neuralforecast rows (without them only xlstm_ts runs).
-Other flags are those of `benchmarks/ltsf.py` (preset overrides). Appends to <out>/time_to_accuracy.json and
-rewrites <out>/time_to_accuracy.md.
+Other flags are those of `benchmarks/ltsf.py` (preset overrides); `--eval-batch-size` (windows per forward pass when
+scoring, default 1024) also sets neuralforecast's `inference_windows_batch_size` (its validation and prediction
+windows per pass; 1024, its default, ran a 24 GB CPU machine out of memory with the quadratic-form xLSTM at L = 336).
+Appends to <out>/time_to_accuracy.json and rewrites <out>/time_to_accuracy.md.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def run_neuralforecast(name: str, args: argparse.Namespace, data: LTSFData, test
     common = dict(h=args.horizon, input_size=args.lookback, loss=MSE(), valid_loss=MSE(), max_steps=args.max_steps,
                   learning_rate=args.learning_rate, val_check_steps=args.val_check_steps,
                   early_stop_patience_steps=args.patience, batch_size=C, windows_batch_size=args.batch_size * C,
+                  inference_windows_batch_size=args.eval_batch_size,
                   scaler_type="identity", random_seed=args.seeds[0], accelerator=args.accelerator, logger=False,
                   enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])  # fmt: skip
     spec = PatchTST(**common) if name == "nf_patchtst" else xLSTM(**common)

@@ -43,12 +43,23 @@ def test_ours_row_timings_scores_and_table(tmp_path, one_thread, load_benchmark)
 
 
 @pytest.mark.skipif(not HAS_NF, reason="neuralforecast and xlstm are optional benchmark dependencies")
-def test_neuralforecast_rows_on_the_same_windows(tmp_path, one_thread, load_benchmark):
+def test_neuralforecast_rows_on_the_same_windows(tmp_path, one_thread, load_benchmark, monkeypatch):
+    from neuralforecast import models
+
     bench = load_benchmark("time_to_accuracy")
+    built = []
+
+    class Recorded(models.PatchTST):  # the model as the benchmark builds it, its arguments kept
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(models, "PatchTST", Recorded)
     rows = bench.main(_argv(tmp_path, "nf_patchtst"))
     (row,) = rows
     assert row["model"] == "nf_patchtst" and row["steps"] == 4 and row["best_step"] in (2, 4)
     assert 0 <= row["seconds_to_best"] <= row["fit_seconds"] and np.isfinite(row["mse"])
+    assert built and built[0]["inference_windows_batch_size"] == 50  # --eval-batch-size bounds its inference passes
 
 
 def test_gpu_utilisation_is_none_without_a_gpu(load_benchmark):
