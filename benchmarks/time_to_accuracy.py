@@ -48,12 +48,16 @@ MODELS = ("xlstm_ts", "nf_patchtst", "nf_xlstm")
 
 def step_clock(base: type, start: float):
     """A Lightning callback (of the `base` Callback class: lightning's or pytorch_lightning's) that records the
-    seconds since `start` at the end of every optimizer step in its `seconds` dict, keyed by the global step. The
-    dict lives outside the instance, so copies of the callback (neuralforecast copies its models' trainer
-    arguments) fill the same dict."""
+    seconds since `start` at the end of every optimizer step in its `seconds` dict, keyed by the global step, and
+    as step 0 the start of the fit (the weights before any step are ready by then: a forecaster whose validation
+    keeps its initial weights reached its best there, not at the end of the fit). The dict lives outside the
+    instance, so copies of the callback (neuralforecast copies its models' trainer arguments) fill the same dict."""
     seconds: dict[int, float] = {}
 
     class StepClock(base):
+        def on_fit_start(self, trainer, pl_module):
+            seconds[0] = time.perf_counter() - start
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()

@@ -78,3 +78,19 @@ def test_gpu_utilisation_averages_the_samples(load_benchmark, monkeypatch):
         while len(util.samples) < 2:
             bench.time.sleep(0.05)
     assert util.samples[:2] == [40.0, 60.0] and util.mean == pytest.approx(np.mean(util.samples))
+
+
+def test_step_clock_counts_the_initial_weights_from_the_fit_start(load_benchmark):
+    """Step 0 (the weights before any step, which validation may keep) is timed at the start of the fit, each
+    optimizer step at its end; before, a best at step 0 was reported as reached at the end of the whole fit."""
+    import lightning
+
+    bench = load_benchmark("time_to_accuracy")
+    clock = bench.step_clock(lightning.Callback, start=bench.time.perf_counter())
+    trainer = type("Trainer", (), {"global_step": 0})()
+    clock.on_fit_start(trainer, None)
+    for step in (1, 2):
+        trainer.global_step = step
+        clock.on_train_batch_end(trainer, None, None, None, step - 1)
+    seconds = clock.seconds
+    assert sorted(seconds) == [0, 1, 2] and 0 <= seconds[0] <= seconds[1] <= seconds[2]
