@@ -21,7 +21,7 @@ Usage:
 Needs `pip install neuralforecast xlstm==2.0.6` for the neuralforecast rows (without them only xlstm_ts runs).
 Other flags are those of `benchmarks/ltsf.py` (preset overrides); `--eval-batch-size` (windows per forward pass when
 scoring, default 1024) also sets neuralforecast's `inference_windows_batch_size` (its validation and prediction
-windows per pass; 1024, its default, ran a 24 GB CPU machine out of memory with the quadratic-form xLSTM at L = 336).
+windows per pass; 1024, its default, ran a 24 GB CPU machine out of memory with the quadratic-form xLSTM at L = 512).
 Appends to <out>/time_to_accuracy.json and rewrites <out>/time_to_accuracy.md.
 """
 
