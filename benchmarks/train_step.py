@@ -170,9 +170,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     if not have_nxai:
         print("xlstm is not installed: timing ours only (pip install xlstm==2.0.6 mlstm-kernels==2.0.6).")
     backend = args.slstm_backend or ("cuda" if args.device == "cuda" else "vanilla")
-    variants = ["ours"] + (["ours-bf16"] if args.device == "cuda" else []) + (["ours-compiled"] if args.compile else [])
-    variants += ["ours-compiled-graph", "ours-compiled-bf16-graph"] if args.graph and args.device == "cuda" else []
-    variants += (["nxai"] + (["nxai-bf16"] if args.device == "cuda" else [])) if have_nxai else []
+    variants = ["ours", "ours-bf16"] + (["ours-compiled"] if args.compile else [])
+    variants += ["ours-compiled-graph", "ours-compiled-bf16-graph"] if args.graph else []
+    variants += list(NXAI_VARIANTS) if have_nxai else []
+    variants = [v for v in variants if args.device == "cuda" or v not in GPU_ONLY]
     if args.variants:  # a subset, in the order given (the table shows the others of these cases as not run)
         variants = [v for v in args.variants if not v.startswith("nxai") or have_nxai]
     # interleaved rounds on the CPU (a shared machine drifts); one variant after another on a GPU, where each
@@ -233,6 +234,7 @@ def _row(args: argparse.Namespace, backend: str, case: tuple, variant: str, prep
 
 
 NXAI_VARIANTS = ("nxai", "nxai-bf16")
+GPU_ONLY = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph", "nxai-bf16"}  # autocast, CUDA graphs
 KEY = ("device", "B", "S", "D", "pattern", "matmul_precision")  # the rows of one table line
 VARIANTS = [("ours", "ours fp32"), ("ours-bf16", "ours bf16"), ("ours-compiled", "compiled"),
             ("ours-compiled-graph", "compiled + graph"), ("ours-compiled-bf16-graph", "compiled + graph, bf16")]
@@ -258,9 +260,10 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              + " | ".join(label for _, label in VARIANTS)
              + " | best / fastest NX-AI | best M tok/s | peak GB ours fp32 / best / NX-AI | params ours / NX-AI |",
              "|---|---|---|---|---|---|" + "---|" * len(VARIANTS) + "---|---|---|---|"]  # fmt: skip
-    keys = dict.fromkeys(tuple(r.get(k) for k in KEY) for r in rows)
-    for key in keys:
-        cell = {r["variant"]: r for r in rows if tuple(r.get(k) for k in KEY) == key}
+    lines_of: dict[tuple, dict[str, dict]] = {}  # table line (KEY values) -> variant -> row, in first-seen order
+    for r in rows:
+        lines_of.setdefault(tuple(r[k] for k in KEY), {})[r["variant"]] = r
+    for key, cell in lines_of.items():
         n, o = cell.get("nxai"), cell.get("ours")
         ours = [cell[v] for v, _ in VARIANTS if v in cell]
         best = min(ours, key=lambda r: r["step_ms"]) if ours else None
@@ -365,9 +368,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    gpu_only = {"ours-bf16", "ours-compiled-graph", "ours-compiled-bf16-graph", "nxai-bf16"}
-    if args.device == "cpu" and gpu_only & set(args.variants or ()):
-        parser.error(f"{sorted(gpu_only & set(args.variants))} run on CUDA only; drop them or pass --device cuda.")
+    if args.device == "cpu" and GPU_ONLY & set(args.variants or ()):
+        parser.error(f"{sorted(GPU_ONLY & set(args.variants))} run on CUDA only; drop them or pass --device cuda.")
     with kernel_settings(args.settings):
         rows = run(args)
     if not args.no_record:

@@ -26,7 +26,6 @@ def test_train_step_rows_and_table(load_benchmark, tmp_path, one_thread):
     assert [r["variant"] for r in saved] == ["ours"]
     rows = [{**saved[0], "matmul_precision": p} for p in ("high", "highest")]  # GPU rows at two precisions
     bench.record(rows[:1], tmp_path)
-    saved = json.loads((tmp_path / "train_step.json").read_text())
     bench.record(rows[1:], tmp_path)  # the other precision's run keeps the first one's row
     saved = json.loads((tmp_path / "train_step.json").read_text())
     assert [r["matmul_precision"] for r in saved[-2:]] == ["high", "highest"]
