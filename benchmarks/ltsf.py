@@ -23,10 +23,12 @@ Usage:
     python benchmarks/ltsf.py --data ../shared/datasets/ETT/ETTh1.csv.gz --split ett-hourly --horizon 96 \\
         --lookback 336 --seeds 0 1 2
 A run preset (`configs/ltsf/<name>.yaml`, `xlstm_ts.datasets.ltsf_presets`) sets the file, split, horizon, lookback,
-model preset and training budget; a flag given on the command line overrides its value. The `preset` column records
-`<run preset>/<model preset>`, then in brackets the training settings a flag changed (e.g. `(max_steps 6000)`,
-`LABELLED_SETTINGS`), the model fields `--model-set` changed (e.g. `(embed_dim 32, dropout 0.1)`), the time limit,
-the head other than 'quantile', the precision and the speed flags. Appends rows to benchmarks/results/ltsf.csv and
+model preset, model fields and training budget; a flag given on the command line overrides its value. The `preset`
+column records `<run preset>/<model preset>`, then in brackets the training settings that differ from a run preset's
+defaults (`LTSFRunConfig`'s, e.g. `(max_steps 6000)`, `LABELLED_SETTINGS`; without a run preset: from `DEFAULTS`),
+whether the preset or a flag set them, the model fields the preset or `--model-set` changed (e.g.
+`(embed_dim 32, dropout 0.1)`), the time limit, the head other than 'quantile', the precision and the speed flags:
+the same settings give the same label however they were given. Appends rows to benchmarks/results/ltsf.csv and
 rewrites benchmarks/results/ltsf.md (see --results-dir).
 `benchmarks/ltsf_sweep.py` runs many presets and seeds in parallel.
 """
@@ -73,9 +75,12 @@ DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_si
                 val_check_steps=200, patience=5, head="quantile", ema_decay=None)
 """Values of the run settings when neither the command line nor a run preset gives them."""
 LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience", "ema_decay")
-"""Training settings that, given on the command line with a value other than the run preset's (or the default's),
-are named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
-the model preset, head and time limit are labelled as well)."""
+"""Training settings that, with a value other than `LTSFRunConfig`'s default (without a run preset: `DEFAULTS`'), are
+named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
+the model preset, model fields, head and time limit are labelled as well)."""
+PRESET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LTSFRunConfig)
+                   if f.default is not dataclasses.MISSING}
+"""The values a run preset's settings are labelled against: the training settings of a preset that names none."""
 
 
 def parse_model_setting(text: str) -> tuple[str, object]:
@@ -143,16 +148,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if preset is None and (args.data is None or args.split is None):
         parser.error("--data and --split are required without --preset; pass e.g. --data path/to/ETTh1.csv.gz "
                      "--split ett-hourly, or --preset etth1_96 (run presets live in configs/ltsf/).")
-    overridden = []  # training settings given on the command line that differ from the preset (or the defaults)
+    overridden = []  # training settings that differ from a preset's defaults (without a preset: from DEFAULTS)
     for field in dataclasses.fields(LTSFRunConfig):
-        if field.name == "data":
+        if field.name in ("data", "model_settings"):
             continue
         value = getattr(args, field.name)
-        default = getattr(preset, field.name) if preset is not None else DEFAULTS.get(field.name)
         if value is None:
-            setattr(args, field.name, default)
-        elif field.name in LABELLED_SETTINGS and value != default:
+            value = getattr(preset, field.name) if preset is not None else DEFAULTS.get(field.name)
+            setattr(args, field.name, value)
+        reference = PRESET_DEFAULTS.get(field.name) if preset is not None else DEFAULTS.get(field.name)
+        if field.name in LABELLED_SETTINGS and value != reference:
             overridden.append(f"{field.name} {value:g}")
+    # the preset's model fields, then the flags' (a flag changes a preset's field in place)
+    settings = dict(preset.model_settings or {}) if preset is not None else {}
+    settings.update(args.model_settings)
+    args.model_settings = list(settings.items())
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
     if overridden:
         args.label += f" ({', '.join(overridden)})"

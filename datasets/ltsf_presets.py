@@ -1,12 +1,13 @@
 """Run presets of the long-horizon benchmark: one YAML file per data set and horizon in `configs/ltsf/`.
 
 A run preset fixes everything `benchmarks/ltsf.py` needs to reproduce one cell of the results table: the file
-(relative to the data directory), its split, the horizon and lookback, the model preset and the training budget.
+(relative to the data directory), its split, the horizon and lookback, the model preset with the fields the run
+changes in it (`model_settings`) and the training budget.
 
 Examples:
     >>> config = load_run_config("etth1_96")
-    >>> config.data, config.horizon, config.lookback, config.model
-    ('ETT/ETTh1.csv.gz', 96, 512, 'ltsf_mixing')
+    >>> config.data, config.horizon, config.lookback, config.model, config.model_settings
+    ('ETT/ETTh1.csv.gz', 96, 336, 'ltsf_mixing', {'dropout': 0.6})
     >>> resolve_data_path(config.data, "path/to/datasets")  # doctest: +SKIP
     PosixPath('path/to/datasets/ETT/ETTh1.csv.gz')
 """
@@ -14,11 +15,13 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from xlstm_ts.config import ModelConfig
 from xlstm_ts.datasets.ltsf import SPLITS
 from xlstm_ts.datasets.readers import ENV_VAR
 from xlstm_ts.heads import HEADS
@@ -56,6 +59,9 @@ class LTSFRunConfig:
     error, the loss the MSE metric rewards)."""
     ema_decay: float | None = None
     """Decay of the averaged weights that are validated and kept (`XLSTMForecaster.ema_decay`); None: none."""
+    model_settings: dict | None = None
+    """Fields of the model preset this run changes, e.g. {"dropout": 0.6} (`ModelConfig` fields but `mode`, which
+    is the model preset's); None: none. `benchmarks/ltsf.py --model-set` changes them further."""
 
     def __post_init__(self) -> None:
         for name in ("data", "model"):
@@ -79,9 +85,26 @@ class LTSFRunConfig:
         ema = self.ema_decay
         if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 < ema < 1):
             raise ValueError(f"LTSFRunConfig.ema_decay must be None or a number between 0 and 1, got {ema!r}.")
+        _check_model_settings(self.model_settings)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_model_settings(settings: object) -> None:
+    """Refuse model settings that are not a mapping of `ModelConfig` field names (other than `mode`)."""
+    if settings is None:
+        return
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "mode"]
+    if not isinstance(settings, dict) or not settings:
+        raise ValueError(f"LTSFRunConfig.model_settings must be None or a non-empty mapping of model fields to "
+                         f"values, e.g. {{'dropout': 0.6}}, got {settings!r}.")
+    for key in settings:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Valid fields: {sorted(names)}."
+            where = " (the multivariate mode comes from the model preset)" if key == "mode" else ""
+            raise ValueError(f"LTSFRunConfig.model_settings: {key!r} is not a field of ModelConfig{where}.{hint}")
 
 
 def run_config_from_dict(data: dict, source: str = "dict") -> LTSFRunConfig:
