@@ -11,7 +11,8 @@ Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which 
 the chunk-parallel forward of calls without gradients (forward only, its fw+bw column empty), and segments of one
 and of two chunks through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
 `--parallel-variants` adds a row per knob of the chunk-parallel path (`PARALLEL_VARIANTS`: warps, dot modes, the
-boundary carry), each alone, in 64-step segments. `--k-blocks` / `--value-blocks` also time every layout with
+boundary carry), each alone, in 64-step segments (`--variants WORD...`: only the knobs whose label holds a word).
+`--k-blocks` / `--value-blocks` also time every layout with
 other column blocks (`ksplit.K_BLOCK`; a head wider than the block runs in column blocks) and DHV blocks of the
 column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
@@ -119,12 +120,15 @@ PARALLEL_VARIANTS = [
     ("gradient kernel with 1 pipeline stage", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 1),
     ("gradient kernel with 2 pipeline stages", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 2),
     ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
+    ("forward dots in the input dtype", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", True),
 ]
 
 
-def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: int) -> list[dict]:
-    """One row per knob of `PARALLEL_VARIANTS`, each alone on the chunk-parallel layout in 64-step segments
-    (`MAX_SEGMENT`), fw without gradients and fw+bw; the knob is restored after its row."""
+def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: int,
+                           only: list[str] | None = None) -> list[dict]:  # fmt: skip
+    """One row per knob of `PARALLEL_VARIANTS` (those whose label contains one of `only`, if given), each alone on
+    the chunk-parallel layout in 64-step segments (`MAX_SEGMENT`), fw without gradients and fw+bw; the knob is
+    restored after its row."""
     import importlib
 
     from triton.testing import do_bench
@@ -137,6 +141,8 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     key, rows = ", ".join(map(str, shape)), []
     cps = max(parallel.MAX_SEGMENT // _grad_tiles(shape[2], shape[3])[0], 1)  # chunks per 64-step segment
     for label, module, name, value in PARALLEL_VARIANTS:
+        if only and not any(word in label for word in only):
+            continue
         mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
         before = getattr(mod, name)
         setattr(mod, name, value)
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel-forward", action="store_true", help="also time the chunk-parallel forward")
     parser.add_argument("--parallel-variants", action="store_true",
                         help="also time the chunk-parallel path with each knob of PARALLEL_VARIANTS")  # fmt: skip
+    parser.add_argument("--variants", nargs="+", help="with --parallel-variants: only the knobs whose label "
+                        "contains one of these words, e.g. 'input dtype'")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.parallel_forward:
             timed += time_parallel_forward(shape, args.warmup, args.reps)
         if args.parallel_variants:
-            timed += time_parallel_variants(shape, args.warmup, args.reps)
+            timed += time_parallel_variants(shape, args.warmup, args.reps, args.variants)
         for row in timed:
             row.update(device=device, commit=commit)
             rows.append(row)

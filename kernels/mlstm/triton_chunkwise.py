@@ -89,6 +89,12 @@ ONE_CHUNK_STAGES = 2
 # register cap of the forward kernel (a launch option; None: no cap)
 FWD_MAXNREG: int | None = None
 
+# dot mode of a bf16/fp16 forward with gradients through the chunk-parallel kernels (`triton_chunkwise_parallel.py`),
+# which keeps an fp32 copy of h for the backward: False runs its weighted dots in TF32 (as every forward that keeps
+# that copy), True in the input dtype, as the forward without gradients (the copy then holds h before its rounding
+# to the input dtype)
+PARALLEL_GRAD_FWD_LOWP = False
+
 
 def _launch_config(
     S: int, DQK: int, DHV: int, chunk_size: int, dtype: torch.dtype, column_block: bool = False
@@ -196,7 +202,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             C_last = n_last = m_last = None
             last = (z, z, z)  # placeholders are never written
         states = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
-        lowp = _fwd_lowp(q.dtype, store_h32)
+        lowp = _fwd_lowp(q.dtype, store_h32 and not (ctx.parallel and PARALLEL_GRAD_FWD_LOWP))
         segs = None
         chunk_states = (z, z)  # placeholders are never written
         if stored:  # (BNH, NC + 1, DQK, DHV), (BNH, NC + 1, DQK)

@@ -156,6 +156,25 @@ def test_state_dots_in_the_output_mode_bf16(i_mean, out_dots, parallel_forward, 
     check_triton(1, 2, 37, 80, 40, i_mean, True, dtype=torch.bfloat16, rounded=True)
 
 
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_forward_dots_in_the_input_dtype_bf16(i_mean, parallel_forward, nan_poison, monkeypatch):
+    """PARALLEL_GRAD_FWD_LOWP: a bf16 forward with gradients through the chunk-parallel kernels runs its dots in bf16
+    instead of TF32 (h and the carried states change) and every output and gradient stays within the bf16
+    tolerance of fp64."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 4)
+    outputs = {}
+    for lowp in (False, True):
+        monkeypatch.setattr(triton_chunkwise, "PARALLEL_GRAD_FWD_LOWP", lowp)
+        torch.manual_seed(27)
+        outputs[lowp] = check_triton(1, 2, 37, 80, 40, i_mean, True, dtype=torch.bfloat16, rounded=True).out
+    assert not torch.equal(outputs[False][0][0], outputs[True][0][0])  # h: the knob reached the kernels
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
