@@ -72,9 +72,10 @@ MODES = ("channel_independent", "variate_mixing")
 COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_test_windows", "epochs",
            "train_seconds", "device", "commit", "preset"]
 DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_size=128, learning_rate=1e-4,
-                val_check_steps=200, patience=5, head="quantile", ema_decay=None)
+                val_check_steps=200, patience=5, head="quantile", ema_decay=None, weight_decay=1e-4)
 """Values of the run settings when neither the command line nor a run preset gives them."""
-LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience", "ema_decay")
+LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience", "ema_decay",
+                     "weight_decay")
 """Training settings that, with a value other than `LTSFRunConfig`'s default (without a run preset: `DEFAULTS`'), are
 named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
 the model preset, model fields, head and time limit are labelled as well)."""
@@ -119,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--val-check-steps", type=int)
     parser.add_argument("--patience", type=int, help="validations without improvement before stopping")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay on the weight matrices "
+                        "(XLSTMForecaster(weight_decay=...))")
     parser.add_argument("--ema-decay", type=float, help="validate and keep an exponential moving average of the "
                         "weights with this decay (XLSTMForecaster(ema_decay=...))")
     parser.add_argument("--head", choices=HEADS, help="output head: 'quantile' is scored by its median, 'mse' by "
@@ -201,6 +204,7 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
         trainer_kwargs["precision"] = args.precision
     model = XLSTMForecaster(prediction_length=H, context_length=L, quantiles=(0.5,), head=args.head, model=args.config,
                             max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            weight_decay=args.weight_decay,
                             random_state=seed, val_size=val_end - train_end, val_check_steps=args.val_check_steps,
                             early_stopping_patience=args.patience, verbose=args.verbose,
                             trainer_kwargs=trainer_kwargs, compile=args.compile,

@@ -59,6 +59,8 @@ class LTSFRunConfig:
     error, the loss the MSE metric rewards)."""
     ema_decay: float | None = None
     """Decay of the averaged weights that are validated and kept (`XLSTMForecaster.ema_decay`); None: none."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay on the weight matrices (`XLSTMForecaster.weight_decay`)."""
     model_settings: dict | None = None
     """Fields of the model preset this run changes, e.g. {"dropout": 0.6} (`ModelConfig` fields but `mode`, which
     is the model preset's); None: none. `benchmarks/ltsf.py --model-set` changes them further."""
@@ -82,6 +84,9 @@ class LTSFRunConfig:
                              "exponents without a decimal point as text, so write e.g. 1.0e-4 instead of 1e-4.")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
             raise ValueError(f"LTSFRunConfig.learning_rate must be a positive number, got {lr!r}.")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not wd >= 0:
+            raise ValueError(f"LTSFRunConfig.weight_decay must be a number >= 0, got {wd!r}.")
         ema = self.ema_decay
         if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 < ema < 1):
             raise ValueError(f"LTSFRunConfig.ema_decay must be None or a number between 0 and 1, got {ema!r}.")

@@ -115,6 +115,8 @@ def test_malformed_run_presets_are_rejected(tmp_path):
         run_config_from_dict({**good, "split": "ett"})
     with pytest.raises(ValueError, match="horizon must be a positive integer"):
         run_config_from_dict({**good, "horizon": 0})
+    with pytest.raises(ValueError, match="weight_decay must be a number >= 0, got -0.1"):
+        run_config_from_dict({**good, "weight_decay": -0.1})
     with pytest.raises(ValueError, match="head must be one of.*got 'median'"):
         run_config_from_dict({**good, "head": "median"})
     assert run_config_from_dict({**good, "model_settings": {"dropout": 0.6}}).model_settings == {"dropout": 0.6}
@@ -321,6 +323,20 @@ def test_head_comes_from_the_preset_or_the_flag_and_reaches_the_forecaster(bench
     mse_preset.write_text(Path(presets[0]).read_text() + "head: mse\n")
     assert bench.parse_args(["--preset", str(mse_preset), "--data-dir", str(tmp_path)]).label == \
         f"m_8/tiny {T} (head mse)"
+
+
+def test_weight_decay_comes_from_the_preset_or_the_flag_and_reaches_the_forecaster(bench, tmp_path, one_thread):
+    presets = _tiny_presets(tmp_path)
+    base = ["--preset", presets[0], "--data-dir", str(tmp_path), "--max-steps", "2", "--val-check-steps", "1"]
+    assert bench.parse_args(base).weight_decay == LTSFRunConfig.weight_decay  # the forecaster's default, unlabelled
+    args = bench.parse_args(base + ["--weight-decay", "0.05"])
+    assert args.label == "a_8/tiny (batch_size 8, max_steps 2, val_check_steps 1, weight_decay 0.05)"
+    model = bench.fit_forecaster(args, load_ltsf(args.data, args.split), seed=0)
+    assert model.weight_decay == 0.05
+    decayed = tmp_path / "w_8.yaml"
+    decayed.write_text(Path(presets[0]).read_text() + "weight_decay: 0.05\n")
+    assert bench.parse_args(["--preset", str(decayed), "--data-dir", str(tmp_path)]).label == \
+        "w_8/tiny (batch_size 8, max_steps 3, val_check_steps 2, weight_decay 0.05)"
 
 
 def test_model_set_changes_model_fields_and_is_recorded_in_the_label(bench, tmp_path, one_thread, capsys):
