@@ -120,7 +120,7 @@ PARALLEL_VARIANTS = [
     ("gradient kernel with 1 pipeline stage", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 1),
     ("gradient kernel with 2 pipeline stages", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 2),
     ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
-    ("forward dots in the input dtype", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", True),
+    ("forward dots in TF32", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", False),
 ]
 
 

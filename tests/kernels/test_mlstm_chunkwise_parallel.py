@@ -158,9 +158,9 @@ def test_state_dots_in_the_output_mode_bf16(i_mean, out_dots, parallel_forward, 
 
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 def test_forward_dots_in_the_input_dtype_bf16(i_mean, parallel_forward, nan_poison, monkeypatch):
-    """PARALLEL_GRAD_FWD_LOWP: a bf16 forward with gradients through the chunk-parallel kernels runs its dots in bf16
-    instead of TF32 (h and the carried states change) and every output and gradient stays within the bf16
-    tolerance of fp64."""
+    """PARALLEL_GRAD_FWD_LOWP (default True): a bf16 forward with gradients through the chunk-parallel kernels runs
+    its dots in bf16 instead of TF32 (h and the carried states change); either way every output and gradient stays
+    within the bf16 tolerance of fp64."""
     from xlstm_ts.kernels._testing_mlstm import check_triton
     from xlstm_ts.kernels.mlstm import triton_chunkwise
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
