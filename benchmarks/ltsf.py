@@ -47,7 +47,7 @@ import pandas as pd
 import yaml
 
 from xlstm_ts import XLSTMForecaster
-from xlstm_ts.config import ModelConfig, resolve_config
+from xlstm_ts.config import resolve_config
 from xlstm_ts.datasets import wide_to_long
 from xlstm_ts.datasets.ltsf import (
     SPLITS,
@@ -60,7 +60,13 @@ from xlstm_ts.datasets.ltsf import (
     score_windows,
     split_windows,
 )
-from xlstm_ts.datasets.ltsf_presets import LTSFRunConfig, load_run_config, resolve_data_path, run_preset_name
+from xlstm_ts.datasets.ltsf_presets import (
+    MODEL_SETTING_NAMES,
+    LTSFRunConfig,
+    load_run_config,
+    resolve_data_path,
+    run_preset_name,
+)
 from xlstm_ts.heads import HEADS
 
 from ltsf_report import ANCHOR_MODELS, ANCHORS, HORIZONS, anchor, mean_std, write_markdown  # noqa: F401
@@ -86,7 +92,7 @@ PRESET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LTSFRunConfig)
 
 def parse_model_setting(text: str) -> tuple[str, object]:
     """'embed_dim=32' -> ('embed_dim', 32): a `ModelConfig` field and its value, read as YAML."""
-    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "mode"]
+    names = list(MODEL_SETTING_NAMES)
     key, sep, value = text.partition("=")
     if not sep or key not in names:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {names} ('mode' has --mode), "

@@ -96,11 +96,16 @@ class LTSFRunConfig:
         return dataclasses.asdict(self)
 
 
+MODEL_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "mode")
+"""The `ModelConfig` fields a run may change (`LTSFRunConfig.model_settings`, `ltsf.py --model-set`); the mode is the
+model preset's."""
+
+
 def _check_model_settings(settings: object) -> None:
     """Refuse model settings that are not a mapping of `ModelConfig` field names (other than `mode`)."""
     if settings is None:
         return
-    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "mode"]
+    names = MODEL_SETTING_NAMES
     if not isinstance(settings, dict) or not settings:
         raise ValueError(f"LTSFRunConfig.model_settings must be None or a non-empty mapping of model fields to "
                          f"values, e.g. {{'dropout': 0.6}}, got {settings!r}.")
