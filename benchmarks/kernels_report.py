@@ -2,7 +2,7 @@
 same-run NX-AI anchors), with each speed goal of the kernel contract judged from ratios measured in that one run.
 
 Usage:
-    python benchmarks/kernels_report.py [benchmarks/results/kernels.json]     # rewrites kernels.md beside it
+    python benchmarks/kernels_report.py [benchmarks/results/kernels.json]  # rewrites kernels.md beside it (X.json: X.md)
 """
 
 from __future__ import annotations
@@ -216,8 +216,9 @@ def render(data: dict) -> str:
 
 
 def write(json_path: Path) -> Path:
-    """Rewrite kernels.md beside `json_path` from its rows."""
-    path = json_path.parent / "kernels.md"
+    """Rewrite the Markdown beside `json_path` from its rows: kernels.json -> kernels.md, a copy kept for another
+    device (e.g. kernels_h100.json) -> kernels_h100.md."""
+    path = json_path.with_suffix(".md")
     path.write_text(render(json.loads(json_path.read_text())))
     return path
 

@@ -123,3 +123,14 @@ def test_wide_head_goals_are_judged(report):
     text = report.render(data)
     assert "| mLSTM (8, 8, 8192, 512) bf16, chunkwise--triton_limit_chunk | 17.400 / 116.500 | 11.800 / 42.000 | " \
            "2.77x (missed, goal <= 0.85x) | 1.47x |" in text
+
+
+def test_report_of_a_renamed_json_is_written_beside_it_under_its_own_name(report, tmp_path):
+    # a run kept for a second device (kernels_h100.json) renders kernels_h100.md and leaves kernels.md alone
+    (tmp_path / "kernels.md").write_text("the first device's report")
+    path = tmp_path / "kernels_h100.json"
+    path.write_text(json.dumps(_data([_mlstm("chunkwise--triton_limit_chunk", 0.4, 2.0, cfg="ts_patched")])))
+    written = report.write(path)
+    assert written == tmp_path / "kernels_h100.md"
+    assert "| 0.200 / 0.500 | 0.400 / 2.000 | 0.25x (met, goal <= 0.33x) |" in written.read_text()
+    assert (tmp_path / "kernels.md").read_text() == "the first device's report"
