@@ -2,7 +2,7 @@
 same-run NX-AI anchors), with each speed goal of the kernel contract judged from ratios measured in that one run.
 
 Usage:
-    python benchmarks/kernels_report.py [benchmarks/results/kernels.json]  # rewrites kernels.md beside it (X.json: X.md)
+    python benchmarks/kernels_report.py [benchmarks/results/kernels.json]   # rewrites kernels.md (X.json: X.md)
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ def _program(NV, NH, DQK, DHV, BK: tl.constexpr, BV: tl.constexpr):
 @triton.jit
 def _store_state(c_ptr, n_ptr, m_ptr, row, C, n, m, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, mask_m):
     """Write one (C (BK, BV), n (BK,), m) block as entry `row` of contiguous (rows, DQK, DHV), (rows, DQK), (rows,)."""
-    tl.store(c_ptr + row * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C, mask=mask_kv)
+    tl.store(c_ptr + row * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :], C.to(c_ptr.dtype.element_ty),
+             mask=mask_kv)
     tl.store(n_ptr + row * DQK + offs_k, n, mask=mask_n)
     tl.store(m_ptr + row, m, mask=mask_m)
 
@@ -57,7 +58,7 @@ def _mlstm_bounds_fwd_kernel_tl(
     c0_ptr,  # (B, NH, DQK, DHV) initial C, strides sc_*; read only if HAS_INIT
     n0_ptr,  # (B, NH, DQK), strides sn_*
     m0_ptr,  # (B, NH[, 1]), strides sm_*
-    cs_ptr,  # out (BNH * G, DQK, DHV) fp32 entering C of each segment
+    cs_ptr,  # out (BNH * G, DQK, DHV) entering C of each segment, fp32 (or bf16/fp16: `bounds_forward`)
     ns_ptr,  # out (BNH * G, DQK) fp32
     ms_ptr,  # out (BNH * G,) fp32
     cl_ptr,  # out (BNH, DQK, DHV) fp32 last C; written only if NEED_LAST

@@ -4,7 +4,8 @@ The plain forward (`triton_chunkwise_fwd.py`) walks every chunk of a sequence in
 registers. This forward splits the work in two launches:
 
 1. the state entering every chunk: the segment-boundary kernel (`triton_chunkwise_bounds.py`) with one segment per
-   chunk, which carries only the state, in (64, BV) blocks of (DQK, DHV), and stores it per chunk (fp32);
+   chunk, which carries only the state, in (64, BV) blocks of (DQK, DHV), and stores it per chunk (fp32; C in the
+   input dtype for bf16/fp16 inputs, whose output dots round it to that dtype anyway: `NO_GRAD_STATES_IN_INPUT_DTYPE`);
 2. the output of every chunk at once, one program per (DHV block, chunk, batch * head), from its entering state:
    h = ((q^ k^T * W) v + w0 q^ C) / (max(|z|, e^{-m}) + eps), with the DQK columns in blocks of 64 inside the
    program (any DQK up to 512 in one launch, small tiles).
@@ -57,11 +58,17 @@ OUT_NUM_WARPS = 4
 # 19.1, (8, 8, 8192, 512) 59.6 against 66.6; the boundary kernels 0.38 / 0.48, 6.0 / 7.8 and 23.9 / 31.1 ms.
 CARRY = 64
 
+# a forward without gradients of bf16/fp16 inputs stores the entering states C in the input dtype instead of fp32:
+# the output kernel multiplies them with q in that dtype anyway (dots of the input dtype), so h, z and m are the same,
+# and the states' bytes, written once and read once, halve. False keeps fp32 states (A/B timings). Calls with
+# gradients keep fp32 states: their backward reads them in fp32 sums
+NO_GRAD_STATES_IN_INPUT_DTYPE = True
+
 
 @triton.jit
 def _mlstm_chunk_out_kernel_tl(
     q_ptr, k_ptr, v_ptr, i_ptr, f_ptr,  # q, k (B, NH, S, DQK), v (B, NH, S, DHV), i, f (B, NH, S); strides s*_
-    cs_ptr,  # (BNH * NC, DQK, DHV) fp32 state entering each chunk, contiguous
+    cs_ptr,  # (BNH * NC, DQK, DHV) state entering each chunk, contiguous; fp32, or the dot dtype (LOWP 1, 2, 4)
     ns_ptr,  # (BNH * NC, DQK) fp32
     ms_ptr,  # (BNH * NC,) fp32
     h_ptr,  # out (BNH, S, DHV) contiguous, input dtype (or fp32)
@@ -220,7 +227,9 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     BV = _k_block(DHV)[0]
     # the states at every L-step boundary, carried in chunks of CARRY steps where they divide L (at 64 the boundary
     # kernel keeps 1376 B of stack per thread for sm_90, and still ran faster than at 32; see CARRY), else of L
-    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, 1, L, BV, lowp, need_last, CARRY)
+    low = NO_GRAD_STATES_IN_INPUT_DTYPE and q.dtype in (torch.bfloat16, torch.float16)  # dots in that dtype
+    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, 1, L, BV, lowp, need_last, CARRY,
+                                  q.dtype if low else torch.float32)  # fmt: skip
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
     z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each

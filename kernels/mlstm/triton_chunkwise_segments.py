@@ -106,18 +106,19 @@ def _carry(L: int, CPS: int, carry: int | None = None) -> tuple[int, int]:
 
 
 def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lowp: int, need_last: bool,
-                   carry: int | None = None):  # fmt: skip
+                   carry: int | None = None, state_dtype: torch.dtype = torch.float32):  # fmt: skip
     """The stabilized state entering each segment, and the last states when `need_last`. `carry`: steps per chunk
-    of the carry when it divides the segment (None: L).
+    of the carry when it divides the segment (None: L). `state_dtype`: dtype of the stored entering C (rounded once
+    from the fp32 carry); n, m and the last states stay fp32.
 
     Returns:
-        (cs (B, NH * G, DQK, DHV), ns (B, NH * G, DQK), ms (B, NH * G)) and (C_L (B, NH, DQK, DHV),
-        n_L (B, NH, DQK), m_L (B, NH)) or None; all fp32.
+        (cs (B, NH * G, DQK, DHV) in state_dtype, ns (B, NH * G, DQK), ms (B, NH * G)) and (C_L (B, NH, DQK, DHV),
+        n_L (B, NH, DQK), m_L (B, NH)) or None; fp32 but cs.
     """
     B, NH, S, DQK = k.shape
     DHV = v.shape[-1]
     f32 = {"dtype": torch.float32, "device": k.device}
-    cs = torch.empty(B, NH * G, DQK, DHV, **f32)  # (B, NH * G, DQK, DHV)
+    cs = torch.empty(B, NH * G, DQK, DHV, dtype=state_dtype, device=k.device)  # (B, NH * G, DQK, DHV)
     ns = torch.empty(B, NH * G, DQK, **f32)  # (B, NH * G, DQK)
     ms = torch.empty(B, NH * G, **f32)  # (B, NH * G)
     last = (

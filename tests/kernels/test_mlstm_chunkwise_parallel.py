@@ -60,6 +60,36 @@ def test_parallel_forward_bf16(parallel_forward, nan_poison):
     _check(2, 1, 37, 24, 40, 0.0, True, torch.bfloat16)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_entering_states_in_the_input_dtype_change_nothing(dtype, i_mean, parallel_forward, nan_poison, monkeypatch):
+    """bf16/fp16 inputs without gradients store the entering C in their dtype (NO_GRAD_STATES_IN_INPUT_DTYPE): the
+    output kernel's dots round it to that dtype anyway, so h and the last states are exactly those of fp32 states."""
+    stored = []
+
+    def spy(*args, **kwargs):
+        states, last = bounds_forward(*args, **kwargs)
+        stored.append(states[0].dtype)
+        return states, last
+
+    bounds_forward = parallel.bounds_forward
+    monkeypatch.setattr(parallel, "bounds_forward", spy)
+    torch.manual_seed(5)
+    leaves = [x if x is None else x.detach() for x in mlstm_leaves(1, 2, 45, 40, 24, i_mean, True)]
+    args = [x.to(dtype) for x in leaves[:3]] + [x.float() for x in leaves[3:]]
+    outputs = {}
+    for low in (False, True):
+        monkeypatch.setattr(parallel, "NO_GRAD_STATES_IN_INPUT_DTYPE", low)
+        with torch.no_grad():
+            outputs[low] = get_kernel("mlstm_chunkwise--triton")(*args, return_last_states=True, chunk_size=16)
+    assert stored == [torch.float32, dtype]
+    h32, (C32, n32, m32) = outputs[False]
+    h, (C, n, m) = outputs[True]
+    assert h.dtype == dtype and torch.equal(h, h32)
+    for a, b in ((C, C32), (n, n32), (m, m32)):
+        assert a.dtype == torch.float32 and torch.equal(a, b)  # the last states stay fp32 and exact
+
+
 def test_parallel_forward_when_asked_or_by_the_default_rule(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert not parallel.use_parallel_forward(200, 64, 24, cpu)  # default rule: off the GPU never
