@@ -51,6 +51,9 @@ MAX_SEGMENT = 64
 
 # num_warps of the output kernel (an A/B knob of benchmarks/mlstm_segments.py --parallel-variants)
 OUT_NUM_WARPS = 4
+# DHV columns per program of the output kernel (a power of two >= 16; None: at most 64, as the boundary kernels');
+# each program forms its chunk's q k^T once, so wider blocks form it fewer times (an A/B knob)
+OUT_VALUE_BLOCK: int | None = None
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
 # (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
@@ -204,7 +207,8 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter."""
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
-    BV, BK = _k_block(DHV)[0], _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
+    BV = _k_block(DHV)[0] if OUT_VALUE_BLOCK is None else min(OUT_VALUE_BLOCK, max(next_power_of_2(DHV), 16))
+    BK = _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),

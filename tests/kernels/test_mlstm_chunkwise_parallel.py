@@ -60,6 +60,14 @@ def test_parallel_forward_bf16(parallel_forward, nan_poison):
     _check(2, 1, 37, 24, 40, 0.0, True, torch.bfloat16)
 
 
+@pytest.mark.parametrize("value_block", [16, 128], ids=["bv16", "bv128"])
+def test_output_kernel_value_blocks(value_block, parallel_forward, nan_poison, monkeypatch):
+    """OUT_VALUE_BLOCK: DHV 80 in five blocks of 16, or in one block of 128 (padded), against fp64."""
+    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", value_block)
+    _check(1, 2, 37, 40, 80, 0.0, True, torch.float32)
+    _check(1, 1, 37, 24, 80, -10.0, False, torch.bfloat16)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 def test_entering_states_in_the_input_dtype_change_nothing(dtype, i_mean, parallel_forward, nan_poison, monkeypatch):
