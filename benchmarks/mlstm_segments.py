@@ -121,6 +121,9 @@ PARALLEL_VARIANTS = [
     ("gradient kernel with 2 pipeline stages", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 2),
     ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
     ("forward dots in TF32", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", False),
+    ("fp32 entering states without gradients", "triton_chunkwise_parallel", "NO_GRAD_STATES_IN_INPUT_DTYPE", False),
+    ("64 value columns without gradients", "triton_chunkwise_parallel", "NO_GRAD_VALUE_BLOCK", None),
+    ("output kernel in 128 value columns with gradients", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 128),
 ]
 
 

@@ -53,11 +53,13 @@ class LaunchCounter:
     Attributes:
         torch_ops: {aten op name: count} of the ops that launch device work.
         triton: {kernel name: count} of Triton launches.
+        launch_grids: {kernel name: [grid, ...]} of the Triton launches through `kernel[grid]`, in launch order.
     """
 
     def __init__(self) -> None:
         self.torch_ops: Counter = Counter()
         self.triton: Counter = Counter()
+        self.launch_grids: dict[str, list] = {}
         self._mode = _OpCounter(self.torch_ops)
         self._getitem = None
 
@@ -73,7 +75,7 @@ class LaunchCounter:
             KernelInterface = None
         if KernelInterface is not None:
             self._getitem = KernelInterface.__getitem__
-            getitem, counts, mode = self._getitem, self.triton, self._mode
+            getitem, counts, mode, grids = self._getitem, self.triton, self._mode, self.launch_grids
 
             def counting_getitem(kernel, grid):
                 launch = getitem(kernel, grid)
@@ -81,6 +83,7 @@ class LaunchCounter:
 
                 def counted(*args, **kwargs):
                     counts[name] += 1
+                    grids.setdefault(name, []).append(grid if callable(grid) else tuple(grid))
                     mode.paused = True
                     try:
                         return launch(*args, **kwargs)
@@ -100,6 +103,11 @@ class LaunchCounter:
 
             KernelInterface.__getitem__ = self._getitem
             self._getitem = None
+
+    def grids(self, name: str) -> list:
+        """The grids of the counted launches of Triton kernel `name` through `kernel[grid]` (a callable grid as
+        given), in launch order; [] if it was not launched that way."""
+        return list(self.launch_grids.get(name, []))
 
     def summary(self) -> str:
         """One line: the total, then each op or kernel with its count."""

@@ -51,9 +51,14 @@ MAX_SEGMENT = 64
 
 # num_warps of the output kernel (an A/B knob of benchmarks/mlstm_segments.py --parallel-variants)
 OUT_NUM_WARPS = 4
-# DHV columns per program of the output kernel (a power of two >= 16; None: at most 64, as the boundary kernels');
-# each program forms its chunk's q k^T once, so wider blocks form it fewer times (an A/B knob)
+# DHV columns per program of the output kernel (a power of two >= 16; None: at most 64, as the boundary kernels'):
+# OUT_VALUE_BLOCK in the segmented layout with gradients, NO_GRAD_VALUE_BLOCK in forwards without gradients of
+# bf16/fp16 inputs (fp32 inputs: OUT_VALUE_BLOCK). Each program forms its chunk's q k^T once, so wider blocks form it
+# fewer times. H100, bf16, the forward without gradients at 128 against 64 columns: (16, 4, 2048, 128) 0.207 against
+# 0.232 ms, (8, 16, 4096, 256) 2.402 against 2.651, (8, 8, 8192, 512) 8.684 against 9.525 (8 warps at 128: 0.234,
+# 2.610, 9.200); with gradients at (16, 4, 2048, 128) fw+bw 1.228 against 1.213 ms, so that path keeps 64
 OUT_VALUE_BLOCK: int | None = None
+NO_GRAD_VALUE_BLOCK: int | None = 128
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
 # (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
@@ -62,9 +67,13 @@ OUT_VALUE_BLOCK: int | None = None
 CARRY = 64
 
 # a forward without gradients of bf16/fp16 inputs stores the entering states C in the input dtype instead of fp32:
-# the output kernel multiplies them with q in that dtype anyway (dots of the input dtype), so h, z and m are the same,
-# and the states' bytes, written once and read once, halve. False keeps fp32 states (A/B timings). Calls with
-# gradients keep fp32 states: their backward reads them in fp32 sums
+# the output kernel multiplies them with q in that dtype anyway (dots of the input dtype), so the dots see the same
+# operands (under the interpreter h, z, m and the last states come out bit-identical; a GPU's dot may sum them in
+# another order), and the states' bytes, written once and read once, halve. H100, bf16, forward without gradients
+# at 64 DHV columns per program, input-dtype against fp32 states: (16, 4, 2048, 128) 0.232 against 0.272 ms, peak
+# 0.10 against 0.17 GB; (8, 16, 4096, 256) 2.651 against 3.149 ms, 1.35 against 2.43 GB; (8, 8, 8192, 512) 9.525
+# against 11.391 ms, 4.85 against 9.15 GB. False keeps fp32 states (A/B timings). Calls with gradients keep fp32
+# states: their backward reads them in fp32 sums
 NO_GRAD_STATES_IN_INPUT_DTYPE = True
 
 
@@ -201,13 +210,15 @@ def chunk_length(S: int, chunk_size: int) -> int:
 
 
 def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, lowp: int, qk_lowp: int,
-                  h, h32, z, m) -> None:  # fmt: skip
+                  h, h32, z, m, value_block: int | None = None) -> None:  # fmt: skip
     """Launch the output kernel over every chunk: h (and the fp32 copy h32 unless None), z and m (BNH, S) from the
     chunks' entering states (cs (B, NH * NC, DQK, DHV), ns, ms as `bounds_forward` returns them with one segment
-    per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter."""
+    per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter. value_block: DHV columns
+    per program (None: `OUT_VALUE_BLOCK`)."""
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
-    BV = _k_block(DHV)[0] if OUT_VALUE_BLOCK is None else min(OUT_VALUE_BLOCK, max(next_power_of_2(DHV), 16))
+    value_block = OUT_VALUE_BLOCK if value_block is None else value_block
+    BV = _k_block(DHV)[0] if value_block is None else min(value_block, max(next_power_of_2(DHV), 16))
     BK = _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
@@ -237,6 +248,7 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
     z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each
-    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m)
+    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m,
+                  NO_GRAD_VALUE_BLOCK if q.dtype in (torch.bfloat16, torch.float16) else None)  # fmt: skip
     C_last, n_last, m_last = last if need_last else (None, None, None)
     return h, C_last, n_last, m_last

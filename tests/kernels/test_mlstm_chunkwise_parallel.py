@@ -60,12 +60,18 @@ def test_parallel_forward_bf16(parallel_forward, nan_poison):
     _check(2, 1, 37, 24, 40, 0.0, True, torch.bfloat16)
 
 
-@pytest.mark.parametrize("value_block", [16, 128], ids=["bv16", "bv128"])
+@pytest.mark.parametrize("value_block", [16, 128, None], ids=["bv16", "bv128", "bv-default"])
 def test_output_kernel_value_blocks(value_block, parallel_forward, nan_poison, monkeypatch):
-    """OUT_VALUE_BLOCK: DHV 80 in five blocks of 16, or in one block of 128 (padded), against fp64."""
+    """DHV 80 in five blocks of 16, in one block of 128 (padded) or in blocks of 64, against fp64: OUT_VALUE_BLOCK
+    for fp32 inputs, NO_GRAD_VALUE_BLOCK for bf16 (each set alone, so a swapped knob fails the launch count)."""
+    programs = {None: 2, 16: 5, 128: 1}[value_block]  # DHV blocks of the output kernel
     monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", value_block)
-    _check(1, 2, 37, 40, 80, 0.0, True, torch.float32)
-    _check(1, 1, 37, 24, 80, -10.0, False, torch.bfloat16)
+    launches = _check(1, 2, 37, 40, 80, 0.0, True, torch.float32)
+    assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 2)]  # (DHV blocks, chunks, B * NH)
+    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", None)
+    monkeypatch.setattr(parallel, "NO_GRAD_VALUE_BLOCK", value_block)
+    launches = _check(1, 1, 37, 24, 80, -10.0, False, torch.bfloat16)
+    assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
