@@ -242,13 +242,13 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     BV = _k_block(DHV)[0]
     # the states at every L-step boundary, carried in chunks of CARRY steps where they divide L (at 64 the boundary
     # kernel keeps 1376 B of stack per thread for sm_90, and still ran faster than at 32; see CARRY), else of L
-    low = NO_GRAD_STATES_IN_INPUT_DTYPE and q.dtype in (torch.bfloat16, torch.float16)  # dots in that dtype
-    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, 1, L, BV, lowp, need_last, CARRY,
-                                  q.dtype if low else torch.float32)  # fmt: skip
+    half = q.dtype in (torch.bfloat16, torch.float16)  # its dots run in that dtype
+    state_dtype = q.dtype if half and NO_GRAD_STATES_IN_INPUT_DTYPE else torch.float32
+    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, 1, L, BV, lowp, need_last, CARRY, state_dtype)
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
     z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each
     chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m,
-                  NO_GRAD_VALUE_BLOCK if q.dtype in (torch.bfloat16, torch.float16) else None)  # fmt: skip
+                  NO_GRAD_VALUE_BLOCK if half else None)  # fmt: skip
     C_last, n_last, m_last = last if need_last else (None, None, None)
     return h, C_last, n_last, m_last
