@@ -213,8 +213,9 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             chunk_states = (torch.empty(B * NH, NC + 1, DQK, DHV, **f32), torch.empty(B * NH, NC + 1, DQK, **f32))
         carry = parallel.CARRY if ctx.parallel else None
         if G > 1:  # long sequence, few programs: entering states of all segments first, then all segments at once
+            state_dtype = parallel.grad_state_dtype(q.dtype, has_init) if ctx.parallel else torch.float32
             segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,
-                                               carry)  # fmt: skip
+                                               carry, state_dtype)  # fmt: skip
             if need_last:
                 C_last, n_last, m_last = last_states
             states = segs

@@ -10,7 +10,8 @@ segments at once (`triton_chunkwise_fwd.py`, `triton_chunkwise_bwd.py`). Each se
   `_mlstm_bounds_bwd_kernel_tl` walks the chunks backward carrying dC = decay dC + (q^ w0)^T dnum,
   dn = decay dn + (q^ w0)^T dz and the stabilizer routing of `triton_chunkwise_gates.py`.
 
-Buffers, contiguous fp32, entry g for segment g (state head index hh * G + g):
+Buffers, contiguous fp32 (`bounds_forward` may store cs in bf16/fp16), entry g for segment g (state head
+index hh * G + g):
 cs (B, NH * G, DQK, DHV), ns (B, NH * G, DQK), ms (B, NH * G): the entering states (entry 0 = the initial state);
 dcs, dns like cs, ns, and dms (NV, B, NH * G): the leaving-state gradients (entry G-1 = the upstream ones). dms
 holds per-DHV-block shares of the gradient routed to m, net of <dC_L, C_L> + <dn_L, n_L>, which the segment kernel

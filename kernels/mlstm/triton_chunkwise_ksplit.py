@@ -23,7 +23,7 @@ from . import triton_chunkwise
 from .triton_chunkwise import _BWD, _FWD, _bwd_num_warps, _launch_config
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_modes import _bwd_lowp, _fwd_lowp, _on_device, _out_lowp, _qk_lowp
-from .triton_chunkwise_parallel import CARRY, chunk_outputs, layout
+from .triton_chunkwise_parallel import CARRY, chunk_outputs, grad_state_dtype, layout
 from .triton_chunkwise_parallel_bwd import parallel_backward
 from .triton_chunkwise_segments import bounds_backward, bounds_forward
 
@@ -89,8 +89,9 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         has_init = C0 is not None
         lasts, segs, seg_last = [], None, None
         if G > 1:  # few programs, long sequence: the segments' entering states over all columns, then the segments
+            state_dtype = grad_state_dtype(q.dtype, has_init) if together else torch.float32
             segs, seg_last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,
-                                            CARRY if together else None)  # fmt: skip
+                                            CARRY if together else None, state_dtype)  # fmt: skip
         if together:
             chunk_outputs(q, k, v, i, f, segs, G, CPS * L, eps, _on_device(lowp),
                           _on_device(_qk_lowp(q.dtype, lowp)),

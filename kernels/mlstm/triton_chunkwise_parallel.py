@@ -1,3 +1,11 @@
+# a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
+# in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
+# `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
+# dot (`STATE_OUT_DOTS`). Its one fp32 use is the gate gradients' sum <dC, C_in>: from zero states bf16 rounding
+# left every gradient where fp32 states had it (interpreter, 8 seeds each of (1, 2, 37, 40, 24) and (1, 2, 63, 24,
+# 40), worst df 0.0083 against 0.0086 of its RMS at i~ ~ -10), while a given initial state, carried decayed in every
+# stored state, took df to 0.027 there: calls with one keep fp32. The states are written once and read twice
+# (outputs, backward). False keeps fp32 (A/B timings)
 """Chunk-parallel forward of the chunkwise mLSTM in Triton (opt-in): every chunk's output at once from its state.
 
 The plain forward (`triton_chunkwise_fwd.py`) walks every chunk of a sequence in one program, its (DQK, BV) state in
@@ -75,6 +83,13 @@ CARRY = 64
 # against 11.391 ms, 4.85 against 9.15 GB. False keeps fp32 states (A/B timings). Calls with gradients keep fp32
 # states: their backward reads them in fp32 sums
 NO_GRAD_STATES_IN_INPUT_DTYPE = True
+# a call with gradients of bf16/fp16 inputs through these kernels stores the entering C in the input dtype as well:
+# the output kernel's dots round it to that dtype (heads up to 128, `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider
+# heads' TF32 dots keep 3 bits more), and the backward's dq dot rounds it to bf16 (`STATE_OUT_DOTS`); the one fp32
+# use left is the gate gradients' sum <dC, C_in>, where bf16 rounding stays within the bf16 tolerance of fp64
+# (`tests/kernels/test_mlstm_chunkwise_parallel.py`). The states are written once and read twice (outputs, backward).
+# False keeps fp32 (A/B timings)
+GRAD_STATES_IN_INPUT_DTYPE = True
 
 
 @triton.jit
@@ -155,6 +170,12 @@ def _mlstm_chunk_out_kernel_tl(
         tl.store(h32_ptr + h_off, h, mask=mask_tv)
     tl.store(z_ptr + pid_bh * S + t, z, mask=mask_t & (pid_v == 0))
     tl.store(m_ptr + pid_bh * S + t, m_row, mask=mask_t & (pid_v == 0))
+
+
+def grad_state_dtype(dtype: torch.dtype, has_init: bool) -> torch.dtype:
+    """dtype of the entering C a call with gradients stores for these kernels (`GRAD_STATES_IN_INPUT_DTYPE`)."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    return dtype if half and not has_init and GRAD_STATES_IN_INPUT_DTYPE else torch.float32
 
 
 def auto_parallel(S: int, DQK: int, device: torch.device) -> bool:

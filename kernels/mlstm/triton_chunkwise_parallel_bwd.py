@@ -45,7 +45,7 @@ STATE_OUT_DOTS = True
 @triton.jit
 def _mlstm_chunk_bwd_kernel_tl(
     q_ptr, k_ptr, v_ptr, i_ptr, f_ptr,  # q, k (B, NH, S, DQK), v (B, NH, S, DHV), i, f (B, NH, S); strides s*_
-    cs_ptr, ns_ptr, ms_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK), (BNH * NC,) fp32 entering states
+    cs_ptr, ns_ptr, ms_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK), (BNH * NC,) entering states, fp32 (C: or bf16)
     dcs_ptr, dns_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK) fp32 gradients of the leaving states
     dms_ptr,  # (NVB, BNH * NC) fp32 shares of the gradient routed to m at the chunk end
     h_ptr, z_ptr, m_ptr,  # (BNH, S, DHV) fp32 h, (BNH, S) z and m from the forward, contiguous
@@ -143,7 +143,7 @@ def _mlstm_chunk_bwd_kernel_tl(
             mask_kv = mask_k[:, None] & mask_v[None, :]
             dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
             v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-            C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+            C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
             dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
             dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
             v_dc += _dot(v, tl.trans(dC), LOWP)

@@ -9,6 +9,7 @@ from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._launches import LaunchCounter
 from xlstm_ts.kernels._testing import TOLERANCES, assert_close
 from xlstm_ts.kernels._testing_mlstm import DEVICE, mlstm_leaves, naive_mlstm
+from xlstm_ts.kernels.mlstm import triton_chunkwise
 
 parallel = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_parallel")
 segments = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_segments")
@@ -219,6 +220,40 @@ def test_forward_dots_in_the_input_dtype_bf16(i_mean, parallel_forward, nan_pois
     assert not torch.equal(outputs[False][0][0], outputs[True][0][0])  # h: the knob reached the kernels
 
 
+@pytest.mark.parametrize("k_block", [None, 16], ids=["one-launch", "column-blocks"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_entering_states_in_bf16_with_gradients(i_mean, k_block, parallel_forward, nan_poison, monkeypatch):
+    """GRAD_STATES_IN_INPUT_DTYPE (default True): a bf16 call with gradients and no initial states stores the chunks'
+    entering C in bf16 (with an initial state, fp32); either way every output, last state and gradient stays within
+    the bf16 tolerance of fp64, in the one launch of heads up to 128 and the column blocks of wider ones (K_BLOCK)."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_ksplit as ksplit
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 4)
+    if k_block:
+        monkeypatch.setattr(ksplit, "K_BLOCK", k_block)
+    module = ksplit if k_block else triton_chunkwise
+    stored = []
+
+    def spy(*args, **kwargs):
+        states, last = bounds_forward(*args, **kwargs)
+        stored.append(states[0].dtype)
+        return states, last
+
+    bounds_forward = module.bounds_forward
+    monkeypatch.setattr(module, "bounds_forward", spy)
+    df = {}
+    for low, with_states in ((False, False), (True, False), (True, True)):
+        monkeypatch.setattr(parallel, "GRAD_STATES_IN_INPUT_DTYPE", low)
+        torch.manual_seed(28)
+        df[low, with_states] = check_triton(1, 2, 37, 40, 24, i_mean, with_states, dtype=torch.bfloat16,
+                                            rounded=True).out[1][4]  # fmt: skip
+    assert stored == [torch.float32, torch.bfloat16, torch.float32]
+    assert not torch.equal(df[False, False], df[True, False])  # <dC, C_in> saw the rounded states
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -229,15 +264,19 @@ def test_parallel_forward_gpu(B, NH, S, DH, dtype, parallel_forward):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 @pytest.mark.parametrize("B,NH,S,DH", [(2, 4, 500, 128), (1, 2, 300, 256)], ids=lambda x: str(x))
-def test_segments_of_one_chunk_with_the_output_kernel_gpu(B, NH, S, DH, i_mean, parallel_forward, monkeypatch):
+def test_segments_of_one_chunk_with_the_output_kernel_gpu(B, NH, S, DH, i_mean, with_states, parallel_forward,
+                                                          monkeypatch):  # fmt: skip
+    """bf16 against fp64 on the GPU; from zero states the entering states are stored in bf16 (with an initial state,
+    fp32: `GRAD_STATES_IN_INPUT_DTYPE`)."""
     from xlstm_ts.kernels._testing_mlstm import check_triton
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
     torch.manual_seed(24)
-    check_triton(B, NH, S, DH, DH, i_mean, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+    check_triton(B, NH, S, DH, DH, i_mean, with_states, dtype=torch.bfloat16, chunk_size=64, rounded=True)
 
 
 @pytest.mark.gpu
