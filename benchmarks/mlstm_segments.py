@@ -125,6 +125,7 @@ PARALLEL_VARIANTS = [
     ("64 value columns without gradients", "triton_chunkwise_parallel", "NO_GRAD_VALUE_BLOCK", None),
     ("output kernel in 128 value columns with gradients", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 128),
     ("fp32 entering states with gradients", "triton_chunkwise_parallel", "GRAD_STATES_IN_INPUT_DTYPE", False),
+    ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),
 ]
 
 

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _tile
-from .triton_chunkwise_gates import _branches, _route_stabilizer, _row_terms
+from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, _row_terms
 
 
 @triton.jit
@@ -132,6 +132,7 @@ def _mlstm_bounds_bwd_kernel_tl(
     h_ptr,  # (BNH, S, DHV) contiguous h from the forward
     z_ptr,  # (BNH, S) fp32 z_t from the forward
     m_ptr,  # (BNH, S) fp32 m_t from the forward
+    hd_ptr,  # (BNH, S) fp32 <dh_t, h_t> over every column (`row_dots`); read instead of h if HD_GIVEN
     cl_ptr,  # (BNH, DQK, DHV) fp32 last C from the forward; read only if HAS_DC or HAS_DN
     nl_ptr,  # (BNH, DQK) fp32 last n
     dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
@@ -168,6 +169,7 @@ def _mlstm_bounds_bwd_kernel_tl(
     HAS_DM: tl.constexpr,
     MULTI_V: tl.constexpr,
     DETACH: tl.constexpr,
+    HD_GIVEN: tl.constexpr,
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -217,10 +219,16 @@ def _mlstm_bounds_bwd_kernel_tl(
         mask_t = t < S
         q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)  # (L, BV)
-        z, m_row, inv_den, hd, dz = _row_terms(
-            z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV, eps,
-            BV, MULTI_V, DETACH,
-        )  # fmt: skip
+        if HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
+            z, m_row, inv_den = _den_terms(z_ptr + zm_off, m_ptr + zm_off, t, mask_t, eps)  # (L,) each
+            hd_all = tl.load(hd_ptr + zm_off + t, mask=mask_t, other=0.0)  # (L,)
+            hd = hd_all * z_on
+            dz = _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
+        else:
+            z, m_row, inv_den, hd, dz = _row_terms(
+                z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
+                eps, BV, MULTI_V, DETACH,
+            )  # fmt: skip
         m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
         m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)

@@ -11,7 +11,8 @@ of the gate gradients are carried across chunks as scalars and finished within a
 
 Every gate gradient is linear in the upstream gradient of the block's DHV columns, so a program with one DHV block
 computes its share; with several blocks, `_mlstm_chunkwise_bwd_sum_kernel_tl` adds the shares (and those of dq, dk)
-and casts to the input dtypes.
+and casts to the input dtypes. `row_dots` sums <dh_t, h_t> over every column once, ahead of kernels that would each
+read the saved h for it (the chunk-parallel backward).
 """
 
 import torch
@@ -213,3 +214,38 @@ def sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
         dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
     )  # fmt: skip
     return dq_sum, dk_sum, di_sum, df_sum, dm0_sum
+
+
+@triton.jit
+def _mlstm_row_dots_kernel_tl(
+    h_ptr,  # (BNH, S, DHV) contiguous fp32 h from the forward
+    dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
+    hd_ptr,  # out (BNH, S) fp32 <dh_t, h_t>
+    sdh_b, sdh_h, sdh_s, sdh_d,
+    NH, S, DHV,
+    BS: tl.constexpr,
+    BV: tl.constexpr,
+):  # fmt: skip
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    t = pid_s * BS + tl.arange(0, BS)  # (BS,)
+    mask_t = t < S
+    dh_base = dh_ptr + (pid_bh // NH) * sdh_b + (pid_bh % NH) * sdh_h
+    hd = tl.zeros((BS,), dtype=tl.float32)
+    for v0 in range(0, DHV, BV):
+        cols = v0 + tl.arange(0, BV)  # (BV,)
+        mask = mask_t[:, None] & (cols < DHV)[None, :]
+        dh = _tile(dh_base, t, cols, sdh_s, sdh_d, mask).to(tl.float32)  # (BS, BV)
+        hd += tl.sum(dh * _tile(h_ptr + pid_bh * S * DHV, t, cols, DHV, 1, mask), axis=1)
+    tl.store(hd_ptr + pid_bh * S + t, hd, mask=mask_t)
+
+
+def row_dots(h: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
+    """<dh_t, h_t> (B, NH, S) fp32 of the saved fp32 h (B, NH, S, DHV, contiguous) and dh (any strides)."""
+    B, NH, S, DHV = dh.shape
+    hd = torch.empty(B, NH, S, dtype=torch.float32, device=dh.device)  # (B, NH, S)
+    BS = 64
+    _mlstm_row_dots_kernel_tl[(cdiv(S, BS), B * NH)](
+        h, dh, hd, *dh.stride(), NH, S, DHV, BS=BS, BV=min(64, max(16, 1 << (DHV - 1).bit_length())), num_warps=4,
+    )  # fmt: skip
+    return hd

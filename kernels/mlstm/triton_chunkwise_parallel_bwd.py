@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .._ints import cdiv
 from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _strides, _tile
-from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer
+from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, row_dots
 from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
@@ -40,6 +40,10 @@ NUM_STAGES: int | None = None
 # (16, 4, 2048, 128), 15.60 against 17.20 at (8, 16, 4096, 256), 53.14 against 59.12 at (8, 8, 8192, 512)
 # (benchmarks/mlstm_segments.py --parallel-variants); False keeps TF32 (A/B)
 STATE_OUT_DOTS = True
+# sum <dh_t, h_t> over every column in one pass ahead of the boundary and gradient kernels (`row_dots`), which then
+# read that (BNH, S) row instead of the fp32 h: the boundary kernel's programs of DHV block 0 each read whole rows of
+# h and dh for it, one per DQK block, and the gradient kernel reads h once more. False: each reads h (A/B timings)
+ROW_DOTS_FIRST = True
 
 
 @triton.jit
@@ -48,7 +52,8 @@ def _mlstm_chunk_bwd_kernel_tl(
     cs_ptr, ns_ptr, ms_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK), (BNH * NC,) entering states, fp32 (C: or bf16)
     dcs_ptr, dns_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK) fp32 gradients of the leaving states
     dms_ptr,  # (NVB, BNH * NC) fp32 shares of the gradient routed to m at the chunk end
-    h_ptr, z_ptr, m_ptr,  # (BNH, S, DHV) fp32 h, (BNH, S) z and m from the forward, contiguous
+    h_ptr, z_ptr, m_ptr,  # (BNH, S, DHV) fp32 h (read unless HD_GIVEN), (BNH, S) z and m from the forward, contiguous
+    hd_ptr,  # (BNH, S) fp32 <dh_t, h_t> (`row_dots`); read if HD_GIVEN
     dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
     c0_ptr, n0_ptr, m0_ptr,  # initial states (B, NH, DQK, DHV), (B, NH, DQK), (B, NH[, 1]); read if STORE_D0
     dq_ptr, dk_ptr,  # out (BNH, S, DQK), dtypes of q, k
@@ -74,6 +79,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     STORE_D0: tl.constexpr,
     DETACH: tl.constexpr,
     STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
+    HD_GIVEN: tl.constexpr,
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -112,7 +118,10 @@ def _mlstm_chunk_bwd_kernel_tl(
         dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
         ds += _dot(dh * inv_den[:, None], tl.trans(v), LOWP)
-        hd += tl.sum(dh * _tile(h_base, t, offs_v, DHV, 1, mask_tv), axis=1)
+        if not HD_GIVEN:
+            hd += tl.sum(dh * _tile(h_base, t, offs_v, DHV, 1, mask_tv), axis=1)
+    if HD_GIVEN:
+        hd = tl.load(hd_ptr + row0 + t, mask=mask_t, other=0.0)  # (L,)
     dz = _dz(z, m_row, inv_den, hd, 0, DETACH)  # (L,)
     ds += dz[:, None]
     qk = tl.zeros((L, L), dtype=tl.float32)
@@ -256,8 +265,9 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     BV, BK = _k_block(DHV)[0], _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
     if dh is None:  # only the last states were used
         dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
+    hd = row_dots(h, dh) if ROW_DOTS_FIRST else None  # (B, NH, S) fp32
     dcs, dns, dms = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV, lowp,
-                                    eps, detach, CARRY, shares_summed=True)  # fmt: skip
+                                    eps, detach, CARRY, shares_summed=True, hd=hd)  # fmt: skip
     new = lambda x: torch.empty(x.shape, dtype=x.dtype, device=q.device)  # noqa: E731  contiguous, x's dtype
     dq, dk, dv, di, df = new(q), new(k), new(v), new(i), new(f)  # (B, NH, S, D...) and (B, NH, S)
     has_init = C0 is not None
@@ -267,12 +277,13 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
     _mlstm_chunk_bwd_kernel_tl[(NC, B * NH)](
-        q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, dh, *init, dq, dk, dv, di, df, *grads0,
+        q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
+        dq, dk, dv, di, df, *grads0,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
         L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
-        STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, num_warps=NUM_WARPS,
+        STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, num_warps=NUM_WARPS,
         **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
     )  # fmt: skip
     if has_init:

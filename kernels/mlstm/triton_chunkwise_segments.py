@@ -141,14 +141,16 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
 
 
 def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach,
-                    carry=None, shares_summed=False):  # fmt: skip
+                    carry=None, shares_summed=False, hd=None):  # fmt: skip
     """Gradients of the state leaving each segment (the caller's for the last one) and the per-DHV-block shares
     of the gradient routed to m there; `carry` as in `bounds_forward`. A caller that sums all the shares itself
     (`shares_summed`) lets `BOUNDS_BLOCKS_OVERRIDE` pick the DHV block; others get one share per block of BV.
 
     Args:
-        h, z, m: the forward's saved h (BNH, S, DHV), z and m (BNH, S). last: (C_L, n_L) from the forward, read
-            only with dC_last or dn_last. dh, dC_last, dn_last, dm_last: upstream gradients (None where absent).
+        h, z, m: the forward's saved h (BNH, S, DHV), z and m (BNH, S). hd: <dh_t, h_t> (BNH, S) fp32 over every
+            column (`triton_chunkwise_gates.row_dots`), read instead of h when given. last: (C_L, n_L) from the
+            forward, read only with dC_last or dn_last. dh, dC_last, dn_last, dm_last: upstream gradients (None where
+            absent).
 
     Returns:
         dcs (B, NH * G, DQK, DHV), dns (B, NH * G, DQK), dms (NV, B, NH * G); fp32.
@@ -166,12 +168,12 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
     L, CPS = _carry(L, CPS, carry)
     _mlstm_bounds_bwd_kernel_tl[(NKB * NV, B * NH)](
-        q, i, f, h, z, m, C_L, n_L, dh, *upstream, dcs, dns, dms,
+        q, i, f, h, z, m, z if hd is None else hd, C_L, n_L, dh, *upstream, dcs, dns, dms,
         *q.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
         NH, S, DQK, DHV, B * NH, G, CPS, NV, DQK**-0.5, eps,
         L=L, BK=BK, BV=BV, NKB=NKB, LOWP=lowp,
         HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-        DETACH=detach, num_warps=BOUNDS_WARPS,
+        DETACH=detach, HD_GIVEN=hd is not None, num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return dcs, dns, dms

@@ -254,6 +254,26 @@ def test_entering_states_in_bf16_with_gradients(i_mean, k_block, parallel_forwar
     assert not torch.equal(df[False, False], df[True, False])  # <dC, C_in> saw the rounded states
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["row-dots-first", "h-read-by-each"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_row_dots_summed_once_ahead_of_the_backward(i_mean, first, parallel_forward, nan_poison, monkeypatch):
+    """ROW_DOTS_FIRST (default True): <dh, h> summed by one launch ahead of the boundary and gradient kernels, which
+    read it instead of h (two DHV and two DQK blocks of the boundary kernel, fp32 and bf16), or (False) read h each;
+    both against fp64."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(segments, "BOUNDS_BLOCKS_OVERRIDE", (16, 16))
+    monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 4)
+    monkeypatch.setattr(parallel_bwd, "ROW_DOTS_FIRST", first)
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(29)
+        with LaunchCounter() as launches:
+            check_triton(1, 2, 37, 24, 40, i_mean, True, dtype=dtype, rounded=True)
+        assert ("_mlstm_row_dots_kernel_tl" in str(launches.summary())) == first
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
