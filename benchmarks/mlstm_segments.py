@@ -122,7 +122,7 @@ PARALLEL_VARIANTS = [
     ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
     ("forward dots in TF32", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", False),
     ("fp32 entering states without gradients", "triton_chunkwise_parallel", "NO_GRAD_STATES_IN_INPUT_DTYPE", False),
-    ("64 value columns without gradients", "triton_chunkwise_parallel", "NO_GRAD_VALUE_BLOCK", None),
+    ("128 value columns without gradients", "triton_chunkwise_parallel", "NO_GRAD_VALUE_BLOCK", 128),
     ("output kernel in 128 value columns with gradients", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 128),
     ("fp32 entering states with gradients", "triton_chunkwise_parallel", "GRAD_STATES_IN_INPUT_DTYPE", False),
     ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),

@@ -39,6 +39,13 @@ BOUNDS_WARPS = 4
 # (DQK block, DHV block) of the boundary kernels (None: `_k_block`'s at most 64 columns, the caller's DHV block);
 # an A/B knob of benchmarks: smaller blocks give more, lighter programs over the same sequential walk
 BOUNDS_BLOCKS_OVERRIDE: tuple[int, int] | None = None
+# heads of at least BOUNDS_WIDE_DQK columns carry the boundary state in DQK blocks of BOUNDS_WIDE_BK: each program
+# reads its (L, BV) block of v once per BK columns of k, so wider blocks read v fewer times, and such heads have
+# programs to spare. H100, bf16, chunk-parallel kernels, DQK blocks of 128 against 64 (DHV blocks of 64): fw+bw
+# (8, 16, 4096, 256) 11.20 against 11.92 ms, (8, 8, 8192, 512) 36.08 against 39.13; forward without gradients 2.11
+# against 2.38 and 7.27 against 8.59; at (16, 4, 2048, 128) slower (fw+bw 1.089 against 1.027 ms)
+BOUNDS_WIDE_DQK = 256
+BOUNDS_WIDE_BK = 128
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -89,8 +96,11 @@ def _k_block(DQK: int) -> tuple[int, int]:
 
 
 def _bounds_blocks(DQK: int, BV: int) -> tuple[int, int, int]:
-    """(BK, NKB, BV) of a boundary-kernel launch: `BOUNDS_BLOCKS_OVERRIDE` when set, else `_k_block` and `BV`."""
+    """(BK, NKB, BV) of a boundary-kernel launch: `BOUNDS_BLOCKS_OVERRIDE` when set, else `_k_block` (blocks of
+    `BOUNDS_WIDE_BK` from `BOUNDS_WIDE_DQK` columns) and `BV`."""
     if BOUNDS_BLOCKS_OVERRIDE is None:
+        if DQK >= BOUNDS_WIDE_DQK:
+            return BOUNDS_WIDE_BK, cdiv(DQK, BOUNDS_WIDE_BK), BV
         return (*_k_block(DQK), BV)
     BK, BV = BOUNDS_BLOCKS_OVERRIDE
     return BK, cdiv(DQK, BK), BV

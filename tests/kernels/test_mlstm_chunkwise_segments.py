@@ -56,6 +56,21 @@ def test_segmented_matches_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_state
     check_triton(B, NH, S, DQK, DHV, i_mean, with_states)
 
 
+@pytest.mark.parametrize("chunks_per_segment", [2, PARALLEL], indirect=True, ids=["2-chunks", PARALLEL])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_wide_heads_carry_the_boundary_state_in_wider_dqk_blocks(i_mean, chunks_per_segment, nan_poison,
+                                                                  monkeypatch):  # fmt: skip
+    """Heads of BOUNDS_WIDE_DQK columns or more run the boundary kernels in DQK blocks of BOUNDS_WIDE_BK (lowered
+    here: DQK 100 in blocks of 32, the last one partly masked; and DQK 40 in one block of 128), fp32 and bf16."""
+    monkeypatch.setattr(segments, "BOUNDS_WIDE_DQK", 33)
+    for width, DQK in ((32, 100), (128, 40)):
+        monkeypatch.setattr(segments, "BOUNDS_WIDE_BK", width)
+        assert segments._bounds_blocks(DQK, 64) == (width, -(-DQK // width), 64)
+        for dtype in (torch.float32, torch.bfloat16):
+            torch.manual_seed(43)
+            check_triton(1, 2, 45, DQK, 24, i_mean, True, dtype=dtype, rounded=True)
+
+
 @pytest.mark.parametrize("stored", [True, False], ids=["stored-states", "recomputed-states"])
 @pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
