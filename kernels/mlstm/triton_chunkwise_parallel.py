@@ -66,9 +66,9 @@ OUT_NUM_WARPS = 4
 # 0.232 ms, (8, 16, 4096, 256) 2.402 against 2.651, (8, 8, 8192, 512) 8.684 against 9.525 (8 warps at 128: 0.234,
 # 2.610, 9.200); with gradients at (16, 4, 2048, 128) fw+bw 1.228 against 1.213 ms, so that path keeps 64
 OUT_VALUE_BLOCK: int | None = None
-# NO_GRAD_VALUE_BLOCK = 128 failed its GPU tests on an H100 (bf16 forward without gradients against fp64, h off by
-# 0.04-0.50 of its RMS at (4, 4, 1000, 128), (2, 2, 600, 256), (1, 2, 300, 512), while the same kernel at 64 columns
-# and every interpreter run passed): 64 until that is understood
+# NO_GRAD_VALUE_BLOCK = 128 with the bf16 entering states failed its GPU tests on an H100 (bf16 forward without
+# gradients against fp64, h off by 0.03-0.50 of its RMS at (4, 4, 1000, 128), (2, 2, 600, 256), (1, 2, 300, 512)),
+# while 128 columns with fp32 states, 64 columns with bf16 states and every interpreter run passed: 64 by default
 NO_GRAD_VALUE_BLOCK: int | None = None
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
