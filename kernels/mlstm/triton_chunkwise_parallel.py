@@ -62,9 +62,10 @@ OUT_NUM_WARPS = 4
 # DHV columns per program of the output kernel (a power of two >= 16; None: at most 64, as the boundary kernels'):
 # OUT_VALUE_BLOCK in the segmented layout with gradients, NO_GRAD_VALUE_BLOCK in forwards without gradients of
 # bf16/fp16 inputs (fp32 inputs: OUT_VALUE_BLOCK). Each program forms its chunk's q k^T once, so wider blocks form it
-# fewer times. H100, bf16, the forward without gradients at 128 against 64 columns: (16, 4, 2048, 128) 0.207 against
-# 0.232 ms, (8, 16, 4096, 256) 2.402 against 2.651, (8, 8, 8192, 512) 8.684 against 9.525 (8 warps at 128: 0.234,
-# 2.610, 9.200); with gradients at (16, 4, 2048, 128) fw+bw 1.228 against 1.213 ms, so that path keeps 64
+# fewer times. H100, bf16, the forward without gradients at 128 against 64 columns (with bf16 states, the pair that
+# failed below): (16, 4, 2048, 128) 0.207 against 0.232 ms, (8, 16, 4096, 256) 2.402 against 2.651, (8, 8, 8192,
+# 512) 8.684 against 9.525 (8 warps at 128: 0.234, 2.610, 9.200); with gradients at (16, 4, 2048, 128) fw+bw 1.228
+# against 1.213 ms, so that path keeps 64
 OUT_VALUE_BLOCK: int | None = None
 # NO_GRAD_VALUE_BLOCK = 128 with the bf16 entering states failed its GPU tests on an H100 (bf16 forward without
 # gradients against fp64, h off by 0.03-0.50 of its RMS at (4, 4, 1000, 128), (2, 2, 600, 256), (1, 2, 300, 512)),
