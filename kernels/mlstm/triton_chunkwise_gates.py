@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._ints import cdiv
+from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_common import _dot, _logsigmoid, _tile
 
 
@@ -246,6 +246,6 @@ def row_dots(h: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
     hd = torch.empty(B, NH, S, dtype=torch.float32, device=dh.device)  # (B, NH, S)
     BS = 64
     _mlstm_row_dots_kernel_tl[(cdiv(S, BS), B * NH)](
-        h, dh, hd, *dh.stride(), NH, S, DHV, BS=BS, BV=min(64, max(16, 1 << (DHV - 1).bit_length())), num_warps=4,
+        h, dh, hd, *dh.stride(), NH, S, DHV, BS=BS, BV=min(64, max(16, next_power_of_2(DHV))), num_warps=4,
     )  # fmt: skip
     return hd

@@ -1,11 +1,3 @@
-# a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
-# in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
-# `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
-# dot (`STATE_OUT_DOTS`). Its one fp32 use is the gate gradients' sum <dC, C_in>: from zero states bf16 rounding
-# left every gradient where fp32 states had it (interpreter, 8 seeds each of (1, 2, 37, 40, 24) and (1, 2, 63, 24,
-# 40), worst df 0.0083 against 0.0086 of its RMS at i~ ~ -10), while a given initial state, carried decayed in every
-# stored state, took df to 0.027 there: calls with one keep fp32. The states are written once and read twice
-# (outputs, backward). False keeps fp32 (A/B timings)
 """Chunk-parallel forward of the chunkwise mLSTM in Triton (opt-in): every chunk's output at once from its state.
 
 The plain forward (`triton_chunkwise_fwd.py`) walks every chunk of a sequence in one program, its (DQK, BV) state in
@@ -18,13 +10,14 @@ registers. This forward splits the work in two launches:
    h = ((q^ k^T * W) v + w0 q^ C) / (max(|z|, e^{-m}) + eps), with the DQK columns in blocks of 64 inside the
    program (any DQK up to 512 in one launch, small tiles).
 
-Same function, stabilizer and rounding points as the plain forward; the cost is the stored states (B * NH * NC fp32
-(DQK, DHV) blocks, written once and read once). It runs calls that need no gradient, and the output kernel also
-serves the segmented layout (`triton_chunkwise_segments.py`) when its segments are at most MAX_SEGMENT steps long:
-it then writes the fp32 h, z and m the segmented backward (`triton_chunkwise_parallel_bwd.py`) reads, in place of the
-chunk-walking forward kernel (column blocks included: one launch over all DQK columns). By default (`auto_parallel`)
-both run on CUDA for heads wider than 64 over sequences of 1024 steps or more, where they were faster; elsewhere the
-chunk-walking kernels. `benchmarks/mlstm_segments.py --parallel-forward` times both against the plain layout.
+Same function, stabilizer and rounding points as the plain forward; the cost is the stored states (B * NH * NC (DQK,
+DHV) blocks, written once and read once; fp32, or the input dtype for bf16/fp16 inputs). It runs calls that need no
+gradient, and the output kernel also serves the segmented layout (`triton_chunkwise_segments.py`) when its segments
+are at most MAX_SEGMENT steps long: it then writes the fp32 h, z and m the segmented backward
+(`triton_chunkwise_parallel_bwd.py`) reads, in place of the chunk-walking forward kernel (column blocks included:
+one launch over all DQK columns). By default (`auto_parallel`) both run on CUDA for heads wider than 64 over
+sequences of 1024 steps or more, where they were faster; elsewhere the chunk-walking kernels.
+`benchmarks/mlstm_segments.py --parallel-forward` times both against the plain layout.
 """
 
 from __future__ import annotations
@@ -84,15 +77,16 @@ CARRY = 64
 # another order), and the states' bytes, written once and read once, halve. H100, bf16, forward without gradients
 # at 64 DHV columns per program, input-dtype against fp32 states: (16, 4, 2048, 128) 0.232 against 0.272 ms, peak
 # 0.10 against 0.17 GB; (8, 16, 4096, 256) 2.651 against 3.149 ms, 1.35 against 2.43 GB; (8, 8, 8192, 512) 9.525
-# against 11.391 ms, 4.85 against 9.15 GB. False keeps fp32 states (A/B timings). Calls with gradients keep fp32
-# states: their backward reads them in fp32 sums
+# against 11.391 ms, 4.85 against 9.15 GB. False keeps fp32 states (A/B timings). Calls with gradients: below
 NO_GRAD_STATES_IN_INPUT_DTYPE = True
-# a call with gradients of bf16/fp16 inputs through these kernels stores the entering C in the input dtype as well:
-# the output kernel's dots round it to that dtype (heads up to 128, `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider
-# heads' TF32 dots keep 3 bits more), and the backward's dq dot rounds it to bf16 (`STATE_OUT_DOTS`); the one fp32
-# use left is the gate gradients' sum <dC, C_in>, where bf16 rounding stays within the bf16 tolerance of fp64
-# (`tests/kernels/test_mlstm_chunkwise_parallel.py`). The states are written once and read twice (outputs, backward).
-# False keeps fp32 (A/B timings)
+# a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
+# in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
+# `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
+# dot (`STATE_OUT_DOTS`). Its one fp32 use is the gate gradients' sum <dC, C_in>: from zero states bf16 rounding
+# left every gradient where fp32 states had it (interpreter, 8 seeds each of (1, 2, 37, 40, 24) and (1, 2, 63, 24,
+# 40), worst df 0.0083 against 0.0086 of its RMS at i~ ~ -10), while a given initial state, carried decayed in every
+# stored state, took df to 0.027 there: calls with one keep fp32. The states are written once and read twice
+# (outputs, backward). False keeps fp32 (A/B timings)
 GRAD_STATES_IN_INPUT_DTYPE = True
 
 
