@@ -66,7 +66,7 @@ def test_every_benchmark_cell_has_a_valid_run_preset():
 
 
 # run presets whose own configuration has fewer than 3 seeds recorded (their cells' best rows had a time limit)
-UNRECORDED = {"ettm1_336", "ettm1_720"}
+UNRECORDED = {"ettm1_720"}
 
 
 def test_every_run_preset_reproduces_a_recorded_configuration(bench, tmp_path):
