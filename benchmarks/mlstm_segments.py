@@ -126,6 +126,8 @@ PARALLEL_VARIANTS = [
     ("output kernel in 128 value columns with gradients", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 128),
     ("fp32 entering states with gradients", "triton_chunkwise_parallel", "GRAD_STATES_IN_INPUT_DTYPE", False),
     ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),
+    ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
+    ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
 ]
 
 
