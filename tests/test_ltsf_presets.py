@@ -65,10 +65,6 @@ def test_every_benchmark_cell_has_a_valid_run_preset():
                                          linear_skip_ridge=center.linear_skip_ridge)
 
 
-# run presets whose own configuration has fewer than 3 seeds recorded (their cells' best rows had a time limit)
-UNRECORDED = {"ettm1_720"}
-
-
 def test_every_run_preset_reproduces_a_recorded_configuration(bench, tmp_path):
     """`ltsf.py --preset NAME` runs a configuration that ltsf.csv holds with at least 3 seeds: its label (settings
     that differ from a preset's defaults, model fields, head) and lookback, so one command repeats a recorded row."""
@@ -80,10 +76,7 @@ def test_every_run_preset_reproduces_a_recorded_configuration(bench, tmp_path):
         args = bench.parse_args(["--preset", name, "--data-dir", str(tmp_path)])
         rows = results[(results["preset"] == args.label) & (results["lookback"] == config.lookback)
                        & (results["horizon"] == config.horizon)]
-        if name in UNRECORDED:
-            assert rows["seed"].nunique() < 3, f"{name} is recorded now ({args.label}): drop it from UNRECORDED"
-        else:
-            assert rows["seed"].nunique() >= 3, f"{name}: ltsf.csv holds {len(rows)} rows of {args.label!r}"
+        assert rows["seed"].nunique() >= 3, f"{name}: ltsf.csv holds {len(rows)} rows of {args.label!r}"
 
 
 def test_run_presets_ship_with_the_package():
