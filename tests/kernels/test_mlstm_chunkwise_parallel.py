@@ -75,20 +75,25 @@ def test_output_kernel_value_blocks(value_block, parallel_forward, nan_poison, m
     assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 1)]
 
 
+def _spy_stored_state_dtypes(module, monkeypatch) -> list:
+    """Wrap `module.bounds_forward`; the returned list collects the dtype of the entering C each call stores."""
+    stored, real = [], module.bounds_forward
+
+    def spy(*args, **kwargs):
+        states, last = real(*args, **kwargs)
+        stored.append(states[0].dtype)
+        return states, last
+
+    monkeypatch.setattr(module, "bounds_forward", spy)
+    return stored
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
 def test_entering_states_in_the_input_dtype_change_nothing(dtype, i_mean, parallel_forward, nan_poison, monkeypatch):
     """bf16/fp16 inputs without gradients store the entering C in their dtype (NO_GRAD_STATES_IN_INPUT_DTYPE): the
     output kernel's dots round it to that dtype anyway, so h and the last states are exactly those of fp32 states."""
-    stored = []
-
-    def spy(*args, **kwargs):
-        states, last = bounds_forward(*args, **kwargs)
-        stored.append(states[0].dtype)
-        return states, last
-
-    bounds_forward = parallel.bounds_forward
-    monkeypatch.setattr(parallel, "bounds_forward", spy)
+    stored = _spy_stored_state_dtypes(parallel, monkeypatch)
     torch.manual_seed(5)
     leaves = [x if x is None else x.detach() for x in mlstm_leaves(1, 2, 45, 40, 24, i_mean, True)]
     args = [x.to(dtype) for x in leaves[:3]] + [x.float() for x in leaves[3:]]
@@ -235,15 +240,7 @@ def test_entering_states_in_bf16_with_gradients(i_mean, k_block, parallel_forwar
     if k_block:
         monkeypatch.setattr(ksplit, "K_BLOCK", k_block)
     module = ksplit if k_block else triton_chunkwise
-    stored = []
-
-    def spy(*args, **kwargs):
-        states, last = bounds_forward(*args, **kwargs)
-        stored.append(states[0].dtype)
-        return states, last
-
-    bounds_forward = module.bounds_forward
-    monkeypatch.setattr(module, "bounds_forward", spy)
+    stored = _spy_stored_state_dtypes(module, monkeypatch)
     df = {}
     for low, with_states in ((False, False), (True, False), (True, True)):
         monkeypatch.setattr(parallel, "GRAD_STATES_IN_INPUT_DTYPE", low)
