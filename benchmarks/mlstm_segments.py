@@ -128,7 +128,6 @@ PARALLEL_VARIANTS = [
     ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),
     ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
     ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
-    ("gradient kernel in two launches (dv apart)", "triton_chunkwise_parallel_bwd", "SPLIT_DV", True),
 ]
 
 
