@@ -44,11 +44,6 @@ STATE_OUT_DOTS = True
 # read that (BNH, S) row instead of the fp32 h: the boundary kernel's programs of DHV block 0 each read whole rows of
 # h and dh for it, one per DQK block, and the gradient kernel reads h once more. False: each reads h (A/B timings)
 ROW_DOTS_FIRST = True
-# launch the gradient kernel twice, one launch for dq, dk, the gate and initial-state gradients, one for dv (each
-# computes only the (L, L) product it needs: w ds, or w q^ k^T), with DV_NUM_WARPS for the dv launch: twice the
-# programs, each with a shorter chain of dots. False: one launch does all (A/B timings)
-SPLIT_DV = False
-DV_NUM_WARPS = 4
 
 
 @triton.jit
@@ -85,7 +80,6 @@ def _mlstm_chunk_bwd_kernel_tl(
     DETACH: tl.constexpr,
     STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
     HD_GIVEN: tl.constexpr,
-    PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv only (SPLIT_DV)
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -115,135 +109,133 @@ def _mlstm_chunk_bwd_kernel_tl(
     e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
     decay = tl.exp(g + m_in - m_end)
 
-    if PART != 2:  # dq, dk, the gate gradients and the initial state's
-        # dnum v^T and <dh, h> over the DHV columns; q^ k^T over the DQK columns
-        ds = tl.zeros((L, L), dtype=tl.float32)
-        hd = tl.zeros((L,), dtype=tl.float32)
-        for vb in range(0, tl.cdiv(DHV, BV)):
-            offs_v = vb * BV + tl.arange(0, BV)
-            mask_tv = mask_t[:, None] & (offs_v < DHV)[None, :]
-            dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
-            v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-            ds += _dot(dh * inv_den[:, None], tl.trans(v), LOWP)
-            if not HD_GIVEN:
-                hd += tl.sum(dh * _tile(h_base, t, offs_v, DHV, 1, mask_tv), axis=1)
-        if HD_GIVEN:
-            hd = tl.load(hd_ptr + row0 + t, mask=mask_t, other=0.0)  # (L,)
-        dz = _dz(z, m_row, inv_den, hd, 0, DETACH)  # (L,)
-        ds += dz[:, None]
-        w_ds = w * ds  # (L, L)
+    # dnum v^T and <dh, h> over the DHV columns; q^ k^T over the DQK columns
+    ds = tl.zeros((L, L), dtype=tl.float32)
+    hd = tl.zeros((L,), dtype=tl.float32)
+    for vb in range(0, tl.cdiv(DHV, BV)):
+        offs_v = vb * BV + tl.arange(0, BV)
+        mask_tv = mask_t[:, None] & (offs_v < DHV)[None, :]
+        dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
+        v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+        ds += _dot(dh * inv_den[:, None], tl.trans(v), LOWP)
+        if not HD_GIVEN:
+            hd += tl.sum(dh * _tile(h_base, t, offs_v, DHV, 1, mask_tv), axis=1)
+    if HD_GIVEN:
+        hd = tl.load(hd_ptr + row0 + t, mask=mask_t, other=0.0)  # (L,)
+    dz = _dz(z, m_row, inv_den, hd, 0, DETACH)  # (L,)
+    ds += dz[:, None]
+    qk = tl.zeros((L, L), dtype=tl.float32)
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_tk = mask_t[:, None] & (offs_k < DQK)[None, :]
+        qk += _dot(_tile(q_base, t, offs_k, sq_s, sq_d, mask_tk), tl.trans(_tile(k_base, t, offs_k, sk_s, sk_d,
+                                                                                 mask_tk)), QK_LOWP)  # fmt: skip
+    w_ds = w * ds  # (L, L)
+    w_qk = w * qk * qk_scale  # (L, L)
 
-        # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks
-        di = tl.zeros((L,), dtype=tl.float32)
-        k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
-        state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
-        for kb in range(0, tl.cdiv(DQK, BK)):
-            offs_k = kb * BK + tl.arange(0, BK)
-            mask_k = offs_k < DQK
-            mask_tk = mask_t[:, None] & mask_k[None, :]
-            q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
-            k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
-            dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
-            v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
-            for vb in range(0, tl.cdiv(DHV, BV)):
-                offs_v = vb * BV + tl.arange(0, BV)
-                mask_v = offs_v < DHV
-                mask_tv = mask_t[:, None] & mask_v[None, :]
-                mask_kv = mask_k[:, None] & mask_v[None, :]
-                dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
-                v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-                C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
-                dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-                dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
-                v_dc += _dot(v, tl.trans(dC), LOWP)
-                state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
-            n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-            dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-            state_dot += tl.sum(dn * n_in, axis=0)
-            dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
-            ek = v_dc + dn[None, :]  # (L, BK)
-            dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
-            k32 = k.to(tl.float32)
-            di += tl.sum(k32 * dk, axis=1)
-            k_e += tl.sum(k32 * ek, axis=1)
-            out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
-            tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
-            tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
-        last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
-
-        # gate gradients: d(cumsum log f), its reverse cumsum within the chunk, the stabilizer route
-        is_last = t == S - 1
-        d_cum = hd + dz * z - di + tl.where(is_last, last_dot, 0.0)  # (L,)
-        dlog_f = tl.cumsum(d_cum, axis=0, reverse=True)  # (L,)
-        m_carry = tl.zeros((), dtype=tl.float32)
-        if not DETACH:
-            dm_end = tl.zeros((), dtype=tl.float32)
-            for p in range(0, NVB):  # the boundary kernel's shares, net of <dC, C_L> + <dn, n_L>
-                dm_end += tl.load(dms_ptr + p * BNH * NC + row)
-            dm = tl.where(is_last, dm_end, 0.0) - eps * hd * inv_den  # (L,)
-            forget, forget_next = _branches(m_ptr + row0, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row,
-                                            m_in)  # fmt: skip
-            reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
-            di += tl.where(forget, 0.0, reach)
-            dlog_f += tl.where(forget, reach, 0.0)
-        df = dlog_f * tl.exp(log_f - f_g)  # (L,) d log f / d f~ = sigmoid(-f~)
-        tl.store(di_ptr + row0 + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
-        tl.store(df_ptr + row0 + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
-
-        if STORE_D0:  # the initial state's gradients, from the first chunk: dC0 = decay dC + (q^ w0)^T dnum
-            if c == 0:
-                dm0 = tl.zeros((), dtype=tl.float32)
-                c0_base = c0_ptr + bb * sc_b + hh * sc_h
-                for kb in range(0, tl.cdiv(DQK, BK)):
-                    offs_k = kb * BK + tl.arange(0, BK)
-                    mask_k = offs_k < DQK
-                    q_w = _tile(q_base, t, offs_k, sq_s, sq_d, mask_t[:, None] & mask_k[None, :]).to(tl.float32)
-                    q_w = q_w * (w0 * qk_scale)[:, None]  # (L, BK)
-                    for vb in range(0, tl.cdiv(DHV, BV)):
-                        offs_v = vb * BV + tl.arange(0, BV)
-                        mask_v = offs_v < DHV
-                        mask_kv = mask_k[:, None] & mask_v[None, :]
-                        dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)
-                        dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-                        dC0 = decay * dC + _dot(tl.trans(q_w), dnum * inv_den[:, None], LOWP)  # (BK, BV)
-                        C0 = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)
-                        dm0 += tl.sum(tl.sum(C0 * dC0, axis=1), axis=0)
-                        out = pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :]
-                        tl.store(dc0_ptr + out, dC0.to(dc0_ptr.dtype.element_ty), mask=mask_kv)
-                    dn0 = decay * tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)
-                    dn0 += tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
-                    n0 = tl.load(n0_ptr + bb * sn_b + hh * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)
-                    dm0 += tl.sum(n0 * dn0, axis=0)
-                    tl.store(dn0_ptr + pid_bh * DQK + offs_k, dn0.to(dn0_ptr.dtype.element_ty), mask=mask_k)
-                if not DETACH:
-                    m0 = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
-                    forget_0 = _logsigmoid(tl.load(f_base).to(tl.float32)) + m0 >= tl.load(i_base).to(tl.float32)
-                    dm0 += tl.where(forget_0, m_carry, 0.0)
-                tl.store(dm0_ptr + pid_bh, dm0.to(dm0_ptr.dtype.element_ty))
-    if PART != 1:  # dv
-        qk = tl.zeros((L, L), dtype=tl.float32)
-        for kb in range(0, tl.cdiv(DQK, BK)):
-            offs_k = kb * BK + tl.arange(0, BK)
-            mask_tk = mask_t[:, None] & (offs_k < DQK)[None, :]
-            qk += _dot(_tile(q_base, t, offs_k, sq_s, sq_d, mask_tk), tl.trans(_tile(k_base, t, offs_k, sk_s, sk_d,
-                                                                                     mask_tk)), QK_LOWP)  # fmt: skip
-        w_qk = w * qk * qk_scale  # (L, L)
-
-        # dv per DHV block, with the leaving-state gradient's term over DQK blocks
+    # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks
+    di = tl.zeros((L,), dtype=tl.float32)
+    k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
+    state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_k = offs_k < DQK
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
+        v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
         for vb in range(0, tl.cdiv(DHV, BV)):
             offs_v = vb * BV + tl.arange(0, BV)
             mask_v = offs_v < DHV
             mask_tv = mask_t[:, None] & mask_v[None, :]
+            mask_kv = mask_k[:, None] & mask_v[None, :]
             dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
-            k_dc = tl.zeros((L, BV), dtype=tl.float32)  # k dC
+            v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+            C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
+            dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+            dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
+            v_dc += _dot(v, tl.trans(dC), LOWP)
+            state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
+        n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+        dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+        state_dot += tl.sum(dn * n_in, axis=0)
+        dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
+        ek = v_dc + dn[None, :]  # (L, BK)
+        dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
+        k32 = k.to(tl.float32)
+        di += tl.sum(k32 * dk, axis=1)
+        k_e += tl.sum(k32 * ek, axis=1)
+        out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
+        tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+        tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
+
+    # dv per DHV block, with the leaving-state gradient's term over DQK blocks
+    for vb in range(0, tl.cdiv(DHV, BV)):
+        offs_v = vb * BV + tl.arange(0, BV)
+        mask_v = offs_v < DHV
+        mask_tv = mask_t[:, None] & mask_v[None, :]
+        dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
+        k_dc = tl.zeros((L, BV), dtype=tl.float32)  # k dC
+        for kb in range(0, tl.cdiv(DQK, BK)):
+            offs_k = kb * BK + tl.arange(0, BK)
+            mask_k = offs_k < DQK
+            k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
+            dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])
+            k_dc += _dot(k, dC, STATE_LOWP)
+        dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
+        tl.store(dv_ptr + (row0 + t[:, None]) * DHV + offs_v[None, :], dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
+
+    # gate gradients: d(cumsum log f), its reverse cumsum within the chunk, the stabilizer route
+    is_last = t == S - 1
+    d_cum = hd + dz * z - di + tl.where(is_last, last_dot, 0.0)  # (L,)
+    dlog_f = tl.cumsum(d_cum, axis=0, reverse=True)  # (L,)
+    m_carry = tl.zeros((), dtype=tl.float32)
+    if not DETACH:
+        dm_end = tl.zeros((), dtype=tl.float32)
+        for p in range(0, NVB):  # the boundary kernel's shares, net of <dC, C_L> + <dn, n_L>
+            dm_end += tl.load(dms_ptr + p * BNH * NC + row)
+        dm = tl.where(is_last, dm_end, 0.0) - eps * hd * inv_den  # (L,)
+        forget, forget_next = _branches(m_ptr + row0, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row,
+                                        m_in)  # fmt: skip
+        reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
+        di += tl.where(forget, 0.0, reach)
+        dlog_f += tl.where(forget, reach, 0.0)
+    df = dlog_f * tl.exp(log_f - f_g)  # (L,) d log f / d f~ = sigmoid(-f~)
+    tl.store(di_ptr + row0 + t, di.to(di_ptr.dtype.element_ty), mask=mask_t)
+    tl.store(df_ptr + row0 + t, df.to(df_ptr.dtype.element_ty), mask=mask_t)
+
+    if STORE_D0:  # the initial state's gradients, from the first chunk: dC0 = decay dC + (q^ w0)^T dnum
+        if c == 0:
+            dm0 = tl.zeros((), dtype=tl.float32)
+            c0_base = c0_ptr + bb * sc_b + hh * sc_h
             for kb in range(0, tl.cdiv(DQK, BK)):
                 offs_k = kb * BK + tl.arange(0, BK)
                 mask_k = offs_k < DQK
-                k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
-                dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])
-                k_dc += _dot(k, dC, STATE_LOWP)
-            dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
-            tl.store(dv_ptr + (row0 + t[:, None]) * DHV + offs_v[None, :], dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
+                q_w = _tile(q_base, t, offs_k, sq_s, sq_d, mask_t[:, None] & mask_k[None, :]).to(tl.float32)
+                q_w = q_w * (w0 * qk_scale)[:, None]  # (L, BK)
+                for vb in range(0, tl.cdiv(DHV, BV)):
+                    offs_v = vb * BV + tl.arange(0, BV)
+                    mask_v = offs_v < DHV
+                    mask_kv = mask_k[:, None] & mask_v[None, :]
+                    dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)
+                    dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+                    dC0 = decay * dC + _dot(tl.trans(q_w), dnum * inv_den[:, None], LOWP)  # (BK, BV)
+                    C0 = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)
+                    dm0 += tl.sum(tl.sum(C0 * dC0, axis=1), axis=0)
+                    out = pid_bh * DQK * DHV + offs_k[:, None] * DHV + offs_v[None, :]
+                    tl.store(dc0_ptr + out, dC0.to(dc0_ptr.dtype.element_ty), mask=mask_kv)
+                dn0 = decay * tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)
+                dn0 += tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
+                n0 = tl.load(n0_ptr + bb * sn_b + hh * sn_h + offs_k * sn_k, mask=mask_k, other=0.0).to(tl.float32)
+                dm0 += tl.sum(n0 * dn0, axis=0)
+                tl.store(dn0_ptr + pid_bh * DQK + offs_k, dn0.to(dn0_ptr.dtype.element_ty), mask=mask_k)
+            if not DETACH:
+                m0 = tl.load(m0_ptr + bb * sm_b + hh * sm_h).to(tl.float32)
+                forget_0 = _logsigmoid(tl.load(f_base).to(tl.float32)) + m0 >= tl.load(i_base).to(tl.float32)
+                dm0 += tl.where(forget_0, m_carry, 0.0)
+            tl.store(dm0_ptr + pid_bh, dm0.to(dm0_ptr.dtype.element_ty))
 
 
 def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: float, detach: bool) -> tuple:
@@ -284,17 +276,16 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dm0 = torch.empty(B * NH, dtype=m0.dtype, device=q.device) if has_init else None
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
-    for part, warps in [(1, NUM_WARPS), (2, DV_NUM_WARPS)] if SPLIT_DV else [(0, NUM_WARPS)]:
-        _mlstm_chunk_bwd_kernel_tl[(NC, B * NH)](
-            q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
-            dq, dk, dv, di, df, *grads0,
-            *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
-            *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
-            NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
-            L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
-            STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part, num_warps=warps,
-            **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
-        )  # fmt: skip
+    _mlstm_chunk_bwd_kernel_tl[(NC, B * NH)](
+        q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
+        dq, dk, dv, di, df, *grads0,
+        *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
+        *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
+        NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
+        L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
+        STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, num_warps=NUM_WARPS,
+        **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
+    )  # fmt: skip
     if has_init:
         dm0 = dm0.view(m0.shape)
     return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None, None

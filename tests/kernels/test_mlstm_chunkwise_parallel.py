@@ -351,33 +351,3 @@ def test_gradient_kernel_pipeline_stages_gpu(DH, stages, monkeypatch):
     monkeypatch.setattr(parallel_bwd, "NUM_STAGES", stages)
     torch.manual_seed(29)
     check_triton(1, 2, 1100, DH, DH, 0.0, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
-
-
-@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-def test_gradient_kernel_split_into_two_launches(i_mean, parallel_forward, nan_poison, monkeypatch):
-    """SPLIT_DV: the gradient kernel runs twice (dq, dk, gates and initial states; then dv), and every gradient, the
-    initial states' included, still matches fp64 with two DQK and two DHV blocks (fp32 and bf16)."""
-    from xlstm_ts.kernels._testing_mlstm import check_triton
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
-
-    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
-    monkeypatch.setattr(parallel_bwd, "SPLIT_DV", True)
-    monkeypatch.setattr(parallel_bwd, "DV_NUM_WARPS", 2)
-    for dtype in (torch.float32, torch.bfloat16):
-        torch.manual_seed(30)
-        with LaunchCounter() as launches:
-            check_triton(1, 2, 37, 80, 72, i_mean, True, dtype=dtype, rounded=True)
-        assert launches.triton["_mlstm_chunk_bwd_kernel_tl"] == 2
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("DH", [128, 256])
-def test_gradient_kernel_split_into_two_launches_gpu(DH, monkeypatch):
-    from xlstm_ts.kernels._testing_mlstm import check_triton
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
-
-    monkeypatch.setattr(parallel_bwd, "SPLIT_DV", True)
-    torch.manual_seed(31)
-    check_triton(1, 2, 1100, DH, DH, -10.0 if DH == 256 else 0.0, True, dtype=torch.bfloat16, chunk_size=64,
-                 rounded=True)  # fmt: skip
