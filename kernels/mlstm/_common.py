@@ -255,8 +255,3 @@ def advance_state(
     C_new = decay[..., None, None] * C + scale[..., None, None] * kv  # (..., DQK, DHV)
     n_new = decay.unsqueeze(-1) * n + scale.unsqueeze(-1) * k_sum  # (..., DQK)
     return C_new, n_new, m_new
-
-
-def needs_grad(*tensors: Tensor | None) -> bool:
-    """Whether autograd records a call on these tensors (None entries are skipped)."""
-    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)

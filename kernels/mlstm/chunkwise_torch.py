@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._autograd import needs_grad
 from .._ints import next_power_of_2
 from ._common import (
     MLSTMState,
@@ -25,7 +26,6 @@ from ._common import (
     compute_dtype,
     initial_states,
     log_decay_matrix_prefix,
-    needs_grad,
     pack_states,
     readout,
 )

@@ -30,11 +30,12 @@ import functools
 import torch
 from torch import Tensor
 
+from .._autograd import forward_only, needs_grad
 from .._fast_launch import FastLauncher
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_parallel as parallel
 from . import triton_one_chunk_fwd as one_fwd
-from ._common import MLSTMState, check_initial_states, check_sequence_inputs, needs_grad, pack_states
+from ._common import MLSTMState, check_initial_states, check_sequence_inputs, pack_states
 from .triton_chunkwise_bwd import _mlstm_chunkwise_bwd_kernel_tl
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_fwd import _mlstm_chunkwise_fwd_kernel_tl
@@ -384,14 +385,16 @@ def mlstm_chunkwise_triton(
     from . import triton_chunkwise_ksplit as ksplit  # imports this module: imported here, at the first call
 
     # a call without gradients where the chunk-parallel kernels were faster (or while PARALLEL_FORWARD asks for
-    # them) runs every chunk at once from stored states; the cheap checks go first: other calls pay no host time for
-    # the gradient check
-    if parallel.use_parallel_forward(S, chunk_size, DQK, q.device) and not needs_grad(q, k, v, i, f, *states):
+    # them) runs every chunk at once from stored states
+    grad = needs_grad(q, k, v, i, f, *states)
+    if not grad and parallel.use_parallel_forward(S, chunk_size, DQK, q.device):
         h, C, n, m = parallel.parallel_forward(q, k, v, i, f, *states, eps, chunk_size, bool(return_last_states))
     else:
-        # heads wider than one launch takes: one launch per block of DQK columns each way
+        # heads wider than one launch takes: one launch per block of DQK columns each way; calls autograd does not
+        # record skip its apply
         fn = ksplit._MLSTMChunkwiseKSplit if DQK > ksplit.K_BLOCK else _MLSTMChunkwiseTriton
-        h, C, n, m = fn.apply(q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states))
+        args = (q, k, v, i, f, *states, eps, chunk_size, detach_normalizer, bool(return_last_states))
+        h, C, n, m = fn.apply(*args) if grad else forward_only(fn, *args)
     if not return_last_states:
         return h
     return h, pack_states(C, n, m)

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._autograd import forward_only, needs_grad
 from .._ints import cdiv, next_power_of_2
 from .._precision import INTERPRETED, fp32_uses_tf32
 from .torch_ref import SLSTMState, _check_inputs, _initial_states
@@ -183,7 +184,8 @@ def slstm_triton(
     if r.device != wx.device or b.device != wx.device:
         raise ValueError(f"wx, r, b must be on one device, got {wx.device}, {r.device}, {b.device}.")
     h0, c0, n0, m0 = _initial_states(initial_states, (B, NH, DH), torch.float32, wx.device)
-    out, h, c, n, m = _SLSTMTriton.apply(wx, r, b, h0, c0, n0, m0, recurrent_fp16)
+    args = (wx, r, b, h0, c0, n0, m0, recurrent_fp16)
+    out, h, c, n, m = _SLSTMTriton.apply(*args) if needs_grad(*args[:7]) else forward_only(_SLSTMTriton, *args)
     if not return_last_states:
         return out
     return out, (h, c, n, m)
