@@ -25,7 +25,7 @@ _REGISTRY: dict[str, str] = {
     "mlstm_step--torch": "mlstm.recurrent_torch:mlstm_step_torch",
     "slstm--torch": "slstm.torch_ref:slstm_torch",
     "slstm--torch_loop": "slstm.torch_loop:slstm_torch_loop",
-    "mlstm_chunkwise--triton": "mlstm.triton_chunkwise:mlstm_chunkwise_triton",
+    "mlstm_chunkwise--triton": "mlstm.triton_chunkwise_op:mlstm_chunkwise_triton",
     "mlstm_step--triton": "mlstm.triton_step:mlstm_step_triton",
     "slstm--triton": "slstm.triton_slstm:slstm_triton",
     "slstm--triton_fp16r": "slstm.triton_slstm:slstm_triton_fp16r",
