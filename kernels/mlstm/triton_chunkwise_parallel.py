@@ -64,6 +64,14 @@ OUT_VALUE_BLOCK: int | None = None
 # gradients against fp64, h off by 0.03-0.50 of its RMS at (4, 4, 1000, 128), (2, 2, 600, 256), (1, 2, 300, 512)),
 # while 128 columns with fp32 states, 64 columns with bf16 states and every interpreter run passed: 64 by default
 NO_GRAD_VALUE_BLOCK: int | None = None
+# software-pipelining stages of the output kernel when the entering states are stored in bf16/fp16 (None: Triton's
+# default, 3). Triton 3.6 on sm_90 pipelines those state tiles straight into the dot, and the pipelined kernel gave
+# wrong, run-to-run different h: H100, bf16 forward without gradients, relative RMS error against fp64 0.6-0.9 % at
+# the default 3 stages, 4-5 % at 2 stages or 8 warps, at (16, 4, 2048, 128) and (8, 16, 1024, 256); at 1 stage, or
+# with fp32 states, 0.24 % and bit-identical repeats, with bit-identical gradients too. (The 128-column failure above
+# is likely the same fault.) Cost of 1 stage, H100: fw 0.236 -> 0.257 ms, fw+bw 1.034 -> 1.056 at (16, 4, 2048,
+# 128); fw 2.41 -> 2.83, fw+bw 11.45 -> 11.97 at (8, 16, 4096, 256). None keeps the default (A/B timings only)
+LOWP_STATE_STAGES: int | None = 1
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
 # (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
@@ -244,7 +252,15 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, S, DQK, DHV, NC, DQK**-0.5, eps,
         L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, num_warps=OUT_NUM_WARPS,
+        **_out_stages(states[0].dtype),
     )  # fmt: skip
+
+
+def _out_stages(state_dtype: torch.dtype) -> dict[str, int]:
+    """The output kernel's num_stages launch option: `LOWP_STATE_STAGES` for states stored in bf16/fp16."""
+    if state_dtype == torch.float32 or LOWP_STATE_STAGES is None:
+        return {}
+    return {"num_stages": LOWP_STATE_STAGES}
 
 
 def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, need_last: bool) -> tuple:

@@ -351,3 +351,51 @@ def test_gradient_kernel_pipeline_stages_gpu(DH, stages, monkeypatch):
     monkeypatch.setattr(parallel_bwd, "NUM_STAGES", stages)
     torch.manual_seed(29)
     check_triton(1, 2, 1100, DH, DH, 0.0, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+
+
+@pytest.mark.parametrize("low", [True, False], ids=["bf16-states", "fp32-states"])
+def test_output_kernel_stages_with_low_precision_states(low, parallel_forward, monkeypatch):
+    """LOWP_STATE_STAGES reaches the output kernel's launch when the entering states are stored in bf16, and only
+    then (bf16 forward without gradients, states in bf16 or fp32); h still matches fp64."""
+    launches = []
+    kernel = parallel._mlstm_chunk_out_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                launches.append(meta.get("num_stages"))
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    monkeypatch.setattr(parallel, "NO_GRAD_STATES_IN_INPUT_DTYPE", low)
+    _check(1, 2, 37, 24, 40, 0.0, False, torch.bfloat16)
+    assert launches == [parallel.LOWP_STATE_STAGES if low else None]
+    assert parallel.LOWP_STATE_STAGES == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("B,NH,S,DH", [(16, 4, 2048, 128), (8, 16, 1024, 256)], ids=lambda x: str(x))
+def test_chunk_parallel_outputs_repeat_bit_for_bit_gpu(B, NH, S, DH):
+    """The default bf16 chunk-parallel path gives the same h and gradients on every call, and h within 0.5 % of fp64
+    (a pipelined output kernel reading bf16 states raced on sm_90: 0.6-0.9 % off, different on each call)."""
+    torch.manual_seed(33)
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    x = [torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    x += [torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    x[4] = x[4] + 3.0  # forget gates mostly open
+    with torch.no_grad(), LaunchCounter() as launches:
+        hs = [kernel(*x) for _ in range(3)]
+    assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())
+    assert all(torch.equal(h, hs[0]) for h in hs[1:])
+    ref = get_kernel("mlstm_chunkwise--torch")(*[t.double() for t in x])
+    err = ((hs[0].double() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+    assert err < 5e-3, f"h off fp64 by {err:.2e} of its RMS"
+    grads = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_() for t in x]
+        kernel(*leaves).float().pow(2).sum().backward()
+        grads.append([t.grad for t in leaves])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
