@@ -54,9 +54,10 @@ def mlstm_chunkwise_triton(
         n (B, NH, DQK), m (B, NH, 1) in float32.
 
     Memory: on CUDA, heads wider than 64 over 1024+ steps run the chunk-parallel kernels
-    (`triton_chunkwise_parallel.auto_parallel`), which keep the fp32 state entering every 64-step segment for the
-    backward: B * NH * S / 64 * DQK * DHV * 4 bytes (DHV / 32 times the bytes of a bf16 q; at (8, 8, 8192, 512)
-    fw+bw peaked at 19.9 GB against 7.0 GB with the chunk-walking layout, and 24.9 GB for mlstm_kernels'). Set
+    (`triton_chunkwise_parallel.auto_parallel`), which keep the state entering every 64-step segment for the
+    backward: B * NH * S / 64 * DQK * DHV elements, fp32, or the input dtype for bf16/fp16 inputs without initial
+    states (at (8, 8, 8192, 512) bf16 fw+bw peaked at 15.6 GB on an H100, against 24.9 GB for mlstm_kernels'; with
+    fp32 states 19.9 GB, and 7.0 GB with the chunk-walking layout). Set
     `triton_chunkwise_parallel.PARALLEL_FORWARD = False` to keep the chunk-walking layouts (slower there).
     """
     B, NH, S, DQK, DHV = check_sequence_inputs(q, k, v, i, f)
