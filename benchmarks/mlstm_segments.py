@@ -128,6 +128,8 @@ PARALLEL_VARIANTS = [
     ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),
     ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
     ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
+    ("output kernel pipelined, bf16 states widened", "triton_chunkwise_parallel", "LOWP_STATES_WIDENED", True),
+    ("output kernel pipelined, bf16 states as loaded (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
 ]
 
 

@@ -72,6 +72,10 @@ NO_GRAD_VALUE_BLOCK: int | None = None
 # is likely the same fault.) Cost of 1 stage, H100: fw 0.236 -> 0.257 ms, fw+bw 1.034 -> 1.056 at (16, 4, 2048,
 # 128); fw 2.41 -> 2.83, fw+bw 11.45 -> 11.97 at (8, 16, 4096, 256). None keeps the default (A/B timings only)
 LOWP_STATE_STAGES: int | None = 1
+# A/B knob, not yet timed on a GPU: the output kernel widens bf16/fp16 state tiles to fp32 after loading them (its
+# dot rounds them back: the same numbers), so they reach the dot through registers, as in the gradient kernel, which
+# repeats bit for bit at its default stages; the output kernel then keeps Triton's default stages
+LOWP_STATES_WIDENED = False
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
 # (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
@@ -126,6 +130,7 @@ def _mlstm_chunk_out_kernel_tl(
     LOWP: tl.constexpr,
     QK_LOWP: tl.constexpr,
     STORE_H32: tl.constexpr,
+    WIDEN_C: tl.constexpr,  # widen the loaded state tiles to fp32 (`LOWP_STATES_WIDENED`)
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     c = tl.program_id(1)
@@ -159,6 +164,8 @@ def _mlstm_chunk_out_kernel_tl(
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         scores += _dot(q, tl.trans(k), QK_LOWP)
         C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
+        if WIDEN_C:
+            C = C.to(tl.float32)
         qc += _dot(q, C, LOWP)
         n = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
         qn += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
@@ -251,14 +258,16 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, S, DQK, DHV, NC, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, num_warps=OUT_NUM_WARPS,
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None,
+        WIDEN_C=LOWP_STATES_WIDENED and states[0].dtype != torch.float32, num_warps=OUT_NUM_WARPS,
         **_out_stages(states[0].dtype),
     )  # fmt: skip
 
 
 def _out_stages(state_dtype: torch.dtype) -> dict[str, int]:
-    """The output kernel's num_stages launch option: `LOWP_STATE_STAGES` for states stored in bf16/fp16."""
-    if state_dtype == torch.float32 or LOWP_STATE_STAGES is None:
+    """The output kernel's num_stages launch option: `LOWP_STATE_STAGES` for states stored in bf16/fp16 that reach
+    its dot unwidened."""
+    if state_dtype == torch.float32 or LOWP_STATE_STAGES is None or LOWP_STATES_WIDENED:
         return {}
     return {"num_stages": LOWP_STATE_STAGES}
 
