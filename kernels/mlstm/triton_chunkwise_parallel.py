@@ -254,22 +254,16 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     value_block = OUT_VALUE_BLOCK if value_block is None else value_block
     BV = _k_block(DHV)[0] if value_block is None else min(value_block, max(next_power_of_2(DHV), 16))
     BK = _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
+    low = states[0].dtype != torch.float32  # bf16/fp16 states: widened in registers, or read at LOWP_STATE_STAGES
+    widen = low and LOWP_STATES_WIDENED
+    stages = {} if not low or widen or LOWP_STATE_STAGES is None else {"num_stages": LOWP_STATE_STAGES}
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, S, DQK, DHV, NC, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None,
-        WIDEN_C=LOWP_STATES_WIDENED and states[0].dtype != torch.float32, num_warps=OUT_NUM_WARPS,
-        **_out_stages(states[0].dtype),
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, WIDEN_C=widen,
+        num_warps=OUT_NUM_WARPS, **stages,
     )  # fmt: skip
-
-
-def _out_stages(state_dtype: torch.dtype) -> dict[str, int]:
-    """The output kernel's num_stages launch option: `LOWP_STATE_STAGES` for states stored in bf16/fp16 that reach
-    its dot unwidened."""
-    if state_dtype == torch.float32 or LOWP_STATE_STAGES is None or LOWP_STATES_WIDENED:
-        return {}
-    return {"num_stages": LOWP_STATE_STAGES}
 
 
 def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, need_last: bool) -> tuple:
