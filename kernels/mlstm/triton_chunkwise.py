@@ -124,10 +124,11 @@ def _tiles(
     L = min(max(next_power_of_2(chunk_size), 16), 128, max(next_power_of_2(S), 16))
     BK = max(next_power_of_2(DQK), 16)
     BV = min(max(next_power_of_2(DHV), 16), 64)
-    # a forward without gradients (bf16/fp16 tiles) of one launch over several chunks of a 65-128-wide head keeps
+    # a forward without gradients (bf16/fp16 tiles) of one launch over several chunks of a 33-128-wide head keeps
     # chunks of 64: H200, (16, 4, 2048, 128) bf16, forward 0.329 against 0.478 ms at 32 (with gradients the backward
-    # at 64 was slower, fw+bw 2.90 against 2.06; column-block launches at 64: 4.81 against 4.63 ms)
-    wide_fwd = BK == 128 and dtype != torch.float32 and not column_block and S > 64
+    # at 64 was slower, fw+bw 2.90 against 2.06; column-block launches at 64: 4.81 against 4.63 ms); H100, (64, 4,
+    # 512, 64) bf16, 0.0756 against 0.0796 ms at 32 (0.0756 against 0.0793 on another H100)
+    wide_fwd = BK in (64, 128) and dtype != torch.float32 and not column_block and S > 64
     if L > 32 and (BK >= 128 or (BK >= 64 and S > L)) and not wide_fwd:
         # keep the (L, BK) tiles and the (BK, BV) state in registers; over several chunks of a 64-wide head, chunks
         # of 32 also run faster (H200, (64, 4, 512, 64) bf16, GPU time of fw+bw: 0.47 ms against 0.79 at 64)

@@ -55,27 +55,22 @@ OUT_NUM_WARPS = 4
 # DHV columns per program of the output kernel (a power of two >= 16; None: at most 64, as the boundary kernels'):
 # OUT_VALUE_BLOCK in the segmented layout with gradients, NO_GRAD_VALUE_BLOCK in forwards without gradients of
 # bf16/fp16 inputs (fp32 inputs: OUT_VALUE_BLOCK). Each program forms its chunk's q k^T once, so wider blocks form it
-# fewer times. H100, bf16, the forward without gradients at 128 against 64 columns (with bf16 states, the pair that
-# failed below): (16, 4, 2048, 128) 0.207 against 0.232 ms, (8, 16, 4096, 256) 2.402 against 2.651, (8, 8, 8192,
-# 512) 8.684 against 9.525 (8 warps at 128: 0.234, 2.610, 9.200); with gradients at (16, 4, 2048, 128) fw+bw 1.228
-# against 1.213 ms, so that path keeps 64
-OUT_VALUE_BLOCK: int | None = None
-# NO_GRAD_VALUE_BLOCK = 128 with the bf16 entering states failed its GPU tests on an H100 (bf16 forward without
-# gradients against fp64, h off by 0.03-0.50 of its RMS at (4, 4, 1000, 128), (2, 2, 600, 256), (1, 2, 300, 512)),
-# while 128 columns with fp32 states, 64 columns with bf16 states and every interpreter run passed: 64 by default
-NO_GRAD_VALUE_BLOCK: int | None = None
+# fewer times. H100, bf16, at 128 against 64 columns (one stage, `LOWP_STATE_STAGES`; h bit-identical on every call
+# and as close to fp64, 0.24 % of its RMS at (16, 4, 2048, 128)): without gradients (16, 4, 2048, 128) 0.208 against
+# 0.254 ms, (8, 16, 4096, 256) 2.232 against 2.805, (8, 8, 8192, 512) 7.95 against 9.87 (8 warps at 128: 0.255,
+# 2.81, 9.83); fw+bw 0.999 against 1.050, 11.76 against 11.87, 37.99 against 38.20. (128 columns had failed its GPU
+# tests before the one-stage fix: the race below.)
+OUT_VALUE_BLOCK: int | None = 128
+NO_GRAD_VALUE_BLOCK: int | None = 128
 # software-pipelining stages of the output kernel when the entering states are stored in bf16/fp16 (None: Triton's
-# default, 3). Triton 3.6 on sm_90 pipelines those state tiles straight into the dot, and the pipelined kernel gave
-# wrong, run-to-run different h: H100, bf16 forward without gradients, relative RMS error against fp64 0.6-0.9 % at
-# the default 3 stages, 4-5 % at 2 stages or 8 warps, at (16, 4, 2048, 128) and (8, 16, 1024, 256); at 1 stage, or
-# with fp32 states, 0.24 % and bit-identical repeats, with bit-identical gradients too. (The 128-column failure above
-# is likely the same fault.) Cost of 1 stage, H100: fw 0.236 -> 0.257 ms, fw+bw 1.034 -> 1.056 at (16, 4, 2048,
-# 128); fw 2.41 -> 2.83, fw+bw 11.45 -> 11.97 at (8, 16, 4096, 256). None keeps the default (A/B timings only)
+# default, 3). Triton 3.6 on sm_90 pipelines those state tiles into the dot, and the pipelined kernel gave wrong,
+# run-to-run different h: H100, bf16 forward without gradients, relative RMS error against fp64 0.6-0.9 % at the
+# default 3 stages, 4-5 % at 2 stages or 8 warps, at (16, 4, 2048, 128) and (8, 16, 1024, 256); at 1 stage, or with
+# fp32 states, 0.24 % and bit-identical repeats, with bit-identical gradients too. Widening the loaded bf16 tiles to
+# fp32 before the dot (at the default stages) did not help: h still differed between calls, 0.53 % off fp64, and
+# so did the gradients. Cost of 1 stage at 64 columns, H100: fw 0.236 -> 0.257 ms, fw+bw 1.034 -> 1.056 at (16, 4,
+# 2048, 128); fw 2.41 -> 2.83, fw+bw 11.45 -> 11.97 at (8, 16, 4096, 256). None keeps the default (A/B timings only)
 LOWP_STATE_STAGES: int | None = 1
-# A/B knob, not yet timed on a GPU: the output kernel widens bf16/fp16 state tiles to fp32 after loading them (its
-# dot rounds them back: the same numbers), so they reach the dot through registers, as in the gradient kernel, which
-# repeats bit for bit at its default stages; the output kernel then keeps Triton's default stages
-LOWP_STATES_WIDENED = False
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
 # (else the layout's chunks: 32 steps for heads above 64 with gradients). H200, bf16, fw+bw with carries of 64
@@ -130,7 +125,6 @@ def _mlstm_chunk_out_kernel_tl(
     LOWP: tl.constexpr,
     QK_LOWP: tl.constexpr,
     STORE_H32: tl.constexpr,
-    WIDEN_C: tl.constexpr,  # widen the loaded state tiles to fp32 (`LOWP_STATES_WIDENED`)
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     c = tl.program_id(1)
@@ -164,8 +158,6 @@ def _mlstm_chunk_out_kernel_tl(
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         scores += _dot(q, tl.trans(k), QK_LOWP)
         C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
-        if WIDEN_C:
-            C = C.to(tl.float32)
         qc += _dot(q, C, LOWP)
         n = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
         qn += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
@@ -254,14 +246,13 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     value_block = OUT_VALUE_BLOCK if value_block is None else value_block
     BV = _k_block(DHV)[0] if value_block is None else min(value_block, max(next_power_of_2(DHV), 16))
     BK = _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
-    low = states[0].dtype != torch.float32  # bf16/fp16 states: widened in registers, or read at LOWP_STATE_STAGES
-    widen = low and LOWP_STATES_WIDENED
-    stages = {} if not low or widen or LOWP_STATE_STAGES is None else {"num_stages": LOWP_STATE_STAGES}
+    low = states[0].dtype != torch.float32  # bf16/fp16 states: read at LOWP_STATE_STAGES
+    stages = {} if not low or LOWP_STATE_STAGES is None else {"num_stages": LOWP_STATE_STAGES}
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, S, DQK, DHV, NC, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, WIDEN_C=widen,
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None,
         num_warps=OUT_NUM_WARPS, **stages,
     )  # fmt: skip
 

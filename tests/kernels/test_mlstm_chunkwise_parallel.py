@@ -7,7 +7,7 @@ import torch
 
 from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._launches import LaunchCounter
-from xlstm_ts.kernels._testing import TOLERANCES, assert_close, make_mlstm_inputs
+from xlstm_ts.kernels._testing import TOLERANCES, assert_close
 from xlstm_ts.kernels._testing_mlstm import DEVICE, mlstm_leaves, naive_mlstm
 from xlstm_ts.kernels.mlstm import triton_chunkwise
 
@@ -375,49 +375,23 @@ def test_output_kernel_stages_with_low_precision_states(low, parallel_forward, m
     assert parallel.LOWP_STATE_STAGES == 1
 
 
-def test_output_kernel_widened_states_change_nothing(parallel_forward, monkeypatch):
-    """LOWP_STATES_WIDENED (A/B knob): bf16 state tiles widened to fp32 after loading reach the dot as the same
-    numbers, so h, z, m and the last states come out bit-identical under the interpreter; the launch then keeps
-    Triton's default stages."""
-    metas = []
-    kernel = parallel._mlstm_chunk_out_kernel_tl
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                metas.append(meta)
-                return kernel[grid](*args, **meta)
-
-            return launch
-
-    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
-    torch.manual_seed(34)
-    x = [t.to(torch.bfloat16) for t in make_mlstm_inputs(1, 2, 37, 80, 40)]  # two DQK blocks of the inner loop
-    outs = []
-    for widened in (False, True):
-        monkeypatch.setattr(parallel, "LOWP_STATES_WIDENED", widened)
-        with torch.no_grad():
-            h, last = get_kernel("mlstm_chunkwise--triton")(*x, return_last_states=True, chunk_size=16)
-        outs.append((h, *last))
-    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
-    assert [m["WIDEN_C"] for m in metas] == [False, True]
-    assert [m.get("num_stages") for m in metas] == [parallel.LOWP_STATE_STAGES, None]
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("widened", [False, True], ids=["one-stage", "widened-pipelined"])
+@pytest.mark.parametrize("initial", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("B,NH,S,DH", [(16, 4, 2048, 128), (8, 16, 1024, 256)], ids=lambda x: str(x))
-def test_chunk_parallel_outputs_repeat_bit_for_bit_gpu(B, NH, S, DH, widened, monkeypatch):
-    """The bf16 chunk-parallel path gives the same h and gradients on every call, and h within 0.5 % of fp64 (a
-    pipelined output kernel reading bf16 states raced on sm_90: 0.6-0.9 % off, different on each call); by default
-    (one stage) and with the states widened to fp32 in registers (LOWP_STATES_WIDENED, pipelined)."""
-    monkeypatch.setattr(parallel, "LOWP_STATES_WIDENED", widened)
+def test_chunk_parallel_outputs_repeat_bit_for_bit_gpu(B, NH, S, DH, initial):
+    """The bf16 chunk-parallel path at its default value columns gives the same h and gradients on every call, and h
+    within 0.5 % of fp64 (a pipelined output kernel reading bf16 states raced on sm_90: 0.6-0.9 % off, different on
+    each call); from zero states and from initial states (with gradients the latter stores fp32 states, which the
+    output kernel reads at Triton's default stages)."""
     torch.manual_seed(33)
     kernel = get_kernel("mlstm_chunkwise--triton")
     x = [torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
     x += [torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
     x[4] = x[4] + 3.0  # forget gates mostly open
+    if initial:  # C (B, NH, DH, DH), n (B, NH, DH), m (B, NH, 1), fp32
+        x += [torch.randn(B, NH, DH, DH, device="cuda"), torch.rand(B, NH, DH, device="cuda")]
+        x += [torch.zeros(B, NH, 1, device="cuda")]
     with torch.no_grad(), LaunchCounter() as launches:
         hs = [kernel(*x) for _ in range(3)]
     assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())

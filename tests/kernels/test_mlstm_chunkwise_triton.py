@@ -150,21 +150,22 @@ def test_chunkwise_triton_bf16_small(B, NH, S, DQK, DHV, i_mean, nan_poison):
         assert_close(name, a, b, TOL[torch.bfloat16][0])
 
 
-def test_forward_without_gradients_of_128_wide_heads_runs_chunks_of_64(nan_poison):
-    """A bf16 forward without gradients of one launch over several chunks of a 65-128-wide head runs chunks of 64
+def test_forward_without_gradients_of_33_to_128_wide_heads_runs_chunks_of_64(nan_poison):
+    """A bf16 forward without gradients of one launch over several chunks of a 33-128-wide head runs chunks of 64
     (with gradients, for fp32 tiles and for column-block launches: 32); its h and last states against fp64, S = 130
-    (a partial third chunk), both gate regimes."""
+    (a partial third chunk), both gate regimes, 96- and 48-wide heads."""
     from xlstm_ts.kernels.mlstm import triton_chunkwise as tc
 
     assert tc._launch_config(130, 96, 128, 64, torch.bfloat16)[0] == 64
     assert tc._launch_config(130, 96, 128, 64, torch.float32)[0] == 32  # tiles of a call with gradients
     assert tc._launch_config(130, 128, 128, 64, torch.bfloat16, column_block=True)[0] == 32
     assert tc._launch_config(64, 128, 128, 64, torch.bfloat16)[0] == 32  # one chunk
-    assert tc._launch_config(130, 64, 64, 64, torch.bfloat16)[0] == 32  # 64-wide heads keep 32
+    assert tc._launch_config(130, 64, 64, 64, torch.bfloat16)[0] == 64
+    assert tc._launch_config(130, 64, 64, 64, torch.float32)[0] == 32
     assert tc._launch_config(130, 96, 128, 16, torch.bfloat16)[0] == 16  # a smaller chunk asked for stays
-    for seed, i_mean in ((5, 0.0), (6, -10.0)):
+    for seed, i_mean, DQK, DHV in ((5, 0.0, 96, 72), (6, -10.0, 96, 72), (7, 0.0, 48, 40), (8, -10.0, 48, 40)):
         torch.manual_seed(seed)
-        q, k, v, i, f = make_mlstm_inputs(1, 2, 130, 96, 72, i_mean=i_mean)
+        q, k, v, i, f = make_mlstm_inputs(1, 2, 130, DQK, DHV, i_mean=i_mean)
         q, k, v, i, f = (x.to(torch.bfloat16).double() for x in (q, k, v, i, f))  # the kernel's rounded inputs
         ref_h, ref_states = get_kernel("mlstm_chunkwise--torch")(q, k, v, i, f, return_last_states=True)
         with torch.no_grad():
