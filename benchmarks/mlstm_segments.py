@@ -122,13 +122,13 @@ PARALLEL_VARIANTS = [
     ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
     ("forward dots in TF32", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", False),
     ("fp32 entering states without gradients", "triton_chunkwise_parallel", "NO_GRAD_STATES_IN_INPUT_DTYPE", False),
-    ("64 value columns without gradients", "triton_chunkwise_parallel", "NO_GRAD_VALUE_BLOCK", 64),
-    ("output kernel in 64 value columns with gradients", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 64),
+    ("output kernel in 64 value columns with bf16 dots", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 64),
+    ("output kernel in 128 value columns with TF32 dots", "triton_chunkwise_parallel", "FP32_DOTS_VALUE_BLOCK", 128),
     ("fp32 entering states with gradients", "triton_chunkwise_parallel", "GRAD_STATES_IN_INPUT_DTYPE", False),
     ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),
     ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
     ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
-    ("output kernel pipelined, bf16 states as loaded (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
+    ("output kernel pipelined, bf16 states and dots (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
 ]
 
 

@@ -53,23 +53,28 @@ MAX_SEGMENT = 64
 # num_warps of the output kernel (an A/B knob of benchmarks/mlstm_segments.py --parallel-variants)
 OUT_NUM_WARPS = 4
 # DHV columns per program of the output kernel (a power of two >= 16; None: at most 64, as the boundary kernels'):
-# OUT_VALUE_BLOCK in the segmented layout with gradients, NO_GRAD_VALUE_BLOCK in forwards without gradients of
-# bf16/fp16 inputs (fp32 inputs: OUT_VALUE_BLOCK). Each program forms its chunk's q k^T once, so wider blocks form it
-# fewer times. H100, bf16, at 128 against 64 columns (one stage, `LOWP_STATE_STAGES`; h bit-identical on every call
-# and as close to fp64, 0.24 % of its RMS at (16, 4, 2048, 128)): without gradients (16, 4, 2048, 128) 0.208 against
-# 0.254 ms, (8, 16, 4096, 256) 2.232 against 2.805, (8, 8, 8192, 512) 7.95 against 9.87 (8 warps at 128: 0.255,
-# 2.81, 9.83); fw+bw 0.999 against 1.050, 11.76 against 11.87, 37.99 against 38.20. (128 columns had failed its GPU
-# tests before the one-stage fix: the race below.)
+# OUT_VALUE_BLOCK where its dots take bf16/fp16 operands (bf16/fp16 inputs, except heads above 128 with gradients),
+# FP32_DOTS_VALUE_BLOCK where they run in TF32 or fp32 (fp32 inputs; heads above 128 with gradients, whose output
+# kernel keeps TF32). Each program forms its chunk's q k^T once, so wider blocks form it fewer times. H100, bf16, at
+# 128 against 64 columns with bf16 dots (one stage, `LOWP_STATE_STAGES`; h bit-identical on every call and as close
+# to fp64, 0.24 % of its RMS at (16, 4, 2048, 128)): without gradients (16, 4, 2048, 128) 0.208 against 0.254 ms,
+# (8, 16, 4096, 256) 2.232 against 2.805, (8, 8, 8192, 512) 7.95 against 9.87 (8 warps at 128: 0.255, 2.81, 9.83);
+# fw+bw at (16, 4, 2048, 128) 0.999 against 1.050. With TF32 dots (fw+bw, default stages) 64 columns ran faster:
+# (8, 16, 4096, 256) 11.45 against 11.64 ms, (8, 8, 8192, 512) 36.18 against 37.77 (two H100s, same session).
 OUT_VALUE_BLOCK: int | None = 128
-NO_GRAD_VALUE_BLOCK: int | None = 128
-# software-pipelining stages of the output kernel when the entering states are stored in bf16/fp16 (None: Triton's
-# default, 3). Triton 3.6 on sm_90 pipelines those state tiles into the dot, and the pipelined kernel gave wrong,
-# run-to-run different h: H100, bf16 forward without gradients, relative RMS error against fp64 0.6-0.9 % at the
-# default 3 stages, 4-5 % at 2 stages or 8 warps, at (16, 4, 2048, 128) and (8, 16, 1024, 256); at 1 stage, or with
-# fp32 states, 0.24 % and bit-identical repeats, with bit-identical gradients too. Widening the loaded bf16 tiles to
-# fp32 before the dot (at the default stages) did not help: h still differed between calls, 0.53 % off fp64, and
-# so did the gradients. Cost of 1 stage at 64 columns, H100: fw 0.236 -> 0.257 ms, fw+bw 1.034 -> 1.056 at (16, 4,
-# 2048, 128); fw 2.41 -> 2.83, fw+bw 11.45 -> 11.97 at (8, 16, 4096, 256). None keeps the default (A/B timings only)
+FP32_DOTS_VALUE_BLOCK: int | None = None
+# software-pipelining stages of the output kernel when its dots take bf16/fp16 state tiles as stored (None:
+# Triton's default, 3). Triton 3.6 on sm_90 pipelines those tiles into the dot, and the pipelined kernel gave
+# wrong, run-to-run different h: H100, bf16 forward without gradients, relative RMS error against fp64 0.6-0.9 % at
+# the default 3 stages, 4-5 % at 2 stages or 8 warps, at (16, 4, 2048, 128) and (8, 16, 1024, 256), and 3-50 % at
+# 128 columns; with gradients at (4, 4, 2048, 128) h, dq, dk, di, df 16-19 % off. At 1 stage, or with fp32 states,
+# 0.24 % and bit-identical repeats, with bit-identical gradients too. Widening the loaded bf16 tiles to fp32 before
+# the dot (at the default stages) did not help: h still differed between calls, 0.53 % off fp64. Output kernels
+# with TF32 dots (heads above 128 with gradients: the bf16 tiles are converted in registers) repeat bit for bit at
+# the default stages, as close to fp64 as at 1 stage ((2, 2, 2048, 256) and (2, 2, 2048, 512): h, dq, dk, dv, di,
+# df 1.6-2.8e-3 either way), and keep them: fw+bw (8, 16, 4096, 256) 11.64 against 11.89 ms, (8, 8, 8192, 512)
+# 37.77 against 38.63. Cost of 1 stage with bf16 dots at 64 columns, H100: fw 0.236 -> 0.257 ms, fw+bw 1.034 ->
+# 1.056 at (16, 4, 2048, 128). None keeps the default (A/B timings only)
 LOWP_STATE_STAGES: int | None = 1
 
 # steps per chunk of the boundary kernels' carry ahead of the chunk-parallel kernels, where it divides the segment
@@ -236,18 +241,20 @@ def chunk_length(S: int, chunk_size: int) -> int:
 
 
 def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, lowp: int, qk_lowp: int,
-                  h, h32, z, m, value_block: int | None = None) -> None:  # fmt: skip
+                  h, h32, z, m) -> None:  # fmt: skip
     """Launch the output kernel over every chunk: h (and the fp32 copy h32 unless None), z and m (BNH, S) from the
     chunks' entering states (cs (B, NH * NC, DQK, DHV), ns, ms as `bounds_forward` returns them with one segment
-    per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter. value_block: DHV columns
-    per program (None: `OUT_VALUE_BLOCK`)."""
+    per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter; lowp picks the DHV columns
+    per program (`OUT_VALUE_BLOCK` or `FP32_DOTS_VALUE_BLOCK`) and the pipeline stages (`LOWP_STATE_STAGES`)."""
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
-    value_block = OUT_VALUE_BLOCK if value_block is None else value_block
+    low_dots = lowp in (1, 2, 4)  # bf16 / fp16 operands (4: the interpreter's bf16 emulation); else TF32 / fp32
+    value_block = OUT_VALUE_BLOCK if low_dots else FP32_DOTS_VALUE_BLOCK
     BV = _k_block(DHV)[0] if value_block is None else min(value_block, max(next_power_of_2(DHV), 16))
     BK = _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
-    low = states[0].dtype != torch.float32  # bf16/fp16 states: read at LOWP_STATE_STAGES
-    stages = {} if not low or LOWP_STATE_STAGES is None else {"num_stages": LOWP_STATE_STAGES}
+    low_states = states[0].dtype != torch.float32  # bf16/fp16 states: read at LOWP_STATE_STAGES by bf16/fp16 dots
+    capped = low_states and low_dots and LOWP_STATE_STAGES is not None
+    stages = {"num_stages": LOWP_STATE_STAGES} if capped else {}
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
@@ -277,7 +284,6 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
     z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each
-    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m,
-                  NO_GRAD_VALUE_BLOCK if half else None)  # fmt: skip
+    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m)
     C_last, n_last, m_last = last if need_last else (None, None, None)
     return h, C_last, n_last, m_last

@@ -61,18 +61,56 @@ def test_parallel_forward_bf16(parallel_forward, nan_poison):
     _check(2, 1, 37, 24, 40, 0.0, True, torch.bfloat16)
 
 
-@pytest.mark.parametrize("value_block", [16, 128, None], ids=["bv16", "bv128", "bv-default"])
+@pytest.mark.parametrize("value_block", [16, 128, None], ids=["bv16", "bv128", "bv-none"])
 def test_output_kernel_value_blocks(value_block, parallel_forward, nan_poison, monkeypatch):
-    """DHV 80 in five blocks of 16, in one block of 128 (padded) or in blocks of 64, against fp64: OUT_VALUE_BLOCK
-    for fp32 inputs, NO_GRAD_VALUE_BLOCK for bf16 (each set alone, so a swapped knob fails the launch count)."""
+    """DHV 80 in five blocks of 16, in one block of 128 (padded) or in blocks of 64 (None), against fp64:
+    FP32_DOTS_VALUE_BLOCK for fp32 inputs, OUT_VALUE_BLOCK for bf16 (bf16 dots; each set alone, so a swapped knob
+    fails the launch count)."""
     programs = {None: 2, 16: 5, 128: 1}[value_block]  # DHV blocks of the output kernel
-    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", value_block)
+    other = 32  # the knob not under test: 3 blocks of DHV 80
+    monkeypatch.setattr(parallel, "FP32_DOTS_VALUE_BLOCK", value_block)
+    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", other)
     launches = _check(1, 2, 37, 40, 80, 0.0, True, torch.float32)
     assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 2)]  # (DHV blocks, chunks, B * NH)
-    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", None)
-    monkeypatch.setattr(parallel, "NO_GRAD_VALUE_BLOCK", value_block)
+    monkeypatch.setattr(parallel, "FP32_DOTS_VALUE_BLOCK", other)
+    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", value_block)
     launches = _check(1, 1, 37, 24, 80, -10.0, False, torch.bfloat16)
     assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 1)]
+
+
+def test_output_kernel_defaults_by_dot_mode(monkeypatch):
+    """bf16 dots read bf16 states at LOWP_STATE_STAGES in OUT_VALUE_BLOCK columns; TF32 dots (heads above 128 with
+    gradients) read them at Triton's default stages in FP32_DOTS_VALUE_BLOCK columns, as fp32 states are read;
+    h from the launch the same either way under the interpreter (both dot modes are exact there for bf16 values)."""
+    metas = []
+    kernel = parallel._mlstm_chunk_out_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                metas.append((grid[0], meta.get("num_stages")))
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    torch.manual_seed(35)
+    B, NH, S, D, L = 1, 2, 40, 24, 16
+    NC = -(-S // L)
+    q, k, v = (torch.randn(B, NH, S, D, device=DEVICE).to(torch.bfloat16) for _ in range(3))
+    i, f = torch.randn(B, NH, S, device=DEVICE), 3 + torch.randn(B, NH, S, device=DEVICE)
+    C = torch.randn(B * NH * NC, D, D, device=DEVICE)
+    n, m = torch.rand(B * NH * NC, D, device=DEVICE), torch.zeros(B * NH * NC, device=DEVICE)
+    outs = []
+    for lowp, states in ((4, C.to(torch.bfloat16)), (3, C.to(torch.bfloat16)), (3, C.to(torch.bfloat16).float())):
+        h = torch.full((B, NH, S, D), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+        z, m_out = (torch.full((B, NH, S), float("nan"), device=DEVICE) for _ in range(2))
+        parallel.chunk_outputs(q, k, v, i, f, (states, n, m), NC, L, 1e-6, lowp, 4, h, None, z, m_out)
+        assert not h.isnan().any() and not z.isnan().any() and not m_out.isnan().any()
+        outs.append(h.float())
+    assert metas == [(1, parallel.LOWP_STATE_STAGES), (1, None), (1, None)]  # D 24 fits one block either way
+    torch.testing.assert_close(outs[1], outs[2], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0], outs[1], rtol=2e-2, atol=2e-2)
 
 
 def _spy_stored_state_dtypes(module, monkeypatch) -> list:
