@@ -1,7 +1,8 @@
 """Comparison helpers for the chunkwise mLSTM kernel tests: a step-by-step fp64 recurrence (with the detached
 normalizer of mlstm_kernels as an option), input leaves and upstream gradients, one comparison of outputs, last
 states and every gradient against a reference, with the tolerances of `_testing.TOLERANCES`, and the whole check
-of mlstm_chunkwise--triton against the fp64 torch form for one case (`check_triton`).
+of mlstm_chunkwise--triton against the fp64 torch form for one case (`check_triton`), and of its forward without
+gradients against the recurrence (`check_forward`).
 """
 
 from __future__ import annotations
@@ -130,3 +131,30 @@ def check_triton(B, NH, S, DQK, DHV, i_mean, with_states, dtype=torch.float32, c
     out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=chunk_size)
     errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
     return TritonCheck(leaves, upstream, ref, out, errors)
+
+
+def check_forward(B, NH, S, DQK, DHV, i_mean, with_states, dtype, chunk_size=16):
+    """mlstm_chunkwise--triton without gradients in `dtype` (h and the last states) against `naive_mlstm` in fp64 on
+    the same rounded inputs (seed 21), with TOL[dtype]'s output tolerance (fp32's for the last states). Returns the
+    `LaunchCounter` of the call."""
+    from . import get_kernel
+    from ._launches import LaunchCounter
+
+    torch.manual_seed(21)
+    leaves = [x if x is None else x.detach() for x in mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)]
+    q, k, v = (x.to(dtype).double() for x in leaves[:3])  # the reference sees the rounded inputs
+    kw = {"dtype": torch.float64, "device": DEVICE}
+    zeros = (torch.zeros(B, NH, DQK, DHV, **kw), torch.zeros(B, NH, DQK, **kw), torch.zeros(B, NH, 1, **kw))
+    states64 = [z if x is None else x for x, z in zip(leaves[5:], zeros, strict=True)]
+    h_ref, last_ref, _ = naive_mlstm(q, k, v, *leaves[3:5], *states64)
+    cast = [x.to(dtype) for x in leaves[:3]] + [x.float() for x in leaves[3:5]]
+    states = [None if x is None else x.float() for x in leaves[5:]]
+    with torch.no_grad(), LaunchCounter() as launches:
+        h, last = get_kernel("mlstm_chunkwise--triton")(*cast, *states, return_last_states=True,
+                                                        chunk_size=chunk_size)  # fmt: skip
+    assert h.dtype == dtype and h.shape == (B, NH, S, DHV)
+    tol = TOL[dtype][0]
+    assert_close("h", h_ref, h, tol)
+    for name, ref, out in zip("Cnm", last_ref, last, strict=True):
+        assert_close(name, ref, out, TOLERANCES["float32-ieee"].ratio if dtype == torch.float32 else tol)
+    return launches

@@ -35,3 +35,11 @@ def nan_poison(monkeypatch):
     monkeypatch.setattr(torch, "empty", lambda *a, **kw: _poison(empty(*a, **kw)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: _poison(empty_like(*a, **kw)))
     yield
+
+
+@pytest.fixture
+def parallel_forward(monkeypatch):
+    """Calls without gradients take the chunk-parallel forward (`triton_chunkwise_parallel.PARALLEL_FORWARD`)."""
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel
+
+    monkeypatch.setattr(triton_chunkwise_parallel, "PARALLEL_FORWARD", True)

@@ -1,0 +1,147 @@
+"""Launch options of the chunk-parallel mLSTM kernels (`triton_chunkwise_parallel.py` and its backward): the output
+kernel's value columns and pipeline stages by dot mode and state dtype, the gradient kernel's stages, and on a GPU
+bit-identical repeats of the default launches (Triton 3.6's pipelining of bf16 state tiles into bf16 dots raced on
+sm_90)."""
+
+import pytest
+import torch
+
+from xlstm_ts.kernels import get_kernel
+from xlstm_ts.kernels._launches import LaunchCounter
+from xlstm_ts.kernels._testing_mlstm import DEVICE, check_forward
+
+parallel = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_parallel")
+segments = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_segments")
+
+
+@pytest.mark.parametrize("value_block", [16, 128, None], ids=["bv16", "bv128", "bv-none"])
+def test_output_kernel_value_blocks(value_block, parallel_forward, nan_poison, monkeypatch):
+    """DHV 80 in five blocks of 16, in one block of 128 (padded) or in blocks of 64 (None), against fp64:
+    FP32_DOTS_VALUE_BLOCK for fp32 inputs, OUT_VALUE_BLOCK for bf16 (bf16 dots; each set alone, so a swapped knob
+    fails the launch count)."""
+    programs = {None: 2, 16: 5, 128: 1}[value_block]  # DHV blocks of the output kernel
+    other = 32  # the knob not under test: 3 blocks of DHV 80
+    monkeypatch.setattr(parallel, "FP32_DOTS_VALUE_BLOCK", value_block)
+    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", other)
+    launches = check_forward(1, 2, 37, 40, 80, 0.0, True, torch.float32)
+    assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 2)]  # (DHV blocks, chunks, B * NH)
+    monkeypatch.setattr(parallel, "FP32_DOTS_VALUE_BLOCK", other)
+    monkeypatch.setattr(parallel, "OUT_VALUE_BLOCK", value_block)
+    launches = check_forward(1, 1, 37, 24, 80, -10.0, False, torch.bfloat16)
+    assert launches.grids("_mlstm_chunk_out_kernel_tl") == [(programs, 3, 1)]
+
+
+def test_output_kernel_defaults_by_dot_mode(monkeypatch):
+    """bf16 dots read bf16 states at LOWP_STATE_STAGES in OUT_VALUE_BLOCK columns; TF32 dots (heads above 128 with
+    gradients) read them at Triton's default stages in FP32_DOTS_VALUE_BLOCK columns, as fp32 states are read;
+    h from the launch the same either way under the interpreter (both dot modes are exact there for bf16 values)."""
+    metas = []
+    kernel = parallel._mlstm_chunk_out_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                metas.append((grid[0], meta.get("num_stages")))
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    torch.manual_seed(35)
+    B, NH, S, D, L = 1, 2, 40, 24, 16
+    NC = -(-S // L)
+    q, k, v = (torch.randn(B, NH, S, D, device=DEVICE).to(torch.bfloat16) for _ in range(3))
+    i, f = torch.randn(B, NH, S, device=DEVICE), 3 + torch.randn(B, NH, S, device=DEVICE)
+    C = torch.randn(B * NH * NC, D, D, device=DEVICE)
+    n, m = torch.rand(B * NH * NC, D, device=DEVICE), torch.zeros(B * NH * NC, device=DEVICE)
+    outs = []
+    for lowp, states in ((4, C.to(torch.bfloat16)), (3, C.to(torch.bfloat16)), (3, C.to(torch.bfloat16).float())):
+        h = torch.full((B, NH, S, D), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+        z, m_out = (torch.full((B, NH, S), float("nan"), device=DEVICE) for _ in range(2))
+        parallel.chunk_outputs(q, k, v, i, f, (states, n, m), NC, L, 1e-6, lowp, 4, h, None, z, m_out)
+        assert not h.isnan().any() and not z.isnan().any() and not m_out.isnan().any()
+        outs.append(h.float())
+    assert metas == [(1, parallel.LOWP_STATE_STAGES), (1, None), (1, None)]  # D 24 fits one block either way
+    torch.testing.assert_close(outs[1], outs[2], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0], outs[1], rtol=2e-2, atol=2e-2)
+
+
+
+@pytest.mark.parametrize("stages", [1, 2], ids=["1-stage", "2-stage"])
+def test_gradient_kernel_pipeline_stages(stages, parallel_forward, nan_poison, monkeypatch):
+    """NUM_STAGES (an A/B knob; None: Triton's default) reaches the gradient kernel's launch, and every gradient still
+    matches fp64 (the interpreter ignores the stages; the GPU test below compiles them)."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "NUM_STAGES", stages)
+    torch.manual_seed(28)
+    check_triton(1, 2, 37, 24, 40, 0.0, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stages", [1, 2], ids=["1-stage", "2-stage"])
+@pytest.mark.parametrize("DH", [128, 256])
+def test_gradient_kernel_pipeline_stages_gpu(DH, stages, monkeypatch):
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(parallel_bwd, "NUM_STAGES", stages)
+    torch.manual_seed(29)
+    check_triton(1, 2, 1100, DH, DH, 0.0, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+
+
+@pytest.mark.parametrize("low", [True, False], ids=["bf16-states", "fp32-states"])
+def test_output_kernel_stages_with_low_precision_states(low, parallel_forward, monkeypatch):
+    """LOWP_STATE_STAGES reaches the output kernel's launch when the entering states are stored in bf16, and only
+    then (bf16 forward without gradients, states in bf16 or fp32); h still matches fp64."""
+    launches = []
+    kernel = parallel._mlstm_chunk_out_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                launches.append(meta.get("num_stages"))
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    monkeypatch.setattr(parallel, "NO_GRAD_STATES_IN_INPUT_DTYPE", low)
+    check_forward(1, 2, 37, 24, 40, 0.0, False, torch.bfloat16)
+    assert launches == [parallel.LOWP_STATE_STAGES if low else None]
+    assert parallel.LOWP_STATE_STAGES == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("initial", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("B,NH,S,DH", [(16, 4, 2048, 128), (8, 16, 1024, 256)], ids=lambda x: str(x))
+def test_chunk_parallel_outputs_repeat_bit_for_bit_gpu(B, NH, S, DH, initial):
+    """The bf16 chunk-parallel path at its default value columns gives the same h and gradients on every call, and h
+    within 0.5 % of fp64 (a pipelined output kernel reading bf16 states raced on sm_90: 0.6-0.9 % off, different on
+    each call); from zero states and from initial states (with gradients the latter stores fp32 states, which the
+    output kernel reads at Triton's default stages)."""
+    torch.manual_seed(33)
+    kernel = get_kernel("mlstm_chunkwise--triton")
+    x = [torch.randn(B, NH, S, DH, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    x += [torch.randn(B, NH, S, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    x[4] = x[4] + 3.0  # forget gates mostly open
+    if initial:  # C (B, NH, DH, DH), n (B, NH, DH), m (B, NH, 1), fp32
+        x += [torch.randn(B, NH, DH, DH, device="cuda"), torch.rand(B, NH, DH, device="cuda")]
+        x += [torch.zeros(B, NH, 1, device="cuda")]
+    with torch.no_grad(), LaunchCounter() as launches:
+        hs = [kernel(*x) for _ in range(3)]
+    assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())
+    assert all(torch.equal(h, hs[0]) for h in hs[1:])
+    ref = get_kernel("mlstm_chunkwise--torch")(*[t.double() for t in x])
+    err = ((hs[0].double() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+    assert err < 5e-3, f"h off fp64 by {err:.2e} of its RMS"
+    grads = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_() for t in x]
+        kernel(*leaves).float().pow(2).sum().backward()
+        grads.append([t.grad for t in leaves])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
