@@ -7,8 +7,9 @@ q, k, v ~ N(0, 1), i~ ~ N(0, 1), f~ ~ 3 + N(0, 1), bf16 unless noted (the anchor
 reports the best and the default.
 
 The NX-AI anchors (mlstm_kernels, xlstm sLSTM CUDA) are timed by ../shared/bench/anchor_kernels.py; when that
-script and its wheels are present it is run in a subprocess per kernel and its rows are added, otherwise the run
-records that they were not available.
+script and its wheels are present it is run in subprocesses, `--anchor-runs` times (default 2; each row keeps its
+fastest fw and fw+bw medians, which only favours the anchors), and its rows are added, otherwise the run records
+that they were not available.
 
 Usage (needs CUDA):
     python benchmarks/kernels.py [--out benchmarks/results] [--quick]
@@ -251,6 +252,8 @@ def main() -> None:
     parser.add_argument("--launches", action="store_true", help="only print the mLSTM kernel's launch counts")
     parser.add_argument("--only-mlstm", action="store_true", help="time the mLSTM part only and keep the sLSTM "
                         "rows of the kernels.json already in --out (benchmarks/kernels_carry.py)")
+    parser.add_argument("--anchor-runs", type=int, default=2, help="runs of the NX-AI anchor script; each row keeps "
+                        "its fastest medians (their first shapes have come out 1.4-3.6x slow in single runs)")
     parser.add_argument("--gpu-tests-log", type=Path, help="pytest log of `pytest -m gpu tests/kernels` from this "
                         "device; its summary line is recorded with the timings")
     args = parser.parse_args()
@@ -268,7 +271,7 @@ def main() -> None:
     peaks = ceilings()
     rows = mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows()
     rows += [] if args.only_mlstm else slstm_rows(args.warmup, args.reps)
-    anchors, note = kernels_anchor.anchor_rows(args.only_mlstm)
+    anchors, note = kernels_anchor.anchor_rows(args.only_mlstm, args.anchor_runs)
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,

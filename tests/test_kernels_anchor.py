@@ -53,3 +53,45 @@ def test_tests_summary_is_the_last_line_without_its_frame(anchor, tmp_path):
     log = tmp_path / "tests.log"
     log.write_text("....\n===== 38 passed in 62.55s =====\n\n")
     assert anchor.tests_summary(log) == "38 passed in 62.55s" and anchor.tests_summary(None) is None
+
+
+COUNTING = """import json, os, pathlib
+calls = pathlib.Path(os.environ["CALLS"])
+n = int(calls.read_text()) + 1 if calls.exists() else 1
+calls.write_text(str(n))
+fw, fwbw = [(0.5, 1.2), (0.15, 1.7), (0.3, 1.3)][n - 1]
+print(json.dumps({"cfg": "ts_small", "kernel": "k", "fw_ms": fw, "fwbw_ms": fwbw}))
+"""
+
+
+def test_repeated_runs_keep_each_rows_fastest_medians(anchor, monkeypatch, tmp_path):
+    script = tmp_path / "anchor_kernels.py"
+    script.write_text(COUNTING)
+    monkeypatch.setattr(anchor, "ANCHOR", script)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(anchor.sys, "executable", sys.executable)
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    rows, note = anchor.anchor_rows(only_mlstm=True, runs=3)
+    assert (tmp_path / "calls").read_text() == "3" and "3 times" in note
+    assert rows == [{"cfg": "ts_small", "kernel": "k", "fw_ms": 0.15, "fwbw_ms": 1.2}]
+
+
+def test_fastest_merges_cases_and_prefers_timed_rows(anchor):
+    first = [
+        {"cfg": "a", "kernel": "k", "fw_ms": 0.537, "fwbw_ms": 1.275, "fw_tflops": 1.0},
+        {"cfg": "b", "kernel": "k", "error": "RuntimeError('crash')"},
+        {"cfg": "c", "kernel": "k", "error": "ImportError('skipped')"},
+    ]
+    second = [
+        {"cfg": "a", "kernel": "k", "fw_ms": 0.149, "fwbw_ms": 1.326, "fw_tflops": 3.6},
+        {"cfg": "b", "kernel": "k", "fw_ms": 2.0, "fwbw_ms": 4.0},
+        {"cfg": "c", "kernel": "k", "error": "ImportError('skipped')"},
+        {"cfg": "a", "kernel": "sdpa_causal", "fw_ms": 0.04, "fwbw_ms": 0.28},
+    ]
+    assert anchor.fastest([first, second]) == [
+        {"cfg": "a", "kernel": "k", "fw_ms": 0.149, "fwbw_ms": 1.275, "fw_tflops": 3.6},  # fw's rate with fw
+        {"cfg": "b", "kernel": "k", "fw_ms": 2.0, "fwbw_ms": 4.0},
+        {"cfg": "c", "kernel": "k", "error": "ImportError('skipped')"},
+        {"cfg": "a", "kernel": "sdpa_causal", "fw_ms": 0.04, "fwbw_ms": 0.28},
+    ]
+    assert anchor.fastest([first]) == first
