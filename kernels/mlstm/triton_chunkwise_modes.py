@@ -24,6 +24,11 @@ def _bwd_lowp(dtype: torch.dtype) -> int:
     return 0 if dtype == torch.float32 and not fp32_uses_tf32() else _TF32
 
 
+def _low_operands(mode: int) -> bool:
+    """Whether dots of this mode take bf16/fp16 operands (1, 2, and 4, the interpreter's emulation of 1)."""
+    return mode in (1, 2, 4)
+
+
 def _on_device(mode: int) -> int:
     """The dot mode to launch with: bf16 dots (1) become their fp32 emulation (4) under the Triton interpreter."""
     return 4 if mode == 1 and INTERPRETED else mode

@@ -44,7 +44,7 @@ def mlstm_chunkwise_triton(
         eps: added to the denominator max(|n^T q|, exp(-m)). Default: 1e-6.
         chunk_size: time steps per chunk, rounded up to a power of two in [16, 128] (and down to 32 for DQK > 64,
             or for DQK > 32 when S spans more than one chunk; a bf16/fp16 forward without gradients over several
-            chunks with 64 < DQK <= 128 keeps up to 64).
+            chunks with 32 < DQK <= 128 keeps up to 64).
             Changes rounding only. Default: 64.
         detach_normalizer: treat the denominator and m as constants in the backward, as mlstm_kernels' custom
             backward does; the gradient is then not the true gradient where |n^T q| > exp(-m). Default: False.

@@ -29,7 +29,7 @@ import triton.language as tl
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
 from .triton_chunkwise_common import _chunk_gates, _dot, _tile
-from .triton_chunkwise_modes import _fwd_lowp, _on_device, _qk_lowp
+from .triton_chunkwise_modes import _fwd_lowp, _low_operands, _on_device, _qk_lowp
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
 # use the chunk-parallel forward for calls without gradients over more than one chunk, and the chunk-parallel
@@ -248,7 +248,7 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     per program (`OUT_VALUE_BLOCK` or `FP32_DOTS_VALUE_BLOCK`) and the pipeline stages (`LOWP_STATE_STAGES`)."""
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
-    low_dots = lowp in (1, 2, 4)  # bf16 / fp16 operands (4: the interpreter's bf16 emulation); else TF32 / fp32
+    low_dots = _low_operands(lowp)  # bf16 / fp16 operands; else TF32 / fp32
     value_block = OUT_VALUE_BLOCK if low_dots else FP32_DOTS_VALUE_BLOCK
     BV = _k_block(DHV)[0] if value_block is None else min(value_block, max(next_power_of_2(DHV), 16))
     BK = _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
