@@ -14,6 +14,22 @@ parallel = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_parallel
 segments = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_segments")
 
 
+def _spy_output_kernel(monkeypatch) -> list:
+    """Wrap the output kernel's launches; the returned list collects (grid, launch options) of each."""
+    calls, kernel = [], parallel._mlstm_chunk_out_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                calls.append((grid, meta))
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    return calls
+
+
 @pytest.mark.parametrize("value_block", [16, 128, None], ids=["bv16", "bv128", "bv-none"])
 def test_output_kernel_value_blocks(value_block, parallel_forward, nan_poison, monkeypatch):
     """DHV 80 in five blocks of 16, in one block of 128 (padded) or in blocks of 64 (None), against fp64:
@@ -35,18 +51,7 @@ def test_output_kernel_defaults_by_dot_mode(monkeypatch):
     """bf16 dots read bf16 states at LOWP_STATE_STAGES in OUT_VALUE_BLOCK columns; TF32 dots (heads above 128 with
     gradients) read them at Triton's default stages in FP32_DOTS_VALUE_BLOCK columns, as fp32 states are read;
     h from the launch the same either way under the interpreter (both dot modes are exact there for bf16 values)."""
-    metas = []
-    kernel = parallel._mlstm_chunk_out_kernel_tl
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                metas.append((grid[0], meta.get("num_stages")))
-                return kernel[grid](*args, **meta)
-
-            return launch
-
-    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    calls = _spy_output_kernel(monkeypatch)
     torch.manual_seed(35)
     B, NH, S, D, L = 1, 2, 40, 24, 16
     NC = -(-S // L)
@@ -61,6 +66,7 @@ def test_output_kernel_defaults_by_dot_mode(monkeypatch):
         parallel.chunk_outputs(q, k, v, i, f, (states, n, m), NC, L, 1e-6, lowp, 4, h, None, z, m_out)
         assert not h.isnan().any() and not z.isnan().any() and not m_out.isnan().any()
         outs.append(h.float())
+    metas = [(grid[0], meta.get("num_stages")) for grid, meta in calls]
     assert metas == [(1, parallel.LOWP_STATE_STAGES), (1, None), (1, None)]  # D 24 fits one block either way
     torch.testing.assert_close(outs[1], outs[2], rtol=0, atol=0)
     torch.testing.assert_close(outs[0], outs[1], rtol=2e-2, atol=2e-2)
@@ -97,21 +103,10 @@ def test_gradient_kernel_pipeline_stages_gpu(DH, stages, monkeypatch):
 def test_output_kernel_stages_with_low_precision_states(low, parallel_forward, monkeypatch):
     """LOWP_STATE_STAGES reaches the output kernel's launch when the entering states are stored in bf16, and only
     then (bf16 forward without gradients, states in bf16 or fp32); h still matches fp64."""
-    launches = []
-    kernel = parallel._mlstm_chunk_out_kernel_tl
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                launches.append(meta.get("num_stages"))
-                return kernel[grid](*args, **meta)
-
-            return launch
-
-    monkeypatch.setattr(parallel, "_mlstm_chunk_out_kernel_tl", Spy())
+    calls = _spy_output_kernel(monkeypatch)
     monkeypatch.setattr(parallel, "NO_GRAD_STATES_IN_INPUT_DTYPE", low)
     check_forward(1, 2, 37, 24, 40, 0.0, False, torch.bfloat16)
-    assert launches == [parallel.LOWP_STATE_STAGES if low else None]
+    assert [meta.get("num_stages") for _, meta in calls] == [parallel.LOWP_STATE_STAGES if low else None]
     assert parallel.LOWP_STATE_STAGES == 1
 
 
