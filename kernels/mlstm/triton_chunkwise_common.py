@@ -67,6 +67,19 @@ def _chunk_gates(i_base, f_base, stride_i, stride_f, t, mask_t, causal):
 
 
 @triton.jit
+def _max2(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _row_m(b, i_g, m_prev):
+    """m_t of the recurrent form at every step of a chunk, max(b_t + m_prev, max_{s <= t} (b_t - b_s + i~_s)), as
+    b_t + max(m_prev, running max of i~_s - b_s): a scan over the L steps instead of a row max over the (L, L)
+    log-decay matrix (which the compiler also kept in a second layout for that max). -inf padding stays out."""
+    return b + tl.maximum(m_prev, tl.associative_scan(i_g - b, 0, _max2))
+
+
+@triton.jit
 def _entering_state(c_base, n_base, m_addr, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
                     HAS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):  # fmt: skip
     """The stabilized state (C (BK, BV), n (BK,), m) read through its strides in fp32, or zeros without one (HAS)."""

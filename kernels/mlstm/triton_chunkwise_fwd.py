@@ -24,7 +24,7 @@ normalizes the sum.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _tile
+from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _row_m, _tile
 
 
 @triton.jit
@@ -127,7 +127,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
 
-        m_row = tl.maximum(b + m_prev, tl.max(log_d, axis=1))  # (L,) m_t of the recurrent form
+        m_row = _row_m(b, i_g, m_prev)  # (L,) m_t of the recurrent form
         w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
         w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
         scores = _dot(q, tl.trans(k), QK_LOWP) * qk_scale * w  # (L, L)
@@ -144,7 +144,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
                 z += tl.load(z_ptr + gate_off + t, mask=mask_t, other=0.0)
         else:
             den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
-            h = num / den[:, None]  # (L, BV)
+            h = num * (1.0 / den)[:, None]  # (L, BV)
         tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)
         if STORE_H32:
             tl.store(h32_ptr + h_off, h, mask=mask_tv)

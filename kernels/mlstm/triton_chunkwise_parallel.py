@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
-from .triton_chunkwise_common import _chunk_gates, _dot, _tile
+from .triton_chunkwise_common import _chunk_gates, _dot, _row_m, _tile
 from .triton_chunkwise_modes import _fwd_lowp, _low_operands, _on_device, _qk_lowp
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
@@ -148,7 +148,7 @@ def _mlstm_chunk_out_kernel_tl(
     i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h,
                                                 si_s, sf_s, t, mask_t, causal)  # fmt: skip
     m_prev = tl.load(ms_ptr + row)
-    m_row = tl.maximum(b + m_prev, tl.max(log_d, axis=1))  # (L,) m_t of the recurrent form
+    m_row = _row_m(b, i_g, m_prev)  # (L,) m_t of the recurrent form
     w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
     w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
 
@@ -172,7 +172,7 @@ def _mlstm_chunk_out_kernel_tl(
     num = _dot(scores, v, LOWP) + (w0 * qk_scale)[:, None] * qc  # (L, BV)
     z = tl.sum(scores, axis=1) + w0 * qk_scale * qn  # (L,)
     den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
-    h = num / den[:, None]
+    h = num * (1.0 / den)[:, None]  # (L, BV)
     h_off = (pid_bh * S + t)[:, None] * DHV + offs_v[None, :]  # (L, BV)
     mask_tv = mask_t[:, None] & mask_v[None, :]
     tl.store(h_ptr + h_off, h.to(h_ptr.dtype.element_ty), mask=mask_tv)

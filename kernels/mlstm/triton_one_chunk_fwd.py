@@ -14,8 +14,9 @@ in a loop whose loads Triton may software-pipeline (`STAGES`), so the next head'
 computes.
 
 Same function, dot modes and rounding points as the general kernel's one-chunk path: per step
-m_t = max(b_t, max_{s <= t} (b_t - b_s + i~_s)) (b the log-forget cumsum from the chunk start), weights
-exp(b_t - b_s + i~_s - m_t), z_t = sum_s of the weighted scores, h_t = num_t / (max(|z_t|, e^{-m_t}) + eps).
+m_t = max(b_t, max_{s <= t} (b_t - b_s + i~_s)) (b the log-forget cumsum from the chunk start; a running max,
+`_row_m`), weights exp(b_t - b_s + i~_s - m_t), z_t = sum_s of the weighted scores,
+h_t = num_t / (max(|z_t|, e^{-m_t}) + eps).
 """
 
 import functools
@@ -25,7 +26,7 @@ import triton
 import triton.language as tl
 
 from .._fast_launch import FastLauncher
-from .triton_chunkwise_common import _dot, _tile
+from .triton_chunkwise_common import _dot, _row_m, _tile
 from .triton_one_chunk_bwd import ROWS, _block_gates, _head_bases, _program_heads
 
 # one-chunk forwards from zero states without last states, with one DHV block, heads of at least MIN_DQK (padded)
@@ -63,7 +64,7 @@ def _log_weights(b_r, b_j, i_j, DIAG: tl.constexpr):
 def _store_rows(h_ptr, z_ptr, m_ptr, row0, t, mask_t, offs_v, mask_v, DHV, num, z, m_row, eps):
     """h = num / (max(|z|, e^{-m}) + eps), z and m of one block's steps t, into the contiguous (BNH, S, ...) outputs."""
     den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (R,)
-    h = num / den[:, None]  # (R, BV)
+    h = num * (1.0 / den)[:, None]  # (R, BV)
     off = (row0 + t[:, None]) * DHV + offs_v[None, :]  # (R, BV)
     tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask_t[:, None] & mask_v[None, :])
     tl.store(z_ptr + row0 + t, z, mask=mask_t)
@@ -127,7 +128,7 @@ def _mlstm_one_chunk_fwd_kernel_tl(
         v_0 = _tile(v_base, t0, offs_v, sv_s, sv_d, mask_0v)  # (R, BV)
         i_0, f_0, log_f0, b_0 = _block_gates(i_base, f_base, si_s, sf_s, t0, mask_0, 0.0)  # (R,) each
         log_00 = _log_weights(b_0, b_0, i_0, True)  # (R, R)
-        m_0 = tl.maximum(b_0, tl.max(log_00, axis=1))  # (R,)
+        m_0 = _row_m(b_0, i_0, 0.0)  # (R,)
         s_00 = _dot(q_0, tl.trans(k_0), QK_LOWP) * qk_scale * tl.exp(log_00 - m_0[:, None])  # (R, R)
         _store_rows(h_ptr, z_ptr, m_ptr, row0, t0, mask_0, offs_v, mask_v, DHV, _dot(s_00, v_0, LOWP),
                     tl.sum(s_00, axis=1), m_0, eps)  # fmt: skip
@@ -139,7 +140,7 @@ def _mlstm_one_chunk_fwd_kernel_tl(
             i_1, f_1, log_f1, b_1 = _block_gates(i_base, f_base, si_s, sf_s, t1, mask_1, tl.sum(log_f0, axis=0))
             log_10 = _log_weights(b_1, b_0, i_0, False)  # (R, R)
             log_11 = _log_weights(b_1, b_1, i_1, True)  # (R, R)
-            m_1 = tl.maximum(b_1, tl.maximum(tl.max(log_10, axis=1), tl.max(log_11, axis=1)))  # (R,)
+            m_1 = _row_m(b_1, i_1, tl.maximum(tl.max(i_0 - b_0, axis=0), 0.0))  # (R,)
             s_10 = _dot(q_1, tl.trans(k_0), QK_LOWP) * qk_scale * tl.exp(log_10 - m_1[:, None])  # (R, R)
             s_11 = _dot(q_1, tl.trans(k_1), QK_LOWP) * qk_scale * tl.exp(log_11 - m_1[:, None])  # (R, R)
             num_1 = _dot(s_10, v_0, LOWP) + _dot(s_11, v_1, LOWP)  # (R, BV)
