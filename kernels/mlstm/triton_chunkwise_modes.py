@@ -9,6 +9,7 @@ from .._precision import INTERPRETED, fp32_uses_tf32
 
 _LOWP = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _TF32 = 3
+_BF16_EMULATED = 4  # bf16 operands multiplied in fp32: the interpreter's stand-in for bf16 dots
 
 
 def _fwd_lowp(dtype: torch.dtype, store_h32: bool) -> int:
@@ -25,13 +26,13 @@ def _bwd_lowp(dtype: torch.dtype) -> int:
 
 
 def _low_operands(mode: int) -> bool:
-    """Whether dots of this mode take bf16/fp16 operands (1, 2, and 4, the interpreter's emulation of 1)."""
-    return mode in (1, 2, 4)
+    """Whether dots of this mode take bf16/fp16 operands (bf16, fp16, and the interpreter's emulation of bf16)."""
+    return mode in (_LOWP[torch.bfloat16], _LOWP[torch.float16], _BF16_EMULATED)
 
 
 def _on_device(mode: int) -> int:
     """The dot mode to launch with: bf16 dots (1) become their fp32 emulation (4) under the Triton interpreter."""
-    return 4 if mode == 1 and INTERPRETED else mode
+    return _BF16_EMULATED if mode == _LOWP[torch.bfloat16] and INTERPRETED else mode
 
 
 def _qk_lowp(dtype: torch.dtype, lowp: int) -> int:
