@@ -79,6 +79,24 @@ def _row_m(b, i_g, m_prev):
     return b + tl.maximum(m_prev, tl.associative_scan(i_g - b, 0, _max2))
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _row_weights(b, i_g, m_prev, log_scale, causal):
+    """The forward's weights of a chunk: m_t (L,) as `_row_m`, the causal matrix scale * exp(b_t - b_s + i~_s - m_t)
+    (L, L) (0 above the diagonal and for padded keys) and the entering state's exp(b_t + m_prev - m_t) (L,).
+
+    With r_t = m_t - b_t = max(m_prev, running max of i~_s - b_s), the exponent is (i~_s - b_s) - (r_t - log_scale):
+    a column vector minus a row vector, in log2 units, so each of the L * L weights is one subtraction and one exp2
+    (the scale, log_scale = log(qk_scale), rides in the row vector)."""
+    u = i_g - b  # (L,)
+    r = tl.maximum(m_prev, tl.associative_scan(u, 0, _max2))  # (L,) m_t - b_t
+    arg = (u * LOG2E)[None, :] - ((r - log_scale) * LOG2E)[:, None]  # (L, L)
+    w = tl.exp2(tl.where(causal, arg, float("-inf")))  # (L, L)
+    return b + r, w, tl.exp(m_prev - r)
+
+
 @triton.jit
 def _entering_state(c_base, n_base, m_addr, offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv,
                     HAS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):  # fmt: skip

@@ -24,7 +24,7 @@ normalizes the sum.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _row_m, _tile
+from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _row_weights, _tile
 
 
 @triton.jit
@@ -95,6 +95,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     mask_kv = mask_k[:, None] & mask_v[None, :]
     first = pid_v == 0
     causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
+    log_scale = tl.log(qk_scale)
 
     q_base = q_ptr + bb * sq_b + hh * sq_h
     k_base = k_ptr + bb * sk_b + hh * sk_h
@@ -127,10 +128,9 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
 
-        m_row = _row_m(b, i_g, m_prev)  # (L,) m_t of the recurrent form
-        w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
-        w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
-        scores = _dot(q, tl.trans(k), QK_LOWP) * qk_scale * w  # (L, L)
+        # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
+        m_row, w, w0 = _row_weights(b, i_g, m_prev, log_scale, causal)
+        scores = _dot(q, tl.trans(k), QK_LOWP) * w  # (L, L)
         num = _dot(scores, v, LOWP)  # (L, BV)
         z = tl.sum(scores, axis=1)  # (L,)
         if HAS_INIT or not ONE_CHUNK:  # the entering state (zero for a single chunk without initial states)

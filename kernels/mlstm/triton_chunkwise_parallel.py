@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
-from .triton_chunkwise_common import _chunk_gates, _dot, _row_m, _tile
+from .triton_chunkwise_common import _chunk_gates, _dot, _row_weights, _tile
 from .triton_chunkwise_modes import _fwd_lowp, _low_operands, _on_device, _qk_lowp
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
@@ -148,9 +148,8 @@ def _mlstm_chunk_out_kernel_tl(
     i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h,
                                                 si_s, sf_s, t, mask_t, causal)  # fmt: skip
     m_prev = tl.load(ms_ptr + row)
-    m_row = _row_m(b, i_g, m_prev)  # (L,) m_t of the recurrent form
-    w = tl.exp(log_d - m_row[:, None])  # (L, L), 0 above the diagonal
-    w0 = tl.exp(b + m_prev - m_row)  # (L,) weight of the entering state
+    # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
+    m_row, w, w0 = _row_weights(b, i_g, m_prev, tl.log(qk_scale), causal)
 
     scores = tl.zeros((L, L), dtype=tl.float32)
     qc = tl.zeros((L, BV), dtype=tl.float32)  # q^T C of the entering state, unscaled
@@ -168,7 +167,7 @@ def _mlstm_chunk_out_kernel_tl(
         qn += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
 
     v = _tile(v_ptr + bb * sv_b + hh * sv_h, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
-    scores = scores * qk_scale * w  # (L, L)
+    scores = scores * w  # (L, L)
     num = _dot(scores, v, LOWP) + (w0 * qk_scale)[:, None] * qc  # (L, BV)
     z = tl.sum(scores, axis=1) + w0 * qk_scale * qn  # (L,)
     den = tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps  # (L,)
