@@ -35,6 +35,7 @@ from .triton_chunkwise_common import (
     _carry,
     _chunk_entering_state,
     _chunk_gates,
+    _decay_weights,
     _dot,
     _entering_state,
     _logsigmoid,
@@ -180,7 +181,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
                 z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
                 eps, BV, MULTI_V, DETACH,
             )  # fmt: skip
-            w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
+            w = _decay_weights(b, i_g, m_row, causal & mask_t[:, None])  # (L, L)
             w0 = tl.where(mask_t, tl.exp(b + m_prev - m_row), 0.0)  # (L,)
             dnum = dh * inv_den[:, None]  # (L, BV)
             ds = _dot(dnum, tl.trans(v), LOWP) + dz[:, None]  # (L, L)
@@ -240,7 +241,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         m_in = tl.where(c > 0, m_in, m_init)
         i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
 
-        w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
+        w = _decay_weights(b, i_g, m_row, causal & mask_t[:, None])  # (L, L)
         w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
         e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
         decay = tl.exp(g + m_in - m_end)

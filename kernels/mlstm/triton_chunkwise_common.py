@@ -83,6 +83,19 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _outer_weights(u, r, mask):
+    """exp(u_s - r_t) (L, L) where mask, else 0: one subtraction and one exp2 per element (log2 units)."""
+    return tl.exp2(tl.where(mask, (u * LOG2E)[None, :] - (r * LOG2E)[:, None], float("-inf")))
+
+
+@triton.jit
+def _decay_weights(b, i_g, m_row, mask):
+    """The decay weights exp(b_t - b_s + i~_s - m_t) (L, L) where mask, else 0, from a chunk's gates and its stored
+    stabilizer m_t, as exp((i~_s - b_s) - (m_t - b_t)): no (L, L) log-decay matrix."""
+    return _outer_weights(i_g - b, m_row - b, mask)
+
+
+@triton.jit
 def _row_weights(b, i_g, m_prev, log_scale, causal):
     """The forward's weights of a chunk: m_t (L,) as `_row_m`, the causal matrix scale * exp(b_t - b_s + i~_s - m_t)
     (L, L) (0 above the diagonal and for padded keys) and the entering state's exp(b_t + m_prev - m_t) (L,).
@@ -92,9 +105,7 @@ def _row_weights(b, i_g, m_prev, log_scale, causal):
     (the scale, log_scale = log(qk_scale), rides in the row vector)."""
     u = i_g - b  # (L,)
     r = tl.maximum(m_prev, tl.associative_scan(u, 0, _max2))  # (L,) m_t - b_t
-    arg = (u * LOG2E)[None, :] - ((r - log_scale) * LOG2E)[:, None]  # (L, L)
-    w = tl.exp2(tl.where(causal, arg, float("-inf")))  # (L, L)
-    return b + r, w, tl.exp(m_prev - r)
+    return b + r, _outer_weights(u, r - log_scale, causal), tl.exp(m_prev - r)
 
 
 @triton.jit

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .._ints import cdiv
-from .triton_chunkwise_common import _chunk_gates, _dot, _logsigmoid, _strides, _tile
+from .triton_chunkwise_common import _chunk_gates, _decay_weights, _dot, _logsigmoid, _strides, _tile
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, row_dots
 from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
@@ -104,7 +104,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
     m_in = tl.load(ms_ptr + row)
     m_end = tl.load(m_ptr + row0 + S - 1)
-    w = tl.where(causal & mask_t[:, None], tl.exp(log_d - m_row[:, None]), 0.0)  # (L, L)
+    w = _decay_weights(b, i_g, m_row, causal & mask_t[:, None])  # (L, L)
     w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
     e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
     decay = tl.exp(g + m_in - m_end)
