@@ -89,7 +89,6 @@ def _mlstm_bounds_fwd_kernel_tl(
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
     first = (pid_v == 0) & (pid_k == 0)
-    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
     k_base = k_ptr + bb * sk_b + hh * sk_h
     v_base = v_ptr + bb * sv_b + hh * sv_h
     i_base = i_ptr + bb * si_b + hh * si_h
@@ -113,7 +112,7 @@ def _mlstm_bounds_fwd_kernel_tl(
         mask_t = t < S
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
-        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
         m_new = _chunk_end_m(m_prev, i_g, b, g)
         C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
         m_prev = m_new
@@ -174,7 +173,6 @@ def _mlstm_bounds_bwd_kernel_tl(
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
     z_on = tl.where(pid_v == 0, 1.0, 0.0)  # the normalizer column of V' = [V, 1] belongs to DHV block 0
-    causal = offs_l[:, None] >= offs_l[None, :]  # (L, L)
     q_base = q_ptr + bb * sq_b + hh * sq_h
     i_base = i_ptr + bb * si_b + hh * si_h
     f_base = f_ptr + bb * sf_b + hh * sf_h
@@ -231,7 +229,7 @@ def _mlstm_bounds_bwd_kernel_tl(
             )  # fmt: skip
         m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
         m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
-        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
         w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
         q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
         decay = tl.exp(g + m_in - m_end)

@@ -174,7 +174,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
         m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
-        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
         if not ONE_CHUNK:
             dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
             z, m_row, inv_den, hd, dz = _row_terms(
@@ -239,7 +239,7 @@ def _mlstm_chunkwise_bwd_kernel_tl(
         m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
         m_in = tl.load(m_ptr + zm_off + tl.maximum(c * L - 1, 0))
         m_in = tl.where(c > 0, m_in, m_init)
-        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
 
         w = _decay_weights(b, i_g, m_row, causal & mask_t[:, None])  # (L, L)
         w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)

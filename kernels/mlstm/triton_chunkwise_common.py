@@ -50,20 +50,19 @@ def _tile(base, rows, cols, stride_row, stride_col, mask):
 
 
 @triton.jit
-def _chunk_gates(i_base, f_base, stride_i, stride_f, t, mask_t, causal):
+def _chunk_gates(i_base, f_base, stride_i, stride_f, t, mask_t):
     """Gate terms of one chunk from the raw pre-activations, in fp32.
 
-    Returns i~ (L,), f~ (L,), log f (L,), the local log-forget cumsum b (L,), the chunk total g and the log-decay
-    matrix (L, L) (row t, column s). Padding (t >= S) gets i~ = -inf and log f = 0: it leaves the state unchanged.
+    Returns i~ (L,), f~ (L,), log f (L,), the local log-forget cumsum b (L,) and the chunk total g (the decay
+    weights come from `_row_weights` / `_decay_weights`). Padding (t >= S) gets i~ = -inf and log f = 0: it leaves
+    the state unchanged.
     """
     i_g = tl.load(i_base + t * stride_i, mask=mask_t, other=float("-inf")).to(tl.float32)  # (L,)
     f_g = tl.load(f_base + t * stride_f, mask=mask_t, other=0.0).to(tl.float32)  # (L,)
     log_f = tl.where(mask_t, _logsigmoid(f_g), 0.0)  # (L,)
     b = tl.cumsum(log_f, axis=0)  # (L,)
     g = tl.sum(log_f, axis=0)
-    log_d = b[:, None] - b[None, :] + i_g[None, :]  # (L, L)
-    log_d = tl.where(causal, log_d, float("-inf"))  # (L, L)
-    return i_g, f_g, log_f, b, g, log_d
+    return i_g, f_g, log_f, b, g
 
 
 @triton.jit

@@ -126,7 +126,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-        i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
 
         # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
         m_row, w, w0 = _row_weights(b, i_g, m_prev, log_scale, causal)

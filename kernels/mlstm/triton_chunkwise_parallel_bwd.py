@@ -101,7 +101,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     h_base = h_ptr + row0 * DHV
 
     z, m_row, inv_den = _den_terms(z_ptr + row0, m_ptr + row0, t, mask_t, eps)  # (L,) each
-    i_g, f_g, log_f, b, g, log_d = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t, causal)
+    i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
     m_in = tl.load(ms_ptr + row)
     m_end = tl.load(m_ptr + row0 + S - 1)
     w = _decay_weights(b, i_g, m_row, causal & mask_t[:, None])  # (L, L)
