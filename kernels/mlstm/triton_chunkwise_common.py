@@ -71,11 +71,17 @@ def _max2(a, b):
 
 
 @triton.jit
+def _row_offset(u, m_prev):
+    """r_t = m_t - b_t = max(m_prev, max_{s <= t} u_s) (L,) for u = i~ - b: a running max over the chunk's steps."""
+    return tl.maximum(m_prev, tl.associative_scan(u, 0, _max2))
+
+
+@triton.jit
 def _row_m(b, i_g, m_prev):
     """m_t of the recurrent form at every step of a chunk, max(b_t + m_prev, max_{s <= t} (b_t - b_s + i~_s)), as
     b_t + max(m_prev, running max of i~_s - b_s): a scan over the L steps instead of a row max over the (L, L)
     log-decay matrix (which the compiler also kept in a second layout for that max). -inf padding stays out."""
-    return b + tl.maximum(m_prev, tl.associative_scan(i_g - b, 0, _max2))
+    return b + _row_offset(i_g - b, m_prev)
 
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -103,7 +109,7 @@ def _row_weights(b, i_g, m_prev, log_scale, causal):
     a column vector minus a row vector, in log2 units, so each of the L * L weights is one subtraction and one exp2
     (the scale, log_scale = log(qk_scale), rides in the row vector)."""
     u = i_g - b  # (L,)
-    r = tl.maximum(m_prev, tl.associative_scan(u, 0, _max2))  # (L,) m_t - b_t
+    r = _row_offset(u, m_prev)  # (L,) m_t - b_t
     return b + r, _outer_weights(u, r - log_scale, causal), tl.exp(m_prev - r)
 
 

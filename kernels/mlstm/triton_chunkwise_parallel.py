@@ -145,8 +145,8 @@ def _mlstm_chunk_out_kernel_tl(
 
     q_base = q_ptr + bb * sq_b + hh * sq_h
     k_base = k_ptr + bb * sk_b + hh * sk_h
-    i_g, f_g, log_f, b, g = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h,
-                                                si_s, sf_s, t, mask_t)  # fmt: skip
+    i_g, f_g, log_f, b, g = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h, si_s, sf_s, t,
+                                         mask_t)  # fmt: skip
     m_prev = tl.load(ms_ptr + row)
     # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
     m_row, w, w0 = _row_weights(b, i_g, m_prev, tl.log(qk_scale), causal)

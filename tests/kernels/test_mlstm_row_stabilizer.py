@@ -13,6 +13,11 @@ import triton.language as tl
 from xlstm_ts.kernels.mlstm.triton_chunkwise_common import _row_m, _row_weights
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# start states below, near and above the chunk's own terms; both gate regimes; a chunk ending in padding
+M_PREV = pytest.mark.parametrize("m_prev", [0.0, -30.0, 12.0])
+GATES = pytest.mark.parametrize(
+    "i_mean,padded", [(0.0, 0), (-10.0, 0), (0.0, 7)], ids=["i~N(0,1)", "i~N(-10,1)", "padded"]
+)
 
 
 @triton.jit
@@ -32,10 +37,14 @@ def _row_weights_kernel(b_ptr, i_ptr, m_prev, log_scale, m_ptr, w_ptr, w0_ptr, L
     tl.store(w0_ptr + offs, w0)
 
 
-def _definition(b: torch.Tensor, i: torch.Tensor, m_prev: float) -> torch.Tensor:
+def _log_decay(b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """The (L, L) log-decay matrix b_t - b_s + i~_s, -inf above the diagonal."""
     log_d = b[:, None] - b[None, :] + i[None, :]  # (L, L)
-    causal = torch.ones_like(log_d, dtype=torch.bool).tril()
-    return torch.maximum(b + m_prev, log_d.masked_fill(~causal, float("-inf")).amax(dim=1))
+    return log_d.masked_fill(~torch.ones_like(log_d, dtype=torch.bool).tril(), float("-inf"))
+
+
+def _definition(b: torch.Tensor, i: torch.Tensor, m_prev: float) -> torch.Tensor:
+    return torch.maximum(b + m_prev, _log_decay(b, i).amax(dim=1))
 
 
 def _gates(i_mean: float, padded: int, L: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,8 +59,8 @@ def _gates(i_mean: float, padded: int, L: int = 32) -> tuple[torch.Tensor, torch
     return log_f.cumsum(0), i
 
 
-@pytest.mark.parametrize("m_prev", [0.0, -30.0, 12.0])
-@pytest.mark.parametrize("i_mean,padded", [(0.0, 0), (-10.0, 0), (0.0, 7)], ids=["i~N(0,1)", "i~N(-10,1)", "padded"])
+@M_PREV
+@GATES
 def test_row_m_is_the_row_max_of_the_log_decay_matrix(m_prev, i_mean, padded):
     L = 32
     b, i = _gates(i_mean, padded, L)
@@ -65,16 +74,15 @@ def test_row_m_is_the_row_max_of_the_log_decay_matrix(m_prev, i_mean, padded):
         torch.testing.assert_close(out.cpu().double(), b + m_prev, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("m_prev", [0.0, -30.0, 12.0])
-@pytest.mark.parametrize("i_mean,padded", [(0.0, 0), (-10.0, 0), (0.0, 7)], ids=["i~N(0,1)", "i~N(-10,1)", "padded"])
+@M_PREV
+@GATES
 def test_row_weights_are_the_scaled_decay_weights(m_prev, i_mean, padded):
     L, scale = 32, 64**-0.5
     b, i = _gates(i_mean, padded, L)
     m, w, w0 = (torch.empty(shape, dtype=torch.float32, device=DEVICE) for shape in ((L,), (L, L), (L,)))
     _row_weights_kernel[(1,)](b.float().to(DEVICE), i.float().to(DEVICE), m_prev, math.log(scale), m, w, w0, L=L)
     m_def = _definition(b, i, m_prev)  # (L,)
-    log_d = (b[:, None] - b[None, :] + i[None, :]).masked_fill(~torch.ones(L, L, dtype=torch.bool).tril(), -math.inf)
-    w_def = scale * torch.exp(log_d - m_def[:, None])  # (L, L): 0 above the diagonal and for padded keys
+    w_def = scale * torch.exp(_log_decay(b, i) - m_def[:, None])  # (L, L): 0 above the diagonal and for padded keys
     torch.testing.assert_close(m.cpu().double(), m_def, rtol=0, atol=1e-5)
     # every weight is at most scale (the stabilizer is the row max), relative error of fp32 exponents near 1e-6
     torch.testing.assert_close(w.cpu().double(), w_def, rtol=1e-5, atol=1e-7 * scale)
