@@ -127,7 +127,8 @@ def _tiles(
     # a forward without gradients (bf16/fp16 tiles) of one launch over several chunks of a 33-128-wide head keeps
     # chunks of 64: H200, (16, 4, 2048, 128) bf16, forward 0.329 against 0.478 ms at 32 (with gradients the backward
     # at 64 was slower, fw+bw 2.90 against 2.06; column-block launches at 64: 4.81 against 4.63 ms); H100, (64, 4,
-    # 512, 64) bf16, 0.0756 against 0.0796 ms at 32 (0.0756 against 0.0793 on another H100)
+    # 512, 64) bf16, 0.0756 against 0.0796 ms at 32 (0.0756 against 0.0793 on another H100; with the running max and
+    # log2-unit weights 0.0555 against 0.0794)
     wide_fwd = BK in (64, 128) and dtype != torch.float32 and not column_block and S > 64
     if L > 32 and (BK >= 128 or (BK >= 64 and S > L)) and not wide_fwd:
         # keep the (L, BK) tiles and the (BK, BV) state in registers; over several chunks of a 64-wide head, chunks
