@@ -21,7 +21,16 @@ adds itself.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _tile
+from .triton_chunkwise_common import (
+    _carry,
+    _chunk_end_m,
+    _chunk_gates,
+    _dot,
+    _entering_state,
+    _gate_terms,
+    _load_gates,
+    _tile,
+)
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, _row_terms
 
 
@@ -85,6 +94,7 @@ def _mlstm_bounds_fwd_kernel_tl(
     LOWP: tl.constexpr,
     HAS_INIT: tl.constexpr,
     NEED_LAST: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -104,6 +114,9 @@ def _mlstm_bounds_fwd_kernel_tl(
     walk_end = (G - 1) * CPS
     if NEED_LAST:
         walk_end = NC
+    # the gates of the next chunk load while this one is carried (PREFETCH): the carry's whole chain starts from
+    # them, and k and v are already pipelined into shared memory
+    i_next, f_next = _load_gates(i_base, f_base, si_s, sf_s, offs_l, offs_l < S)  # (L,) each
     for c in range(0, walk_end):
         if c % CPS == 0:
             _store_state(cs_ptr, ns_ptr, ms_ptr, pid_bh * G + c // CPS, C, n, m_prev, DQK, DHV, offs_k, offs_v,
@@ -112,7 +125,12 @@ def _mlstm_bounds_fwd_kernel_tl(
         mask_t = t < S
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
-        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
+        if PREFETCH:
+            i_raw, f_raw = i_next, f_next
+            i_next, f_next = _load_gates(i_base, f_base, si_s, sf_s, t + L, t + L < S)
+        else:
+            i_raw, f_raw = _load_gates(i_base, f_base, si_s, sf_s, t, mask_t)
+        i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
         m_new = _chunk_end_m(m_prev, i_g, b, g)
         C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
         m_prev = m_new

@@ -57,8 +57,24 @@ def _chunk_gates(i_base, f_base, stride_i, stride_f, t, mask_t):
     weights come from `_row_weights` / `_decay_weights`). Padding (t >= S) gets i~ = -inf and log f = 0: it leaves
     the state unchanged.
     """
-    i_g = tl.load(i_base + t * stride_i, mask=mask_t, other=float("-inf")).to(tl.float32)  # (L,)
-    f_g = tl.load(f_base + t * stride_f, mask=mask_t, other=0.0).to(tl.float32)  # (L,)
+    i_raw, f_raw = _load_gates(i_base, f_base, stride_i, stride_f, t, mask_t)
+    return _gate_terms(i_raw, f_raw, mask_t)
+
+
+@triton.jit
+def _load_gates(i_base, f_base, stride_i, stride_f, t, mask_t):
+    """The raw gate pre-activations i~, f~ (L,) of one chunk in their own dtype (i~ = -inf and f~ = 0 past S); a
+    chunk loop may load the next chunk's while it works on this one (the first use waits for the load)."""
+    i_raw = tl.load(i_base + t * stride_i, mask=mask_t, other=float("-inf"))  # (L,)
+    f_raw = tl.load(f_base + t * stride_f, mask=mask_t, other=0.0)  # (L,)
+    return i_raw, f_raw
+
+
+@triton.jit
+def _gate_terms(i_raw, f_raw, mask_t):
+    """`_chunk_gates` from gates `_load_gates` loaded: i~, f~, log f, b (L,) and g, in fp32."""
+    i_g = i_raw.to(tl.float32)  # (L,)
+    f_g = f_raw.to(tl.float32)  # (L,)
     log_f = tl.where(mask_t, _logsigmoid(f_g), 0.0)  # (L,)
     b = tl.cumsum(log_f, axis=0)  # (L,)
     g = tl.sum(log_f, axis=0)

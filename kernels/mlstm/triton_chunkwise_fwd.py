@@ -24,7 +24,16 @@ normalizes the sum.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _entering_state, _row_weights, _tile
+from .triton_chunkwise_common import (
+    _carry,
+    _chunk_end_m,
+    _dot,
+    _entering_state,
+    _gate_terms,
+    _load_gates,
+    _row_weights,
+    _tile,
+)
 
 
 @triton.jit
@@ -75,6 +84,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
     STORE_STATES: tl.constexpr,
     RAW: tl.constexpr = False,
     RAW_ADD: tl.constexpr = False,
+    PREFETCH: tl.constexpr = False,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -118,6 +128,7 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         offs_k, offs_v, sc_k, sc_v, sn_k, mask_k, mask_kv, HAS_INIT, BK, BV,
     )  # (BK, BV), (BK,), ()
 
+    i_next, f_next = _load_gates(i_base, f_base, si_s, sf_s, offs_l, offs_l < S)  # (L,) each, for PREFETCH
     for c in range(0, tl.cdiv(S, L)):
         t = c * L + offs_l  # (L,)
         mask_t = t < S
@@ -126,7 +137,12 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
+        if PREFETCH:  # this chunk's gates were loaded during the last one; load the next chunk's
+            i_raw, f_raw = i_next, f_next
+            i_next, f_next = _load_gates(i_base, f_base, si_s, sf_s, t + L, t + L < S)
+        else:
+            i_raw, f_raw = _load_gates(i_base, f_base, si_s, sf_s, t, mask_t)
+        i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
 
         # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
         m_row, w, w0 = _row_weights(b, i_g, m_prev, log_scale, causal)

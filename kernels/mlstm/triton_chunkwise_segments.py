@@ -46,6 +46,12 @@ BOUNDS_BLOCKS_OVERRIDE: tuple[int, int] | None = None
 # against 2.38 and 7.27 against 8.59; at (16, 4, 2048, 128) slower (fw+bw 1.089 against 1.027 ms)
 BOUNDS_WIDE_DQK = 256
 BOUNDS_WIDE_BK = 128
+# the forward boundary kernel loads the next chunk's gates while it carries the state across this one (its k and v
+# tiles are pipelined into shared memory; the gates, which the whole carry starts from, were loaded at each chunk's
+# start). H100, bf16, forward without gradients (chunk-parallel): (16, 4, 2048, 128) 0.188 against 0.200 ms (the
+# boundary kernel 97.0 against 103.7 us), (8, 16, 4096, 256) 2.132 against 2.179; bit-identical outputs. False: each
+# chunk's gates at its start (A/B timings)
+BOUNDS_GATE_PREFETCH = True
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -145,7 +151,8 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
         k, v, i, f, *init, cs, ns, ms, *last,
         *k.stride(), *v.stride(), *i.stride(), *f.stride(), *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, G, CPS, NV,
-        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last, num_warps=BOUNDS_WARPS,
+        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last, PREFETCH=BOUNDS_GATE_PREFETCH,
+        num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return (cs, ns, ms), (last if need_last else None)
 
