@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
-from .triton_chunkwise_common import _chunk_gates, _dot, _row_weights, _tile
+from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _row_weights, _tile
 from .triton_chunkwise_modes import _fwd_lowp, _low_operands, _on_device, _qk_lowp
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
@@ -91,6 +91,15 @@ CARRY = 64
 # 0.10 against 0.17 GB; (8, 16, 4096, 256) 2.651 against 3.149 ms, 1.35 against 2.43 GB; (8, 8, 8192, 512) 9.525
 # against 11.391 ms, 4.85 against 9.15 GB. False keeps fp32 states (A/B timings). Calls with gradients: below
 NO_GRAD_STATES_IN_INPUT_DTYPE = True
+# a forward without gradients stores the entering state of every second chunk only (the boundary kernel carrying
+# chunks of PAIR_CARRY steps where they divide the pair): the odd chunk's program carries that state across the
+# even chunk itself (its k, v and gates, which the even chunk's program reads at about the same time). Half the
+# states' bytes, written once and read twice; an extra (DQK, L) x (L, BV) dot for half the programs
+PAIRED_STATES = False
+PAIR_CARRY = 128
+# num_warps of the output kernel with paired states: at 4 its odd chunks' carried (DQK block, 128) state spills
+# (offline sm_90, (16, 4, 2048, 128) bf16: 255 registers and 360 bytes of stack; 8 warps: 254 and none)
+PAIR_NUM_WARPS = 8
 # a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
 # in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
 # `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
@@ -105,9 +114,9 @@ GRAD_STATES_IN_INPUT_DTYPE = True
 @triton.jit
 def _mlstm_chunk_out_kernel_tl(
     q_ptr, k_ptr, v_ptr, i_ptr, f_ptr,  # q, k (B, NH, S, DQK), v (B, NH, S, DHV), i, f (B, NH, S); strides s*_
-    cs_ptr,  # (BNH * NC, DQK, DHV) state entering each chunk, contiguous; fp32, or the dot dtype (LOWP 1, 2, 4)
-    ns_ptr,  # (BNH * NC, DQK) fp32
-    ms_ptr,  # (BNH * NC,) fp32
+    cs_ptr,  # (BNH * NS, DQK, DHV) state entering each chunk (PAIR: each pair), contiguous; fp32 or the dot dtype
+    ns_ptr,  # (BNH * NS, DQK) fp32
+    ms_ptr,  # (BNH * NS,) fp32
     h_ptr,  # out (BNH, S, DHV) contiguous, input dtype (or fp32)
     h32_ptr,  # out (BNH, S, DHV) contiguous fp32 copy of h for the backward; written only if STORE_H32
     z_ptr,  # out (BNH, S) fp32: n~_t . q^_t before abs/max
@@ -121,7 +130,7 @@ def _mlstm_chunk_out_kernel_tl(
     S,
     DQK,
     DHV,
-    NC,
+    NS,
     qk_scale,
     eps,
     L: tl.constexpr,
@@ -130,12 +139,16 @@ def _mlstm_chunk_out_kernel_tl(
     LOWP: tl.constexpr,
     QK_LOWP: tl.constexpr,
     STORE_H32: tl.constexpr,
+    PAIR: tl.constexpr = False,
 ):  # fmt: skip
     pid_v = tl.program_id(0)
     c = tl.program_id(1)
     pid_bh = tl.program_id(2).to(tl.int64)
     bb, hh = pid_bh // NH, pid_bh % NH
-    row = pid_bh * NC + c  # this chunk's entering state
+    if PAIR:  # one stored state per pair of chunks (NS of them per head): the odd chunk carries it across the even
+        row = pid_bh * NS + c // 2
+    else:
+        row = pid_bh * NS + c  # this chunk's entering state
     offs_l = tl.arange(0, L)
     offs_v = pid_v * BV + tl.arange(0, BV)
     mask_v = offs_v < DHV
@@ -145,9 +158,19 @@ def _mlstm_chunk_out_kernel_tl(
 
     q_base = q_ptr + bb * sq_b + hh * sq_h
     k_base = k_ptr + bb * sk_b + hh * sk_h
-    i_g, f_g, log_f, b, g = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h, si_s, sf_s, t,
-                                         mask_t)  # fmt: skip
+    v_base = v_ptr + bb * sv_b + hh * sv_h
+    i_base = i_ptr + bb * si_b + hh * si_h
+    f_base = f_ptr + bb * sf_b + hh * sf_h
+    i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
     m_prev = tl.load(ms_ptr + row)
+    if PAIR:  # an odd chunk's entering state: the stored one carried across the chunk before (even chunks: no-ops)
+        odd = c % 2 == 1
+        tp = t - L  # (L,) the steps of the chunk before
+        mask_p = (tp >= 0) & odd  # (L,)
+        i_p, f_p, log_p, b_p, g_p = _chunk_gates(i_base, f_base, si_s, sf_s, tp, mask_p)  # padding: i~ -inf, g 0
+        m_stored = m_prev
+        m_prev = _chunk_end_m(m_stored, i_p, b_p, g_p)  # m_stored where even
+        v_p = _tile(v_base, tp, offs_v, sv_s, sv_d, mask_p[:, None] & mask_v[None, :])  # (L, BV)
     # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
     m_row, w, w0 = _row_weights(b, i_g, m_prev, tl.log(qk_scale), causal)
 
@@ -162,11 +185,16 @@ def _mlstm_chunk_out_kernel_tl(
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         scores += _dot(q, tl.trans(k), QK_LOWP)
         C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
-        qc += _dot(q, C, LOWP)
         n = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+        if PAIR:
+            C = C.to(tl.float32)
+            if odd:
+                k_p = _tile(k_base, tp, offs_k, sk_s, sk_d, mask_p[:, None] & mask_k[None, :])  # (L, BK)
+                C, n = _carry(C, n, m_stored, m_prev, k_p, v_p, i_p, b_p, g_p, LOWP)
+        qc += _dot(q, C, LOWP)
         qn += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
 
-    v = _tile(v_ptr + bb * sv_b + hh * sv_h, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
+    v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
     scores = scores * w  # (L, L)
     num = _dot(scores, v, LOWP) + (w0 * qk_scale)[:, None] * qc  # (L, BV)
     z = tl.sum(scores, axis=1) + w0 * qk_scale * qn  # (L,)
@@ -240,11 +268,12 @@ def chunk_length(S: int, chunk_size: int) -> int:
 
 
 def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, lowp: int, qk_lowp: int,
-                  h, h32, z, m) -> None:  # fmt: skip
+                  h, h32, z, m, pair: bool = False) -> None:  # fmt: skip
     """Launch the output kernel over every chunk: h (and the fp32 copy h32 unless None), z and m (BNH, S) from the
     chunks' entering states (cs (B, NH * NC, DQK, DHV), ns, ms as `bounds_forward` returns them with one segment
-    per chunk of L steps). lowp / qk_lowp: dot modes, already mapped for the interpreter; lowp picks the DHV columns
-    per program (`OUT_VALUE_BLOCK` or `FP32_DOTS_VALUE_BLOCK`) and the pipeline stages (`LOWP_STATE_STAGES`)."""
+    per chunk of L steps; with `pair`, one per pair of chunks: NH * ceil(NC / 2)). lowp / qk_lowp: dot modes, already
+    mapped for the interpreter; lowp picks the DHV columns per program (`OUT_VALUE_BLOCK` or
+    `FP32_DOTS_VALUE_BLOCK`) and the pipeline stages (`LOWP_STATE_STAGES`)."""
     B, NH, S, DQK = q.shape
     DHV = v.shape[-1]
     low_dots = _low_operands(lowp)  # bf16 / fp16 operands; else TF32 / fp32
@@ -257,9 +286,9 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
-        NH, S, DQK, DHV, NC, DQK**-0.5, eps,
-        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None,
-        num_warps=OUT_NUM_WARPS, **stages,
+        NH, S, DQK, DHV, cdiv(NC, 2) if pair else NC, DQK**-0.5, eps,
+        L=L, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, STORE_H32=h32 is not None, PAIR=pair,
+        num_warps=PAIR_NUM_WARPS if pair else OUT_NUM_WARPS, **stages,
     )  # fmt: skip
 
 
@@ -279,10 +308,13 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     # kernel keeps 1376 B of stack per thread for sm_90, and still ran faster than at 32; see CARRY), else of L
     half = q.dtype in (torch.bfloat16, torch.float16)  # its dots run in that dtype
     state_dtype = q.dtype if half and NO_GRAD_STATES_IN_INPUT_DTYPE else torch.float32
-    states, last = bounds_forward(k, v, i, f, C0, n0, m0, NC, 1, L, BV, lowp, need_last, CARRY, state_dtype)
+    pair = PAIRED_STATES and NC > 1  # one stored state per two chunks, carried in chunks of PAIR_CARRY steps
+    G, CPS = (cdiv(NC, 2), 2) if pair else (NC, 1)
+    carry = PAIR_CARRY if pair else CARRY
+    states, last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, lowp, need_last, carry, state_dtype)
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)
     z, m = torch.empty(B, NH, S, **f32), torch.empty(B, NH, S, **f32)  # (B, NH, S) each
-    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m)
+    chunk_outputs(q, k, v, i, f, states, NC, L, eps, lowp, _on_device(_qk_lowp(q.dtype, lowp)), h, None, z, m, pair)
     C_last, n_last, m_last = last if need_last else (None, None, None)
     return h, C_last, n_last, m_last

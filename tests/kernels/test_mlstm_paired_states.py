@@ -1,0 +1,56 @@
+"""The chunk-parallel forward with one stored state per pair of chunks (`triton_chunkwise_parallel.PAIRED_STATES`):
+the odd chunk's program carries the stored state across the even chunk. Against the fp64 step-by-step recurrence:
+h and the last states, an odd and an even number of chunks, sequences that end mid-chunk, several DQK blocks of the
+inner loop and several DHV blocks, zero and initial states, both gate regimes, the boundary kernel's carry in the
+chunks themselves and in pairs (`PAIR_CARRY`), fp32 and bf16; and the launches it takes."""
+
+import pytest
+import torch
+
+from xlstm_ts.kernels._testing_mlstm import check_forward
+
+parallel = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise_parallel")
+
+
+@pytest.fixture(params=[16, 32], ids=["carry-16", "carry-32"])
+def paired(request, monkeypatch, parallel_forward):
+    """Paired states with the boundary kernel carrying chunks of 16 steps (the chunks) or 32 (whole pairs)."""
+    monkeypatch.setattr(parallel, "PAIRED_STATES", True)
+    monkeypatch.setattr(parallel, "PAIR_CARRY", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV",
+    # chunks of 16: S 37 three (the last short), S 64 four, S 50 four (the last short); DQK 80: two blocks of the
+    # inner loop; DHV 80: two DHV blocks
+    [(2, 1, 37, 24, 40), (1, 2, 64, 80, 24), (1, 1, 50, 40, 80)],
+    ids=lambda x: str(x),
+)
+def test_paired_states_match_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, paired, nan_poison):
+    launches = check_forward(B, NH, S, DQK, DHV, i_mean, with_states, torch.float32)
+    names = str(launches.summary())
+    assert "_mlstm_chunk_out_kernel_tl" in names and "_mlstm_bounds_fwd_kernel_tl" in names
+
+
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_paired_states_bf16(i_mean, paired, nan_poison):
+    check_forward(2, 1, 53, 24, 40, i_mean, True, torch.bfloat16)
+
+
+def test_paired_states_store_half_the_states(paired, monkeypatch):
+    """The output kernel is launched with PAIR and ceil(NC / 2) states per head; one chunk needs no pairing."""
+    launched = []
+    original = parallel.bounds_forward
+
+    def spy(*args, **kw):
+        states, last = original(*args, **kw)
+        launched.append(states[0].shape)
+        return states, last
+
+    monkeypatch.setattr(parallel, "bounds_forward", spy)
+    check_forward(1, 2, 37, 24, 40, 0.0, False, torch.float32)  # 3 chunks of 16
+    check_forward(1, 2, 16, 24, 40, 0.0, False, torch.float32)  # 1 chunk: the plain forward, no states
+    assert launched == [torch.Size([1, 2 * 2, 24, 40])]
