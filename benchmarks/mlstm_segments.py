@@ -11,8 +11,8 @@ Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which 
 the chunk-parallel forward of calls without gradients (forward only, its fw+bw column empty), and segments of one
 and of two chunks through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
 `--parallel-variants` adds a row per knob of the chunk-parallel path (`PARALLEL_VARIANTS`: warps, dot modes, the
-boundary carry), each alone, in 64-step segments (`--variants WORD...`: only the knobs whose label holds a word).
-`--k-blocks` / `--value-blocks` also time every layout with
+boundary carry, paired states, the gate prefetch), each alone, in 64-step segments (`--variants WORD...`: only the
+knobs whose label holds a word). `--k-blocks` / `--value-blocks` also time every layout with
 other column blocks (`ksplit.K_BLOCK`; a head wider than the block runs in column blocks) and DHV blocks of the
 column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
@@ -129,6 +129,8 @@ PARALLEL_VARIANTS = [
     ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
     ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
     ("output kernel pipelined, bf16 states and dots (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
+    ("paired states without gradients", "triton_chunkwise_parallel", "PAIRED_STATES", True),
+    ("boundary forward without the gate prefetch", "triton_chunkwise_segments", "BOUNDS_GATE_PREFETCH", False),
 ]
 
 
