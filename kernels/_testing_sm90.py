@@ -118,7 +118,7 @@ def _ptxas_usage(cubin: bytes) -> dict:
 
 def _mlstm_case(
     dtype: torch.dtype, S: int, DH: int, states: bool, segments: int | None = None, grad: bool = True,
-    parallel: bool = False,
+    parallel: bool = False, paired: bool = False,
 ) -> Callable:
     from . import get_kernel
     from ._testing import make_mlstm_inputs, make_mlstm_states
@@ -127,6 +127,7 @@ def _mlstm_case(
     def run() -> None:
         triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = segments
         triton_chunkwise_parallel.PARALLEL_FORWARD = parallel
+        paired_before, triton_chunkwise_parallel.PAIRED_STATES = triton_chunkwise_parallel.PAIRED_STATES, paired
         try:
             leaves = [x.to(dtype).requires_grad_(grad) for x in make_mlstm_inputs(2, 3, S, DH, DH)]
             init = [x.float() for x in make_mlstm_states(2, 3, DH, DH)] if states else [None] * 3
@@ -136,6 +137,7 @@ def _mlstm_case(
         finally:
             triton_chunkwise_segments.SEGMENT_CHUNKS_OVERRIDE = None
             triton_chunkwise_parallel.PARALLEL_FORWARD = None
+            triton_chunkwise_parallel.PAIRED_STATES = paired_before
 
     return run
 
@@ -193,10 +195,12 @@ CASES: dict[str, Callable[[], Callable]] = {
     for seg in (None, 1)
 } | {
     # the chunk-parallel forward (no gradients): the output kernel's inner DQK loop over blocks of 64
-    f"mlstm {dtype_name} S=200 DH={DH} no-grad parallel": (
-        lambda dtype=dtype, DH=DH: _mlstm_case(dtype, 200, DH, True, grad=False, parallel=True)
+    f"mlstm {dtype_name} S=200 DH={DH} no-grad parallel{' paired' if paired else ''}": (
+        lambda dtype=dtype, DH=DH, paired=paired: _mlstm_case(dtype, 200, DH, True, grad=False, parallel=True,
+                                                              paired=paired)  # fmt: skip
     )
-    for dtype_name, dtype, DH in (("bf16", torch.bfloat16, 128), ("fp32", torch.float32, 512))
+    for dtype_name, dtype, DH, paired in (("bf16", torch.bfloat16, 128, False), ("fp32", torch.float32, 512, False),
+                                          ("bf16", torch.bfloat16, 128, True))
 } | {
     # with gradients: segments of one chunk whose outputs (and the fp32 h, z, m) come from the output kernel
     f"mlstm bf16 S=200 DH={DH} segments of {seg} parallel": (

@@ -100,6 +100,10 @@ PAIR_CARRY = 128
 # num_warps of the output kernel with paired states: at 4 its odd chunks' carried (DQK block, 128) state spills
 # (offline sm_90, (16, 4, 2048, 128) bf16: 255 registers and 360 bytes of stack; 8 warps: 254 and none)
 PAIR_NUM_WARPS = 8
+# widest head (DQK and DHV) that pairs, for bf16/fp16 inputs only. Offline sm_90: at 512-wide fp32 heads the
+# boundary kernel's 128-step carry needs 256 KB of shared memory (more than sm_90 has); with fp32 inputs (exact fp32
+# dots, fp32 states) the paired output kernel spilled 3.9 KB per thread at 128-wide heads as well
+PAIR_MAX_HEAD = 128
 # a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
 # in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
 # `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
@@ -308,7 +312,8 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     # kernel keeps 1376 B of stack per thread for sm_90, and still ran faster than at 32; see CARRY), else of L
     half = q.dtype in (torch.bfloat16, torch.float16)  # its dots run in that dtype
     state_dtype = q.dtype if half and NO_GRAD_STATES_IN_INPUT_DTYPE else torch.float32
-    pair = PAIRED_STATES and NC > 1  # one stored state per two chunks, carried in chunks of PAIR_CARRY steps
+    # one stored state per two chunks, carried in chunks of PAIR_CARRY steps: bf16/fp16 heads up to PAIR_MAX_HEAD
+    pair = PAIRED_STATES and NC > 1 and half and max(DQK, DHV) <= PAIR_MAX_HEAD
     G, CPS = (cdiv(NC, 2), 2) if pair else (NC, 1)
     carry = PAIR_CARRY if pair else CARRY
     states, last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, lowp, need_last, carry, state_dtype)

@@ -1,8 +1,8 @@
-"""The chunk-parallel forward with one stored state per pair of chunks (`triton_chunkwise_parallel.PAIRED_STATES`):
-the odd chunk's program carries the stored state across the even chunk. Against the fp64 step-by-step recurrence:
-h and the last states, an odd and an even number of chunks, sequences that end mid-chunk, several DQK blocks of the
-inner loop and several DHV blocks, zero and initial states, both gate regimes, the boundary kernel's carry in the
-chunks themselves and in pairs (`PAIR_CARRY`), fp32 and bf16; and the launches it takes."""
+"""The chunk-parallel forward with one stored state per pair of chunks (`triton_chunkwise_parallel.PAIRED_STATES`;
+bf16/fp16 inputs): the odd chunk's program carries the stored state across the even chunk. Against the fp64
+step-by-step recurrence on the rounded inputs: h and the last states, an odd and an even number of chunks, sequences
+that end mid-chunk, several DQK blocks of the inner loop and several DHV blocks, zero and initial states, both gate
+regimes, the boundary kernel's carry in the chunks themselves and in pairs (`PAIR_CARRY`); and which calls pair."""
 
 import pytest
 import torch
@@ -30,18 +30,14 @@ def paired(request, monkeypatch, parallel_forward):
     ids=lambda x: str(x),
 )
 def test_paired_states_match_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_states, paired, nan_poison):
-    launches = check_forward(B, NH, S, DQK, DHV, i_mean, with_states, torch.float32)
+    launches = check_forward(B, NH, S, DQK, DHV, i_mean, with_states, torch.bfloat16)
     names = str(launches.summary())
     assert "_mlstm_chunk_out_kernel_tl" in names and "_mlstm_bounds_fwd_kernel_tl" in names
 
 
-@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-def test_paired_states_bf16(i_mean, paired, nan_poison):
-    check_forward(2, 1, 53, 24, 40, i_mean, True, torch.bfloat16)
-
-
 def test_paired_states_store_half_the_states(paired, monkeypatch):
-    """The output kernel is launched with PAIR and ceil(NC / 2) states per head; one chunk needs no pairing."""
+    """bf16 calls of several chunks store ceil(NC / 2) states per head; one chunk needs no pairing, fp32 calls and
+    heads wider than PAIR_MAX_HEAD do not pair (one state per chunk)."""
     launched = []
     original = parallel.bounds_forward
 
@@ -51,6 +47,9 @@ def test_paired_states_store_half_the_states(paired, monkeypatch):
         return states, last
 
     monkeypatch.setattr(parallel, "bounds_forward", spy)
-    check_forward(1, 2, 37, 24, 40, 0.0, False, torch.float32)  # 3 chunks of 16
-    check_forward(1, 2, 16, 24, 40, 0.0, False, torch.float32)  # 1 chunk: the plain forward, no states
-    assert launched == [torch.Size([1, 2 * 2, 24, 40])]
+    check_forward(1, 2, 37, 24, 40, 0.0, False, torch.bfloat16)  # 3 chunks of 16: 2 states per head
+    check_forward(1, 2, 16, 24, 40, 0.0, False, torch.bfloat16)  # 1 chunk: the plain forward, no states
+    check_forward(1, 2, 37, 24, 40, 0.0, False, torch.float32)  # fp32: 3 states per head
+    monkeypatch.setattr(parallel, "PAIR_MAX_HEAD", 32)
+    check_forward(1, 2, 37, 24, 40, 0.0, False, torch.bfloat16)  # DHV 40 above the widest paired head
+    assert launched == [torch.Size([1, 2 * 2, 24, 40]), torch.Size([1, 2 * 3, 24, 40]), torch.Size([1, 2 * 3, 24, 40])]
