@@ -27,9 +27,9 @@ from .triton_chunkwise_common import (
     _chunk_gates,
     _dot,
     _entering_state,
-    _gate_terms,
     _load_gates,
     _tile,
+    _walk_gates,
 )
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, _row_terms
 
@@ -125,12 +125,8 @@ def _mlstm_bounds_fwd_kernel_tl(
         mask_t = t < S
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
-        if PREFETCH:
-            i_raw, f_raw = i_next, f_next
-            i_next, f_next = _load_gates(i_base, f_base, si_s, sf_s, t + L, t + L < S)
-        else:
-            i_raw, f_raw = _load_gates(i_base, f_base, si_s, sf_s, t, mask_t)
-        i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
+        i_g, f_g, log_f, b, g, i_next, f_next = _walk_gates(i_base, f_base, si_s, sf_s, t, mask_t, S, i_next, f_next,
+                                                            L, PREFETCH)  # fmt: skip
         m_new = _chunk_end_m(m_prev, i_g, b, g)
         C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
         m_prev = m_new

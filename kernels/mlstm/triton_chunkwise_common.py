@@ -71,6 +71,23 @@ def _load_gates(i_base, f_base, stride_i, stride_f, t, mask_t):
 
 
 @triton.jit
+def _walk_gates(i_base, f_base, stride_i, stride_f, t, mask_t, S, i_next, f_next, L: tl.constexpr,
+                PREFETCH: tl.constexpr):  # fmt: skip
+    """`_chunk_gates` of the chunk at steps t in a walk over chunks, plus the raw gates the walk carries: with
+    PREFETCH, this chunk's come from (i_next, f_next), loaded during the last chunk (the walk loads the first chunk's
+    with `_load_gates` before it starts), and the next chunk's are loaded now; else this chunk's are loaded here.
+
+    Returns i~, f~, log f, b (L,), g and the raw (i_next, f_next) for the next chunk (unchanged without PREFETCH)."""
+    if PREFETCH:
+        i_raw, f_raw = i_next, f_next
+        i_next, f_next = _load_gates(i_base, f_base, stride_i, stride_f, t + L, t + L < S)
+    else:
+        i_raw, f_raw = _load_gates(i_base, f_base, stride_i, stride_f, t, mask_t)
+    i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
+    return i_g, f_g, log_f, b, g, i_next, f_next
+
+
+@triton.jit
 def _gate_terms(i_raw, f_raw, mask_t):
     """`_chunk_gates` from gates `_load_gates` loaded: i~, f~, log f, b (L,) and g, in fp32."""
     i_g = i_raw.to(tl.float32)  # (L,)

@@ -29,10 +29,10 @@ from .triton_chunkwise_common import (
     _chunk_end_m,
     _dot,
     _entering_state,
-    _gate_terms,
     _load_gates,
     _row_weights,
     _tile,
+    _walk_gates,
 )
 
 
@@ -137,12 +137,8 @@ def _mlstm_chunkwise_fwd_kernel_tl(
         q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-        if PREFETCH:  # this chunk's gates were loaded during the last one; load the next chunk's
-            i_raw, f_raw = i_next, f_next
-            i_next, f_next = _load_gates(i_base, f_base, si_s, sf_s, t + L, t + L < S)
-        else:
-            i_raw, f_raw = _load_gates(i_base, f_base, si_s, sf_s, t, mask_t)
-        i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
+        i_g, f_g, log_f, b, g, i_next, f_next = _walk_gates(i_base, f_base, si_s, sf_s, t, mask_t, S, i_next, f_next,
+                                                            L, PREFETCH)  # fmt: skip
 
         # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
         m_row, w, w0 = _row_weights(b, i_g, m_prev, log_scale, causal)
