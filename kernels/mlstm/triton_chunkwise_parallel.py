@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
-from .triton_chunkwise_common import _carry, _chunk_end_m, _chunk_gates, _dot, _row_weights, _tile
+from .triton_chunkwise_common import _chunk_end_m, _chunk_gates, _dot, _row_weights, _tile
 from .triton_chunkwise_modes import _fwd_lowp, _low_operands, _on_device, _qk_lowp
 from .triton_chunkwise_segments import _k_block, bounds_forward
 
@@ -92,14 +92,20 @@ CARRY = 64
 # against 11.391 ms, 4.85 against 9.15 GB. False keeps fp32 states (A/B timings). Calls with gradients: below
 NO_GRAD_STATES_IN_INPUT_DTYPE = True
 # a forward without gradients stores the entering state of every second chunk only (the boundary kernel carrying
-# chunks of PAIR_CARRY steps where they divide the pair): the odd chunk's program carries that state across the
-# even chunk itself (its k, v and gates, which the even chunk's program reads at about the same time). Half the
-# states' bytes, written once and read twice; an extra (DQK, L) x (L, BV) dot for half the programs
-PAIRED_STATES = False
+# chunks of PAIR_CARRY steps where they divide the pair): the odd chunk's program reads the even chunk's keys and
+# values as well (which the even chunk's program reads at about the same time) and takes them in the way the stored
+# state enters, as an (L, L) block of scores: q^T C_odd = decay q^T C_pair + sum_s w_s (q . k_s) v_s, never forming
+# the carried state. Half the states' bytes, written once and read twice; two more (L, DQK) x (DQK, L) and
+# (L, L) x (L, BV) dots for half the programs. H100, bf16, forward without gradients, paired against one state per
+# chunk: (16, 4, 2048, 128) 0.157 against 0.186-0.189 ms (boundary kernel 65 against 97 us, output kernel 89 both
+# ways), (32, 8, 1024, 128) 0.296 against 0.348, (8, 8, 2048, 128) 0.157 against 0.185; a 64-step carry 0.180,
+# 0.333, 0.179. False: one state per chunk (A/B timings)
+PAIRED_STATES = True
 PAIR_CARRY = 128
-# num_warps of the output kernel with paired states: at 4 its odd chunks' carried (DQK block, 128) state spills
-# (offline sm_90, (16, 4, 2048, 128) bf16: 255 registers and 360 bytes of stack; 8 warps: 254 and none)
-PAIR_NUM_WARPS = 8
+# num_warps of the output kernel with paired states (offline sm_90, (16, 4, 2048, 128) bf16, 128 value columns:
+# 4 warps 255 registers, 8 warps 184, no stack either way). H100, same calls: 8 warps 0.209-0.212, 0.399-0.403 and
+# 0.209 ms (output kernel 142 us at the first shape)
+PAIR_NUM_WARPS = 4
 # widest head (DQK and DHV) that pairs, for bf16/fp16 inputs only. Offline sm_90: at 512-wide fp32 heads the
 # boundary kernel's 128-step carry needs 256 KB of shared memory (more than sm_90 has); with fp32 inputs (exact fp32
 # dots, fp32 states) the paired output kernel spilled 3.9 KB per thread at 128-wide heads as well
@@ -167,18 +173,20 @@ def _mlstm_chunk_out_kernel_tl(
     f_base = f_ptr + bb * sf_b + hh * sf_h
     i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
     m_prev = tl.load(ms_ptr + row)
-    if PAIR:  # an odd chunk's entering state: the stored one carried across the chunk before (even chunks: no-ops)
+    if PAIR:  # an odd chunk also reads the even chunk before it: its keys enter like the stored state's
         odd = c % 2 == 1
         tp = t - L  # (L,) the steps of the chunk before
         mask_p = (tp >= 0) & odd  # (L,)
         i_p, f_p, log_p, b_p, g_p = _chunk_gates(i_base, f_base, si_s, sf_s, tp, mask_p)  # padding: i~ -inf, g 0
         m_stored = m_prev
-        m_prev = _chunk_end_m(m_stored, i_p, b_p, g_p)  # m_stored where even
-        v_p = _tile(v_base, tp, offs_v, sv_s, sv_d, mask_p[:, None] & mask_v[None, :])  # (L, BV)
+        m_prev = _chunk_end_m(m_stored, i_p, b_p, g_p)  # m after the chunk before (m_stored where even)
+        decay = tl.exp(g_p + m_stored - m_prev)  # the stored state's weight in the state entering this chunk
+        w_p = tl.exp(g_p - b_p + i_p - m_prev)  # (L,) the chunk before's keys' weights there, 0 on padding
     # m_t of the recurrent form (L,), qk_scale times the decay weights (L, L), the entering state's weight (L,)
     m_row, w, w0 = _row_weights(b, i_g, m_prev, tl.log(qk_scale), causal)
 
     scores = tl.zeros((L, L), dtype=tl.float32)
+    scores_p = tl.zeros((L, L), dtype=tl.float32)  # PAIR, odd chunks: q^T k of the chunk before's keys, unscaled
     qc = tl.zeros((L, BV), dtype=tl.float32)  # q^T C of the entering state, unscaled
     qn = tl.zeros((L,), dtype=tl.float32)  # q . n of the entering state, unscaled
     for kb in range(0, tl.cdiv(DQK, BK)):
@@ -190,13 +198,18 @@ def _mlstm_chunk_out_kernel_tl(
         scores += _dot(q, tl.trans(k), QK_LOWP)
         C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
         n = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-        if PAIR:
-            C = C.to(tl.float32)
-            if odd:
-                k_p = _tile(k_base, tp, offs_k, sk_s, sk_d, mask_p[:, None] & mask_k[None, :])  # (L, BK)
-                C, n = _carry(C, n, m_stored, m_prev, k_p, v_p, i_p, b_p, g_p, LOWP)
         qc += _dot(q, C, LOWP)
         qn += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
+        if PAIR:
+            if odd:
+                k_p = _tile(k_base, tp, offs_k, sk_s, sk_d, mask_p[:, None] & mask_k[None, :])  # (L, BK)
+                scores_p += _dot(q, tl.trans(k_p), QK_LOWP)
+    if PAIR:  # q^T of the state entering an odd chunk: decay q^T C + sum_s w_p[s] (q . k_s) v_s, and the same for n
+        if odd:
+            v_p = _tile(v_base, tp, offs_v, sv_s, sv_d, mask_p[:, None] & mask_v[None, :])  # (L, BV)
+            scores_p = scores_p * w_p[None, :]  # (L, L)
+            qc = decay * qc + _dot(scores_p, v_p, LOWP)
+            qn = decay * qn + tl.sum(scores_p, axis=1)
 
     v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
     scores = scores * w  # (L, L)

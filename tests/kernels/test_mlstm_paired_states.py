@@ -1,8 +1,9 @@
 """The chunk-parallel forward with one stored state per pair of chunks (`triton_chunkwise_parallel.PAIRED_STATES`;
-bf16/fp16 inputs): the odd chunk's program carries the stored state across the even chunk. Against the fp64
-step-by-step recurrence on the rounded inputs: h and the last states, an odd and an even number of chunks, sequences
-that end mid-chunk, several DQK blocks of the inner loop and several DHV blocks, zero and initial states, both gate
-regimes, the boundary kernel's carry in the chunks themselves and in pairs (`PAIR_CARRY`); and which calls pair."""
+bf16/fp16 inputs, the default): the odd chunk's program takes the even chunk's keys as an (L, L) block of scores
+next to the stored state. Against the fp64 step-by-step recurrence on the rounded inputs: h and the last states, an
+odd and an even number of chunks, sequences that end mid-chunk, several DQK blocks of the inner loop and several
+DHV blocks, zero and initial states, both gate regimes, the boundary kernel's carry in the chunks themselves and in
+pairs (`PAIR_CARRY`); and which calls pair."""
 
 import pytest
 import torch
@@ -53,3 +54,20 @@ def test_paired_states_store_half_the_states(paired, monkeypatch):
     monkeypatch.setattr(parallel, "PAIR_MAX_HEAD", 32)
     check_forward(1, 2, 37, 24, 40, 0.0, False, torch.bfloat16)  # DHV 40 above the widest paired head
     assert launched == [torch.Size([1, 2 * 2, 24, 40]), torch.Size([1, 2 * 3, 24, 40]), torch.Size([1, 2 * 3, 24, 40])]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize(
+    "B,NH,S,DQK,DHV",
+    # chunks of 64: 16 (the last short), 15 (the last pair has one chunk), 32; DQK != DHV
+    [(2, 2, 1000, 128, 128), (3, 2, 900, 64, 64), (1, 2, 2048, 128, 96)],
+    ids=lambda x: str(x),
+)
+def test_paired_states_gpu(B, NH, S, DQK, DHV, i_mean, parallel_forward):
+    """The default pairing on the GPU (compiled dots, 128-step carry of the boundary kernel): h and the last states
+    against fp64, zero and initial states."""
+    for with_states in (False, True):
+        launches = check_forward(B, NH, S, DQK, DHV, i_mean, with_states, torch.bfloat16, chunk_size=64)
+        assert "_mlstm_chunk_out_kernel_tl" in str(launches.summary())
