@@ -108,7 +108,8 @@ PAIR_CARRY = 128
 PAIR_NUM_WARPS = 4
 # widest head (DQK and DHV) that pairs, for bf16/fp16 inputs only. Offline sm_90: at 512-wide fp32 heads the
 # boundary kernel's 128-step carry needs 256 KB of shared memory (more than sm_90 has); with fp32 inputs (exact fp32
-# dots, fp32 states) the paired output kernel spilled 3.9 KB per thread at 128-wide heads as well
+# dots, fp32 states) the first paired output kernel, which carried the state across the even chunk, spilled 3.9 KB
+# per thread at 128-wide heads (the score-block kernel has not been compiled or timed for fp32)
 PAIR_MAX_HEAD = 128
 # a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
 # in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
