@@ -129,7 +129,8 @@ PARALLEL_VARIANTS = [
     ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
     ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
     ("output kernel pipelined, bf16 states and dots (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
-    ("paired states without gradients", "triton_chunkwise_parallel", "PAIRED_STATES", True),
+    ("one state per chunk without gradients (no pairs)", "triton_chunkwise_parallel", "PAIRED_STATES", False),
+    ("paired output kernel at 8 warps", "triton_chunkwise_parallel", "PAIR_NUM_WARPS", 8),
     ("boundary forward without the gate prefetch", "triton_chunkwise_segments", "BOUNDS_GATE_PREFETCH", False),
 ]
 
