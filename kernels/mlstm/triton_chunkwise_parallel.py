@@ -156,7 +156,7 @@ def _mlstm_chunk_out_kernel_tl(
     c = tl.program_id(1)
     pid_bh = tl.program_id(2).to(tl.int64)
     bb, hh = pid_bh // NH, pid_bh % NH
-    if PAIR:  # one stored state per pair of chunks (NS of them per head): the odd chunk carries it across the even
+    if PAIR:  # one stored state per pair of chunks (NS of them per head), entering the even chunk
         row = pid_bh * NS + c // 2
     else:
         row = pid_bh * NS + c  # this chunk's entering state
@@ -178,7 +178,7 @@ def _mlstm_chunk_out_kernel_tl(
         odd = c % 2 == 1
         tp = t - L  # (L,) the steps of the chunk before
         mask_p = (tp >= 0) & odd  # (L,)
-        i_p, f_p, log_p, b_p, g_p = _chunk_gates(i_base, f_base, si_s, sf_s, tp, mask_p)  # padding: i~ -inf, g 0
+        i_p, _, _, b_p, g_p = _chunk_gates(i_base, f_base, si_s, sf_s, tp, mask_p)  # padding: i~ -inf, g 0
         m_stored = m_prev
         m_prev = _chunk_end_m(m_stored, i_p, b_p, g_p)  # m after the chunk before (m_stored where even)
         decay = tl.exp(g_p + m_stored - m_prev)  # the stored state's weight in the state entering this chunk
