@@ -131,6 +131,7 @@ PARALLEL_VARIANTS = [
     ("output kernel pipelined, bf16 states and dots (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
     ("one state per chunk without gradients (no pairs)", "triton_chunkwise_parallel", "PAIRED_STATES", False),
     ("paired output kernel at 8 warps", "triton_chunkwise_parallel", "PAIR_NUM_WARPS", 8),
+    ("paired boundary kernel in 64 value columns", "triton_chunkwise_parallel", "PAIR_BOUNDS_VALUE_BLOCK", None),
     ("boundary forward without the gate prefetch", "triton_chunkwise_segments", "BOUNDS_GATE_PREFETCH", False),
 ]
 

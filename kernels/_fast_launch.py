@@ -100,6 +100,18 @@ class FastLauncher:
         self._compiled[key] = (compiled, tail)
 
 
+_LAUNCHERS: dict = {}
+
+
+def fast(kernel) -> FastLauncher:
+    """`kernel`'s FastLauncher, made on first use: for call sites that read their kernel from a module attribute at
+    each launch (`fast(_kernel_tl)[grid](...)`), so a test that wraps the attribute still sees every launch."""
+    launcher = _LAUNCHERS.get(kernel)
+    if launcher is None:
+        launcher = _LAUNCHERS[kernel] = FastLauncher(kernel)
+    return launcher
+
+
 def _plain_launches() -> bool:
     """False while something observes launches (Triton launch hooks, a patched `kernel[grid]`)."""
     runtime = knobs.runtime

@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_common import _dot, _logsigmoid, _tile
 
@@ -209,7 +210,7 @@ def sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
     di_sum, df_sum = out((B, NH, S), i), out((B, NH, S), f)  # (B, NH, S)
     dm0_sum = None if dm0 is None else out(m0.shape, m0)  # (B, NH[, 1])
     BS = min(128, 2048 // BK)  # (BS, BK) tiles of 2048 elements: no register spills
-    _mlstm_chunkwise_bwd_sum_kernel_tl[(cdiv(S, BS), B * NH)](
+    fast(_mlstm_chunkwise_bwd_sum_kernel_tl)[(cdiv(S, BS), B * NH)](
         dq, dk, di, df, dq if dm0 is None else dm0, dq_sum, dk_sum, di_sum, df_sum,
         dq_sum if dm0 is None else dm0_sum, NV, B * NH, S, DQK, BS=BS, BK=BK, HAS_INIT=dm0 is not None, num_warps=4,
     )  # fmt: skip
@@ -245,7 +246,7 @@ def row_dots(h: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
     B, NH, S, DHV = dh.shape
     hd = torch.empty(B, NH, S, dtype=torch.float32, device=dh.device)  # (B, NH, S)
     BS = 64
-    _mlstm_row_dots_kernel_tl[(cdiv(S, BS), B * NH)](
+    fast(_mlstm_row_dots_kernel_tl)[(cdiv(S, BS), B * NH)](
         h, dh, hd, *dh.stride(), NH, S, DHV, BS=BS, BV=min(64, max(16, next_power_of_2(DHV))), num_warps=4,
     )  # fmt: skip
     return hd

@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
 from . import triton_chunkwise_segments as segments
 from .triton_chunkwise_common import _chunk_end_m, _chunk_gates, _dot, _row_weights, _tile
@@ -111,6 +112,13 @@ PAIR_NUM_WARPS = 4
 # dots, fp32 states) the first paired output kernel, which carried the state across the even chunk, spilled 3.9 KB
 # per thread at 128-wide heads (the score-block kernel has not been compiled or timed for fp32)
 PAIR_MAX_HEAD = 128
+# DHV columns per program of the boundary kernel with paired states (a power of two >= 16, capped at the head's
+# padded width; None: at most 64, as unpaired). Its programs carry the state across twice the steps between stores,
+# so fewer, wider programs walk them with less overhead. H100, bf16, forward without gradients, 64 DQK x 128 DHV
+# against 64 x 64 columns per program (4 warps, h bit-identical): (16, 4, 2048, 128) 0.1503 / 0.1485 against 0.1605 /
+# 0.1589 ms, (32, 8, 1024, 128) 0.2855 / 0.2845 against 0.2998 / 0.3024 (128 x 64: 0.204 and 0.382; 64 x 128 at 8
+# warps 0.160 and 0.303)
+PAIR_BOUNDS_VALUE_BLOCK: int | None = 128
 # a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
 # in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
 # `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
@@ -301,7 +309,7 @@ def chunk_outputs(q, k, v, i, f, states: tuple, NC: int, L: int, eps: float, low
     low_states = states[0].dtype != torch.float32  # bf16/fp16 states: read at LOWP_STATE_STAGES by bf16/fp16 dots
     capped = low_states and low_dots and LOWP_STATE_STAGES is not None
     stages = {"num_stages": LOWP_STATE_STAGES} if capped else {}
-    _mlstm_chunk_out_kernel_tl[(cdiv(DHV, BV), NC, B * NH)](
+    fast(_mlstm_chunk_out_kernel_tl)[(cdiv(DHV, BV), NC, B * NH)](
         q, k, v, i, f, *states, h, h if h32 is None else h32, z, m,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(),
         NH, S, DQK, DHV, cdiv(NC, 2) if pair else NC, DQK**-0.5, eps,
@@ -330,6 +338,8 @@ def parallel_forward(q, k, v, i, f, C0, n0, m0, eps: float, chunk_size: int, nee
     pair = PAIRED_STATES and NC > 1 and half and max(DQK, DHV) <= PAIR_MAX_HEAD
     G, CPS = (cdiv(NC, 2), 2) if pair else (NC, 1)
     carry = PAIR_CARRY if pair else CARRY
+    if pair and PAIR_BOUNDS_VALUE_BLOCK is not None:
+        BV = min(PAIR_BOUNDS_VALUE_BLOCK, max(next_power_of_2(DHV), 16))
     states, last = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, lowp, need_last, carry, state_dtype)
     f32 = {"dtype": torch.float32, "device": q.device}
     h = torch.empty(B, NH, S, DHV, dtype=q.dtype, device=q.device)  # (B, NH, S, DHV)

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._fast_launch import fast
 from .._ints import cdiv
 from .triton_chunkwise_common import _chunk_gates, _decay_weights, _dot, _logsigmoid, _strides, _tile
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, row_dots
@@ -276,7 +277,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dm0 = torch.empty(B * NH, dtype=m0.dtype, device=q.device) if has_init else None
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
-    _mlstm_chunk_bwd_kernel_tl[(NC, B * NH)](
+    fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
         q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
         dq, dk, dv, di, df, *grads0,
         *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),

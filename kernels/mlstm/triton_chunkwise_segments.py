@@ -19,6 +19,7 @@ import functools
 
 import torch
 
+from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_bounds import _mlstm_bounds_bwd_kernel_tl, _mlstm_bounds_fwd_kernel_tl
 from .triton_chunkwise_common import _strides
@@ -147,7 +148,7 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
     BK, NKB, BV = _bounds_blocks(DQK, BV)
     NV = cdiv(DHV, BV)
     L, CPS = _carry(L, CPS, carry)
-    _mlstm_bounds_fwd_kernel_tl[(NKB * NV, B * NH)](
+    fast(_mlstm_bounds_fwd_kernel_tl)[(NKB * NV, B * NH)](
         k, v, i, f, *init, cs, ns, ms, *last,
         *k.stride(), *v.stride(), *i.stride(), *f.stride(), *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, G, CPS, NV,
@@ -184,7 +185,7 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     C_L, n_L = last if last is not None else (dcs, dns)  # placeholders are never read
     upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
     L, CPS = _carry(L, CPS, carry)
-    _mlstm_bounds_bwd_kernel_tl[(NKB * NV, B * NH)](
+    fast(_mlstm_bounds_bwd_kernel_tl)[(NKB * NV, B * NH)](
         q, i, f, h, z, m, z if hd is None else hd, C_L, n_L, dh, *upstream, dcs, dns, dms,
         *q.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),

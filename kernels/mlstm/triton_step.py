@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
 from ._common import MLSTMState, compute_dtype, initial_states, pack_states
 from .recurrent_torch import _gate_to_bnh
@@ -68,7 +69,7 @@ def mlstm_step_triton(
     C_out = torch.empty_like(C0)  # (B, NH, DQK, DHV)
     n_out = torch.empty_like(n0)  # (B, NH, DQK)
     m_out = torch.empty_like(m0)  # (B, NH)
-    _mlstm_step_fwd_kernel_tl[(cdiv(DHV, BV), B * NH)](
+    fast(_mlstm_step_fwd_kernel_tl)[(cdiv(DHV, BV), B * NH)](
         q.contiguous(), k.contiguous(), v.contiguous(), i, f, C0, n0, m0, h, C_out, n_out, m_out,
         DQK, DHV, DQK**-0.5, eps, BK=BK, BV=BV, num_warps=4 if BK * BV <= 64 * 64 else 8,
     )  # fmt: skip

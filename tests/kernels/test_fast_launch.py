@@ -130,19 +130,45 @@ def test_interpreted_kernels_always_take_tritons_path():
     assert triton_chunkwise._FWD._constexprs is None and triton_chunkwise._BWD._constexprs is None
 
 
+def test_every_chunk_parallel_kernel_launches_through_a_fast_launcher(parallel_forward, monkeypatch):
+    """The boundary, output, row-dot and gradient kernels of the chunk-parallel path (forward with and without
+    gradients, backward), the share-summing kernel and the step kernel launch through `fast`, one launcher each."""
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments
+
+    monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", 1)  # segments of one chunk, with grads
+    monkeypatch.setattr(_fast_launch, "_LAUNCHERS", {})
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 40, 16).requires_grad_() for _ in range(3))
+    i, f = (torch.randn(1, 2, 40).requires_grad_() for _ in range(2))
+    fn = get_kernel("mlstm_chunkwise--triton")
+    with torch.no_grad():
+        fn(q, k, v, i, f, chunk_size=16)
+    fn(q, k, v, i, f, chunk_size=16).sum().backward()
+    monkeypatch.setattr(triton_chunkwise_segments, "SEGMENT_CHUNKS_OVERRIDE", None)
+    wide_v = torch.randn(1, 2, 40, 80).requires_grad_()  # two DHV blocks: their shares summed in one launch
+    fn(q, k, wide_v, i, f, chunk_size=16).sum().backward()
+    get_kernel("mlstm_step--triton")(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0], None, None, None)
+    names = {getattr(kernel, "__name__", None) or kernel.fn.__name__ for kernel in _fast_launch._LAUNCHERS}
+    wanted = {"_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_row_dots_kernel_tl",
+              "_mlstm_bounds_bwd_kernel_tl", "_mlstm_chunk_bwd_kernel_tl", "_mlstm_step_fwd_kernel_tl",
+              "_mlstm_chunkwise_bwd_sum_kernel_tl"}  # fmt: skip
+    assert wanted <= names, names
+    assert all(_fast_launch.fast(kernel) is launcher for kernel, launcher in _fast_launch._LAUNCHERS.items())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("S", [64, 300])
-def test_mlstm_bitwise_the_same_with_and_without_the_shortcut(S, monkeypatch):
+@pytest.mark.parametrize("S, D", [(64, 64), (300, 64), (1100, 128)])  # 1100 x 128: the chunk-parallel kernels
+def test_mlstm_bitwise_the_same_with_and_without_the_shortcut(S, D, monkeypatch):
     from xlstm_ts.kernels.mlstm import triton_chunkwise
 
     fn = get_kernel("mlstm_chunkwise--triton")
     torch.manual_seed(0)
-    base = torch.randn(3, 2, 4, S, 65, device="cuda", dtype=torch.bfloat16)
+    base = torch.randn(3, 2, 4, S, D + 1, device="cuda", dtype=torch.bfloat16)
     gates = torch.randn(2, 2, 4, S, device="cuda")
 
     def run(offset):
-        q, k, v = (base[j, ..., offset : offset + 64].requires_grad_() for j in range(3))  # offset 1: misaligned
+        q, k, v = (base[j, ..., offset : offset + D].requires_grad_() for j in range(3))  # offset 1: misaligned
         i, f = (gates[j].clone().requires_grad_() for j in range(2))
         h = fn(q, k, v, i, f)
         h.float().square().sum().backward()
@@ -157,3 +183,5 @@ def test_mlstm_bitwise_the_same_with_and_without_the_shortcut(S, monkeypatch):
         for a, b in zip(slow, fast, strict=True):
             assert torch.equal(a, b)
     assert triton_chunkwise._FWD._compiled and triton_chunkwise._BWD._compiled
+    if S > 1000:
+        assert all(launcher._compiled for launcher in _fast_launch._LAUNCHERS.values())

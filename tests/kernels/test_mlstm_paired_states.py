@@ -3,7 +3,7 @@ bf16/fp16 inputs, the default): the odd chunk's program takes the even chunk's k
 next to the stored state. Against the fp64 step-by-step recurrence on the rounded inputs: h and the last states, an
 odd and an even number of chunks, sequences that end mid-chunk, several DQK blocks of the inner loop and several
 DHV blocks, zero and initial states, both gate regimes, the boundary kernel's carry in the chunks themselves and in
-pairs (`PAIR_CARRY`); and which calls pair."""
+pairs (`PAIR_CARRY`), the boundary kernel's DHV blocks; and which calls pair."""
 
 import pytest
 import torch
@@ -34,6 +34,15 @@ def test_paired_states_match_fp64_reference(B, NH, S, DQK, DHV, i_mean, with_sta
     launches = check_forward(B, NH, S, DQK, DHV, i_mean, with_states, torch.bfloat16)
     names = str(launches.summary())
     assert "_mlstm_chunk_out_kernel_tl" in names and "_mlstm_bounds_fwd_kernel_tl" in names
+
+
+@pytest.mark.parametrize("value_block, programs", [(None, 2), (16, 5), (128, 1)], ids=["bv-none", "bv16", "bv128"])
+def test_paired_boundary_value_blocks(value_block, programs, paired, nan_poison, monkeypatch):
+    """DHV 80 carried by the boundary kernel in blocks of 64 (None), 16 or 128 columns (`PAIR_BOUNDS_VALUE_BLOCK`):
+    h and the last states against fp64, and that many DHV programs per head."""
+    monkeypatch.setattr(parallel, "PAIR_BOUNDS_VALUE_BLOCK", value_block)
+    launches = check_forward(1, 1, 50, 40, 80, -10.0, True, torch.bfloat16)
+    assert launches.grids("_mlstm_bounds_fwd_kernel_tl") == [(programs, 1)]  # (DQK blocks x DHV blocks, B * NH)
 
 
 def test_paired_states_store_half_the_states(paired, monkeypatch):
