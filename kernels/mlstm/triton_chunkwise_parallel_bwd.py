@@ -45,6 +45,42 @@ STATE_OUT_DOTS = True
 # read that (BNH, S) row instead of the fp32 h: the boundary kernel's programs of DHV block 0 each read whole rows of
 # h and dh for it, one per DQK block, and the gradient kernel reads h once more. False: each reads h (A/B timings)
 ROW_DOTS_FIRST = True
+# dv in a launch of its own (the gradient kernel's PART 2, at DV_NUM_WARPS) after one forming every other gradient
+# (PART 1), instead of one launch forming all (PART 0). Offline sm_90, 64-step segments, 128-wide bf16 heads: the
+# one launch 255 registers and 64 B of stack at 8 warps; dv alone 122 registers and 72 KB of shared memory at 8 warps
+# (two programs per SM), the rest 254 and no stack. A/B knob
+SPLIT_DV = False
+DV_NUM_WARPS = 8
+
+
+@triton.jit
+def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, dv_base, t, mask_t, inv_den, w, e,
+              sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
+              L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, QK_LOWP: tl.constexpr, OUT_LOWP: tl.constexpr,
+              STATE_LOWP: tl.constexpr):  # fmt: skip
+    """dv of one chunk, per DHV block: (w q^ k^T)^T dnum + e (k dC), with q^ k^T over the DQK blocks first.
+    dc_base: the chunk's (DQK, DHV) leaving-state gradient, contiguous; dv_base: its first row of dv (rows of DHV)."""
+    qk = tl.zeros((L, L), dtype=tl.float32)
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_tk = mask_t[:, None] & (offs_k < DQK)[None, :]
+        qk += _dot(_tile(q_base, t, offs_k, sq_s, sq_d, mask_tk), tl.trans(_tile(k_base, t, offs_k, sk_s, sk_d,
+                                                                                 mask_tk)), QK_LOWP)  # fmt: skip
+    w_qk = w * qk * qk_scale  # (L, L)
+    for vb in range(0, tl.cdiv(DHV, BV)):
+        offs_v = vb * BV + tl.arange(0, BV)
+        mask_v = offs_v < DHV
+        mask_tv = mask_t[:, None] & mask_v[None, :]
+        dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
+        k_dc = tl.zeros((L, BV), dtype=tl.float32)  # k dC
+        for kb in range(0, tl.cdiv(DQK, BK)):
+            offs_k = kb * BK + tl.arange(0, BK)
+            mask_k = offs_k < DQK
+            k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
+            dC = _tile(dc_base, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
+            k_dc += _dot(k, dC, STATE_LOWP)
+        dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
+        tl.store(dv_base + t[:, None] * DHV + offs_v[None, :], dv.to(dv_base.dtype.element_ty), mask=mask_tv)
 
 
 @triton.jit
@@ -81,6 +117,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     DETACH: tl.constexpr,
     STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
     HD_GIVEN: tl.constexpr,
+    PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv only
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -110,7 +147,13 @@ def _mlstm_chunk_bwd_kernel_tl(
     e = tl.exp(g - b + i_g - m_end)  # (L,) weight of key s in the leaving state, 0 on padding
     decay = tl.exp(g + m_in - m_end)
 
-    # dnum v^T and <dh, h> over the DHV columns; q^ k^T over the DQK columns
+    if PART == 2:
+        _chunk_dv(q_base, k_base, v_base, dh_base, dcs_ptr + row * DQK * DHV, dv_ptr + row0 * DHV, t, mask_t,
+                  inv_den, w, e, sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, QK_LOWP,
+                  OUT_LOWP, STATE_LOWP)  # fmt: skip
+        return
+
+    # dnum v^T and <dh, h> over the DHV columns
     ds = tl.zeros((L, L), dtype=tl.float32)
     hd = tl.zeros((L,), dtype=tl.float32)
     for vb in range(0, tl.cdiv(DHV, BV)):
@@ -125,14 +168,7 @@ def _mlstm_chunk_bwd_kernel_tl(
         hd = tl.load(hd_ptr + row0 + t, mask=mask_t, other=0.0)  # (L,)
     dz = _dz(z, m_row, inv_den, hd, 0, DETACH)  # (L,)
     ds += dz[:, None]
-    qk = tl.zeros((L, L), dtype=tl.float32)
-    for kb in range(0, tl.cdiv(DQK, BK)):
-        offs_k = kb * BK + tl.arange(0, BK)
-        mask_tk = mask_t[:, None] & (offs_k < DQK)[None, :]
-        qk += _dot(_tile(q_base, t, offs_k, sq_s, sq_d, mask_tk), tl.trans(_tile(k_base, t, offs_k, sk_s, sk_d,
-                                                                                 mask_tk)), QK_LOWP)  # fmt: skip
     w_ds = w * ds  # (L, L)
-    w_qk = w * qk * qk_scale  # (L, L)
 
     # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks
     di = tl.zeros((L,), dtype=tl.float32)
@@ -172,21 +208,10 @@ def _mlstm_chunk_bwd_kernel_tl(
         tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
     last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
 
-    # dv per DHV block, with the leaving-state gradient's term over DQK blocks
-    for vb in range(0, tl.cdiv(DHV, BV)):
-        offs_v = vb * BV + tl.arange(0, BV)
-        mask_v = offs_v < DHV
-        mask_tv = mask_t[:, None] & mask_v[None, :]
-        dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
-        k_dc = tl.zeros((L, BV), dtype=tl.float32)  # k dC
-        for kb in range(0, tl.cdiv(DQK, BK)):
-            offs_k = kb * BK + tl.arange(0, BK)
-            mask_k = offs_k < DQK
-            k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
-            dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])
-            k_dc += _dot(k, dC, STATE_LOWP)
-        dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
-        tl.store(dv_ptr + (row0 + t[:, None]) * DHV + offs_v[None, :], dv.to(dv_ptr.dtype.element_ty), mask=mask_tv)
+    if PART == 0:  # dv here, after dq and dk: its q^ k^T is not live across their loop
+        _chunk_dv(q_base, k_base, v_base, dh_base, dcs_ptr + row * DQK * DHV, dv_ptr + row0 * DHV, t, mask_t,
+                  inv_den, w, e, sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, QK_LOWP,
+                  OUT_LOWP, STATE_LOWP)  # fmt: skip
 
     # gate gradients: d(cumsum log f), its reverse cumsum within the chunk, the stabilizer route
     is_last = t == S - 1
@@ -277,16 +302,18 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dm0 = torch.empty(B * NH, dtype=m0.dtype, device=q.device) if has_init else None
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
-    fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
-        q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
-        dq, dk, dv, di, df, *grads0,
-        *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
-        *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
-        NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
-        L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
-        STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, num_warps=NUM_WARPS,
-        **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
-    )  # fmt: skip
+    for part in (1, 2) if SPLIT_DV else (0,):
+        fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
+            q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
+            dq, dk, dv, di, df, *grads0,
+            *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
+            *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
+            NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
+            L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
+            STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
+            num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS,
+            **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
+        )  # fmt: skip
     if has_init:
         dm0 = dm0.view(m0.shape)
     return dq, dk, dv, di, df, dC0, dn0, dm0, None, None, None, None
