@@ -45,11 +45,12 @@ STATE_OUT_DOTS = True
 # read that (BNH, S) row instead of the fp32 h: the boundary kernel's programs of DHV block 0 each read whole rows of
 # h and dh for it, one per DQK block, and the gradient kernel reads h once more. False: each reads h (A/B timings)
 ROW_DOTS_FIRST = True
-# dv in a launch of its own (the gradient kernel's PART 2, at DV_NUM_WARPS) after one forming every other gradient
-# (PART 1), instead of one launch forming all (PART 0). Offline sm_90, 64-step segments, 128-wide bf16 heads: the
-# one launch 255 registers and 64 B of stack at 8 warps; dv alone 122 registers and 72 KB of shared memory at 8 warps
-# (two programs per SM), the rest 254 and no stack. A/B knob
-SPLIT_DV = False
+# the gradient kernel's launches, each forming some of the gradients (its PART): (0,) one launch forming all; (1, 2)
+# dv in a launch of its own (at DV_NUM_WARPS) after one forming the rest; (3, 4, 2) dq, then dk with the gate
+# gradients, then dv, each launch forming the (L, L) block w * ds it needs itself. Offline sm_90, 64-step segments,
+# 128-wide bf16 heads, 8 warps: one launch 255 registers, 64 B of stack; dv alone 122 registers and 72 KB of shared
+# memory (two programs per SM), the rest 254 and no stack. A/B knob
+GRAD_PARTS: tuple[int, ...] = (0,)
 DV_NUM_WARPS = 8
 
 
@@ -117,7 +118,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     DETACH: tl.constexpr,
     STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
     HD_GIVEN: tl.constexpr,
-    PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv only
+    PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv; 3: dq; 4: all but dq and dv
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -170,7 +171,8 @@ def _mlstm_chunk_bwd_kernel_tl(
     ds += dz[:, None]
     w_ds = w * ds  # (L, L)
 
-    # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks
+    # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks (PART 3
+    # forms dq alone, PART 4 dk alone)
     di = tl.zeros((L,), dtype=tl.float32)
     k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
     state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
@@ -178,7 +180,6 @@ def _mlstm_chunk_bwd_kernel_tl(
         offs_k = kb * BK + tl.arange(0, BK)
         mask_k = offs_k < DQK
         mask_tk = mask_t[:, None] & mask_k[None, :]
-        q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
         dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
         v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
@@ -187,25 +188,32 @@ def _mlstm_chunk_bwd_kernel_tl(
             mask_v = offs_v < DHV
             mask_tv = mask_t[:, None] & mask_v[None, :]
             mask_kv = mask_k[:, None] & mask_v[None, :]
-            dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
-            v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
             C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
-            dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-            dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
-            v_dc += _dot(v, tl.trans(dC), LOWP)
-            state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
+            if PART != 4:
+                dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
+                dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
+            if PART != 3:
+                v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+                dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+                v_dc += _dot(v, tl.trans(dC), LOWP)
+                state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
         n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-        dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-        state_dot += tl.sum(dn * n_in, axis=0)
-        dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
-        ek = v_dc + dn[None, :]  # (L, BK)
-        dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
-        k32 = k.to(tl.float32)
-        di += tl.sum(k32 * dk, axis=1)
-        k_e += tl.sum(k32 * ek, axis=1)
         out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
-        tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
-        tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+        if PART != 4:
+            dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
+            tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+        if PART != 3:
+            q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+            dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+            state_dot += tl.sum(dn * n_in, axis=0)
+            ek = v_dc + dn[None, :]  # (L, BK)
+            dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
+            k32 = k.to(tl.float32)
+            di += tl.sum(k32 * dk, axis=1)
+            k_e += tl.sum(k32 * ek, axis=1)
+            tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    if PART == 3:
+        return
     last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
 
     if PART == 0:  # dv here, after dq and dk: its q^ k^T is not live across their loop
@@ -302,7 +310,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dm0 = torch.empty(B * NH, dtype=m0.dtype, device=q.device) if has_init else None
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
-    for part in (1, 2) if SPLIT_DV else (0,):
+    for part in GRAD_PARTS:
         fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
             q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
             dq, dk, dv, di, df, *grads0,

@@ -1,7 +1,7 @@
 """Launch options of the chunk-parallel mLSTM kernels (`triton_chunkwise_parallel.py` and its backward): the output
-kernel's value columns and pipeline stages by dot mode and state dtype, the gradient kernel's stages, and on a GPU
-bit-identical repeats of the default launches (Triton 3.6's pipelining of bf16 state tiles into bf16 dots raced on
-sm_90)."""
+kernel's value columns and pipeline stages by dot mode and state dtype, the gradient kernel's stages and parts, and on
+a GPU bit-identical repeats of the default launches (Triton 3.6's pipelining of bf16 state tiles into bf16 dots raced
+on sm_90)."""
 
 import pytest
 import torch
@@ -97,6 +97,37 @@ def test_gradient_kernel_pipeline_stages_gpu(DH, stages, monkeypatch):
     monkeypatch.setattr(parallel_bwd, "NUM_STAGES", stages)
     torch.manual_seed(29)
     check_triton(1, 2, 1100, DH, DH, 0.0, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+
+
+@pytest.mark.parametrize("parts", [(1, 2), (3, 4, 2)], ids=["dv-apart", "dq-dk-dv-apart"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gradient_kernel_in_parts(parts, i_mean, dtype, parallel_forward, nan_poison, monkeypatch):
+    """GRAD_PARTS splits the gradient kernel into one launch per part (each part writes only its own gradients into
+    NaN-poisoned buffers); every gradient, dC0, dn0 and dm0 included, still matches fp64, DQK 80 in two blocks of the
+    inner loop and DHV 40."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "GRAD_PARTS", parts)
+    torch.manual_seed(41)
+    with LaunchCounter() as launches:
+        check_triton(1, 2, 37, 80, 40, i_mean, True, dtype=dtype, rounded=dtype != torch.float32)
+    assert f"_mlstm_chunk_bwd_kernel_tl x{len(parts)}" in launches.summary(), launches.summary()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("parts", [(1, 2), (3, 4, 2)], ids=["dv-apart", "dq-dk-dv-apart"])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+def test_gradient_kernel_in_parts_gpu(parts, with_states, monkeypatch):
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(parallel_bwd, "GRAD_PARTS", parts)
+    torch.manual_seed(42)
+    check_triton(1, 2, 1100, 128, 96, 0.0, with_states, dtype=torch.bfloat16, chunk_size=64, rounded=True)
 
 
 @pytest.mark.parametrize("low", [True, False], ids=["bf16-states", "fp32-states"])
