@@ -132,6 +132,8 @@ PARALLEL_VARIANTS = [
     ("one state per chunk without gradients (no pairs)", "triton_chunkwise_parallel", "PAIRED_STATES", False),
     ("paired output kernel at 8 warps", "triton_chunkwise_parallel", "PAIR_NUM_WARPS", 8),
     ("paired boundary kernel in 64 value columns", "triton_chunkwise_parallel", "PAIR_BOUNDS_VALUE_BLOCK", None),
+    ("gradient kernel with dv apart", "triton_chunkwise_parallel_bwd", "GRAD_PARTS", (1, 2)),
+    ("gradient kernel as dq, dk with gates, dv", "triton_chunkwise_parallel_bwd", "GRAD_PARTS", (3, 4, 2)),
     ("boundary forward without the gate prefetch", "triton_chunkwise_segments", "BOUNDS_GATE_PREFETCH", False),
 ]
 
