@@ -48,8 +48,9 @@ ROW_DOTS_FIRST = True
 # the gradient kernel's launches, each forming some of the gradients (its PART): (0,) one launch forming all; (1, 2)
 # dv in a launch of its own (at DV_NUM_WARPS) after one forming the rest; (3, 4, 2) dq, then dk with the gate
 # gradients, then dv, each launch forming the (L, L) block w * ds it needs itself. Offline sm_90, 64-step segments,
-# 128-wide bf16 heads, 8 warps: one launch 255 registers, 64 B of stack; dv alone 122 registers and 72 KB of shared
-# memory (two programs per SM), the rest 254 and no stack. A/B knob
+# 128-wide bf16 heads, 8 warps: one launch 255 registers, 8 B of stack, 128 KB of shared memory; dv alone 122
+# registers and 72 KB (two programs per SM), the rest 242; dq alone 120 and 64 KB, dk with the gates 231; no stack.
+# Not timed yet: an A/B knob
 GRAD_PARTS: tuple[int, ...] = (0,)
 DV_NUM_WARPS = 8
 
