@@ -134,6 +134,7 @@ PARALLEL_VARIANTS = [
     ("paired boundary kernel in 64 value columns", "triton_chunkwise_parallel", "PAIR_BOUNDS_VALUE_BLOCK", None),
     ("gradient kernel with dv apart", "triton_chunkwise_parallel_bwd", "GRAD_PARTS", (1, 2)),
     ("gradient kernel as dq, dk with gates, dv", "triton_chunkwise_parallel_bwd", "GRAD_PARTS", (3, 4, 2)),
+    ("boundary backward with the row prefetch", "triton_chunkwise_segments", "BOUNDS_BWD_PREFETCH", True),
     ("boundary forward without the gate prefetch", "triton_chunkwise_segments", "BOUNDS_GATE_PREFETCH", False),
 ]
 

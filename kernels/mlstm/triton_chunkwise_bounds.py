@@ -27,11 +27,12 @@ from .triton_chunkwise_common import (
     _chunk_gates,
     _dot,
     _entering_state,
+    _gate_terms,
     _load_gates,
     _tile,
     _walk_gates,
 )
-from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, _row_terms
+from .triton_chunkwise_gates import _branches, _branches_of, _den_terms, _dz, _route_stabilizer, _row_terms, _walk_rows
 
 
 @triton.jit
@@ -183,6 +184,7 @@ def _mlstm_bounds_bwd_kernel_tl(
     MULTI_V: tl.constexpr,
     DETACH: tl.constexpr,
     HD_GIVEN: tl.constexpr,
+    PREFETCH: tl.constexpr,  # with HD_GIVEN: each chunk's rows (`_walk_rows`) load while the chunk before is carried
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -225,13 +227,24 @@ def _mlstm_bounds_bwd_kernel_tl(
     # walk backward to segment 1's first chunk, storing the gradient of the state leaving each segment
     NC = tl.cdiv(S, L)
     m_carry = tl.zeros((), dtype=tl.float32)  # gradient reaching m at the later chunk's first step
+    if PREFETCH:
+        rows = _walk_rows(z_ptr + zm_off, m_ptr + zm_off, hd_ptr + zm_off, i_base, f_base, si_s, sf_s, (NC - 1) * L,
+                          S, L)  # fmt: skip
     for cc in range(0, NC - CPS):
         c = NC - 1 - cc
         t = c * L + offs_l  # (L,)
         mask_t = t < S
         q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)  # (L, BV)
-        if HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
+        if PREFETCH:  # this chunk's rows, loaded during the last one; the next chunk's now
+            z, m_row, hd_all, i_raw, f_raw, m_before, i_after, f_after, m_in, m_end = rows
+            rows = _walk_rows(z_ptr + zm_off, m_ptr + zm_off, hd_ptr + zm_off, i_base, f_base, si_s, sf_s, c * L - L,
+                              S, L)  # fmt: skip
+            inv_den = 1.0 / (tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps)  # (L,)
+            hd = hd_all * z_on
+            dz = _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
+            i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
+        elif HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
             z, m_row, inv_den = _den_terms(z_ptr + zm_off, m_ptr + zm_off, t, mask_t, eps)  # (L,) each
             hd_all = tl.load(hd_ptr + zm_off + t, mask=mask_t, other=0.0)  # (L,)
             hd = hd_all * z_on
@@ -241,9 +254,10 @@ def _mlstm_bounds_bwd_kernel_tl(
                 z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
                 eps, BV, MULTI_V, DETACH,
             )  # fmt: skip
-        m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
-        m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
-        i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
+        if not PREFETCH:
+            m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
+            m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
+            i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
         w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
         q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
         decay = tl.exp(g + m_in - m_end)
@@ -252,9 +266,12 @@ def _mlstm_bounds_bwd_kernel_tl(
         dm_to_prev = tl.zeros((), dtype=tl.float32)
         if not DETACH:
             dm = -eps * hd * inv_den + tl.where(t == S - 1, dm_last, 0.0)  # (L,)
-            forget, forget_next = _branches(
-                m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
-            )  # fmt: skip
+            if PREFETCH:
+                forget, forget_next = _branches_of(m_before, i_after, f_after, t, S, log_f, i_g, m_row, m_in)
+            else:
+                forget, forget_next = _branches(
+                    m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
+                )  # fmt: skip
             reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
             forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
             dm_to_prev = forget_first * m_carry  # what reaches m before the chunk

@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
-from .triton_chunkwise_common import _dot, _logsigmoid, _tile
+from .triton_chunkwise_common import _dot, _load_gates, _logsigmoid, _tile
 
 
 @triton.jit
@@ -118,15 +118,48 @@ def _branches(m_base, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_ro
     Returns:
         forget (L,): step t took the forget branch; forget_next (L,) 1.0 where step t+1 took it (0.0 at t = S-1).
     """
+    m_before, i_next, f_next = _branch_loads(m_base, i_base, f_base, si_s, sf_s, t, mask_t, S)
+    return _branches_of(m_before, i_next, f_next, t, S, log_f, i_g, m_row, m_in)
+
+
+@triton.jit
+def _branch_loads(m_base, i_base, f_base, si_s, sf_s, t, mask_t, S):
+    """What `_branches` reads for the steps t: m_{t-1} (L,) (0 at the chunk's first step, which takes m_in), and
+    i~_{t+1}, f~_{t+1} (L,) in their own dtype (0 from S on); a chunk walk may load the next chunk's ahead."""
     offs_l = tl.arange(0, t.shape[0])
     m_before = tl.load(m_base + t - 1, mask=mask_t & (offs_l > 0), other=0.0)  # (L,) m_{t-1}
+    has_next = t + 1 < S
+    i_next = tl.load(i_base + (t + 1) * si_s, mask=has_next, other=0.0)  # (L,)
+    f_next = tl.load(f_base + (t + 1) * sf_s, mask=has_next, other=0.0)  # (L,)
+    return m_before, i_next, f_next
+
+
+@triton.jit
+def _branches_of(m_before, i_next, f_next, t, S, log_f, i_g, m_row, m_in):
+    """`_branches` from what `_branch_loads` read."""
+    offs_l = tl.arange(0, t.shape[0])
     m_before = tl.where(offs_l == 0, m_in, m_before)
     forget = log_f + m_before >= i_g  # (L,)
-    has_next = t + 1 < S
-    i_next = tl.load(i_base + (t + 1) * si_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
-    f_next = tl.load(f_base + (t + 1) * sf_s, mask=has_next, other=0.0).to(tl.float32)  # (L,)
-    forget_next = has_next & (_logsigmoid(f_next) + m_row >= i_next)  # (L,)
+    f_next = f_next.to(tl.float32)
+    forget_next = (t + 1 < S) & (_logsigmoid(f_next) + m_row >= i_next.to(tl.float32))  # (L,)
     return forget, tl.where(forget_next, 1.0, 0.0)
+
+
+@triton.jit
+def _walk_rows(z_base, m_base, hd_base, i_base, f_base, si_s, sf_s, s0, S, L: tl.constexpr):
+    """Everything the backward boundary walk reads per chunk but its q and dh tiles, for the chunk of L steps from
+    s0 (the walk loads the next chunk's while it carries this one): z, m, <dh, h> and the raw gates (L,) at its
+    steps, `_branch_loads`' three rows, and m before its first step (0 for the first chunk) and at its last."""
+    t = s0 + tl.arange(0, L)  # (L,)
+    mask_t = t < S
+    z = tl.load(z_base + t, mask=mask_t, other=0.0)  # (L,)
+    m_row = tl.load(m_base + t, mask=mask_t, other=0.0)  # (L,)
+    hd_all = tl.load(hd_base + t, mask=mask_t, other=0.0)  # (L,)
+    i_raw, f_raw = _load_gates(i_base, f_base, si_s, sf_s, t, mask_t)  # (L,) each
+    m_before, i_after, f_after = _branch_loads(m_base, i_base, f_base, si_s, sf_s, t, mask_t, S)  # (L,) each
+    m_in = tl.load(m_base + s0 - 1, mask=s0 >= 1, other=0.0)
+    m_end = tl.load(m_base + tl.minimum(s0 + L - 1, S - 1))
+    return z, m_row, hd_all, i_raw, f_raw, m_before, i_after, f_after, m_in, m_end
 
 
 @triton.jit

@@ -53,6 +53,10 @@ BOUNDS_WIDE_BK = 128
 # boundary kernel 97.0 against 103.7 us), (8, 16, 4096, 256) 2.132 against 2.179; bit-identical outputs. False: each
 # chunk's gates at its start (A/B timings)
 BOUNDS_GATE_PREFETCH = True
+# the backward boundary kernel, given <dh, h> per step (`row_dots`), loads each chunk's z, m, <dh, h>, gates and
+# branch rows (`_walk_rows`) while it carries the gradient across the chunk after it (the q and dh tiles feed its dot
+# and are pipelined already). Interpreter: the same gradients either way. Not timed yet: an A/B knob
+BOUNDS_BWD_PREFETCH = False
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -192,6 +196,7 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
         NH, S, DQK, DHV, B * NH, G, CPS, NV, DQK**-0.5, eps,
         L=L, BK=BK, BV=BV, NKB=NKB, LOWP=lowp,
         HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-        DETACH=detach, HD_GIVEN=hd is not None, num_warps=BOUNDS_WARPS,
+        DETACH=detach, HD_GIVEN=hd is not None, PREFETCH=BOUNDS_BWD_PREFETCH and hd is not None,
+        num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return dcs, dns, dms
