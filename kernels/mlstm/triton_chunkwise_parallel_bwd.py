@@ -27,6 +27,7 @@ from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilize
 from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
+from .triton_one_chunk_fwd import reg_cap
 
 # num_warps of the gradient kernel: 8 keeps the (L, L) and (L, 64) fp32 tiles of 64-step segments at 1088 B of sm_90
 # stack; 4 needed more and was slower (H200, bf16 fw+bw: 1.63 against 1.45 ms at (16, 4, 2048, 128), 64.7 against
@@ -53,6 +54,9 @@ ROW_DOTS_FIRST = True
 # Not timed yet: an A/B knob
 GRAD_PARTS: tuple[int, ...] = (0,)
 DV_NUM_WARPS = 8
+# register cap of part 4 (dk with the gates) in a split launch (None: no cap). Offline sm_90, same heads: 128
+# registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
+DK_PART_MAXNREG: int | None = None
 
 
 @triton.jit
@@ -320,7 +324,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
             NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
             L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
             STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
-            num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS,
+            num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS, **reg_cap(DK_PART_MAXNREG if part == 4 else None),
             **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         )  # fmt: skip
     if has_init:

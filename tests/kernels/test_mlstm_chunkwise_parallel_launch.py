@@ -117,6 +117,32 @@ def test_gradient_kernel_in_parts(parts, i_mean, dtype, parallel_forward, nan_po
     assert f"_mlstm_chunk_bwd_kernel_tl x{len(parts)}" in launches.summary(), launches.summary()
 
 
+def test_dk_part_register_cap_reaches_that_launch_only(parallel_forward, monkeypatch):
+    """DK_PART_MAXNREG is a launch option of part 4 alone; the parts launch in order, dv at DV_NUM_WARPS."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    calls, kernel = [], parallel_bwd._mlstm_chunk_bwd_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                calls.append((meta["PART"], meta.get("maxnreg"), meta["num_warps"]))
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel_bwd, "_mlstm_chunk_bwd_kernel_tl", Spy())
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "GRAD_PARTS", (3, 4, 2))
+    monkeypatch.setattr(parallel_bwd, "DK_PART_MAXNREG", 128)
+    monkeypatch.setattr(parallel_bwd, "DV_NUM_WARPS", 4)
+    torch.manual_seed(43)
+    check_triton(1, 1, 37, 24, 40, 0.0, False)
+    warps = parallel_bwd.NUM_WARPS
+    assert calls == [(3, None, warps), (4, 128, warps), (2, None, 4)]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("parts", [(1, 2), (3, 4, 2)], ids=["dv-apart", "dq-dk-dv-apart"])
