@@ -32,7 +32,16 @@ from .triton_chunkwise_common import (
     _tile,
     _walk_gates,
 )
-from .triton_chunkwise_gates import _branches, _branches_of, _den_terms, _dz, _route_stabilizer, _row_terms, _walk_rows
+from .triton_chunkwise_gates import (
+    _branches,
+    _branches_of,
+    _den_terms,
+    _dz,
+    _inv_den,
+    _route_stabilizer,
+    _row_terms,
+    _walk_rows,
+)
 
 
 @triton.jit
@@ -184,7 +193,7 @@ def _mlstm_bounds_bwd_kernel_tl(
     MULTI_V: tl.constexpr,
     DETACH: tl.constexpr,
     HD_GIVEN: tl.constexpr,
-    PREFETCH: tl.constexpr,  # with HD_GIVEN: each chunk's rows (`_walk_rows`) load while the chunk before is carried
+    PREFETCH: tl.constexpr,  # needs HD_GIVEN: each chunk's rows (`_walk_rows`) load while the chunk before is carried
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -240,13 +249,12 @@ def _mlstm_bounds_bwd_kernel_tl(
             z, m_row, hd_all, i_raw, f_raw, m_before, i_after, f_after, m_in, m_end = rows
             rows = _walk_rows(z_ptr + zm_off, m_ptr + zm_off, hd_ptr + zm_off, i_base, f_base, si_s, sf_s, c * L - L,
                               S, L)  # fmt: skip
-            inv_den = 1.0 / (tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps)  # (L,)
-            hd = hd_all * z_on
-            dz = _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
+            inv_den = _inv_den(z, m_row, eps)  # (L,)
             i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
-        elif HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
+        elif HD_GIVEN:
             z, m_row, inv_den = _den_terms(z_ptr + zm_off, m_ptr + zm_off, t, mask_t, eps)  # (L,) each
             hd_all = tl.load(hd_ptr + zm_off + t, mask=mask_t, other=0.0)  # (L,)
+        if HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
             hd = hd_all * z_on
             dz = _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
         else:

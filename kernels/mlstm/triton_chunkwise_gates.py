@@ -29,8 +29,13 @@ def _den_terms(z_ptr, m_ptr, t, mask_t, eps):
     """z_t, m_t (contiguous (S,) rows of this batch * head) at the steps t, and 1 / (max(|z_t|, e^{-m_t}) + eps)."""
     z = tl.load(z_ptr + t, mask=mask_t, other=0.0)  # (L,)
     m_row = tl.load(m_ptr + t, mask=mask_t, other=0.0)  # (L,)
-    inv_den = 1.0 / (tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps)  # (L,)
-    return z, m_row, inv_den
+    return z, m_row, _inv_den(z, m_row, eps)
+
+
+@triton.jit
+def _inv_den(z, m_row, eps):
+    """1 / (max(|z_t|, e^{-m_t}) + eps) (L,) of loaded z_t, m_t."""
+    return 1.0 / (tl.maximum(tl.abs(z), tl.exp(-m_row)) + eps)
 
 
 @triton.jit
