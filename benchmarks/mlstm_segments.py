@@ -10,7 +10,7 @@ Heads wider than 128 run in column blocks (`triton_chunkwise_ksplit.py`), which 
 `--parallel-forward` adds three rows per shape (`triton_chunkwise_parallel.py`, `triton_chunkwise_parallel_bwd.py`):
 the chunk-parallel forward of calls without gradients (forward only, its fw+bw column empty), and segments of one
 and of two chunks through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
-`--parallel-variants` adds a row per knob of the chunk-parallel path (`PARALLEL_VARIANTS`: warps, dot modes, the
+`--parallel-variants` adds a row per variant of the chunk-parallel path (`PARALLEL_VARIANTS`: warps, dot modes, the
 boundary carry, paired states, the gate prefetch), each alone, in 64-step segments (`--variants WORD...`: only the
 knobs whose label holds a word). `--k-blocks` / `--value-blocks` also time every layout with
 other column blocks (`ksplit.K_BLOCK`; a head wider than the block runs in column blocks) and DHV blocks of the
@@ -111,38 +111,51 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
     return rows
 
 
-# knobs of the chunk-parallel path timed by --parallel-variants: (label, module, attribute, value)
+# knobs of the chunk-parallel path timed by --parallel-variants: (label, settings), each setting (module, attribute,
+# value); most variants change one knob
+_BWD, _PAR, _SEG = "triton_chunkwise_parallel_bwd", "triton_chunkwise_parallel", "triton_chunkwise_segments"
+
+
+def _one(label: str, module: str, name: str, value) -> tuple[str, tuple[tuple[str, str, object], ...]]:
+    """A variant of one knob."""
+    return label, ((module, name, value),)
+
+
 PARALLEL_VARIANTS = [
-    ("gradient kernel at 4 warps", "triton_chunkwise_parallel_bwd", "NUM_WARPS", 4),
-    ("dq / dv state dots in TF32", "triton_chunkwise_parallel_bwd", "STATE_OUT_DOTS", False),
-    ("output kernel at 8 warps", "triton_chunkwise_parallel", "OUT_NUM_WARPS", 8),
-    ("boundary carry of 32 steps", "triton_chunkwise_segments", "BOUNDS_CARRY_OVERRIDE", 32),
-    ("gradient kernel with 1 pipeline stage", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 1),
-    ("gradient kernel with 2 pipeline stages", "triton_chunkwise_parallel_bwd", "NUM_STAGES", 2),
-    ("boundary kernels at 8 warps", "triton_chunkwise_segments", "BOUNDS_WARPS", 8),
-    ("forward dots in TF32", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", False),
-    ("fp32 entering states without gradients", "triton_chunkwise_parallel", "NO_GRAD_STATES_IN_INPUT_DTYPE", False),
-    ("output kernel in 64 value columns with bf16 dots", "triton_chunkwise_parallel", "OUT_VALUE_BLOCK", 64),
-    ("output kernel in 128 value columns with TF32 dots", "triton_chunkwise_parallel", "FP32_DOTS_VALUE_BLOCK", 128),
-    ("fp32 entering states with gradients", "triton_chunkwise_parallel", "GRAD_STATES_IN_INPUT_DTYPE", False),
-    ("h read by each backward kernel", "triton_chunkwise_parallel_bwd", "ROW_DOTS_FIRST", False),
-    ("boundary blocks of 64 x 64 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
-    ("boundary blocks of 64 x 128 columns", "triton_chunkwise_segments", "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
-    ("output kernel pipelined, bf16 states and dots (races)", "triton_chunkwise_parallel", "LOWP_STATE_STAGES", None),
-    ("one state per chunk without gradients (no pairs)", "triton_chunkwise_parallel", "PAIRED_STATES", False),
-    ("paired output kernel at 8 warps", "triton_chunkwise_parallel", "PAIR_NUM_WARPS", 8),
-    ("paired boundary kernel in 64 value columns", "triton_chunkwise_parallel", "PAIR_BOUNDS_VALUE_BLOCK", None),
-    ("gradient kernel with dv apart", "triton_chunkwise_parallel_bwd", "GRAD_PARTS", (1, 2)),
-    ("gradient kernel as dq, dk with gates, dv", "triton_chunkwise_parallel_bwd", "GRAD_PARTS", (3, 4, 2)),
-    ("boundary backward with the row prefetch", "triton_chunkwise_segments", "BOUNDS_BWD_PREFETCH", True),
-    ("boundary forward without the gate prefetch", "triton_chunkwise_segments", "BOUNDS_GATE_PREFETCH", False),
+    _one("gradient kernel at 4 warps", _BWD, "NUM_WARPS", 4),
+    _one("dq / dv state dots in TF32", _BWD, "STATE_OUT_DOTS", False),
+    _one("output kernel at 8 warps", _PAR, "OUT_NUM_WARPS", 8),
+    _one("boundary carry of 32 steps", _SEG, "BOUNDS_CARRY_OVERRIDE", 32),
+    _one("gradient kernel with 1 pipeline stage", _BWD, "NUM_STAGES", 1),
+    _one("gradient kernel with 2 pipeline stages", _BWD, "NUM_STAGES", 2),
+    _one("boundary kernels at 8 warps", _SEG, "BOUNDS_WARPS", 8),
+    _one("forward dots in TF32", "triton_chunkwise", "PARALLEL_GRAD_FWD_LOWP", False),
+    _one("fp32 entering states without gradients", _PAR, "NO_GRAD_STATES_IN_INPUT_DTYPE", False),
+    _one("output kernel in 64 value columns with bf16 dots", _PAR, "OUT_VALUE_BLOCK", 64),
+    _one("output kernel in 128 value columns with TF32 dots", _PAR, "FP32_DOTS_VALUE_BLOCK", 128),
+    _one("fp32 entering states with gradients", _PAR, "GRAD_STATES_IN_INPUT_DTYPE", False),
+    _one("h read by each backward kernel", _BWD, "ROW_DOTS_FIRST", False),
+    _one("boundary blocks of 64 x 64 columns", _SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 64)),
+    _one("boundary blocks of 64 x 128 columns", _SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 128)),
+    _one("output kernel pipelined, bf16 states and dots (races)", _PAR, "LOWP_STATE_STAGES", None),
+    _one("one state per chunk without gradients (no pairs)", _PAR, "PAIRED_STATES", False),
+    _one("paired output kernel at 8 warps", _PAR, "PAIR_NUM_WARPS", 8),
+    _one("paired boundary kernel in 64 value columns", _PAR, "PAIR_BOUNDS_VALUE_BLOCK", None),
+    _one("gradient kernel with dv apart", _BWD, "GRAD_PARTS", (1, 2)),
+    _one("gradient kernel as dq, dk with gates, dv", _BWD, "GRAD_PARTS", (3, 4, 2)),
+    _one("boundary backward with the row prefetch", _SEG, "BOUNDS_BWD_PREFETCH", True),
+    _one("boundary forward without the gate prefetch", _SEG, "BOUNDS_GATE_PREFETCH", False),
+    ("gradient kernel at 16 warps", ((_BWD, "NUM_WARPS", 16),)),
+    ("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
+                                                                      (_BWD, "NUM_WARPS", 16))),
+    ("gradient kernel with dv apart, the rest at 16 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "NUM_WARPS", 16))),
 ]
 
 
 def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: int,
                            only: list[str] | None = None) -> list[dict]:  # fmt: skip
-    """One row per knob of `PARALLEL_VARIANTS` (those whose label contains one of `only`, if given), each alone on
-    the chunk-parallel layout in 64-step segments (`MAX_SEGMENT`), fw without gradients and fw+bw; the knob is
+    """One row per variant of `PARALLEL_VARIANTS` (those whose label contains one of `only`, if given), each alone on
+    the chunk-parallel layout in 64-step segments (`MAX_SEGMENT`), fw without gradients and fw+bw; its knobs are
     restored after its row."""
     import importlib
 
@@ -155,19 +168,21 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
     key, rows = ", ".join(map(str, shape)), []
     cps = max(parallel.MAX_SEGMENT // _grad_tiles(shape[2], shape[3])[0], 1)  # chunks per 64-step segment
-    for label, module, name, value in PARALLEL_VARIANTS:
+    for label, settings in PARALLEL_VARIANTS:
         if only and not any(word in label for word in only):
             continue
-        mod = importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}")
-        before = getattr(mod, name)
-        setattr(mod, name, value)
+        mods = [importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}") for module, _, _ in settings]
+        before = [getattr(mod, name) for mod, (_, name, _) in zip(mods, settings, strict=True)]
+        for mod, (_, name, value) in zip(mods, settings, strict=True):
+            setattr(mod, name, value)
         parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = True, cps
         try:
             kernel(*g).sum().backward()
             torch.cuda.synchronize()
             fw, fwbw = bench(lambda: kernel(*x)), bench(lambda: kernel(*g).sum().backward())
         finally:
-            setattr(mod, name, before)
+            for mod, (_, name, _), value in zip(mods, settings, before, strict=True):
+                setattr(mod, name, value)
             parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = None, None
         rows.append({"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
                      "fwbw_ms": round(fwbw, 4)})  # fmt: skip

@@ -31,7 +31,9 @@ from .triton_one_chunk_fwd import reg_cap
 
 # num_warps of the gradient kernel: 8 keeps the (L, L) and (L, 64) fp32 tiles of 64-step segments at 1088 B of sm_90
 # stack; 4 needed more and was slower (H200, bf16 fw+bw: 1.63 against 1.45 ms at (16, 4, 2048, 128), 64.7 against
-# 59.1 at (8, 8, 8192, 512))
+# 59.1 at (8, 8, 8192, 512)). Offline sm_90 (64-step segments, 128-wide bf16 heads): 16 warps fit 128 registers per
+# thread with 240 B of stack in one launch; split as GRAD_PARTS (3, 4, 2), dq 124 registers and dk with the gates 128
+# with 40 B of stack (dv at DV_NUM_WARPS). Not timed yet: A/B variants of benchmarks/mlstm_segments.py
 NUM_WARPS = 8
 # software-pipelining stages of the gradient kernel's column loops (None: Triton's default, 3). Offline sm_90 compile
 # at 64-step segments, bf16, 8 warps (DQK 128 and 256 alike): 3 stages 240 B of stack and 147 KB of shared memory,
