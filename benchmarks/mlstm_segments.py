@@ -12,7 +12,8 @@ the chunk-parallel forward of calls without gradients (forward only, its fw+bw c
 and of two chunks through the chunk-parallel output and gradient kernels (fw with gradients recorded, fw+bw).
 `--parallel-variants` adds a row per variant of the chunk-parallel path (`PARALLEL_VARIANTS`: warps, dot modes, the
 boundary carry, paired states, the gate prefetch), each alone, in 64-step segments (`--variants WORD...`: only the
-knobs whose label holds a word). `--k-blocks` / `--value-blocks` also time every layout with
+knobs whose label holds a word; `--gpu-ms`: also each call's summed kernel time on the device, which ranks
+GPU-side changes where host time sets the medians). `--k-blocks` / `--value-blocks` also time every layout with
 other column blocks (`ksplit.K_BLOCK`; a head wider than the block runs in column blocks) and DHV blocks of the
 column-block launches (`ksplit.VALUE_BLOCK_OVERRIDE`).
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+import gpu_time
 import provenance
 
 SHAPES = [(1, 4, 8192, 64), (2, 4, 4096, 128), (4, 8, 2048, 64), (8, 4, 2048, 128), (16, 4, 2048, 128),
@@ -153,10 +155,12 @@ PARALLEL_VARIANTS = [
 
 
 def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: int,
-                           only: list[str] | None = None) -> list[dict]:  # fmt: skip
-    """One row per variant of `PARALLEL_VARIANTS` (those whose label contains one of `only`, if given), each alone on
-    the chunk-parallel layout in 64-step segments (`MAX_SEGMENT`), fw without gradients and fw+bw; its knobs are
-    restored after its row."""
+                           only: list[str] | None = None, gpu_ms: bool = False) -> list[dict]:  # fmt: skip
+    """A row of the default knobs, then one row per variant of `PARALLEL_VARIANTS` (those whose label contains one of
+    `only`, if given), each alone on the chunk-parallel layout in 64-step segments (`MAX_SEGMENT`), fw without
+    gradients and fw+bw; its knobs are restored after its row. With `gpu_ms`, each row also holds the summed kernel
+    time of one call on the device (`gpu_time.device_ms_per_call`), which ranks GPU-side changes where the host sets
+    the wall-clock medians."""
     import importlib
 
     from triton.testing import do_bench
@@ -168,8 +172,8 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
     key, rows = ", ".join(map(str, shape)), []
     cps = max(parallel.MAX_SEGMENT // _grad_tiles(shape[2], shape[3])[0], 1)  # chunks per 64-step segment
-    for label, settings in PARALLEL_VARIANTS:
-        if only and not any(word in label for word in only):
+    for label, settings in [("default knobs", ()), *PARALLEL_VARIANTS]:
+        if only and settings and not any(word in label for word in only):
             continue
         mods = [importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}") for module, _, _ in settings]
         before = [getattr(mod, name) for mod, (_, name, _) in zip(mods, settings, strict=True)]
@@ -179,13 +183,18 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
         try:
             kernel(*g).sum().backward()
             torch.cuda.synchronize()
-            fw, fwbw = bench(lambda: kernel(*x)), bench(lambda: kernel(*g).sum().backward())
+            fw_call, fwbw_call = lambda: kernel(*x), lambda: kernel(*g).sum().backward()
+            fw, fwbw = bench(fw_call), bench(fwbw_call)
+            device = (gpu_time.device_ms_per_call(fw_call), gpu_time.device_ms_per_call(fwbw_call)) if gpu_ms else None
         finally:
             for mod, (_, name, _), value in zip(mods, settings, before, strict=True):
                 setattr(mod, name, value)
             parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = None, None
-        rows.append({"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
-                     "fwbw_ms": round(fwbw, 4)})  # fmt: skip
+        row = {"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
+               "fwbw_ms": round(fwbw, 4)}  # fmt: skip
+        if device is not None:
+            row.update(fw_gpu_ms=round(device[0], 4), fwbw_gpu_ms=round(device[1], 4))
+        rows.append(row)
     return rows
 
 
@@ -239,17 +248,21 @@ def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> No
         "label, heads wider than 64 over 1024+ steps take the chunk-parallel kernels in segments of 64 steps); "
         "cps=N forces segments of N chunks; 'chunk-parallel kernels' rows force those kernels.",
         "",
-        "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain | commit |",
-        "|---|---|---|---|---|---|",
+        "GPU fw / fw+bw: summed kernel time of one call on the device (`torch.profiler`, `--gpu-ms`), where timed.",
+        "",
+        "| B, NH, S, DH | layout | fw (ms) | fw+bw (ms) | fw+bw / plain | GPU fw / fw+bw (ms) | commit |",
+        "|---|---|---|---|---|---|---|",
     ]
     plain = {r["shape"]: r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
     for r in rows:
+        device = f"{r['fw_gpu_ms']:.3f} / {r['fwbw_gpu_ms']:.3f}" if "fwbw_gpu_ms" in r else "–"
         if r["fwbw_ms"] is None:  # a forward-only row
-            lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | – | – | {r.get('commit', '–')} |")
+            lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | – | – | {device} "
+                         f"| {r.get('commit', '–')} |")  # fmt: skip
             continue
         ratio = r["fwbw_ms"] / plain[r["shape"]] if r["shape"] in plain else float("nan")
         lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | {r['fwbw_ms']:.3f} "
-                     f"| {ratio:.2f} | {r.get('commit', '–')} |")  # fmt: skip
+                     f"| {ratio:.2f} | {device} | {r.get('commit', '–')} |")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -269,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time the chunk-parallel path with each knob of PARALLEL_VARIANTS")  # fmt: skip
     parser.add_argument("--variants", nargs="+", help="with --parallel-variants: only the knobs whose label "
                         "contains one of these words, e.g. 'input dtype'")
+    parser.add_argument("--gpu-ms", action="store_true", help="with --parallel-variants: also the summed kernel "
+                        "time of one call on the device (torch.profiler)")  # fmt: skip
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("mlstm_segments.py times Triton kernels on a GPU; no CUDA device is visible here.")
@@ -282,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.parallel_forward:
             timed += time_parallel_forward(shape, args.warmup, args.reps)
         if args.parallel_variants:
-            timed += time_parallel_variants(shape, args.warmup, args.reps, args.variants)
+            timed += time_parallel_variants(shape, args.warmup, args.reps, args.variants, args.gpu_ms)
         for row in timed:
             row.update(device=device, commit=commit)
             rows.append(row)

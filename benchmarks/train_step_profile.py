@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -42,6 +41,7 @@ from train_step import (
 )
 
 import provenance
+from gpu_time import kernel_times
 
 KINDS = ("mlstm", "slstm", "conv", "matmul", "fused", "optimizer", "other")
 TOP = 12  # kernels listed per case in the table (`--top`)
@@ -75,24 +75,6 @@ def summarize(kernels: dict[str, tuple[float, int]], steps: int, top: int = TOP)
     per_kind = {kind: [e for e in ranked if e["kind"] == kind][:PER_KIND] for kind in KINDS}
     return {"kernel_ms": sum(by_kind.values()), "by_kind_ms": by_kind,
             "launches_per_step": sum(e["calls"] for e in ranked), "top": ranked[:top], "top_by_kind": per_kind}
-
-
-def kernel_times(step, steps: int) -> dict[str, tuple[float, int]]:
-    """name -> (total device microseconds, calls) of the CUDA kernels that `steps` calls of `step` ran."""
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-    out: dict[str, list] = defaultdict(lambda: [0.0, 0])
-    for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        out[event.name][0] += event.device_time if hasattr(event, "device_time") else event.cuda_time
-        out[event.name][1] += 1
-    return {name: (us, calls) for name, (us, calls) in out.items()}
 
 
 def profile_case(case: tuple[int, int, int, str], args: argparse.Namespace) -> dict:

@@ -9,16 +9,19 @@ def test_markdown_ratios_against_plain(load_benchmark, tmp_path):
     rows = [{"shape": "1, 4, 8192, 64", "layout": "plain", "fw_ms": 1.0, "fwbw_ms": 5.0, "commit": "def5678"},
             {"shape": "1, 4, 8192, 64", "layout": "auto (128 x 1 chunks)", "fw_ms": 0.35, "fwbw_ms": 1.25},
             {"shape": "16, 4, 2048, 128", "layout": "auto (plain)", "fw_ms": 0.5, "fwbw_ms": 2.0},
-            {"shape": "1, 4, 8192, 64", "layout": "chunk-parallel forward", "fw_ms": 0.25, "fwbw_ms": None}]
+            {"shape": "1, 4, 8192, 64", "layout": "chunk-parallel forward", "fw_ms": 0.25, "fwbw_ms": None},
+            {"shape": "1, 4, 8192, 64", "layout": "variant", "fw_ms": 0.3, "fwbw_ms": 1.5, "fw_gpu_ms": 0.2,
+             "fwbw_gpu_ms": 1.1}]
     out = tmp_path / "segments.md"
     rows = bench.provenance.merge_rows(tmp_path / "segments.json", rows, ("shape", "layout"))  # string keys merge
     bench.write_markdown(rows, out, "GPU X", "abc1234")
     text = out.read_text()
     assert "GPU X" in text and "abc1234" in text
-    assert "| 1, 4, 8192, 64 | plain | 1.000 | 5.000 | 1.00 | def5678 |" in text
-    assert "| 1, 4, 8192, 64 | auto (128 x 1 chunks) | 0.350 | 1.250 | 0.25 | – |" in text
-    assert "| 16, 4, 2048, 128 | auto (plain) | 0.500 | 2.000 | nan | – |" in text  # no plain row to compare with
-    assert "| 1, 4, 8192, 64 | chunk-parallel forward | 0.250 | – | – | – |" in text  # forward only
+    assert "| 1, 4, 8192, 64 | plain | 1.000 | 5.000 | 1.00 | – | def5678 |" in text
+    assert "| 1, 4, 8192, 64 | auto (128 x 1 chunks) | 0.350 | 1.250 | 0.25 | – | – |" in text
+    assert "| 16, 4, 2048, 128 | auto (plain) | 0.500 | 2.000 | nan | – | – |" in text  # no plain row to compare with
+    assert "| 1, 4, 8192, 64 | chunk-parallel forward | 0.250 | – | – | – | – |" in text  # forward only
+    assert "| 1, 4, 8192, 64 | variant | 0.300 | 1.500 | 0.30 | 0.200 / 1.100 | – |" in text  # with GPU time
 
 
 def test_refuses_to_run_without_cuda(load_benchmark, monkeypatch):
@@ -76,3 +79,33 @@ def test_parallel_variants_name_existing_knobs(load_benchmark):
             assert hasattr(mod, name), (label, module, name)
             differs |= getattr(mod, name) != value
         assert differs, f"{label}: the variant equals the default"
+
+
+def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(load_benchmark, monkeypatch):
+    """--parallel-variants: a default-knobs row first, then each variant with all of its knobs set while it is timed
+    (a stub kernel records them), restored after; --gpu-ms adds each call's device time. Timers and inputs are stubbed:
+    no GPU here."""
+    import triton.testing
+
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    bench = load_benchmark("mlstm_segments")
+    seen = []
+
+    def kernel(*args):
+        seen.append((parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS))
+        return torch.zeros(2, requires_grad=True)
+
+    monkeypatch.setattr(bench, "_inputs", lambda shape: (kernel, (), ()))
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), 2.0)[1])
+    monkeypatch.setattr(bench.gpu_time, "device_ms_per_call", lambda fn: (fn(), 1.0)[1])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    before = (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS)
+    rows = bench.time_parallel_variants((1, 2, 2048, 128), 1, 1, only=["16 warps"], gpu_ms=True)
+    labels = [row["layout"].split("segments, ")[1] for row in rows]
+    assert labels[0] == "default knobs" and len(labels) == 4, labels
+    split = labels.index("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)")
+    assert set(seen[:5]) == {before} and set(seen[5 * split : 5 * split + 5]) == {((3, 4, 2), 16)}
+    assert (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS) == before
+    assert all(row["fwbw_gpu_ms"] == 1.0 and row["fwbw_ms"] == 2.0 for row in rows)
+    assert "fw_gpu_ms" not in bench.time_parallel_variants((1, 2, 2048, 128), 1, 1, only=["16 warps"])[0]
