@@ -174,3 +174,36 @@ def test_data_loss_scale_fits_the_least_squares_map_in_data_units():
                        - batch["future_target"]) ** 2).mean())
 
     assert data_mse(net) < data_mse(unweighted)
+
+
+def test_frozen_skip_needs_a_least_squares_start():
+    assert ModelConfig(linear_skip_frozen=True).linear_skip_frozen
+    for bad in ({"linear_skip_init": "random"}, {"linear_skip": False}):
+        with pytest.raises(ValueError, match="linear_skip_frozen"):
+            ModelConfig(linear_skip_frozen=True, **bad)
+
+
+def test_frozen_skip_and_horizon_term_take_no_gradient():
+    net = XLSTMForecastNet(ModelConfig(**TINY, linear_skip_frozen=True), 24, 6, (0.5,), n_future=1)
+    assert not net.skip.weight.requires_grad and not net.skip.bias.requires_grad
+    assert not net.covariates.horizon_linear.weight.requires_grad
+    assert net.stack.parameters().__next__().requires_grad  # the stack trains
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_training_keeps_a_frozen_skip_at_its_least_squares_start(frozen):
+    """The same seed with learning rate 0 gives the start; trained, a frozen skip is still exactly that start while
+    the stack moved, and an unfrozen skip moved too."""
+    rng = np.random.default_rng(2)
+    n = 400
+    y = np.sin(np.arange(n) / 4.0) + 0.5 * rng.standard_normal(n)
+    df = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": y})
+    common = dict(prediction_length=8, context_length=32, max_steps=5, batch_size=16, random_state=0,
+                  trainer_kwargs={"accelerator": "cpu"})  # fmt: skip  # no validation: the last weights are kept
+    model = {**TINY, "linear_skip_frozen": frozen}
+    start = XLSTMForecaster(model=model, learning_rate=0.0, **common).fit(df).net_
+    trained = XLSTMForecaster(model=model, learning_rate=1e-2, **common).fit(df).net_
+    same_skip = torch.equal(trained.skip.weight, start.skip.weight) and torch.equal(trained.skip.bias, start.skip.bias)
+    assert same_skip == frozen
+    moved = [not torch.equal(a, b) for a, b in zip(trained.stack.parameters(), start.stack.parameters(), strict=True)]
+    assert any(moved)

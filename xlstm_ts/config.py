@@ -51,6 +51,10 @@ class ModelConfig:
     """Add a linear map of the scaled context to the forecast (the stack then models the residual)."""
     linear_skip_init: str = "lstsq"
     """'lstsq': start the linear skip at the ridge solution on training windows (in fit); 'random': default init."""
+    linear_skip_frozen: bool = False
+    """Keep the 'lstsq' skip (and the covariates' linear horizon term) at its least-squares start while training: the
+    stack then fits only the residual of the ridge forecast, which training cannot move (small, shifting data sets
+    such as ETTh2 let the skip drift from the start at the first steps and lose on validation)."""
     linear_skip_ridge: float | tuple[float, ...] = 1e-3
     """Ridge penalty of the 'lstsq' start, relative to the mean diagonal of the Gram matrix. Several values: with a
     validation tail (`val_size`), fit keeps the one whose start has the lowest validation loss; else the first."""
@@ -100,6 +104,12 @@ class ModelConfig:
         if self.linear_skip_init not in ("lstsq", "random"):
             raise ValueError(
                 f"ModelConfig.linear_skip_init must be 'lstsq' or 'random', got {self.linear_skip_init!r}."
+            )
+        if self.linear_skip_frozen and not (self.linear_skip and self.linear_skip_init == "lstsq"):
+            raise ValueError(
+                "ModelConfig.linear_skip_frozen keeps the least-squares start fixed, so it needs linear_skip=True and "
+                f"linear_skip_init='lstsq', got linear_skip={self.linear_skip}, "
+                f"linear_skip_init={self.linear_skip_init!r}."
             )
         if self.mode not in MODES:
             raise ValueError(f"ModelConfig.mode must be one of {MODES}, got {self.mode!r}.")

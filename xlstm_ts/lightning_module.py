@@ -101,7 +101,8 @@ class LitForecaster(L.LightningModule):
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.net.named_parameters():
-            (decay if param.ndim >= 2 and "recurrent" not in name else no_decay).append(param)
+            if param.requires_grad:  # frozen ones (a fixed linear skip) stay out of the optimizer
+                (decay if param.ndim >= 2 and "recurrent" not in name else no_decay).append(param)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.learning_rate,

@@ -55,6 +55,11 @@ class XLSTMForecastNet(nn.Module):
             nn.init.zeros_(self.head.proj.bias)  # a random bias would shift every start forecast by a constant
         self.covariates = CovariateLayers(n_past, n_future, n_static, cfg.embed_dim, prediction_length) \
             if has_covariates else None  # built last: networks without covariates initialise as before
+        if cfg.linear_skip_frozen:  # the least-squares start stays as fitted; only the stack trains
+            self.skip.requires_grad_(False)
+            horizon = getattr(self.covariates, "horizon_linear", None)
+            if horizon is not None:
+                horizon.requires_grad_(False)
 
     def describe_inputs(self, batch_size: int = 2) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Names, shapes and dtypes of the inputs of `forward`."""
