@@ -147,7 +147,7 @@ PARALLEL_VARIANTS = [
     _one("gradient kernel as dq, dk with gates, dv", _BWD, "GRAD_PARTS", (3, 4, 2)),
     _one("boundary backward with the row prefetch", _SEG, "BOUNDS_BWD_PREFETCH", True),
     _one("boundary forward without the gate prefetch", _SEG, "BOUNDS_GATE_PREFETCH", False),
-    ("gradient kernel at 16 warps", ((_BWD, "NUM_WARPS", 16),)),
+    _one("gradient kernel at 16 warps", _BWD, "NUM_WARPS", 16),
     ("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
                                                                       (_BWD, "NUM_WARPS", 16))),
     ("gradient kernel with dv apart, the rest at 16 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "NUM_WARPS", 16))),
