@@ -2,6 +2,7 @@
 wall-clock medians are set by the host (short calls whose launches and Python take as long as their kernels).
 
     kernel_times(step, steps)   -> {kernel name: (total device microseconds, launches)} over `steps` calls
+    per_call_us(step)           -> {kernel name: device microseconds per call}, largest first
     device_ms_per_call(step)    -> summed kernel time of one call, ms (the mean over `calls` profiled calls)
 """
 
@@ -38,8 +39,17 @@ def kernel_times(step: Callable[[], object], steps: int) -> dict[str, tuple[floa
     return sum_device_events(prof.events())
 
 
+def per_call_us(step: Callable[[], object], calls: int = 10) -> dict[str, float]:
+    """name -> device microseconds per call of each kernel that `step` runs (the mean over `calls` profiled calls),
+    largest first."""
+    if calls < 1:
+        raise ValueError(f"per_call_us needs calls >= 1, got {calls}")
+    times = {name: us / calls for name, (us, _) in kernel_times(step, calls).items()}
+    return dict(sorted(times.items(), key=lambda item: -item[1]))
+
+
 def device_ms_per_call(step: Callable[[], object], calls: int = 10) -> float:
     """Summed device time of every kernel one call of `step` runs, in ms, averaged over `calls` profiled calls."""
     if calls < 1:
         raise ValueError(f"device_ms_per_call needs calls >= 1, got {calls}")
-    return sum(us for us, _ in kernel_times(step, calls).values()) / calls / 1000
+    return sum(per_call_us(step, calls).values()) / 1000

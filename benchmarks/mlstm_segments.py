@@ -35,6 +35,7 @@ SHAPES = [(1, 4, 8192, 64), (2, 4, 4096, 128), (4, 8, 2048, 64), (8, 4, 2048, 12
           (1, 4, 8192, 256), (2, 8, 4096, 256), (1, 4, 4096, 512)]
 SWEEP = [1, 2, 4, 8, 16]
 PLAIN = 10**9  # chunks per segment beyond any sequence: one segment, the plain layout
+KERNELS_KEPT = 8  # with --gpu-ms: the largest kernels of a fw+bw call kept per row (device us per call, by name)
 
 
 def _inputs(shape: tuple[int, int, int, int]) -> tuple:
@@ -151,6 +152,9 @@ PARALLEL_VARIANTS = [
     ("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
                                                                       (_BWD, "NUM_WARPS", 16))),
     ("gradient kernel with dv apart, the rest at 16 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "NUM_WARPS", 16))),
+    ("gradient kernel at 4 warps, boundary blocks of 64 x 128 columns", ((_BWD, "NUM_WARPS", 4),
+                                                                       (_SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 128)))),
+    ("gradient kernel at 4 warps with 2 pipeline stages", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 2))),
 ]
 
 
@@ -159,8 +163,9 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     """A row of the default knobs, then one row per variant of `PARALLEL_VARIANTS` (those whose label contains one of
     `only`, if given), each alone on the chunk-parallel layout in 64-step segments (`MAX_SEGMENT`), fw without
     gradients and fw+bw; its knobs are restored after its row. With `gpu_ms`, each row also holds the summed kernel
-    time of one call on the device (`gpu_time.device_ms_per_call`), which ranks GPU-side changes where the host sets
-    the wall-clock medians."""
+    time of one call on the device (`gpu_time`), which ranks GPU-side changes where the host sets the wall-clock
+    medians, and the fw+bw call's largest kernels (`fwbw_kernels_us`: name -> device us per call), which tell which
+    kernel a knob moved."""
     import importlib
 
     from triton.testing import do_bench
@@ -185,7 +190,7 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
             torch.cuda.synchronize()
             fw_call, fwbw_call = lambda: kernel(*x), lambda: kernel(*g).sum().backward()
             fw, fwbw = bench(fw_call), bench(fwbw_call)
-            device = (gpu_time.device_ms_per_call(fw_call), gpu_time.device_ms_per_call(fwbw_call)) if gpu_ms else None
+            device = (gpu_time.device_ms_per_call(fw_call), gpu_time.per_call_us(fwbw_call)) if gpu_ms else None
         finally:
             for mod, (_, name, _), value in zip(mods, settings, before, strict=True):
                 setattr(mod, name, value)
@@ -193,7 +198,9 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
         row = {"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
                "fwbw_ms": round(fwbw, 4)}  # fmt: skip
         if device is not None:
-            row.update(fw_gpu_ms=round(device[0], 4), fwbw_gpu_ms=round(device[1], 4))
+            kernels = {name[:48]: round(us, 1) for name, us in list(device[1].items())[:KERNELS_KEPT]}
+            row.update(fw_gpu_ms=round(device[0], 4), fwbw_gpu_ms=round(sum(device[1].values()) / 1000, 4),
+                       fwbw_kernels_us=kernels)  # fmt: skip
         rows.append(row)
     return rows
 

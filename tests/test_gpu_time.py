@@ -31,3 +31,13 @@ def test_device_ms_per_call_averages_over_the_profiled_calls(load_benchmark, mon
     assert len(calls) == 4
     with pytest.raises(ValueError, match="calls >= 1"):
         gpu_time.device_ms_per_call(lambda: None, calls=0)
+
+
+def test_per_call_us_divides_by_the_calls_and_puts_the_largest_first(load_benchmark, monkeypatch):
+    gpu_time = load_benchmark("gpu_time")
+    monkeypatch.setattr(gpu_time, "kernel_times", lambda step, steps: {"small": (20.0 * steps, steps),
+                                                                       "large": (500.0 * steps, 2 * steps)})
+    shares = gpu_time.per_call_us(lambda: None, calls=5)
+    assert list(shares) == ["large", "small"] and shares == {"large": 500.0, "small": 20.0}
+    with pytest.raises(ValueError, match="calls >= 1"):
+        gpu_time.per_call_us(lambda: None, calls=0)
