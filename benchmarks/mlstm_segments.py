@@ -155,6 +155,7 @@ PARALLEL_VARIANTS = [
     ("gradient kernel at 4 warps, boundary blocks of 64 x 128 columns", ((_BWD, "NUM_WARPS", 4),
                                                                        (_SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 128)))),
     ("gradient kernel at 4 warps with 2 pipeline stages", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 2))),
+    ("gradient kernel at 4 warps with 1 pipeline stage", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 1))),
 ]
 
 
