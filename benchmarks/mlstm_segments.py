@@ -156,6 +156,9 @@ PARALLEL_VARIANTS = [
                                                                        (_SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 128)))),
     ("gradient kernel at 4 warps with 2 pipeline stages", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 2))),
     ("gradient kernel at 4 warps with 1 pipeline stage", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 1))),
+    _one("gradient kernel in one pass", _BWD, "ONE_PASS", True),
+    ("gradient kernel in one pass at 16 warps", ((_BWD, "ONE_PASS", True), (_BWD, "ONE_PASS_WARPS", 16))),
+    ("gradient kernel in one pass, DQK blocks of 64", ((_BWD, "ONE_PASS", True), (_BWD, "ONE_PASS_BK", 64))),
 ]
 
 
