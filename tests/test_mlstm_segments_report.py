@@ -104,7 +104,7 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
     before = (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS)
     rows = bench.time_parallel_variants((1, 2, 2048, 128), 1, 1, only=["16 warps"], gpu_ms=True)
     labels = [row["layout"].split("segments, ")[1] for row in rows]
-    assert labels[0] == "default knobs" and len(labels) == 5, labels
+    assert labels[0] == "default knobs" and len(labels) == 4, labels
     split = labels.index("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)")
     assert set(seen[:5]) == {before} and set(seen[5 * split : 5 * split + 5]) == {((3, 4, 2), 16)}
     assert (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS) == before

@@ -22,7 +22,6 @@ import triton.language as tl
 
 from .._fast_launch import fast
 from .._ints import cdiv
-from .triton_chunkwise_chunk_grads import _chunk_dv, _chunk_grads_one_pass
 from .triton_chunkwise_common import _chunk_gates, _decay_weights, _dot, _logsigmoid, _strides, _tile
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, row_dots
 from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
@@ -30,12 +29,13 @@ from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
 from .triton_one_chunk_fwd import reg_cap
 
-# num_warps of the gradient kernel: 8 keeps the (L, L) and (L, 64) fp32 tiles of 64-step segments at 1088 B of sm_90
-# stack; 4 needed more and was slower (H200, bf16 fw+bw: 1.63 against 1.45 ms at (16, 4, 2048, 128), 64.7 against
-# 59.1 at (8, 8, 8192, 512)). Offline sm_90 (64-step segments, 128-wide bf16 heads): 16 warps fit 128 registers per
-# thread with 240 B of stack in one launch; split as GRAD_PARTS (3, 4, 2), dq 124 registers and dk with the gates 128
-# with 40 B of stack (dv at DV_NUM_WARPS). Not timed yet: A/B variants of benchmarks/mlstm_segments.py
-NUM_WARPS = 8
+# num_warps of the gradient kernel: 4. H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128), summed kernel time per call from
+# torch.profiler): the kernel took 403.8 us at 4 warps against 453.5 at 8 (the call 0.917 against 0.961 ms), 403.4 at
+# 4 warps with 1 pipeline stage, 447.6 with 2, 663.9 at 16 warps; at (32, 8, 1024, 128) fw+bw 1.760 against 1.873 ms
+# (a4ad740). Offline sm_90 (64-step segments, 128-wide bf16 heads): 4 warps 255 registers with 488 B of stack and
+# 123 KB of shared memory (one program per SM), 8 warps 255 with 8 B and 131 KB. An older kernel was slower at 4
+# (H200: 1.63 against 1.45 ms at (16, 4, 2048, 128)). benchmarks/mlstm_segments.py --parallel-variants --gpu-ms
+NUM_WARPS = 4
 # software-pipelining stages of the gradient kernel's column loops (None: Triton's default, 3). Offline sm_90 compile
 # at 64-step segments, bf16, 8 warps (DQK 128 and 256 alike): 3 stages 240 B of stack and 147 KB of shared memory,
 # 2 stages 264 B and 98 KB, 1 stage 104 B and 66 KB; an A/B knob of benchmarks/mlstm_segments.py --parallel-variants
@@ -57,18 +57,39 @@ ROW_DOTS_FIRST = True
 # Not timed yet: an A/B knob
 GRAD_PARTS: tuple[int, ...] = (0,)
 DV_NUM_WARPS = 8
-# heads with at most ONE_PASS_MAX_DHV value columns form every gradient of a chunk in one pass over blocks of
-# ONE_PASS_BK DQK columns (PART 5, `triton_chunkwise_chunk_grads._chunk_grads_one_pass`: dh and v read once, q, k,
-# C_in and dC once per block) at ONE_PASS_WARPS, instead of GRAD_PARTS. Offline sm_90 (64-step segments, 128-wide
-# bf16 heads, blocks of 32, 3 stages): 255 registers with 352 B of stack at 8 warps, 128 with 1136 B at 16; 123 KB of
-# shared memory. An A/B knob (off: not timed yet)
-ONE_PASS = False
-ONE_PASS_MAX_DHV = 128
-ONE_PASS_BK = 32
-ONE_PASS_WARPS = 8
 # register cap of part 4 (dk with the gates) in a split launch (None: no cap). Offline sm_90, same heads: 128
 # registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
 DK_PART_MAXNREG: int | None = None
+
+
+@triton.jit
+def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, dv_base, t, mask_t, inv_den, w, e,
+              sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
+              L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, QK_LOWP: tl.constexpr, OUT_LOWP: tl.constexpr,
+              STATE_LOWP: tl.constexpr):  # fmt: skip
+    """dv of one chunk, per DHV block: (w q^ k^T)^T dnum + e (k dC), with q^ k^T over the DQK blocks first.
+    dc_base: the chunk's (DQK, DHV) leaving-state gradient, contiguous; dv_base: its first row of dv (rows of DHV)."""
+    qk = tl.zeros((L, L), dtype=tl.float32)
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_tk = mask_t[:, None] & (offs_k < DQK)[None, :]
+        qk += _dot(_tile(q_base, t, offs_k, sq_s, sq_d, mask_tk), tl.trans(_tile(k_base, t, offs_k, sk_s, sk_d,
+                                                                                 mask_tk)), QK_LOWP)  # fmt: skip
+    w_qk = w * qk * qk_scale  # (L, L)
+    for vb in range(0, tl.cdiv(DHV, BV)):
+        offs_v = vb * BV + tl.arange(0, BV)
+        mask_v = offs_v < DHV
+        mask_tv = mask_t[:, None] & mask_v[None, :]
+        dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
+        k_dc = tl.zeros((L, BV), dtype=tl.float32)  # k dC
+        for kb in range(0, tl.cdiv(DQK, BK)):
+            offs_k = kb * BK + tl.arange(0, BK)
+            mask_k = offs_k < DQK
+            k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
+            dC = _tile(dc_base, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
+            k_dc += _dot(k, dC, STATE_LOWP)
+        dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
+        tl.store(dv_base + t[:, None] * DHV + offs_v[None, :], dv.to(dv_base.dtype.element_ty), mask=mask_tv)
 
 
 @triton.jit
@@ -105,7 +126,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     DETACH: tl.constexpr,
     STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
     HD_GIVEN: tl.constexpr,
-    PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv; 3: dq; 4: all but dq and dv; 5: one pass
+    PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv; 3: dq; 4: all but dq and dv
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -141,82 +162,72 @@ def _mlstm_chunk_bwd_kernel_tl(
                   OUT_LOWP, STATE_LOWP)  # fmt: skip
         return
 
-    if PART == 5:  # every gradient in one pass over the DQK blocks (one DHV block)
-        di, k_e, state_dot, hd, dz = _chunk_grads_one_pass(
-            q_base, k_base, v_base, dh_base, h_base, hd_ptr + row0, cs_ptr + row * DQK * DHV,
-            dcs_ptr + row * DQK * DHV, ns_ptr + row * DQK, dns_ptr + row * DQK, dq_ptr + row0 * DQK,
-            dk_ptr + row0 * DQK, dv_ptr + row0 * DHV, t, mask_t, z, m_row, inv_den, w, w0, e, sq_s, sq_d, sk_s, sk_d,
-            sv_s, sv_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, LOWP, QK_LOWP, OUT_LOWP, STATE_LOWP, HD_GIVEN,
-            DETACH,
-        )  # fmt: skip
-        last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
-    else:
-        # dnum v^T and <dh, h> over the DHV columns
-        ds = tl.zeros((L, L), dtype=tl.float32)
-        hd = tl.zeros((L,), dtype=tl.float32)
+    # dnum v^T and <dh, h> over the DHV columns
+    ds = tl.zeros((L, L), dtype=tl.float32)
+    hd = tl.zeros((L,), dtype=tl.float32)
+    for vb in range(0, tl.cdiv(DHV, BV)):
+        offs_v = vb * BV + tl.arange(0, BV)
+        mask_tv = mask_t[:, None] & (offs_v < DHV)[None, :]
+        dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
+        v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+        ds += _dot(dh * inv_den[:, None], tl.trans(v), LOWP)
+        if not HD_GIVEN:
+            hd += tl.sum(dh * _tile(h_base, t, offs_v, DHV, 1, mask_tv), axis=1)
+    if HD_GIVEN:
+        hd = tl.load(hd_ptr + row0 + t, mask=mask_t, other=0.0)  # (L,)
+    dz = _dz(z, m_row, inv_den, hd, 0, DETACH)  # (L,)
+    ds += dz[:, None]
+    w_ds = w * ds  # (L, L)
+
+    # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks (PART 3
+    # forms dq alone, PART 4 dk alone)
+    di = tl.zeros((L,), dtype=tl.float32)
+    k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
+    state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_k = offs_k < DQK
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
+        v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
         for vb in range(0, tl.cdiv(DHV, BV)):
             offs_v = vb * BV + tl.arange(0, BV)
-            mask_tv = mask_t[:, None] & (offs_v < DHV)[None, :]
-            dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32)  # (L, BV)
-            v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-            ds += _dot(dh * inv_den[:, None], tl.trans(v), LOWP)
-            if not HD_GIVEN:
-                hd += tl.sum(dh * _tile(h_base, t, offs_v, DHV, 1, mask_tv), axis=1)
-        if HD_GIVEN:
-            hd = tl.load(hd_ptr + row0 + t, mask=mask_t, other=0.0)  # (L,)
-        dz = _dz(z, m_row, inv_den, hd, 0, DETACH)  # (L,)
-        ds += dz[:, None]
-        w_ds = w * ds  # (L, L)
-
-        # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks (PART 3
-        # forms dq alone, PART 4 dk alone)
-        di = tl.zeros((L,), dtype=tl.float32)
-        k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
-        state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
-        for kb in range(0, tl.cdiv(DQK, BK)):
-            offs_k = kb * BK + tl.arange(0, BK)
-            mask_k = offs_k < DQK
-            mask_tk = mask_t[:, None] & mask_k[None, :]
-            k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
-            dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
-            v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
-            for vb in range(0, tl.cdiv(DHV, BV)):
-                offs_v = vb * BV + tl.arange(0, BV)
-                mask_v = offs_v < DHV
-                mask_tv = mask_t[:, None] & mask_v[None, :]
-                mask_kv = mask_k[:, None] & mask_v[None, :]
-                C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
-                if PART != 4:
-                    dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
-                    dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
-                if PART != 3:
-                    v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-                    dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
-                    v_dc += _dot(v, tl.trans(dC), LOWP)
-                    state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
-            n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-            out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
+            mask_v = offs_v < DHV
+            mask_tv = mask_t[:, None] & mask_v[None, :]
+            mask_kv = mask_k[:, None] & mask_v[None, :]
+            C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
             if PART != 4:
-                dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
-                tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+                dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
+                dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
             if PART != 3:
-                q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
-                dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-                state_dot += tl.sum(dn * n_in, axis=0)
-                ek = v_dc + dn[None, :]  # (L, BK)
-                dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
-                k32 = k.to(tl.float32)
-                di += tl.sum(k32 * dk, axis=1)
-                k_e += tl.sum(k32 * ek, axis=1)
-                tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
-        if PART == 3:
-            return
-        last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
+                v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+                dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+                v_dc += _dot(v, tl.trans(dC), LOWP)
+                state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
+        n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+        out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
+        if PART != 4:
+            dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
+            tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+        if PART != 3:
+            q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+            dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+            state_dot += tl.sum(dn * n_in, axis=0)
+            ek = v_dc + dn[None, :]  # (L, BK)
+            dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
+            k32 = k.to(tl.float32)
+            di += tl.sum(k32 * dk, axis=1)
+            k_e += tl.sum(k32 * ek, axis=1)
+            tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    if PART == 3:
+        return
+    last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
 
-        if PART == 0:  # dv here, after dq and dk: its q^ k^T is not live across their loop
-            _chunk_dv(q_base, k_base, v_base, dh_base, dcs_ptr + row * DQK * DHV, dv_ptr + row0 * DHV, t, mask_t,
-                      inv_den, w, e, sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, QK_LOWP,
-                      OUT_LOWP, STATE_LOWP)  # fmt: skip
+    if PART == 0:  # dv here, after dq and dk: its q^ k^T is not live across their loop
+        _chunk_dv(q_base, k_base, v_base, dh_base, dcs_ptr + row * DQK * DHV, dv_ptr + row0 * DHV, t, mask_t,
+                  inv_den, w, e, sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, QK_LOWP,
+                  OUT_LOWP, STATE_LOWP)  # fmt: skip
 
     # gate gradients: d(cumsum log f), its reverse cumsum within the chunk, the stabilizer route
     is_last = t == S - 1
@@ -307,11 +318,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dm0 = torch.empty(B * NH, dtype=m0.dtype, device=q.device) if has_init else None
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
-    one_pass = ONE_PASS and DHV <= ONE_PASS_MAX_DHV
-    if one_pass:  # one DHV block, DQK in blocks of ONE_PASS_BK
-        BV, BK = triton.next_power_of_2(DHV), min(ONE_PASS_BK, triton.next_power_of_2(DQK))
-    for part in (5,) if one_pass else GRAD_PARTS:
-        warps = ONE_PASS_WARPS if part == 5 else DV_NUM_WARPS if part == 2 else NUM_WARPS
+    for part in GRAD_PARTS:
         fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
             q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
             dq, dk, dv, di, df, *grads0,
@@ -320,7 +327,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
             NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
             L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
             STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
-            num_warps=warps, **reg_cap(DK_PART_MAXNREG if part == 4 else None),
+            num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS, **reg_cap(DK_PART_MAXNREG if part == 4 else None),
             **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         )  # fmt: skip
     if has_init:

@@ -156,68 +156,6 @@ def test_gradient_kernel_in_parts_gpu(parts, with_states, monkeypatch):
     check_triton(1, 2, 1100, 128, 96, 0.0, with_states, dtype=torch.bfloat16, chunk_size=64, rounded=True)
 
 
-def _spy_gradient_parts(monkeypatch, parallel_bwd) -> list:
-    """Wrap the gradient kernel's launches; the returned list collects (PART, BK, BV, num_warps) of each."""
-    calls, kernel = [], parallel_bwd._mlstm_chunk_bwd_kernel_tl
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                calls.append((meta["PART"], meta["BK"], meta["BV"], meta["num_warps"]))
-                return kernel[grid](*args, **meta)
-
-            return launch
-
-    monkeypatch.setattr(parallel_bwd, "_mlstm_chunk_bwd_kernel_tl", Spy())
-    return calls
-
-
-@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
-def test_gradient_kernel_in_one_pass(i_mean, dtype, with_states, parallel_forward, nan_poison, monkeypatch):
-    """ONE_PASS forms every gradient of a chunk in one launch of part 5 (DQK 80 in three blocks of 32, the last one
-    masked; DHV 40 in one padded block of 64); all gradients, dC0, dn0 and dm0 included, match fp64 in NaN-poisoned
-    buffers."""
-    from xlstm_ts.kernels._testing_mlstm import check_triton
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
-
-    calls = _spy_gradient_parts(monkeypatch, parallel_bwd)
-    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
-    monkeypatch.setattr(parallel_bwd, "ONE_PASS", True)
-    monkeypatch.setattr(parallel_bwd, "ONE_PASS_BK", 32)
-    torch.manual_seed(44)
-    check_triton(1, 2, 37, 80, 40, i_mean, with_states, dtype=dtype, rounded=dtype != torch.float32)
-    assert calls == [(5, 32, 64, parallel_bwd.ONE_PASS_WARPS)]
-
-
-def test_one_pass_leaves_wide_value_heads_to_the_parts(parallel_forward, monkeypatch):
-    """Heads with more value columns than ONE_PASS_MAX_DHV keep GRAD_PARTS with its blocks."""
-    from xlstm_ts.kernels._testing_mlstm import check_triton
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
-
-    calls = _spy_gradient_parts(monkeypatch, parallel_bwd)
-    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
-    monkeypatch.setattr(parallel_bwd, "ONE_PASS", True)
-    monkeypatch.setattr(parallel_bwd, "ONE_PASS_MAX_DHV", 32)
-    torch.manual_seed(45)
-    check_triton(1, 1, 37, 24, 40, 0.0, False)
-    assert [part for part, *_ in calls] == list(parallel_bwd.GRAD_PARTS)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("DQK,DHV", [(128, 96), (128, 128)], ids=["dqk128-dhv96", "dqk128-dhv128"])
-@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
-def test_gradient_kernel_in_one_pass_gpu(DQK, DHV, with_states, monkeypatch):
-    from xlstm_ts.kernels._testing_mlstm import check_triton
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
-
-    monkeypatch.setattr(parallel_bwd, "ONE_PASS", True)
-    torch.manual_seed(46)
-    check_triton(1, 2, 1100, DQK, DHV, 0.0, with_states, dtype=torch.bfloat16, chunk_size=64, rounded=True)
-
-
 @pytest.mark.parametrize("low", [True, False], ids=["bf16-states", "fp32-states"])
 def test_output_kernel_stages_with_low_precision_states(low, parallel_forward, monkeypatch):
     """LOWP_STATE_STAGES reaches the output kernel's launch when the entering states are stored in bf16, and only
