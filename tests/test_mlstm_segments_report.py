@@ -99,7 +99,9 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
     monkeypatch.setattr(bench, "_inputs", lambda shape: (kernel, (), ()))
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), 2.0)[1])
     monkeypatch.setattr(bench.gpu_time, "device_ms_per_call", lambda fn: (fn(), 1.0)[1])
-    monkeypatch.setattr(bench.gpu_time, "per_call_us", lambda fn: (fn(), {"grad": 700.0, "bounds": 300.0})[1])
+    long = "void at::native::vectorized_elementwise_kernel<8, at::native::"
+    monkeypatch.setattr(bench.gpu_time, "per_call_us",
+                        lambda fn: (fn(), {"grad": 700.0, long + "add": 200.0, "bounds": 90.0, long + "fill": 10.0})[1])
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     before = (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS)
     rows = bench.time_parallel_variants((1, 2, 2048, 128), 1, 1, only=["16 warps"], gpu_ms=True)
@@ -109,5 +111,5 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
     assert set(seen[:5]) == {before} and set(seen[5 * split : 5 * split + 5]) == {((3, 4, 2), 16)}
     assert (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS) == before
     assert all(row["fwbw_gpu_ms"] == 1.0 and row["fwbw_ms"] == 2.0 for row in rows)
-    assert all(row["fwbw_kernels_us"] == {"grad": 700.0, "bounds": 300.0} for row in rows)
+    assert all(row["fwbw_kernels_us"] == {"grad": 700.0, long[:48]: 210.0, "bounds": 90.0} for row in rows)
     assert "fw_gpu_ms" not in bench.time_parallel_variants((1, 2, 2048, 128), 1, 1, only=["16 warps"])[0]
