@@ -152,6 +152,10 @@ PARALLEL_VARIANTS = [
     ("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
                                                                       (_BWD, "NUM_WARPS", 16))),
     ("gradient kernel with dv apart, the rest at 16 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "NUM_WARPS", 16))),
+    ("gradient kernel at 4 warps, boundary blocks of 64 x 128 columns", ((_BWD, "NUM_WARPS", 4),
+                                                                       (_SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 128)))),
+    ("gradient kernel at 4 warps with 2 pipeline stages", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 2))),
+    ("gradient kernel at 4 warps with 1 pipeline stage", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 1))),
 ]
 
 
