@@ -187,13 +187,11 @@ def test_mlstm_bitwise_the_same_with_and_without_the_shortcut(S, D, monkeypatch)
         fast = run(offset)
         for a, b in zip(slow, fast, strict=True):
             assert torch.equal(a, b)
-    # one chunk (S = 64) runs the one-chunk kernels, 300 steps the chunkwise ones, 1100 steps of 128-wide heads the
-    # chunk-parallel ones (launched through `fast`): each took the shortcut
-    if S >= 1024:
-        by_name = {kernel.__name__: launcher for kernel, launcher in _fast_launch._LAUNCHERS.items()}
-        forwards, backwards = [by_name["_mlstm_chunk_out_kernel_tl"]], [by_name["_mlstm_chunk_bwd_kernel_tl"]]
-    assert any(launcher._compiled for launcher in forwards) and any(launcher._compiled for launcher in backwards)
-    if S > 1000:  # the chunk-parallel kernels of a forward and backward with gradients
+    # one chunk (S = 64) runs the one-chunk kernels, 300 steps the chunkwise ones: either took the shortcut; 1100
+    # steps of 128-wide heads run the chunk-parallel ones, launched through `fast`
+    if S <= 1000:
+        assert any(launcher._compiled for launcher in forwards) and any(launcher._compiled for launcher in backwards)
+    else:  # the chunk-parallel kernels of a forward and backward with gradients
         compiled = {getattr(kernel, "__name__", None) or kernel.fn.__name__
                     for kernel, launcher in _fast_launch._LAUNCHERS.items() if launcher._compiled}
         wanted = {"_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_bounds_bwd_kernel_tl",
