@@ -14,7 +14,8 @@ that they were not available.
 Usage (needs CUDA):
     python benchmarks/kernels.py [--out benchmarks/results] [--quick]
 Writes kernels.json and kernels.md to --out. `--only-mlstm` times the mLSTM part (ours and NX-AI's) and keeps
-the sLSTM rows of the kernels.json already in --out (`kernels_carry.py`), for runs that cannot fit the whole.
+the sLSTM rows of the kernels.json already in --out (`kernels_carry.py`), for runs that cannot fit the whole;
+`--only-slstm` the other way round (the device's ceilings stay those measured beside the kept mLSTM rows).
 
     python benchmarks/kernels.py --launches
 prints how many kernels one forward and one backward of the mLSTM kernel launch (torch ops that run device work
@@ -250,8 +251,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one sweep point only")
     parser.add_argument("--profile", action="store_true", help="also write a torch.profiler breakdown")
     parser.add_argument("--launches", action="store_true", help="only print the mLSTM kernel's launch counts")
-    parser.add_argument("--only-mlstm", action="store_true", help="time the mLSTM part only and keep the sLSTM "
-                        "rows of the kernels.json already in --out (benchmarks/kernels_carry.py)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--only-mlstm", action="store_true", help="time the mLSTM part only and keep the sLSTM "
+                      "rows of the kernels.json already in --out (benchmarks/kernels_carry.py)")
+    only.add_argument("--only-slstm", action="store_true", help="time the sLSTM part only and keep the mLSTM "
+                      "rows (and the device's ceilings) of the kernels.json already in --out")
     parser.add_argument("--anchor-runs", type=int, default=2, help="runs of the NX-AI anchor script; each row keeps "
                         "its fastest medians (their first shapes have come out 1.4-3.6x slow in single runs)")
     parser.add_argument("--gpu-tests-log", type=Path, help="pytest log of `pytest -m gpu tests/kernels` from this "
@@ -268,10 +272,11 @@ def main() -> None:
     bench = args.timer == "do_bench"
     args.warmup = args.warmup if args.warmup is not None else (50 if bench else 10)
     args.reps = args.reps if args.reps is not None else (300 if bench else 30)
-    peaks = ceilings()
-    rows = mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows()
-    rows += [] if args.only_mlstm else slstm_rows(args.warmup, args.reps)
-    anchors, note = kernels_anchor.anchor_rows(args.only_mlstm, args.anchor_runs)
+    part = "mlstm" if args.only_mlstm else "slstm" if args.only_slstm else None
+    peaks = None if part == "slstm" else ceilings()
+    rows = [] if part == "slstm" else mlstm_rows(args.warmup, args.reps, args.quick) + peak_rows()
+    rows += [] if part == "mlstm" else slstm_rows(args.warmup, args.reps)
+    anchors, note = kernels_anchor.anchor_rows(part, args.anchor_runs)
     if args.profile:
         profile_backward(Path(args.out) / "profile.txt")
     meta = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
@@ -280,8 +285,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"meta": meta, "rows": rows, "anchor_rows": anchors}
-    if args.only_mlstm:
-        data = kernels_carry.carry_slstm(data, out / "kernels.json")
+    if part is not None:
+        data = kernels_carry.carry_part(data, out / "kernels.json", kept="slstm" if part == "mlstm" else "mlstm")
     (out / "kernels.json").write_text(json.dumps(data, indent=1))
     print(kernels_report.write(out / "kernels.json").read_text())
 

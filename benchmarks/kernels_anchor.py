@@ -17,11 +17,21 @@ ANCHOR = Path(os.environ.get("XLSTM_TS_ANCHOR", _DEFAULT_ANCHOR))
 MLSTM_CONFIGS = "ts_patched,ts_patched_wide,ts_small,ts_long,llm_mid,llm_7b"  # the anchor script's goal shapes
 # fields of an anchor row that a rerun measures anew; the others name the case
 _MEASURED = ("fw_ms", "fwbw_ms", "fw_tflops", "tokens_per_s_fw", "build_s", "error")
+# anchor processes of each part: (mLSTM configs, extra environment). All of it: the mLSTM configs with the long sLSTM
+# shapes, then the patched sLSTM shapes alone (no mLSTM config is named "none"); "mlstm" skips the sLSTM layers,
+# "slstm" names no mLSTM config. One process per call: a Triton compile crash in theirs must not end this run.
+PARTS = {
+    None: [(MLSTM_CONFIGS, {}), ("none", {"SLSTM_PATCHED": "1"})],
+    "mlstm": [(MLSTM_CONFIGS, {"NO_SLSTM": "1"})],
+    "slstm": [("none", {}), ("none", {"SLSTM_PATCHED": "1"})],
+}
 
 
-def anchor_rows(only_mlstm: bool = False, runs: int = 1) -> tuple[list[dict], str]:
-    """Run the NX-AI anchor script if it and its packages are present (only its mLSTM part with `only_mlstm`), each
-    part `runs` times (`fastest`); else say why not."""
+def anchor_rows(part: str | None = None, runs: int = 1) -> tuple[list[dict], str]:
+    """Run the NX-AI anchor script if it and its packages are present (all of it, or only its "mlstm" or "slstm"
+    part), each part `runs` times (`fastest`); else say why not."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {sorted(PARTS, key=str)}, got {part!r}")
     if not ANCHOR.exists():
         return [], (f"anchor script {ANCHOR} not present on this machine "
                     "(the shared/ folder is not copied to the GPU machine)")
@@ -29,11 +39,7 @@ def anchor_rows(only_mlstm: bool = False, runs: int = 1) -> tuple[list[dict], st
     if missing:
         return [], f"anchor script present but packages {missing} are not installed (mlstm-kernels, xlstm 2.0.6)"
     rows = []
-    # mLSTM at the six goal shapes with the long sLSTM shapes; then the patched sLSTM shapes alone (no mLSTM config
-    # is named "none"). One process per call: a Triton compile crash in theirs must not end this run.
-    parts = [(MLSTM_CONFIGS, {"NO_SLSTM": "1"})]
-    if not only_mlstm:
-        parts = [(MLSTM_CONFIGS, {}), ("none", {"SLSTM_PATCHED": "1"})]
+    parts = PARTS[part]
     for configs, extra in parts:
         rows += fastest([_run(configs, extra) for _ in range(runs)])
     note = f"ran {ANCHOR.name} in the same device call"

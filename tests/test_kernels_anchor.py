@@ -1,5 +1,6 @@
 """The NX-AI anchor runner of benchmarks/kernels.py: what it records when the script or its wheels are missing, the
-JSON rows it collects, and the anchor script's sLSTM part left out under --only-mlstm."""
+JSON rows it collects, and the anchor script's sLSTM part left out under --only-mlstm (its mLSTM part under
+--only-slstm)."""
 
 import importlib.util
 import sys
@@ -32,21 +33,29 @@ def test_missing_script_or_wheels_are_recorded(anchor, monkeypatch, tmp_path):
     assert rows == [] and "mlstm_kernels" in note and "not installed" in note
 
 
-@pytest.mark.parametrize("only_mlstm", [False, True], ids=["full", "only-mlstm"])
-def test_rows_of_each_anchor_process(anchor, monkeypatch, tmp_path, only_mlstm):
+@pytest.mark.parametrize("part", [None, "mlstm", "slstm"], ids=["full", "only-mlstm", "only-slstm"])
+def test_rows_of_each_anchor_process(anchor, monkeypatch, tmp_path, part):
     script = tmp_path / "anchor_kernels.py"
     script.write_text(FAKE)
     monkeypatch.setattr(anchor, "ANCHOR", script)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # the wheels "installed"
     monkeypatch.setattr(anchor.sys, "executable", sys.executable)
-    rows, note = anchor.anchor_rows(only_mlstm)
+    rows, note = anchor.anchor_rows(part)
     assert "same device call" in note
-    if only_mlstm:  # one process, the mLSTM configs, the sLSTM part skipped
+    if part == "mlstm":  # one process, the mLSTM configs, the sLSTM part skipped
         assert rows == [{"kernel": "chunkwise--triton_limit_chunk", "configs": anchor.MLSTM_CONFIGS,
                          "no_slstm": "1", "patched": None}]  # fmt: skip
+    elif part == "slstm":  # no mLSTM config: the long sLSTM shapes, then the patched ones
+        assert [(r["configs"], r["no_slstm"], r["patched"]) for r in rows] == [
+            ("none", None, None), ("none", None, "1")]  # fmt: skip
     else:  # the mLSTM configs with the long sLSTM shapes, then the patched sLSTM shapes alone
         assert [(r["configs"], r["no_slstm"], r["patched"]) for r in rows] == [
             (anchor.MLSTM_CONFIGS, None, None), ("none", None, "1")]  # fmt: skip
+
+
+def test_an_unknown_part_is_refused(anchor):
+    with pytest.raises(ValueError, match="got 'lstm'"):
+        anchor.anchor_rows("lstm")
 
 
 def test_tests_summary_is_the_last_line_without_its_frame(anchor, tmp_path):
@@ -71,7 +80,7 @@ def test_repeated_runs_keep_each_rows_fastest_medians(anchor, monkeypatch, tmp_p
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(anchor.sys, "executable", sys.executable)
     monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
-    rows, note = anchor.anchor_rows(only_mlstm=True, runs=3)
+    rows, note = anchor.anchor_rows("mlstm", runs=3)
     assert (tmp_path / "calls").read_text() == "3" and "3 times" in note
     assert rows == [{"cfg": "ts_small", "kernel": "k", "fw_ms": 0.15, "fwbw_ms": 1.2}]
 
