@@ -14,6 +14,9 @@ and fitted on every training window, and the same map fitted and applied with ea
 mean (the forecaster's 'center' scaling without the network). Baseline rows have no seed and no epochs; `--seeds`
 with no value runs the baselines only.
 
+With `--ensemble K` (or a run preset's `ensemble`) each seed trains K forecasters, member j with random state
+seed + 1000 j, and scores the mean of their point forecasts; the row's train seconds are the members' sum.
+
 `epochs` is the optimizer step of the selected weights times the batch size divided by the number of standard
 training windows (variates x (training rows - lookback - horizon + 1)); the sampler also draws windows whose
 context starts before row 0 (padded and masked), so this counts passes in units of the standard training set.
@@ -78,10 +81,12 @@ MODES = ("channel_independent", "variate_mixing")
 COLUMNS = ["dataset", "horizon", "lookback", "mode", "seed", "mse", "mae", "n_test_windows", "epochs",
            "train_seconds", "device", "commit", "preset"]
 DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_size=128, learning_rate=1e-4,
-                val_check_steps=200, patience=5, head="quantile", ema_decay=None, weight_decay=1e-4)
+                val_check_steps=200, patience=5, head="quantile", ema_decay=None, weight_decay=1e-4, ensemble=1)
 """Values of the run settings when neither the command line nor a run preset gives them."""
 LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience", "ema_decay",
-                     "weight_decay")
+                     "weight_decay", "ensemble")
+MEMBER_SEED_STRIDE = 1000
+"""Member j of an ensemble trains with random state seed + MEMBER_SEED_STRIDE * j (member 0: the seed itself)."""
 """Training settings that, with a value other than `LTSFRunConfig`'s default (without a run preset: `DEFAULTS`'), are
 named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
 the model preset, model fields, head and time limit are labelled as well)."""
@@ -130,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(XLSTMForecaster(weight_decay=...))")
     parser.add_argument("--ema-decay", type=float, help="validate and keep an exponential moving average of the "
                         "weights with this decay (XLSTMForecaster(ema_decay=...))")
+    parser.add_argument("--ensemble", type=int, help="forecasters trained per seed, their point forecasts averaged "
+                        "(member j: random state seed + 1000 j); recorded in the preset label unless 1")
     parser.add_argument("--head", choices=HEADS, help="output head: 'quantile' is scored by its median, 'mse' by "
                         "its mean (trained on the squared error); recorded in the preset label unless 'quantile'")
     parser.add_argument("--max-time", type=float, help="training seconds per seed (Lightning's max_time): training "
@@ -168,6 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         reference = PRESET_DEFAULTS.get(field.name) if preset is not None else DEFAULTS.get(field.name)
         if field.name in LABELLED_SETTINGS and value != reference:
             overridden.append(f"{field.name} {value:g}")
+    if isinstance(args.ensemble, bool) or not isinstance(args.ensemble, int) or args.ensemble < 1:
+        parser.error(f"--ensemble must be a positive number of forecasters per seed, got {args.ensemble!r}")
     # the preset's model fields, then the flags' (a flag changes a preset's field in place)
     settings = dict(preset.model_settings or {}) if preset is not None else {}
     settings.update(args.model_settings)
@@ -218,31 +227,36 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
     return model.fit(panel)
 
 
-def score_forecaster(model: XLSTMForecaster, args: argparse.Namespace, n_variates: int, test_past: np.ndarray,
-                     test_future: np.ndarray) -> dict[str, float]:
-    """MSE/MAE of the forecaster's point forecast (the quantile head's median, the mse head's mean) over every test
-    window (see `score_windows`)."""
+def score_forecaster(models: list[XLSTMForecaster], args: argparse.Namespace, n_variates: int,
+                     test_past: np.ndarray, test_future: np.ndarray) -> dict[str, float]:
+    """MSE/MAE of the point forecast (the quantile head's median, the mse head's mean; averaged over the members of
+    an ensemble) over every test window (see `score_windows`)."""
     L, H, C = args.lookback, args.horizon, n_variates
-    if args.mode == "variate_mixing":  # rows are window-major, so C consecutive rows are one multivariate window
-        def predict(past):  # (b * C, L) -> (b * C, H)
-            return model.predict_array(past.reshape(-1, C, L), args.eval_batch_size)["mean"].reshape(-1, H)
+    mixing = args.mode == "variate_mixing"  # rows are window-major, so C consecutive rows are one multivariate window
 
-        return score_windows(predict, test_past, test_future, args.eval_batch_size * C)
-    return score_windows(lambda past: model.predict_array(past, args.eval_batch_size)["mean"], test_past,
-                         test_future, args.eval_batch_size)  # fmt: skip
+    def predict(past):  # (b * C, L) -> (b * C, H)
+        shaped = past.reshape(-1, C, L) if mixing else past
+        total = sum(model.predict_array(shaped, args.eval_batch_size)["mean"] for model in models)
+        return (total / len(models)).reshape(-1, H)
+
+    return score_windows(predict, test_past, test_future, args.eval_batch_size * (C if mixing else 1))
 
 
 def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_past: np.ndarray,
                     test_future: np.ndarray) -> tuple[dict[str, float], float, float]:
-    """Fit one seed in `args.mode` and score it. Returns (metrics, epochs, train seconds)."""
+    """Fit one seed in `args.mode` (`args.ensemble` members) and score it. Returns (metrics, epochs (the members'
+    mean), train seconds (their sum))."""
     L, H, C = args.lookback, args.horizon, len(data.columns)
-    start = time.perf_counter()
-    model = fit_forecaster(args, data, seed)
-    seconds = time.perf_counter() - start
-    scores = score_forecaster(model, args, C, test_past, test_future)
+    models, seconds = [], 0.0
+    for member in range(args.ensemble):
+        start = time.perf_counter()
+        models.append(fit_forecaster(args, data, seed + MEMBER_SEED_STRIDE * member))
+        seconds += time.perf_counter() - start
+    scores = score_forecaster(models, args, C, test_past, test_future)
     per_step = args.batch_size * (C if args.mode == "variate_mixing" else 1)  # a mixing batch holds every variate
     n_train_windows = C * n_windows(data.borders, "train", L, H)
-    return scores, model.best_step_ * per_step / n_train_windows, seconds
+    best_step = float(np.mean([model.best_step_ for model in models]))
+    return scores, best_step * per_step / n_train_windows, seconds
 
 
 def run(args: argparse.Namespace) -> list[dict]:

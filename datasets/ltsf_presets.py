@@ -27,7 +27,7 @@ from xlstm_ts.datasets.readers import ENV_VAR
 from xlstm_ts.heads import HEADS
 from xlstm_ts.presets import check_keys, read_preset, shipped_presets
 
-_POSITIVE_INTS = ("horizon", "lookback", "batch_size", "max_steps", "val_check_steps", "patience")
+_POSITIVE_INTS = ("horizon", "lookback", "batch_size", "max_steps", "val_check_steps", "patience", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class LTSFRunConfig:
     """Decay of the averaged weights that are validated and kept (`XLSTMForecaster.ema_decay`); None: none."""
     weight_decay: float = 1e-4
     """AdamW weight decay on the weight matrices (`XLSTMForecaster.weight_decay`)."""
+    ensemble: int = 1
+    """Forecasters trained per seed (member j with random state seed + 1000 j); their point forecasts are averaged
+    before scoring, and the row's train seconds are the members' sum."""
     model_settings: dict | None = None
     """Fields of the model preset this run changes, e.g. {"dropout": 0.6} (`ModelConfig` fields but `mode`, which
     is the model preset's); None: none. `benchmarks/ltsf.py --model-set` changes them further."""

@@ -234,3 +234,40 @@ def test_centred_linear_baseline_is_level_free():
 def split_windows_of(values, L, F):
     view = np.lib.stride_tricks.sliding_window_view(values, L + F, axis=0).reshape(-1, L + F)  # (N * C, L + F)
     return view[:, :L], view[:, L:]
+
+
+class _Member:
+    """A stand-in forecaster: a constant point forecast, and the step of its kept weights."""
+
+    def __init__(self, seed: int):
+        self.seed, self.best_step_ = seed, 10 + seed % 7
+
+    def predict_array(self, past, batch_size):
+        return {"mean": np.full(past.shape[:-1] + (8,), float(self.seed % 1000 + 1))}
+
+
+@pytest.mark.parametrize("mode", ["channel_independent", "variate_mixing"])
+def test_an_ensemble_averages_its_members_point_forecasts(tmp_path, load_benchmark, monkeypatch, mode):
+    """Member j trains with random state seed + 1000 j; the score is that of the members' mean forecast; epochs are
+    the members' mean, train seconds their sum; the label names the ensemble."""
+    bench = load_benchmark("ltsf")
+    _write_csv(tmp_path / "tiny.csv", 300)
+    seeds = []
+    monkeypatch.setattr(bench, "fit_forecaster", lambda args, data, seed: seeds.append(seed) or _Member(seed))
+    argv = ["--data", str(tmp_path / "tiny.csv"), "--split", "ratio", "--horizon", "8", "--lookback", "24",
+            "--model", "tiny", "--mode", mode, "--batch-size", "8", "--no-record", "--no-baselines"]
+    single = bench.main(argv + ["--seeds", "2"])[0]
+    rows = bench.main(argv + ["--seeds", "2", "5", "--ensemble", "3"])
+    assert seeds == [2, 2, 1002, 2002, 5, 1005, 2005]
+    data = load_ltsf(tmp_path / "tiny.csv", "ratio")
+    _, future = split_windows(data, "test", 24, 8)  # (N * C, 8)
+    for row, seed in zip(rows, (2, 5)):
+        assert row["mse"] == pytest.approx(np.mean((future - (seed + 1)) ** 2), rel=1e-9)  # mean of s+1, s+1, s+1
+    assert single["mse"] == pytest.approx(np.mean((future - 3.0) ** 2), rel=1e-9)
+    C = len(data.columns)
+    per_step = 8 * (C if mode == "variate_mixing" else 1)
+    n_train = C * (210 - 24 - 8 + 1)
+    assert rows[0]["epochs"] == pytest.approx(np.mean([12, 10 + 1002 % 7, 10 + 2002 % 7]) * per_step / n_train)
+    assert rows[0]["preset"].endswith("ensemble 3)") and "ensemble" not in single["preset"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv + ["--ensemble", "0"])
