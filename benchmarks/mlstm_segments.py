@@ -167,17 +167,20 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     gradients and fw+bw; its knobs are restored after its row. With `gpu_ms`, each row also holds the summed kernel
     time of one call on the device (`gpu_time`), which ranks GPU-side changes where the host sets the wall-clock
     medians, and the fw+bw call's largest kernels (`fwbw_kernels_us`: name -> device us per call), which tell which
-    kernel a knob moved."""
+    kernel a knob moved. Each variant's row holds `max_err_vs_default`: the largest relative RMS difference of its h
+    and q, k, v, i, f gradients from the default knobs' on the same inputs (a check on the device beside the timing;
+    the fp64 tests are `pytest -m gpu`)."""
     import importlib
 
     from triton.testing import do_bench
 
+    from xlstm_ts.kernels._testing import err_ratio
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
     from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     kernel, x, g = _inputs(shape)
     bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
-    key, rows = ", ".join(map(str, shape)), []
+    key, rows, reference = ", ".join(map(str, shape)), [], None
     cps = max(parallel.MAX_SEGMENT // _grad_tiles(shape[2], shape[3])[0], 1)  # chunks per 64-step segment
     for label, settings in [("default knobs", ()), *PARALLEL_VARIANTS]:
         if only and settings and not any(word in label for word in only):
@@ -188,8 +191,7 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
             setattr(mod, name, value)
         parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = True, cps
         try:
-            kernel(*g).sum().backward()
-            torch.cuda.synchronize()
+            outputs = _h_and_grads(kernel, g)
             fw_call, fwbw_call = lambda: kernel(*x), lambda: kernel(*g).sum().backward()
             fw, fwbw = bench(fw_call), bench(fwbw_call)
             device = (gpu_time.device_ms_per_call(fw_call), gpu_time.per_call_us(fwbw_call)) if gpu_ms else None
@@ -199,6 +201,10 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
             parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = None, None
         row = {"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
                "fwbw_ms": round(fwbw, 4)}  # fmt: skip
+        if reference is None:
+            reference = outputs
+        else:  # the variant's h and gradients against the default knobs' on the same inputs
+            row["max_err_vs_default"] = float(f"{max(map(err_ratio, reference, outputs)):.3g}")
         if device is not None:
             kernels: dict[str, float] = {}  # names cut to 48 characters; kernels whose cut names agree are summed
             for name, us in device[1].items():
@@ -208,6 +214,16 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
                        fwbw_kernels_us=kernels)  # fmt: skip
         rows.append(row)
     return rows
+
+
+def _h_and_grads(kernel, g: list) -> list:
+    """h and the gradients of `h.sum()` for q, k, v, i, f of one call (fresh .grad); this call also warms up."""
+    for t in g:
+        t.grad = None
+    h = kernel(*g)
+    h.sum().backward()
+    torch.cuda.synchronize()
+    return [h.detach()] + [t.grad for t in g]
 
 
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:
@@ -268,6 +284,8 @@ def write_markdown(rows: list[dict], path: Path, device: str, commit: str) -> No
     plain = {r["shape"]: r["fwbw_ms"] for r in rows if r["layout"] == "plain"}
     for r in rows:
         device = f"{r['fw_gpu_ms']:.3f} / {r['fwbw_gpu_ms']:.3f}" if "fwbw_gpu_ms" in r else "–"
+        if "max_err_vs_default" in r:  # the variant's h and gradients against the default knobs'
+            r = {**r, "layout": f"{r['layout']} (within {r['max_err_vs_default']:.2g} of the default's)"}
         if r["fwbw_ms"] is None:  # a forward-only row
             lines.append(f"| {r['shape']} | {r['layout']} | {r['fw_ms']:.3f} | – | – | {device} "
                          f"| {r.get('commit', '–')} |")  # fmt: skip

@@ -94,7 +94,7 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
 
     def kernel(*args):
         seen.append((parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS))
-        return torch.zeros(2, requires_grad=True)
+        return torch.full((2,), float(parallel_bwd.NUM_WARPS), requires_grad=True)  # an h that tells the warps
 
     monkeypatch.setattr(bench, "_inputs", lambda shape: (kernel, (), ()))
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), 2.0)[1])
@@ -112,4 +112,8 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
     assert (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS) == before
     assert all(row["fwbw_gpu_ms"] == 1.0 and row["fwbw_ms"] == 2.0 for row in rows)
     assert all(row["fwbw_kernels_us"] == {"grad": 700.0, long[:48]: 210.0, "bounds": 90.0} for row in rows)
+    warps = before[1]  # each variant's h against the default's: relative RMS |16 - warps| / warps
+    assert "max_err_vs_default" not in rows[0]
+    sixteen = rows[labels.index("gradient kernel at 16 warps")]
+    assert sixteen["max_err_vs_default"] == pytest.approx(abs(16 - warps) / warps)
     assert "fw_gpu_ms" not in bench.time_parallel_variants((1, 2, 2048, 128), 1, 1, only=["16 warps"])[0]
