@@ -11,7 +11,9 @@ def test_markdown_ratios_against_plain(load_benchmark, tmp_path):
             {"shape": "16, 4, 2048, 128", "layout": "auto (plain)", "fw_ms": 0.5, "fwbw_ms": 2.0},
             {"shape": "1, 4, 8192, 64", "layout": "chunk-parallel forward", "fw_ms": 0.25, "fwbw_ms": None},
             {"shape": "1, 4, 8192, 64", "layout": "variant", "fw_ms": 0.3, "fwbw_ms": 1.5, "fw_gpu_ms": 0.2,
-             "fwbw_gpu_ms": 1.1}]
+             "fwbw_gpu_ms": 1.1},
+            {"shape": "1, 4, 8192, 64", "layout": "checked", "fw_ms": 0.3, "fwbw_ms": 1.5,
+             "max_err_vs_default": 0.0042}]
     out = tmp_path / "segments.md"
     rows = bench.provenance.merge_rows(tmp_path / "segments.json", rows, ("shape", "layout"))  # string keys merge
     bench.write_markdown(rows, out, "GPU X", "abc1234")
@@ -22,6 +24,7 @@ def test_markdown_ratios_against_plain(load_benchmark, tmp_path):
     assert "| 16, 4, 2048, 128 | auto (plain) | 0.500 | 2.000 | nan | – | – |" in text  # no plain row to compare with
     assert "| 1, 4, 8192, 64 | chunk-parallel forward | 0.250 | – | – | – | – |" in text  # forward only
     assert "| 1, 4, 8192, 64 | variant | 0.300 | 1.500 | 0.30 | 0.200 / 1.100 | – |" in text  # with GPU time
+    assert "| 1, 4, 8192, 64 | checked (within 0.0042 of the default's) | 0.300 |" in text  # checked on the device
 
 
 def test_refuses_to_run_without_cuda(load_benchmark, monkeypatch):
