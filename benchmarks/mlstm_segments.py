@@ -125,8 +125,7 @@ def _one(label: str, module: str, name: str, value) -> tuple[str, tuple[tuple[st
 
 
 PARALLEL_VARIANTS = [
-    _one("gradient kernel at 8 warps", _BWD, "NUM_WARPS", 8),
-    _one("gradient kernel at 4 warps for wide heads too", _BWD, "NUM_WARPS_MAX_HEAD", 1024),
+    _one("gradient kernel at 4 warps", _BWD, "NUM_WARPS", 4),
     _one("dq / dv state dots in TF32", _BWD, "STATE_OUT_DOTS", False),
     _one("output kernel at 8 warps", _PAR, "OUT_NUM_WARPS", 8),
     _one("boundary carry of 32 steps", _SEG, "BOUNDS_CARRY_OVERRIDE", 32),

@@ -29,17 +29,14 @@ from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
 from .triton_one_chunk_fwd import reg_cap
 
-# num_warps of the gradient kernel: 4. H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128), summed kernel time per call from
-# torch.profiler): the kernel took 403.8 us at 4 warps against 453.5 at 8 (the call 0.917 against 0.961 ms), 403.4 at
-# 4 warps with 1 pipeline stage, 447.6 with 2, 663.9 at 16 warps; at (32, 8, 1024, 128) fw+bw 1.760 against 1.873 ms
-# (a4ad740). Offline sm_90 (64-step segments, 128-wide bf16 heads): 4 warps 255 registers with 488 B of stack and
-# 123 KB of shared memory (one program per SM), 8 warps 255 with 8 B and 131 KB. An older kernel was slower at 4
-# (H200: 1.63 against 1.45 ms at (16, 4, 2048, 128)). benchmarks/mlstm_segments.py --parallel-variants --gpu-ms
-NUM_WARPS = 4
-# heads with more columns than NUM_WARPS_MAX_HEAD (either way) keep WIDE_NUM_WARPS, the setting their fw+bw records
-# (0.83x / 0.78x of NX-AI at (8, 16, 4096, 256) / (8, 8, 8192, 512)) were taken with, until 4 warps are timed there
-NUM_WARPS_MAX_HEAD = 128
-WIDE_NUM_WARPS = 8
+# num_warps of the gradient kernel: 8. At 4 it took less time on an H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128),
+# summed kernel time per call from torch.profiler): 403.8 us against 453.5 at 8 (the call 0.917 against 0.961 ms),
+# 403.4 at 4 warps with 1 pipeline stage, 447.6 with 2, 663.9 at 16 warps; at (32, 8, 1024, 128) fw+bw 1.760 against
+# 1.873 ms (a4ad740). 4 warps becomes the default for heads up to 128 columns once `pytest -m gpu` has passed with it;
+# wider heads are untimed. Offline sm_90 (64-step segments, 128-wide bf16 heads): 4 warps 255 registers with 488 B of
+# stack and 123 KB of shared memory (one program per SM), 8 warps 255 with 8 B and 131 KB. An older kernel was slower
+# at 4 (H200: 1.63 against 1.45 ms at (16, 4, 2048, 128)). benchmarks/mlstm_segments.py --parallel-variants --gpu-ms
+NUM_WARPS = 8
 # software-pipelining stages of the gradient kernel's column loops (None: Triton's default, 3). Offline sm_90 compile
 # at 64-step segments, bf16, 8 warps (DQK 128 and 256 alike): 3 stages 240 B of stack and 147 KB of shared memory,
 # 2 stages 264 B and 98 KB, 1 stage 104 B and 66 KB; an A/B knob of benchmarks/mlstm_segments.py --parallel-variants
@@ -322,7 +319,6 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dm0 = torch.empty(B * NH, dtype=m0.dtype, device=q.device) if has_init else None
     init = (C0, n0, m0) if has_init else (q, q, q)  # placeholders are never read
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
-    warps = NUM_WARPS if max(DQK, DHV) <= NUM_WARPS_MAX_HEAD else WIDE_NUM_WARPS
     for part in GRAD_PARTS:
         fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
             q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
@@ -332,7 +328,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
             NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
             L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
             STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
-            num_warps=DV_NUM_WARPS if part == 2 else warps, **reg_cap(DK_PART_MAXNREG if part == 4 else None),
+            num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS, **reg_cap(DK_PART_MAXNREG if part == 4 else None),
             **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         )  # fmt: skip
     if has_init:

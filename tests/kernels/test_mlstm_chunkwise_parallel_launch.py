@@ -143,34 +143,6 @@ def test_dk_part_register_cap_reaches_that_launch_only(parallel_forward, monkeyp
     assert calls == [(3, None, warps), (4, 128, warps), (2, None, 4)]
 
 
-def test_gradient_kernel_warps_by_head_width(parallel_forward, monkeypatch):
-    """The gradient kernel launches at NUM_WARPS for heads up to NUM_WARPS_MAX_HEAD columns (DQK and DHV), at
-    WIDE_NUM_WARPS above; gradients against fp64 either way."""
-    from xlstm_ts.kernels._testing_mlstm import check_triton
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
-
-    assert (parallel_bwd.NUM_WARPS, parallel_bwd.NUM_WARPS_MAX_HEAD, parallel_bwd.WIDE_NUM_WARPS) == (4, 128, 8)
-    warps, kernel = [], parallel_bwd._mlstm_chunk_bwd_kernel_tl
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                warps.append(meta["num_warps"])
-                return kernel[grid](*args, **meta)
-
-            return launch
-
-    monkeypatch.setattr(parallel_bwd, "_mlstm_chunk_bwd_kernel_tl", Spy())
-    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
-    monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 2)
-    monkeypatch.setattr(parallel_bwd, "WIDE_NUM_WARPS", 8)
-    for max_head in (24, 23):  # DQK 16, DHV 24: within the limit, then one column above it
-        monkeypatch.setattr(parallel_bwd, "NUM_WARPS_MAX_HEAD", max_head)
-        torch.manual_seed(47)
-        check_triton(1, 1, 37, 16, 24, 0.0, False)
-    assert warps == [2, 8]
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("parts", [(1, 2), (3, 4, 2)], ids=["dv-apart", "dq-dk-dv-apart"])
