@@ -85,11 +85,11 @@ DEFAULTS = dict(horizon=96, lookback=336, model="ltsf", max_steps=3000, batch_si
 """Values of the run settings when neither the command line nor a run preset gives them."""
 LABELLED_SETTINGS = ("batch_size", "learning_rate", "max_steps", "val_check_steps", "patience", "ema_decay",
                      "weight_decay", "ensemble")
-MEMBER_SEED_STRIDE = 1000
-"""Member j of an ensemble trains with random state seed + MEMBER_SEED_STRIDE * j (member 0: the seed itself)."""
 """Training settings that, with a value other than `LTSFRunConfig`'s default (without a run preset: `DEFAULTS`'), are
 named in the `preset` column, so a row says how to reproduce it (horizon and lookback have columns of their own;
 the model preset, model fields, head and time limit are labelled as well)."""
+MEMBER_SEED_STRIDE = 1000
+"""Member j of an ensemble trains with random state seed + MEMBER_SEED_STRIDE * j (member 0: the seed itself)."""
 PRESET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LTSFRunConfig)
                    if f.default is not dataclasses.MISSING}
 """The values a run preset's settings are labelled against: the training settings of a preset that names none."""
