@@ -216,13 +216,14 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
 
 
 def _h_and_grads(kernel, g: list) -> list:
-    """h and the gradients of `h.sum()` for q, k, v, i, f of one call (fresh .grad); this call also warms up."""
+    """Copies of h and of the gradients of `h.sum()` for q, k, v, i, f of one call (fresh .grad), which the timed
+    calls after it leave as they are; this call also warms up."""
     for t in g:
         t.grad = None
     h = kernel(*g)
     h.sum().backward()
     torch.cuda.synchronize()
-    return [h.detach()] + [t.grad for t in g]
+    return [h.detach().clone()] + [t.grad.clone() for t in g]
 
 
 def _set_tiles(k_block: int | None, v_block: int | None) -> None:

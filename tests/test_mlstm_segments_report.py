@@ -95,11 +95,12 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
     bench = load_benchmark("mlstm_segments")
     seen = []
 
-    def kernel(*args):
+    def kernel(*args):  # h = x * warps: h and dx tell the warps
         seen.append((parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS))
-        return torch.full((2,), float(parallel_bwd.NUM_WARPS), requires_grad=True)  # an h that tells the warps
+        return (args[0] if args else torch.ones(2)) * float(parallel_bwd.NUM_WARPS)
 
-    monkeypatch.setattr(bench, "_inputs", lambda shape: (kernel, (), ()))
+    leaf = torch.ones(2, requires_grad=True)  # the timed fw+bw calls add to its .grad after each check
+    monkeypatch.setattr(bench, "_inputs", lambda shape: (kernel, (), (leaf,)))
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), 2.0)[1])
     monkeypatch.setattr(bench.gpu_time, "device_ms_per_call", lambda fn: (fn(), 1.0)[1])
     long = "void at::native::vectorized_elementwise_kernel<8, at::native::"
@@ -115,7 +116,7 @@ def test_parallel_variants_set_their_knobs_time_the_default_first_and_restore(lo
     assert (parallel_bwd.GRAD_PARTS, parallel_bwd.NUM_WARPS) == before
     assert all(row["fwbw_gpu_ms"] == 1.0 and row["fwbw_ms"] == 2.0 for row in rows)
     assert all(row["fwbw_kernels_us"] == {"grad": 700.0, long[:48]: 210.0, "bounds": 90.0} for row in rows)
-    warps = before[1]  # each variant's h against the default's: relative RMS |16 - warps| / warps
+    warps = before[1]  # each variant's h and dx against the default's: relative RMS |16 - warps| / warps
     assert "max_err_vs_default" not in rows[0]
     sixteen = rows[labels.index("gradient kernel at 16 warps")]
     assert sixteen["max_err_vs_default"] == pytest.approx(abs(16 - warps) / warps)
