@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, precisions: list[str]) -> list[dict]:
             start = time.perf_counter()
             model = ltsf.fit_forecaster(args, data, seed)
             seconds = time.perf_counter() - start
-            scores = ltsf.score_forecaster(model, args, len(data.columns), test_past, test_future)
+            scores = ltsf.score_forecaster([model], args, len(data.columns), test_past, test_future)
             rows.append({"device": device_name(args.accelerator), "preset": base_label, "seed": seed,
                          "precision": precision, "max_steps": args.max_steps, "val_check_steps": args.val_check_steps,
                          "best_val_loss": model.best_val_loss_, "best_step": model.best_step_, **scores,

@@ -108,7 +108,7 @@ def run_ours(args: argparse.Namespace, data: LTSFData, test: tuple[np.ndarray, n
     seconds = time.perf_counter() - start
     best = model.best_step_ if model.best_step_ is not None else max(clock.seconds)
     return {"fit_seconds": seconds, "seconds_to_best": clock.seconds.get(best, seconds), "steps": max(clock.seconds),
-            "best_step": best, **ltsf.score_forecaster(model, args, len(data.columns), *test),
+            "best_step": best, **ltsf.score_forecaster([model], args, len(data.columns), *test),
             "params": sum(p.numel() for p in model.net_.parameters()), "gpu_util_pct": util.mean}  # fmt: skip
 
 
