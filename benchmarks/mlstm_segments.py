@@ -125,7 +125,7 @@ def _one(label: str, module: str, name: str, value) -> tuple[str, tuple[tuple[st
 
 
 PARALLEL_VARIANTS = [
-    _one("gradient kernel at 4 warps", _BWD, "NUM_WARPS", 4),
+    _one("gradient kernel at 8 warps", _BWD, "NUM_WARPS", 8),
     _one("dq / dv state dots in TF32", _BWD, "STATE_OUT_DOTS", False),
     _one("output kernel at 8 warps", _PAR, "OUT_NUM_WARPS", 8),
     _one("boundary carry of 32 steps", _SEG, "BOUNDS_CARRY_OVERRIDE", 32),
@@ -152,10 +152,9 @@ PARALLEL_VARIANTS = [
     ("gradient kernel as dq, dk with gates (16 warps), dv (8 warps)", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
                                                                       (_BWD, "NUM_WARPS", 16))),
     ("gradient kernel with dv apart, the rest at 16 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "NUM_WARPS", 16))),
-    ("gradient kernel at 4 warps, boundary blocks of 64 x 128 columns", ((_BWD, "NUM_WARPS", 4),
-                                                                       (_SEG, "BOUNDS_BLOCKS_OVERRIDE", (64, 128)))),
-    ("gradient kernel at 4 warps with 2 pipeline stages", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 2))),
-    ("gradient kernel at 4 warps with 1 pipeline stage", ((_BWD, "NUM_WARPS", 4), (_BWD, "NUM_STAGES", 1))),
+    ("gradient kernel with dv apart, both at 4 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "DV_NUM_WARPS", 4))),
+    ("gradient kernel as dq, dk with gates, dv, all at 4 warps", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
+                                                                 (_BWD, "DV_NUM_WARPS", 4))),
 ]
 
 

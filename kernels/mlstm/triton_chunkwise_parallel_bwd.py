@@ -29,14 +29,16 @@ from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_segments import _k_block, bounds_backward
 from .triton_one_chunk_fwd import reg_cap
 
-# num_warps of the gradient kernel: 8. At 4 it took less time on an H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128),
-# summed kernel time per call from torch.profiler): 403.8 us against 453.5 at 8 (the call 0.917 against 0.961 ms),
+# num_warps of the gradient kernel: 4, at every head width. H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128), summed
+# kernel time per call from torch.profiler): 403.8 us at 4 warps against 453.5 at 8 (the call 0.917 against 0.961 ms),
 # 403.4 at 4 warps with 1 pipeline stage, 447.6 with 2, 663.9 at 16 warps; at (32, 8, 1024, 128) fw+bw 1.760 against
-# 1.873 ms (a4ad740). 4 warps becomes the default for heads up to 128 columns once `pytest -m gpu` has passed with it;
-# wider heads are untimed. Offline sm_90 (64-step segments, 128-wide bf16 heads): 4 warps 255 registers with 488 B of
-# stack and 123 KB of shared memory (one program per SM), 8 warps 255 with 8 B and 131 KB. An older kernel was slower
-# at 4 (H200: 1.63 against 1.45 ms at (16, 4, 2048, 128)). benchmarks/mlstm_segments.py --parallel-variants --gpu-ms
-NUM_WARPS = 8
+# 1.873 ms (a4ad740). benchmarks/kernels.py on an H100 with 4 warps (ef4acfe's kernels, `pytest -m gpu` passed in the
+# same call) against 8 at 5d4ee14, fw+bw: 0.924 against 0.980 ms at (16, 4, 2048, 128), 10.82 against 11.25 at
+# (8, 16, 4096, 256), 35.09 against 36.18 at (8, 8, 8192, 512). Offline sm_90 (64-step segments, 128-wide bf16 heads):
+# 4 warps 255 registers with 488 B of stack and 123 KB of shared memory (one program per SM), 8 warps 255 with 8 B and
+# 131 KB. An older kernel was slower at 4 (H200: 1.63 against 1.45 ms at (16, 4, 2048, 128); 18.86 against 17.20 at
+# (8, 16, 4096, 256), e8cf5b6). benchmarks/mlstm_segments.py --parallel-variants --gpu-ms
+NUM_WARPS = 4
 # software-pipelining stages of the gradient kernel's column loops (None: Triton's default, 3). Offline sm_90 compile
 # at 64-step segments, bf16, 8 warps (DQK 128 and 256 alike): 3 stages 240 B of stack and 147 KB of shared memory,
 # 2 stages 264 B and 98 KB, 1 stage 104 B and 66 KB; an A/B knob of benchmarks/mlstm_segments.py --parallel-variants
