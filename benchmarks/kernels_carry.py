@@ -32,16 +32,12 @@ def _own(meta: dict) -> dict:
 
 
 def run_of_parts(meta: dict) -> dict[str, dict]:
-    """For each part, the run its rows come from: {"mlstm": {commit, anchors, gpu_tests}, "slstm": {...}}. Files
-    written before `parts` was recorded say so through `slstm_from` / `slstm_notes` (an --only-mlstm run)."""
+    """For each part, the run its rows come from: {"mlstm": {commit, anchors, gpu_tests}, "slstm": {...}}; a file
+    of one full run (no `parts`) has both from that run."""
     if "parts" in meta:
         return meta["parts"]
     own = _own(meta)
-    if not meta.get("slstm_notes"):
-        return {"mlstm": own, "slstm": dict(own)}
-    mlstm = {"commit": own["commit"], "anchors": own["anchors"].split(" (mLSTM part at ")[0],
-             "gpu_tests": own["gpu_tests"].split("; for the sLSTM rows: ")[0]}  # fmt: skip
-    return {"mlstm": mlstm, "slstm": {"commit": meta["slstm_from"], **meta["slstm_notes"]}}
+    return {"mlstm": own, "slstm": dict(own)}
 
 
 def carry_part(new: dict, earlier_path: Path, kept: str) -> dict:

@@ -83,22 +83,6 @@ def test_carrying_back_and_forth_names_each_parts_own_run(carry, tmp_path):
     assert [r["fw_ms"] for r in merged["rows"] if r["op"] != "mlstm_peak"] == [0.25, 3.0]
 
 
-def test_reads_the_notes_of_files_written_before_parts_were_recorded(carry, tmp_path):
-    """Older --only-mlstm files name their sLSTM run in `slstm_from` / `slstm_notes`."""
-    old = _file("H200", "bbb", 0.5, 7.0)
-    notes = {"anchors": "ran at aaa", "gpu_tests": "aaa: 9 passed"}
-    old["meta"].update(anchors="ran at bbb (mLSTM part at bbb); the sLSTM rows, ours and NX-AI's, are kept from the "
-                       "run at aaa: ran at aaa", gpu_tests="bbb: 9 passed; for the sLSTM rows: aaa: 9 passed",
-                       slstm_from="aaa", slstm_notes=notes)  # fmt: skip
-    path = tmp_path / "kernels.json"
-    path.write_text(json.dumps(old))
-    assert carry.carry_part(_only("mlstm", "ccc", 0.25, 0.0), path, kept="slstm")["meta"]["anchors"].endswith(
-        "are kept from the run at aaa: ran at aaa")
-    meta = carry.carry_part(_only("slstm", "ccc", 0.0, 3.0), path, kept="mlstm")["meta"]
-    assert meta["anchors"].endswith("are kept from the run at bbb: ran at bbb")
-    assert meta["gpu_tests"] == "ccc: 9 passed; for the mLSTM rows: bbb: 9 passed"
-
-
 def test_refuses_a_missing_file_another_device_or_no_rows_of_the_part(carry, tmp_path):
     path = tmp_path / "kernels.json"
     with pytest.raises(ValueError, match="does not exist"):
