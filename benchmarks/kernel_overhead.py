@@ -29,7 +29,7 @@ from xlstm_ts.kernels import get_kernel
 
 import provenance
 
-SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64)]  # (B, NH, S, DH): the kernel issue's first three
+SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH): the kernel goals' first four
 SLEEP_CYCLES_PER_MS = 2_000_000  # GPU clock cycles per ms for the sleep kernel (an upper clock: sleeps run longer)
 
 
