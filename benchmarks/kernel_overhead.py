@@ -29,7 +29,8 @@ from xlstm_ts.kernels import get_kernel
 
 import provenance
 
-SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]  # (B, NH, S, DH): the kernel goals' first four
+# (B, NH, S, DH): the first four shapes of the kernel goals
+SHAPES = [(1024, 4, 64, 32), (256, 8, 32, 64), (64, 4, 512, 64), (16, 4, 2048, 128)]
 SLEEP_CYCLES_PER_MS = 2_000_000  # GPU clock cycles per ms for the sleep kernel (an upper clock: sleeps run longer)
 
 
@@ -93,24 +94,24 @@ def run(args: argparse.Namespace) -> list[dict]:
 def write_markdown(rows: list[dict], path: Path) -> None:
     """One row per shape: host / GPU ms of each implementation, and our GPU time over NX-AI's."""
     names = [n for n in ("ours", "nxai", "sdpa") if any(r["implementation"] == n for r in rows)]
-    by = {(r["shape"], r["implementation"]): r for r in rows}
-    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    by = {(r["device"], r["shape"], r["implementation"]): r for r in rows}
+    places = list(dict.fromkeys((r["device"], r["shape"]) for r in rows))  # each device's shapes, in run order
     lines = ["# mLSTM fw+bw per call: host time and GPU time", "",
              "Written by `benchmarks/kernel_overhead.py` (method in its docstring); bf16, medians over rounds. host = "
              "wall time to issue one call while the GPU is busy; GPU = CUDA-event time per call with no host gaps. "
-             "A `do_bench` time is about the larger of the two.", "",
+             "A `do_bench` time is about the larger of the two. One row per device and shape.", "",
              "| B, NH, S, DH | " + " | ".join(f"{n} host / GPU (ms)" for n in names) + " | GPU ours / nxai | "
              "device, commit |",
              "|---|" + "---|" * (len(names) + 2)]  # fmt: skip
-    for shape in shapes:
+    for device, shape in places:
         cells = []
         for n in names:
-            r = by.get((shape, n))
+            r = by.get((device, shape, n))
             cells.append("–" if r is None else f"{r['host_ms']:.3f} / {r['gpu_ms']:.3f}")
-        ours, nxai = by.get((shape, "ours")), by.get((shape, "nxai"))
+        ours, nxai = by.get((device, shape, "ours")), by.get((device, shape, "nxai"))
         ratio = f"{ours['gpu_ms'] / nxai['gpu_ms']:.2f}x" if ours and nxai else "–"
-        where = next(r for r in rows if r["shape"] == shape)
-        lines.append(f"| {shape} | " + " | ".join(cells) + f" | {ratio} | {where['device']}, {where['commit']} |")
+        commit = next(r["commit"] for r in rows if (r["device"], r["shape"]) == (device, shape))
+        lines.append(f"| {shape} | " + " | ".join(cells) + f" | {ratio} | {device}, {commit} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("kernel_overhead.py times CUDA kernels: no CUDA device here.")
-    rows = provenance.merge_rows(args.out / "kernel_overhead.json", run(args), ("shape", "implementation"))
+    rows = provenance.merge_rows(args.out / "kernel_overhead.json", run(args), ("device", "shape", "implementation"))
     write_markdown(rows, args.out / "kernel_overhead.md")
     return rows
 

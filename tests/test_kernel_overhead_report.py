@@ -19,6 +19,19 @@ def test_markdown_rows_and_ratio(load_benchmark, tmp_path):
     assert "| 64, 4, 512, 64 | 0.800 / 0.820 | – | – | – | GPU X, abc1234 |" in text  # NX-AI absent there
 
 
+def test_markdown_keeps_one_row_per_device(load_benchmark, tmp_path):
+    bench = load_benchmark("kernel_overhead")
+    rows = [{"shape": "256, 8, 32, 64", "implementation": "ours", "host_ms": 0.7, "gpu_ms": 0.14, "device": "GPU X",
+             "commit": "abc1234"},
+            {"shape": "256, 8, 32, 64", "implementation": "ours", "host_ms": 0.5, "gpu_ms": 0.10, "device": "GPU Y",
+             "commit": "def5678"}]  # fmt: skip
+    out = tmp_path / "overhead.md"
+    bench.write_markdown(rows, out)
+    text = out.read_text()
+    assert "| 256, 8, 32, 64 | 0.700 / 0.140 | – | GPU X, abc1234 |" in text
+    assert "| 256, 8, 32, 64 | 0.500 / 0.100 | – | GPU Y, def5678 |" in text
+
+
 def test_refuses_to_run_without_cuda(load_benchmark, monkeypatch):
     bench = load_benchmark("kernel_overhead")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
