@@ -16,6 +16,9 @@ with no value runs the baselines only.
 
 With `--ensemble K` (or a run preset's `ensemble`) each seed trains K forecasters, member j with random state
 seed + 1000 j, and scores the mean of their point forecasts; the row's train seconds are the members' sum.
+`--ensemble-lookbacks 336 512` trains those K members at each of the lookbacks (as N-BEATS ensembles over lookback
+lengths): the scored windows are the longest lookback's, each member reads the last steps of its own, and every
+lookback sees the same test targets; the `lookback` column records the longest.
 
 `epochs` is the optimizer step of the selected weights times the batch size divided by the number of standard
 training windows (variates x (training rows - lookback - horizon + 1)); the sampler also draws windows whose
@@ -137,6 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "weights with this decay (XLSTMForecaster(ema_decay=...))")
     parser.add_argument("--ensemble", type=int, help="forecasters trained per seed, their point forecasts averaged "
                         "(member j: random state seed + 1000 j); recorded in the preset label unless 1")
+    parser.add_argument("--ensemble-lookbacks", type=int, nargs="+", metavar="L", help="train the --ensemble "
+                        "members at each of these lookbacks (replaces --lookback; the longest is recorded) and "
+                        "average all of them; recorded in the preset label")
     parser.add_argument("--head", choices=HEADS, help="output head: 'quantile' is scored by its median, 'mse' by "
                         "its mean (trained on the squared error); recorded in the preset label unless 'quantile'")
     parser.add_argument("--max-time", type=float, help="training seconds per seed (Lightning's max_time): training "
@@ -177,11 +183,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             overridden.append(f"{field.name} {value:g}")
     if isinstance(args.ensemble, bool) or not isinstance(args.ensemble, int) or args.ensemble < 1:
         parser.error(f"--ensemble must be a positive number of forecasters per seed, got {args.ensemble!r}")
+    lookbacks = args.ensemble_lookbacks
+    if lookbacks is not None:
+        if min(lookbacks) < 1 or len(set(lookbacks)) != len(lookbacks):
+            parser.error(f"--ensemble-lookbacks takes distinct positive lookbacks, got {lookbacks}; e.g. 336 512")
+        args.ensemble_lookbacks = sorted(lookbacks)
+        args.lookback = max(lookbacks)
     # the preset's model fields, then the flags' (a flag changes a preset's field in place)
     settings = dict(preset.model_settings or {}) if preset is not None else {}
     settings.update(args.model_settings)
     args.model_settings = list(settings.items())
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
+    if lookbacks is not None:
+        overridden.append(f"lookbacks {'+'.join(map(str, args.ensemble_lookbacks))}")
     if overridden:
         args.label += f" ({', '.join(overridden)})"
     if args.model_settings:
@@ -230,13 +244,15 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
 def score_forecaster(models: list[XLSTMForecaster], args: argparse.Namespace, n_variates: int,
                      test_past: np.ndarray, test_future: np.ndarray) -> dict[str, float]:
     """MSE/MAE of the point forecast (the quantile head's median, the mse head's mean; averaged over the members of
-    an ensemble) over every test window (see `score_windows`)."""
+    an ensemble) over every test window (see `score_windows`). A member with a shorter `context_length` than the
+    windows' lookback reads their last steps."""
     L, H, C = args.lookback, args.horizon, n_variates
     mixing = args.mode == "variate_mixing"  # rows are window-major, so C consecutive rows are one multivariate window
 
     def predict(past):  # (b * C, L) -> (b * C, H)
         shaped = past.reshape(-1, C, L) if mixing else past
-        total = sum(model.predict_array(shaped, args.eval_batch_size)["mean"] for model in models)
+        total = sum(model.predict_array(shaped[..., -(getattr(model, "context_length", None) or L):],
+                                        args.eval_batch_size)["mean"] for model in models)  # fmt: skip
         return (total / len(models)).reshape(-1, H)
 
     return score_windows(predict, test_past, test_future, args.eval_batch_size * (C if mixing else 1))
@@ -244,19 +260,20 @@ def score_forecaster(models: list[XLSTMForecaster], args: argparse.Namespace, n_
 
 def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_past: np.ndarray,
                     test_future: np.ndarray) -> tuple[dict[str, float], float, float]:
-    """Fit one seed in `args.mode` (`args.ensemble` members) and score it. Returns (metrics, epochs (the members'
-    mean), train seconds (their sum))."""
-    L, H, C = args.lookback, args.horizon, len(data.columns)
-    models, seconds = [], 0.0
-    for member in range(args.ensemble):
-        start = time.perf_counter()
-        models.append(fit_forecaster(args, data, seed + MEMBER_SEED_STRIDE * member))
-        seconds += time.perf_counter() - start
-    scores = score_forecaster(models, args, C, test_past, test_future)
+    """Fit one seed in `args.mode` (`args.ensemble` members at each lookback) and score it. Returns (metrics, epochs
+    (the members' mean), train seconds (their sum))."""
+    H, C = args.horizon, len(data.columns)
     per_step = args.batch_size * (C if args.mode == "variate_mixing" else 1)  # a mixing batch holds every variate
-    n_train_windows = C * n_windows(data.borders, "train", L, H)
-    best_step = float(np.mean([model.best_step_ for model in models]))
-    return scores, best_step * per_step / n_train_windows, seconds
+    models, epochs, seconds = [], [], 0.0
+    for L in args.ensemble_lookbacks or [args.lookback]:
+        member_args = argparse.Namespace(**{**vars(args), "lookback": L})
+        for member in range(args.ensemble):
+            start = time.perf_counter()
+            models.append(fit_forecaster(member_args, data, seed + MEMBER_SEED_STRIDE * member))
+            seconds += time.perf_counter() - start
+            epochs.append(models[-1].best_step_ * per_step / (C * n_windows(data.borders, "train", L, H)))
+    scores = score_forecaster(models, args, C, test_past, test_future)
+    return scores, float(np.mean(epochs)), seconds
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -271,3 +271,43 @@ def test_an_ensemble_averages_its_members_point_forecasts(tmp_path, load_benchma
     assert rows[0]["preset"].endswith("ensemble 3)") and "ensemble" not in single["preset"]
     with pytest.raises(SystemExit):
         bench.parse_args(argv + ["--ensemble", "0"])
+
+
+class _WindowMean:
+    """A stand-in forecaster of a given context length: forecasts its window's mean, and checks the window's length."""
+
+    def __init__(self, lookback: int):
+        self.context_length, self.best_step_ = lookback, lookback
+
+    def predict_array(self, past, batch_size):
+        assert past.shape[-1] == self.context_length
+        return {"mean": np.repeat(past.mean(axis=-1, keepdims=True), 8, axis=-1)}
+
+
+@pytest.mark.parametrize("mode", ["channel_independent", "variate_mixing"])
+def test_an_ensemble_over_lookbacks_gives_each_member_the_last_steps_of_its_own(tmp_path, load_benchmark,
+                                                                                   monkeypatch, mode):  # fmt: skip
+    """--ensemble-lookbacks trains the --ensemble members at every lookback, scores the longest lookback's windows
+    (the same test targets) with each member reading the last steps of its own, and records the longest."""
+    bench = load_benchmark("ltsf")
+    _write_csv(tmp_path / "tiny.csv", 300)
+    fits = []
+    monkeypatch.setattr(bench, "fit_forecaster",
+                        lambda args, data, seed: fits.append((args.lookback, seed)) or _WindowMean(args.lookback))
+    argv = ["--data", str(tmp_path / "tiny.csv"), "--split", "ratio", "--horizon", "8", "--model", "tiny",
+            "--mode", mode, "--batch-size", "8", "--no-record", "--no-baselines", "--seeds", "3"]
+    row = bench.main(argv + ["--ensemble-lookbacks", "24", "16", "--ensemble", "2"])[0]
+    assert fits == [(16, 3), (16, 1003), (24, 3), (24, 1003)]
+    assert row["lookback"] == 24 and row["preset"].endswith("ensemble 2, lookbacks 16+24)")
+    data = load_ltsf(tmp_path / "tiny.csv", "ratio")
+    past, future = split_windows(data, "test", 24, 8)  # (N * C, 24), (N * C, 8)
+    assert row["n_test_windows"] == len(split_windows(data, "test", 16, 8)[0]) // len(data.columns)
+    expected = (past[:, -16:].mean(axis=1) + past.mean(axis=1)) / 2  # two members at each lookback
+    assert row["mse"] == pytest.approx(np.mean((future - expected[:, None]) ** 2), rel=1e-6)  # float32 windows
+    C = len(data.columns)
+    per_step = 8 * (C if mode == "variate_mixing" else 1)
+    epochs = [L * per_step / (C * (210 - L - 8 + 1)) for L in (16, 16, 24, 24)]
+    assert row["epochs"] == pytest.approx(np.mean(epochs))
+    for bad in (["0", "16"], ["16", "16"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv + ["--ensemble-lookbacks", *bad])
