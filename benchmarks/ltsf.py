@@ -189,13 +189,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--ensemble-lookbacks takes distinct positive lookbacks, got {lookbacks}; e.g. 336 512")
         args.ensemble_lookbacks = sorted(lookbacks)
         args.lookback = max(lookbacks)
+        overridden.append(f"lookbacks {'+'.join(map(str, args.ensemble_lookbacks))}")
     # the preset's model fields, then the flags' (a flag changes a preset's field in place)
     settings = dict(preset.model_settings or {}) if preset is not None else {}
     settings.update(args.model_settings)
     args.model_settings = list(settings.items())
     args.label = f"{run_preset_name(args.preset)}/{args.model}" if preset is not None else args.model
-    if lookbacks is not None:
-        overridden.append(f"lookbacks {'+'.join(map(str, args.ensemble_lookbacks))}")
     if overridden:
         args.label += f" ({', '.join(overridden)})"
     if args.model_settings:
@@ -244,15 +243,15 @@ def fit_forecaster(args: argparse.Namespace, data: LTSFData, seed: int, callback
 def score_forecaster(models: list[XLSTMForecaster], args: argparse.Namespace, n_variates: int,
                      test_past: np.ndarray, test_future: np.ndarray) -> dict[str, float]:
     """MSE/MAE of the point forecast (the quantile head's median, the mse head's mean; averaged over the members of
-    an ensemble) over every test window (see `score_windows`). A member with a shorter `context_length` than the
-    windows' lookback reads their last steps."""
+    an ensemble) over every test window (see `score_windows`). A member fitted on a shorter lookback
+    (`context_length_`) than the windows' reads their last steps."""
     L, H, C = args.lookback, args.horizon, n_variates
     mixing = args.mode == "variate_mixing"  # rows are window-major, so C consecutive rows are one multivariate window
 
     def predict(past):  # (b * C, L) -> (b * C, H)
         shaped = past.reshape(-1, C, L) if mixing else past
-        total = sum(model.predict_array(shaped[..., -(getattr(model, "context_length", None) or L):],
-                                        args.eval_batch_size)["mean"] for model in models)  # fmt: skip
+        total = sum(model.predict_array(shaped[..., -model.context_length_:], args.eval_batch_size)["mean"]
+                    for model in models)  # fmt: skip
         return (total / len(models)).reshape(-1, H)
 
     return score_windows(predict, test_past, test_future, args.eval_batch_size * (C if mixing else 1))
@@ -267,11 +266,12 @@ def train_and_score(args: argparse.Namespace, data: LTSFData, seed: int, test_pa
     models, epochs, seconds = [], [], 0.0
     for L in args.ensemble_lookbacks or [args.lookback]:
         member_args = argparse.Namespace(**{**vars(args), "lookback": L})
+        n_train_windows = C * n_windows(data.borders, "train", L, H)
         for member in range(args.ensemble):
             start = time.perf_counter()
             models.append(fit_forecaster(member_args, data, seed + MEMBER_SEED_STRIDE * member))
             seconds += time.perf_counter() - start
-            epochs.append(models[-1].best_step_ * per_step / (C * n_windows(data.borders, "train", L, H)))
+            epochs.append(models[-1].best_step_ * per_step / n_train_windows)
     scores = score_forecaster(models, args, C, test_past, test_future)
     return scores, float(np.mean(epochs)), seconds
 

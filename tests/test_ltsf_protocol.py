@@ -239,8 +239,8 @@ def split_windows_of(values, L, F):
 class _Member:
     """A stand-in forecaster: a constant point forecast, and the step of its kept weights."""
 
-    def __init__(self, seed: int):
-        self.seed, self.best_step_ = seed, 10 + seed % 7
+    def __init__(self, seed: int, lookback: int):
+        self.seed, self.best_step_, self.context_length_ = seed, 10 + seed % 7, lookback
 
     def predict_array(self, past, batch_size):
         return {"mean": np.full(past.shape[:-1] + (8,), float(self.seed % 1000 + 1))}
@@ -253,7 +253,8 @@ def test_an_ensemble_averages_its_members_point_forecasts(tmp_path, load_benchma
     bench = load_benchmark("ltsf")
     _write_csv(tmp_path / "tiny.csv", 300)
     seeds = []
-    monkeypatch.setattr(bench, "fit_forecaster", lambda args, data, seed: seeds.append(seed) or _Member(seed))
+    monkeypatch.setattr(bench, "fit_forecaster",
+                        lambda args, data, seed: seeds.append(seed) or _Member(seed, args.lookback))
     argv = ["--data", str(tmp_path / "tiny.csv"), "--split", "ratio", "--horizon", "8", "--lookback", "24",
             "--model", "tiny", "--mode", mode, "--batch-size", "8", "--no-record", "--no-baselines"]
     single = bench.main(argv + ["--seeds", "2"])[0]
@@ -277,10 +278,10 @@ class _WindowMean:
     """A stand-in forecaster of a given context length: forecasts its window's mean, and checks the window's length."""
 
     def __init__(self, lookback: int):
-        self.context_length, self.best_step_ = lookback, lookback
+        self.context_length_, self.best_step_ = lookback, lookback
 
     def predict_array(self, past, batch_size):
-        assert past.shape[-1] == self.context_length
+        assert past.shape[-1] == self.context_length_
         return {"mean": np.repeat(past.mean(axis=-1, keepdims=True), 8, axis=-1)}
 
 
