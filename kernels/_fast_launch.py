@@ -29,19 +29,18 @@ _LAUNCH_OPTIONS = {"num_warps", "num_stages", "maxnreg"}
 
 
 def _signature(args: tuple) -> tuple | None:
-    """What Triton specializes a call on, per positional argument; None for an argument kind not handled here."""
-    out = []
-    for a in args:
-        kind = type(a)
-        if kind is int or kind is bool:
-            out.append(a)
-        elif isinstance(a, torch.Tensor):
-            out.append((a.dtype, a.data_ptr() % 16 == 0))
-        elif kind is float:
-            out.append(float)
-        else:
-            return None
-    return tuple(out)
+    """What Triton specializes a call on, per positional argument: an int or bool by value, a float by type, a tensor
+    by (dtype, 16-byte alignment of its address); None for an argument kind not handled here. One comprehension
+    (this runs on every launch): anything else is read as a tensor, and an object without a tensor's `dtype` and
+    `data_ptr` (None, a NumPy scalar) ends the attempt."""
+    try:
+        return tuple([
+            a if (kind := type(a)) is int or kind is bool else float if kind is float
+            else (a.dtype, not a.data_ptr() & 15)
+            for a in args
+        ])  # fmt: skip
+    except AttributeError:
+        return None
 
 
 class FastLauncher:
@@ -100,16 +99,25 @@ class FastLauncher:
         self._compiled[key] = (compiled, tail)
 
 
-_LAUNCHERS: dict = {}
+# id(kernel) -> (kernel, its FastLauncher); keyed by id because a JITFunction hashes its source key on every
+# lookup (2-4 us of host time per launch), and the kernel is kept so that its id is not reused
+_LAUNCHERS: dict[int, tuple] = {}
 
 
 def fast(kernel) -> FastLauncher:
     """`kernel`'s FastLauncher, made on first use: for call sites that read their kernel from a module attribute at
     each launch (`fast(_kernel_tl)[grid](...)`), so a test that wraps the attribute still sees every launch."""
-    launcher = _LAUNCHERS.get(kernel)
-    if launcher is None:
-        launcher = _LAUNCHERS[kernel] = FastLauncher(kernel)
+    hit = _LAUNCHERS.get(id(kernel))
+    if hit is not None and hit[0] is kernel:
+        return hit[1]
+    launcher = FastLauncher(kernel)
+    _LAUNCHERS[id(kernel)] = (kernel, launcher)
     return launcher
+
+
+def launchers() -> dict:
+    """kernel -> FastLauncher of every kernel `fast` has seen (tests, reports)."""
+    return dict(_LAUNCHERS.values())
 
 
 def _plain_launches() -> bool:
