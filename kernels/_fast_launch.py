@@ -99,25 +99,16 @@ class FastLauncher:
         self._compiled[key] = (compiled, tail)
 
 
-# id(kernel) -> (kernel, its FastLauncher); keyed by id because a JITFunction hashes its source key on every
-# lookup (2-4 us of host time per launch), and the kernel is kept so that its id is not reused
-_LAUNCHERS: dict[int, tuple] = {}
+_LAUNCHERS: dict = {}
 
 
 def fast(kernel) -> FastLauncher:
     """`kernel`'s FastLauncher, made on first use: for call sites that read their kernel from a module attribute at
     each launch (`fast(_kernel_tl)[grid](...)`), so a test that wraps the attribute still sees every launch."""
-    hit = _LAUNCHERS.get(id(kernel))
-    if hit is not None and hit[0] is kernel:
-        return hit[1]
-    launcher = FastLauncher(kernel)
-    _LAUNCHERS[id(kernel)] = (kernel, launcher)
+    launcher = _LAUNCHERS.get(kernel)
+    if launcher is None:
+        launcher = _LAUNCHERS[kernel] = FastLauncher(kernel)
     return launcher
-
-
-def launchers() -> dict:
-    """kernel -> FastLauncher of every kernel `fast` has seen (tests, reports)."""
-    return dict(_LAUNCHERS.values())
 
 
 def _plain_launches() -> bool:

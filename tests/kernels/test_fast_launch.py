@@ -148,12 +148,12 @@ def test_every_chunk_parallel_kernel_launches_through_a_fast_launcher(parallel_f
     wide_v = torch.randn(1, 2, 40, 80).requires_grad_()  # two DHV blocks: their shares summed in one launch
     fn(q, k, wide_v, i, f, chunk_size=16).sum().backward()
     get_kernel("mlstm_step--triton")(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0], None, None, None)
-    names = {getattr(kernel, "__name__", None) or kernel.fn.__name__ for kernel in _fast_launch.launchers()}
+    names = {getattr(kernel, "__name__", None) or kernel.fn.__name__ for kernel in _fast_launch._LAUNCHERS}
     wanted = {"_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_row_dots_kernel_tl",
               "_mlstm_bounds_bwd_kernel_tl", "_mlstm_chunk_bwd_kernel_tl", "_mlstm_step_fwd_kernel_tl",
               "_mlstm_chunkwise_bwd_sum_kernel_tl"}  # fmt: skip
     assert wanted <= names, names
-    assert all(_fast_launch.fast(kernel) is launcher for kernel, launcher in _fast_launch.launchers().items())
+    assert all(_fast_launch.fast(kernel) is launcher for kernel, launcher in _fast_launch._LAUNCHERS.items())
 
 
 @pytest.mark.gpu
@@ -165,7 +165,7 @@ def test_mlstm_bitwise_the_same_with_and_without_the_shortcut(S, D, monkeypatch)
     # fresh signature caches, so the check at the end sees this test's launches only
     forwards, backwards = [triton_chunkwise._FWD, triton_one_chunk_fwd._FWD_ONE], [triton_chunkwise._BWD,
                                                                                    triton_chunkwise._BWD_ONE]
-    for launcher in [*forwards, *backwards, *_fast_launch.launchers().values()]:
+    for launcher in [*forwards, *backwards, *_fast_launch._LAUNCHERS.values()]:
         monkeypatch.setattr(launcher, "_compiled", {})
     fn = get_kernel("mlstm_chunkwise--triton")
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_mlstm_bitwise_the_same_with_and_without_the_shortcut(S, D, monkeypatch)
         assert any(launcher._compiled for launcher in forwards) and any(launcher._compiled for launcher in backwards)
     else:  # the chunk-parallel kernels of a forward and backward with gradients
         compiled = {getattr(kernel, "__name__", None) or kernel.fn.__name__
-                    for kernel, launcher in _fast_launch.launchers().items() if launcher._compiled}
+                    for kernel, launcher in _fast_launch._LAUNCHERS.items() if launcher._compiled}
         wanted = {"_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_bounds_bwd_kernel_tl",
                   "_mlstm_chunk_bwd_kernel_tl"}  # fmt: skip
         assert wanted <= compiled, compiled
