@@ -20,6 +20,7 @@ GRAD_NAMES = ["dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
 TOL = {
     torch.float32: (TOLERANCES["float32-ieee"].ratio, TOLERANCES["float32-ieee-grad"].ratio),
     torch.bfloat16: (TOLERANCES["bfloat16"].ratio, TOLERANCES["bfloat16-triton-grad"].ratio),
+    torch.float16: (TOLERANCES["float16"].ratio, TOLERANCES["float16-triton-grad"].ratio),
 }
 
 

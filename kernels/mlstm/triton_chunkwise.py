@@ -221,7 +221,8 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
         carry = parallel.CARRY if ctx.parallel else None
         if G > 1:  # long sequence, few programs: entering states of all segments first, then all segments at once
             state_dtype = parallel.grad_state_dtype(q.dtype, has_init) if ctx.parallel else torch.float32
-            segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV, _on_device(lowp), need_last,
+            BV_b = parallel.grad_bounds_block(DQK, DHV, BV, q.dtype) if ctx.parallel else BV
+            segs, last_states = bounds_forward(k, v, i, f, C0, n0, m0, G, CPS, L, BV_b, _on_device(lowp), need_last,
                                                carry, state_dtype)  # fmt: skip
             if need_last:
                 C_last, n_last, m_last = last_states
@@ -298,7 +299,7 @@ class _MLSTMChunkwiseTriton(torch.autograd.Function):
             last = (C_last, n_last) if C_last is not None else None
             upstream = bounds_backward(
                 q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, _on_device(lowp), eps, detach
-            )
+            )[:3]
         dm_strides = (0, *_strides(dm_last, 2)) if G == 1 else upstream[2].stride()
         _BWD[(NV, B * NH * G)](
             q, k, v, i, f, *states, dh if hd_dots else h, z, m, dh, *(x if x is not None else dh for x in upstream),

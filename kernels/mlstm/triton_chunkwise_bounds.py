@@ -70,6 +70,19 @@ def _store_state(c_ptr, n_ptr, m_ptr, row, C, n, m, DQK, DHV, offs_k, offs_v, ma
 
 
 @triton.jit
+def _store_grad_state(dc_ptr, dn_ptr, dm_ptr, sc_ptr, row, tile, dC, dn, dm, DQK, DHV, offs_k, offs_v, mask_kv,
+                      mask_n, mask_m, SCALED: tl.constexpr):  # fmt: skip
+    """`_store_state` for the state gradients; SCALED: dC goes to fp16 storage divided by a power of two, which
+    entry `tile` of sc_ptr keeps (fp32), so that the block's largest |dC| lies in [2^14, 2^15)."""
+    if SCALED:
+        amax = tl.max(tl.max(tl.abs(dC), axis=1), axis=0)
+        scale = tl.exp2(tl.floor(tl.log2(tl.maximum(amax, 1e-30))) - 14.0)  # all-zero blocks stay zero
+        dC = dC * (1.0 / scale)  # exact: a power of two
+        tl.store(sc_ptr + tile, scale)
+    _store_state(dc_ptr, dn_ptr, dm_ptr, row, dC, dn, dm, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, mask_m)
+
+
+@triton.jit
 def _mlstm_bounds_fwd_kernel_tl(
     k_ptr,  # (B, NH, S, DQK), strides sk_*
     v_ptr,  # (B, NH, S, DHV), strides sv_*
@@ -162,7 +175,8 @@ def _mlstm_bounds_bwd_kernel_tl(
     dcl_ptr,  # (B, NH, DQK, DHV) upstream gradient of the last C, strides sdc_*; read only if HAS_DC
     dnl_ptr,  # (B, NH, DQK), strides sdn_*; read only if HAS_DN
     dml_ptr,  # (B, NH), strides sdm_*; read only if HAS_DM
-    dcs_ptr,  # out (BNH * G, DQK, DHV) fp32 gradient of the state leaving each segment
+    dcs_ptr,  # out (BNH * G, DQK, DHV) gradient of the state leaving each segment: fp32, or fp16 if SCALED
+    dsc_ptr,  # out (BNH * G, NKB, NV) fp32 scale of each block of dcs; written only if SCALED
     dns_ptr,  # out (BNH * G, DQK) fp32
     dms_ptr,  # out (NV, BNH * G) fp32 per-DHV-block share of the gradient routed to m at each segment end
     sq_b, sq_h, sq_s, sq_d,
@@ -194,6 +208,7 @@ def _mlstm_bounds_bwd_kernel_tl(
     DETACH: tl.constexpr,
     HD_GIVEN: tl.constexpr,
     PREFETCH: tl.constexpr,  # needs HD_GIVEN: each chunk's rows (`_walk_rows`) load while the chunk before is carried
+    SCALED: tl.constexpr,  # dcs in fp16, each (BK, BV) block divided by its power-of-two scale in dsc
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -230,8 +245,8 @@ def _mlstm_bounds_bwd_kernel_tl(
     if HAS_DM:
         dm_last += tl.load(dml_ptr + bb * sdm_b + hh * sdm_h).to(tl.float32) * z_on
     row = pid_bh * G + G - 1
-    _store_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, row, dC, dn, dm_last, DQK, DHV, offs_k, offs_v,
-                 mask_kv, mask_n, pid_k == 0)  # fmt: skip
+    _store_grad_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, dsc_ptr, row, (row * NKB + pid_k) * NV + pid_v,
+                      dC, dn, dm_last, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, pid_k == 0, SCALED)  # fmt: skip
 
     # walk backward to segment 1's first chunk, storing the gradient of the state leaving each segment
     NC = tl.cdiv(S, L)
@@ -284,5 +299,7 @@ def _mlstm_bounds_bwd_kernel_tl(
             forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
             dm_to_prev = forget_first * m_carry  # what reaches m before the chunk
         if c % CPS == 0:
-            _store_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, pid_bh * G + c // CPS - 1, dC, dn, dm_to_prev,
-                         DQK, DHV, offs_k, offs_v, mask_kv, mask_n, pid_k == 0)  # fmt: skip
+            row = pid_bh * G + c // CPS - 1
+            _store_grad_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, dsc_ptr, row,
+                              (row * NKB + pid_k) * NV + pid_v, dC, dn, dm_to_prev, DQK, DHV, offs_k, offs_v, mask_kv,
+                              mask_n, pid_k == 0, SCALED)  # fmt: skip

@@ -156,7 +156,7 @@ class _MLSTMChunkwiseKSplit(torch.autograd.Function):
         dm_strides = (0, *_strides(dm_last, 2))
         if G > 1:  # the gradients of the state leaving each segment, over all columns, then the segments
             last = (C_last, n_last) if C_last is not None else None
-            dcs, dns, dms = bounds_backward(
+            dcs, dns, dms, _ = bounds_backward(
                 q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, _on_device(lowp), eps, detach
             )
             dm_strides = dms.stride()

@@ -119,6 +119,12 @@ PAIR_MAX_HEAD = 128
 # 0.1589 ms, (32, 8, 1024, 128) 0.2855 / 0.2845 against 0.2998 / 0.3024 (128 x 64: 0.204 and 0.382; 64 x 128 at 8
 # warps 0.160 and 0.303)
 PAIR_BOUNDS_VALUE_BLOCK: int | None = 128
+# DHV columns per program of the forward boundary kernel of a bf16/fp16 call with gradients through these kernels
+# (a power of two >= 16, capped at the head's padded width; heads up to PAIR_MAX_HEAD; None: the call's DHV block, at
+# most 64, as the backward boundary kernel's). H100, bf16 fw+bw at (16, 4, 2048, 128), both boundary kernels in
+# 64 x 128 against 64 x 64 blocks (benchmarks/mlstm_segments.py --parallel-variants --gpu-ms): forward boundary
+# kernel 74.6-74.9 against 92.5-95.4 us per call, the backward one 208-209 against 154 (so it keeps 64)
+GRAD_BOUNDS_VALUE_BLOCK: int | None = 128
 # a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
 # in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
 # `triton_chunkwise.PARALLEL_GRAD_FWD_LOWP`; wider heads' TF32 dots keep 3 bits more), and so does the backward's dq
@@ -239,6 +245,15 @@ def grad_state_dtype(dtype: torch.dtype, has_init: bool) -> torch.dtype:
     """dtype of the entering C a call with gradients stores for these kernels (`GRAD_STATES_IN_INPUT_DTYPE`)."""
     half = dtype in (torch.bfloat16, torch.float16)
     return dtype if half and not has_init and GRAD_STATES_IN_INPUT_DTYPE else torch.float32
+
+
+def grad_bounds_block(DQK: int, DHV: int, BV: int, dtype: torch.dtype) -> int:
+    """DHV block of the forward boundary kernel of a call with gradients through these kernels, whose own is BV
+    (`GRAD_BOUNDS_VALUE_BLOCK`)."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    if GRAD_BOUNDS_VALUE_BLOCK is None or not half or max(DQK, DHV) > PAIR_MAX_HEAD:
+        return BV
+    return min(GRAD_BOUNDS_VALUE_BLOCK, max(next_power_of_2(DHV), 16))
 
 
 def auto_parallel(S: int, DQK: int, device: torch.device) -> bool:

@@ -26,7 +26,7 @@ from .triton_chunkwise_common import _chunk_gates, _decay_weights, _dot, _logsig
 from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer, row_dots
 from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
-from .triton_chunkwise_segments import _k_block, bounds_backward
+from .triton_chunkwise_segments import _bounds_blocks, _k_block, bounds_backward
 from .triton_one_chunk_fwd import reg_cap
 
 # num_warps of the gradient kernel: 4, at every head width. H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128), summed
@@ -60,18 +60,36 @@ ROW_DOTS_FIRST = True
 # Not timed yet: an A/B knob
 GRAD_PARTS: tuple[int, ...] = (0,)
 DV_NUM_WARPS = 8
+# bf16/fp16 inputs: the boundary kernel stores the state gradients dC in fp16, each of its blocks divided by a power
+# of two that puts the block's largest |dC| in [2^14, 2^15) (one fp32 scale per block), instead of fp32: half the
+# bytes of the largest buffer of the backward (B * NH * S / 64 (DQK, DHV) blocks), written once and read twice. Its
+# 11 significant bits are what the TF32 dot v dC^T (dk, and through it di) keeps of fp32 anyway; bf16 storage (8
+# bits) took di past its tolerance. False keeps fp32 (A/B timings)
+SCALED_DC = True
 # register cap of part 4 (dk with the gates) in a split launch (None: no cap). Offline sm_90, same heads: 128
 # registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
 DK_PART_MAXNREG: int | None = None
 
 
 @triton.jit
-def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, dv_base, t, mask_t, inv_den, w, e,
-              sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
+def _dc_tile(dc_base, sc_base, offs_k, offs_v, mask_kv, k0, v0, DHV, BK_S, BV_S, NV_S, SCALED: tl.constexpr):
+    """The (BK, BV) block of a chunk's leaving-state gradient at rows offs_k, columns offs_v (first ones k0, v0),
+    fp32. dc_base: the chunk's (DQK, DHV) gradient, contiguous; SCALED: stored in fp16, with one scale per (BK_S,
+    BV_S) block of the boundary kernel (sc_base: the chunk's (NKB_S, NV_S) scales), which holds this block whole."""
+    dC = _tile(dc_base, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
+    if SCALED:
+        dC = dC * tl.load(sc_base + (k0 // BK_S) * NV_S + v0 // BV_S)
+    return dC
+
+
+@triton.jit
+def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, sc_base, dv_base, t, mask_t, inv_den, w, e,
+              sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, BK_S, BV_S, NV_S,
               L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, QK_LOWP: tl.constexpr, OUT_LOWP: tl.constexpr,
-              STATE_LOWP: tl.constexpr):  # fmt: skip
+              STATE_LOWP: tl.constexpr, SCALED: tl.constexpr):  # fmt: skip
     """dv of one chunk, per DHV block: (w q^ k^T)^T dnum + e (k dC), with q^ k^T over the DQK blocks first.
-    dc_base: the chunk's (DQK, DHV) leaving-state gradient, contiguous; dv_base: its first row of dv (rows of DHV)."""
+    dc_base, sc_base: the chunk's leaving-state gradient and its scales (`_dc_tile`); dv_base: its first row of dv
+    (rows of DHV)."""
     qk = tl.zeros((L, L), dtype=tl.float32)
     for kb in range(0, tl.cdiv(DQK, BK)):
         offs_k = kb * BK + tl.arange(0, BK)
@@ -89,7 +107,8 @@ def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, dv_base, t, mask_t, inv_
             offs_k = kb * BK + tl.arange(0, BK)
             mask_k = offs_k < DQK
             k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
-            dC = _tile(dc_base, offs_k, offs_v, DHV, 1, mask_k[:, None] & mask_v[None, :])  # (BK, BV)
+            dC = _dc_tile(dc_base, sc_base, offs_k, offs_v, mask_k[:, None] & mask_v[None, :], kb * BK, vb * BV, DHV,
+                          BK_S, BV_S, NV_S, SCALED)  # (BK, BV)
             k_dc += _dot(k, dC, STATE_LOWP)
         dv = _dot(tl.trans(w_qk), dnum, OUT_LOWP) + e[:, None] * k_dc  # (L, BV)
         tl.store(dv_base + t[:, None] * DHV + offs_v[None, :], dv.to(dv_base.dtype.element_ty), mask=mask_tv)
@@ -99,7 +118,8 @@ def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, dv_base, t, mask_t, inv_
 def _mlstm_chunk_bwd_kernel_tl(
     q_ptr, k_ptr, v_ptr, i_ptr, f_ptr,  # q, k (B, NH, S, DQK), v (B, NH, S, DHV), i, f (B, NH, S); strides s*_
     cs_ptr, ns_ptr, ms_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK), (BNH * NC,) entering states, fp32 (C: or bf16)
-    dcs_ptr, dns_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK) fp32 gradients of the leaving states
+    dcs_ptr, dns_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK) gradients of the leaving states: fp32 (dC: or SCALED)
+    dsc_ptr,  # (BNH * NC, NKB_S, NV_S) fp32 scales of the boundary kernel's (BK_S, BV_S) blocks of dC; read if SCALED
     dms_ptr,  # (NVB, BNH * NC) fp32 shares of the gradient routed to m at the chunk end
     h_ptr, z_ptr, m_ptr,  # (BNH, S, DHV) fp32 h (read unless HD_GIVEN), (BNH, S) z and m from the forward, contiguous
     hd_ptr,  # (BNH, S) fp32 <dh_t, h_t> (`row_dots`); read if HD_GIVEN
@@ -118,7 +138,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     sc_b, sc_h, sc_k, sc_v,
     sn_b, sn_h, sn_k,
     sm_b, sm_h,
-    NH, S_all, DQK, DHV, NC, NVB, BNH, qk_scale, eps,
+    NH, S_all, DQK, DHV, NC, NVB, BNH, qk_scale, eps, BK_S, BV_S, NKB_S, NV_S,
     L: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -130,11 +150,13 @@ def _mlstm_chunk_bwd_kernel_tl(
     STATE_LOWP: tl.constexpr,  # dot mode of dq's dnum C_in^T and dv's k dC (LOWP, or OUT_LOWP: STATE_OUT_DOTS)
     HD_GIVEN: tl.constexpr,
     PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv; 3: dq; 4: all but dq and dv
+    SCALED: tl.constexpr,  # dC stored in fp16 in scaled blocks (`bounds_backward`)
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
     bb, hh = pid_bh // NH, pid_bh % NH
     row = pid_bh * NC + c  # this chunk's entries in the state buffers
+    dc_base, sc_base = dcs_ptr + row * DQK * DHV, dsc_ptr + row * NKB_S * NV_S
     seg0 = c * L
     S = tl.minimum(L, S_all - seg0)  # steps of this chunk; t counts from its start
     offs_l = tl.arange(0, L)
@@ -160,9 +182,9 @@ def _mlstm_chunk_bwd_kernel_tl(
     decay = tl.exp(g + m_in - m_end)
 
     if PART == 2:
-        _chunk_dv(q_base, k_base, v_base, dh_base, dcs_ptr + row * DQK * DHV, dv_ptr + row0 * DHV, t, mask_t,
-                  inv_den, w, e, sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, QK_LOWP,
-                  OUT_LOWP, STATE_LOWP)  # fmt: skip
+        _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, sc_base, dv_ptr + row0 * DHV, t, mask_t, inv_den, w, e,
+                  sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, BK_S, BV_S, NV_S, L, BK, BV, QK_LOWP,
+                  OUT_LOWP, STATE_LOWP, SCALED)  # fmt: skip
         return
 
     # dnum v^T and <dh, h> over the DHV columns
@@ -205,7 +227,8 @@ def _mlstm_chunk_bwd_kernel_tl(
                 dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
             if PART != 3:
                 v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-                dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+                dC = _dc_tile(dc_base, sc_base, offs_k, offs_v, mask_kv, kb * BK, vb * BV, DHV, BK_S, BV_S, NV_S,
+                              SCALED)  # (BK, BV)
                 v_dc += _dot(v, tl.trans(dC), LOWP)
                 state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
         n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
@@ -228,9 +251,9 @@ def _mlstm_chunk_bwd_kernel_tl(
     last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
 
     if PART == 0:  # dv here, after dq and dk: its q^ k^T is not live across their loop
-        _chunk_dv(q_base, k_base, v_base, dh_base, dcs_ptr + row * DQK * DHV, dv_ptr + row0 * DHV, t, mask_t,
-                  inv_den, w, e, sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, L, BK, BV, QK_LOWP,
-                  OUT_LOWP, STATE_LOWP)  # fmt: skip
+        _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, sc_base, dv_ptr + row0 * DHV, t, mask_t, inv_den, w, e,
+                  sq_s, sq_d, sk_s, sk_d, sdh_s, sdh_d, DQK, DHV, qk_scale, BK_S, BV_S, NV_S, L, BK, BV, QK_LOWP,
+                  OUT_LOWP, STATE_LOWP, SCALED)  # fmt: skip
 
     # gate gradients: d(cumsum log f), its reverse cumsum within the chunk, the stabilizer route
     is_last = t == S - 1
@@ -265,7 +288,8 @@ def _mlstm_chunk_bwd_kernel_tl(
                     mask_v = offs_v < DHV
                     mask_kv = mask_k[:, None] & mask_v[None, :]
                     dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)
-                    dC = _tile(dcs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv)  # (BK, BV)
+                    dC = _dc_tile(dc_base, sc_base, offs_k, offs_v, mask_kv, kb * BK, vb * BV, DHV, BK_S, BV_S,
+                                  NV_S, SCALED)  # (BK, BV)
                     dC0 = decay * dC + _dot(tl.trans(q_w), dnum * inv_den[:, None], LOWP)  # (BK, BV)
                     C0 = _tile(c0_base, offs_k, offs_v, sc_k, sc_v, mask_kv).to(tl.float32)
                     dm0 += tl.sum(tl.sum(C0 * dC0, axis=1), axis=0)
@@ -311,8 +335,11 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     if dh is None:  # only the last states were used
         dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
     hd = row_dots(h, dh) if ROW_DOTS_FIRST else None  # (B, NH, S) fp32
-    dcs, dns, dms = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV, lowp,
-                                    eps, detach, CARRY, shares_summed=True, hd=hd)  # fmt: skip
+    bounds_k, _, bounds_v = _bounds_blocks(DQK, BV)  # each gradient-kernel tile of dC lies in one of theirs
+    scaled = SCALED_DC and q.dtype in (torch.bfloat16, torch.float16) and BK <= bounds_k and BV <= bounds_v
+    dcs, dns, dms, scales = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV,
+                                            lowp, eps, detach, CARRY, shares_summed=True, hd=hd, scaled=scaled)
+    dsc, BK_S, BV_S = scales if scaled else (dcs, 1, 1)  # placeholder is never read
     new = lambda x: torch.empty(x.shape, dtype=x.dtype, device=q.device)  # noqa: E731  contiguous, x's dtype
     dq, dk, dv, di, df = new(q), new(k), new(v), new(i), new(f)  # (B, NH, S, D...) and (B, NH, S)
     has_init = C0 is not None
@@ -323,13 +350,13 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     grads0 = (dC0, dn0, dm0) if has_init else (dq, dq, dq)  # placeholders are never written
     for part in GRAD_PARTS:
         fast(_mlstm_chunk_bwd_kernel_tl)[(NC, B * NH)](
-            q, k, v, i, f, cs, ns, ms, dcs, dns, dms, h, z, m, z if hd is None else hd, dh, *init,
+            q, k, v, i, f, cs, ns, ms, dcs, dns, dsc, dms, h, z, m, z if hd is None else hd, dh, *init,
             dq, dk, dv, di, df, *grads0,
             *q.stride(), *k.stride(), *v.stride(), *i.stride(), *f.stride(), *dh.stride(),
             *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
-            NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps,
+            NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps, BK_S, BV_S, cdiv(DQK, BK_S), cdiv(DHV, BV_S),
             L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
-            STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
+            STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part, SCALED=scaled,
             num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS, **reg_cap(DK_PART_MAXNREG if part == 4 else None),
             **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         )  # fmt: skip

@@ -163,10 +163,11 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
 
 
 def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach,
-                    carry=None, shares_summed=False, hd=None):  # fmt: skip
+                    carry=None, shares_summed=False, hd=None, scaled=False):  # fmt: skip
     """Gradients of the state leaving each segment (the caller's for the last one) and the per-DHV-block shares
     of the gradient routed to m there; `carry` as in `bounds_forward`. A caller that sums all the shares itself
     (`shares_summed`) lets `BOUNDS_BLOCKS_OVERRIDE` pick the DHV block; others get one share per block of BV.
+    `scaled`: dcs in fp16, each (BK, BV) block of the kernel divided by a power of two (`_store_grad_state`).
 
     Args:
         h, z, m: the forward's saved h (BNH, S, DHV), z and m (BNH, S). hd: <dh_t, h_t> (BNH, S) fp32 over every
@@ -175,7 +176,8 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
             absent).
 
     Returns:
-        dcs (B, NH * G, DQK, DHV), dns (B, NH * G, DQK), dms (NV, B, NH * G); fp32.
+        dcs (B, NH * G, DQK, DHV), dns (B, NH * G, DQK), dms (NV, B, NH * G), fp32 (dcs fp16 if `scaled`); and with
+        `scaled` (dsc (B, NH * G, NKB, NV) fp32, BK, BV): each block's scale and the blocks' shape, else None.
     """
     B, NH, S, DQK = q.shape
     DHV = dh.shape[-1]
@@ -183,20 +185,21 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     BV = own_bv if shares_summed else BV
     NV = cdiv(DHV, BV)
     f32 = {"dtype": torch.float32, "device": q.device}
-    dcs = torch.empty(B, NH * G, DQK, DHV, **f32)  # (B, NH * G, DQK, DHV)
+    dcs = torch.empty(B, NH * G, DQK, DHV, dtype=torch.float16 if scaled else torch.float32, device=q.device)
     dns = torch.empty(B, NH * G, DQK, **f32)  # (B, NH * G, DQK)
     dms = torch.empty(NV, B, NH * G, **f32)  # (NV, B, NH * G)
+    dsc = torch.empty(B, NH * G, NKB, NV, **f32) if scaled else dns  # placeholder is never written
     C_L, n_L = last if last is not None else (dcs, dns)  # placeholders are never read
     upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
     L, CPS = _carry(L, CPS, carry)
     fast(_mlstm_bounds_bwd_kernel_tl)[(NKB * NV, B * NH)](
-        q, i, f, h, z, m, z if hd is None else hd, C_L, n_L, dh, *upstream, dcs, dns, dms,
+        q, i, f, h, z, m, z if hd is None else hd, C_L, n_L, dh, *upstream, dcs, dsc, dns, dms,
         *q.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
         NH, S, DQK, DHV, B * NH, G, CPS, NV, DQK**-0.5, eps,
         L=L, BK=BK, BV=BV, NKB=NKB, LOWP=lowp,
         HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-        DETACH=detach, HD_GIVEN=hd is not None, PREFETCH=BOUNDS_BWD_PREFETCH and hd is not None,
+        DETACH=detach, HD_GIVEN=hd is not None, PREFETCH=BOUNDS_BWD_PREFETCH and hd is not None, SCALED=scaled,
         num_warps=BOUNDS_WARPS,
     )  # fmt: skip
-    return dcs, dns, dms
+    return dcs, dns, dms, ((dsc, BK, BV) if scaled else None)
