@@ -197,3 +197,55 @@ def test_chunk_parallel_outputs_repeat_bit_for_bit_gpu(B, NH, S, DH, initial):
         kernel(*leaves).float().pow(2).sum().backward()
         grads.append([t.grad for t in leaves])
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+def _spy_parts(parallel_bwd, monkeypatch) -> list:
+    """Wrap the gradient kernel's launches; the list collects each launch's PART."""
+    parts, kernel = [], parallel_bwd._mlstm_chunk_bwd_kernel_tl
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                parts.append(meta["PART"])
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(parallel_bwd, "_mlstm_chunk_bwd_kernel_tl", Spy())
+    return parts
+
+
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_dq_launch_beside_the_boundary_kernel(i_mean, dtype, parallel_forward, nan_poison, monkeypatch):
+    """CONCURRENT_DQ: dq in a launch of its own (PART 3) ahead of the boundary kernel (on the GPU beside it, on a
+    second stream), then one launch of every other gradient (PART 5); against fp64 with initial states (dC0, dn0,
+    dm0 from the second launch), DQK 80 in two blocks of the inner loop and DHV 40."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "CONCURRENT_DQ", True)
+    parts = _spy_parts(parallel_bwd, monkeypatch)
+    torch.manual_seed(47)
+    with LaunchCounter() as launches:
+        check_triton(1, 2, 37, 80, 40, i_mean, True, dtype=dtype, rounded=dtype != torch.float32)
+    assert parts == [3, 5]
+    assert "_mlstm_bounds_bwd_kernel_tl x1" in launches.summary(), launches.summary()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_dq_launch_beside_the_boundary_kernel_gpu(i_mean, monkeypatch):
+    """The dq launch on a second stream beside the boundary kernel, three calls in a row (buffers of one call freed
+    while the next runs), against fp64 each time."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(parallel_bwd, "CONCURRENT_DQ", True)
+    parts = _spy_parts(parallel_bwd, monkeypatch)
+    for seed in range(3):
+        torch.manual_seed(48 + seed)
+        check_triton(2, 4, 1100, 128, 128, i_mean, True, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+    assert parts == [3, 5] * 3
