@@ -150,7 +150,7 @@ PARALLEL_VARIANTS = [
     _one("gradient kernel with dv apart", _BWD, "GRAD_PARTS", (1, 2)),
     _one("gradient kernel as dq, dk with gates, dv", _BWD, "GRAD_PARTS", (3, 4, 2)),
     _one("boundary backward with the row prefetch", _SEG, "BOUNDS_BWD_PREFETCH", True),
-    _one("fp32 state gradients (no fp16 blocks)", _BWD, "SCALED_DC", False),
+    _one("state gradients in scaled fp16 blocks", _BWD, "SCALED_DC", True),
     _one("dq launch beside the boundary kernel", _BWD, "CONCURRENT_DQ", True),
     _one("forward boundary kernel with gradients in 64 value columns", _PAR, "GRAD_BOUNDS_VALUE_BLOCK", None),
     _one("boundary forward without the gate prefetch", _SEG, "BOUNDS_GATE_PREFETCH", False),

@@ -66,12 +66,16 @@ DV_NUM_WARPS = 8
 # of two that puts the block's largest |dC| in [2^14, 2^15) (one fp32 scale per block), instead of fp32: half the
 # bytes of the largest buffer of the backward (B * NH * S / 64 (DQK, DHV) blocks), written once and read twice. Its
 # 11 significant bits are what the TF32 dot v dC^T (dk, and through it di) keeps of fp32 anyway; bf16 storage (8
-# bits) took di past its tolerance. False keeps fp32 (A/B timings)
-SCALED_DC = True
+# bits) took di past its tolerance. H100, bf16 fw+bw at (16, 4, 2048, 128), kernel time per call: the boundary
+# kernel 150.2 against 155.3 us, but the gradient kernel 423.6 against 402.6 (the call's kernels 911 against 894 us).
+# Off by default (an A/B knob)
+SCALED_DC = False
 # the dq launch (PART 3, which needs no state gradient) runs beside the backward boundary kernel, on a second CUDA
 # stream: that kernel's one program per (DQK block, DHV block, batch * head) walks its chunks in turn, two programs
-# per SM at (16, 4, 2048, 128), and leaves most of each SM idle; then one launch forms the rest (PART 5). Off CUDA
-# the two launches run in turn. False: GRAD_PARTS after the boundary kernel. Not timed yet: an A/B knob
+# per SM at (16, 4, 2048, 128), and leaves most of each SM idle; then one launch forms the rest (PART 5). The dq
+# launch is queued after the boundary kernel, whose programs then take their SMs first. Off CUDA the two launches
+# run in turn. False: GRAD_PARTS after the boundary kernel. H100, bf16 fw+bw at (16, 4, 2048, 128), with the dq
+# launch queued first: 1.370 against 0.914-1.018 ms (one noisy host). An A/B knob
 CONCURRENT_DQ = False
 # register cap of part 4 (dk with the gates) in a split launch (None: no cap). Offline sm_90, same heads: 128
 # registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
@@ -132,16 +136,17 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
         )  # fmt: skip
 
     side = _side_stream(q.device) if CONCURRENT_DQ and q.is_cuda else None
-    if CONCURRENT_DQ:  # dq (no state gradient read: placeholders) beside the boundary kernel
-        if side is not None:
-            side.wait_stream(torch.cuda.current_stream(q.device))
-        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            launch(3, q, z, z, z.view(1, -1), 1, 1)
+    ready = torch.cuda.current_stream(q.device).record_event() if side is not None else None  # hd and the inputs
     dcs, dns, dms, scales = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV,
                                             lowp, eps, detach, CARRY, shares_summed=True, hd=hd, scaled=scaled)
     dsc, BK_S, BV_S = scales if scaled else (dcs, 1, 1)  # placeholder is never read
-    if side is not None:  # every buffer the dq launch reads is freed after this, in the current stream's order
-        torch.cuda.current_stream(q.device).wait_stream(side)
+    if CONCURRENT_DQ:  # dq (no state gradient read: placeholders), queued after the boundary kernel's programs
+        if side is not None:
+            side.wait_event(ready)
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            launch(3, q, z, z, z.view(1, -1), 1, 1)
+        if side is not None:  # every buffer the dq launch reads is freed after this, in the current stream's order
+            torch.cuda.current_stream(q.device).wait_stream(side)
     for part in (5,) if CONCURRENT_DQ else GRAD_PARTS:
         launch(part, dcs, dns, dsc, dms, BK_S, BV_S)
     if has_init:

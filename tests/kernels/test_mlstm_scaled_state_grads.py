@@ -1,8 +1,8 @@
 """Storage of the chunk-parallel backward's state gradients and the forward boundary kernel's blocks of a call with
-gradients: dC in fp16 in power-of-two scaled blocks (`triton_chunkwise_parallel_bwd.SCALED_DC`, bf16/fp16 inputs)
-and the forward boundary kernel in wider DHV blocks (`triton_chunkwise_parallel.GRAD_BOUNDS_VALUE_BLOCK`). Every
-output, last state and gradient against fp64 on the rounded inputs, both gate regimes, zero and initial states,
-several DQK blocks; the stored blocks against the fp32 ones; which calls scale."""
+gradients: dC in fp16 in power-of-two scaled blocks (`triton_chunkwise_parallel_bwd.SCALED_DC`, bf16/fp16 inputs,
+off by default) and the forward boundary kernel in wider DHV blocks (`triton_chunkwise_parallel.
+GRAD_BOUNDS_VALUE_BLOCK`). Every output, last state and gradient against fp64 on the rounded inputs, both gate
+regimes, zero and initial states, several DQK blocks; the stored blocks against the fp32 ones; which calls scale."""
 
 import pytest
 import torch
@@ -17,8 +17,9 @@ chunkwise = pytest.importorskip("xlstm_ts.kernels.mlstm.triton_chunkwise")
 
 @pytest.fixture
 def one_chunk_segments(monkeypatch, parallel_forward):
-    """Calls with gradients in segments of one chunk through the chunk-parallel kernels."""
+    """Calls with gradients in segments of one chunk through the chunk-parallel kernels, scaled fp16 dC asked for."""
     monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "SCALED_DC", True)
     monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 4)
 
 
