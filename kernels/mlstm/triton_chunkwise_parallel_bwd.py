@@ -74,8 +74,9 @@ SCALED_DC = False
 # stream: that kernel's one program per (DQK block, DHV block, batch * head) walks its chunks in turn, two programs
 # per SM at (16, 4, 2048, 128), and leaves most of each SM idle; then one launch forms the rest (PART 5). The dq
 # launch is queued after the boundary kernel, whose programs then take their SMs first. Off CUDA the two launches
-# run in turn. False: GRAD_PARTS after the boundary kernel. H100, bf16 fw+bw at (16, 4, 2048, 128), with the dq
-# launch queued first: 1.370 against 0.914-1.018 ms (one noisy host). An A/B knob
+# run in turn. False: GRAD_PARTS after the boundary kernel. H100, bf16 fw+bw at (16, 4, 2048, 128), three
+# alternating rounds in one call (bb51c52): 0.995 / 1.005 / 1.076 ms against 0.937 / 0.981 / 0.910 without (queued
+# ahead of the boundary kernel, 07929db: 1.370 against 0.914-1.018). Off: an A/B knob
 CONCURRENT_DQ = False
 # register cap of part 4 (dk with the gates) in a split launch (None: no cap). Offline sm_90, same heads: 128
 # registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
