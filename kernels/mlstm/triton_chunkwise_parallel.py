@@ -123,7 +123,8 @@ PAIR_BOUNDS_VALUE_BLOCK: int | None = 128
 # (a power of two >= 16, capped at the head's padded width; heads up to PAIR_MAX_HEAD; None: the call's DHV block, at
 # most 64, as the backward boundary kernel's). H100, bf16 fw+bw at (16, 4, 2048, 128), both boundary kernels in
 # 64 x 128 against 64 x 64 blocks (benchmarks/mlstm_segments.py --parallel-variants --gpu-ms): forward boundary
-# kernel 74.6-74.9 against 92.5-95.4 us per call, the backward one 208-209 against 154 (so it keeps 64)
+# kernel 74.6-74.9 against 92.5-95.4 us per call, the backward one 208-209 against 154 (so it keeps 64); this knob
+# alone (07929db): 74.8 against 92.5 us, the call's kernels 911 against 928 us
 GRAD_BOUNDS_VALUE_BLOCK: int | None = 128
 # a call with gradients of bf16/fp16 inputs through these kernels and without initial states stores the entering C
 # in the input dtype as well: the output kernel's dots round it to that dtype (heads up to 128,
