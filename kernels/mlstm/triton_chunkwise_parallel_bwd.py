@@ -16,7 +16,6 @@ The chunk's term <dC, C_L> + <dn, n_L> needs the leaving state C_L = decay C_in 
 decay (<dC, C_in> + <dn, n_in>) + sum_s e_s <k_s, dC v_s + dn>, from the dk terms, so C_L is never formed.
 """
 
-import contextlib
 import functools
 
 import torch
@@ -131,7 +130,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
             NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps, BK_S, BV_S, cdiv(DQK, BK_S), cdiv(DHV, BV_S),
             L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
             STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
-            SCALED=scaled and part != 3, num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS,
+            SCALED=scaled, num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS,
             **reg_cap(DK_PART_MAXNREG if part == 4 else None),
             **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         )  # fmt: skip
@@ -141,13 +140,14 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     dcs, dns, dms, scales = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV,
                                             lowp, eps, detach, CARRY, shares_summed=True, hd=hd, scaled=scaled)
     dsc, BK_S, BV_S = scales if scaled else (dcs, 1, 1)  # placeholder is never read
-    if CONCURRENT_DQ:  # dq (no state gradient read: placeholders), queued after the boundary kernel's programs
-        if side is not None:
-            side.wait_event(ready)
-        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            launch(3, q, z, z, z.view(1, -1), 1, 1)
-        if side is not None:  # every buffer the dq launch reads is freed after this, in the current stream's order
-            torch.cuda.current_stream(q.device).wait_stream(side)
+    dq_launch = lambda: launch(3, q, z, z, z.view(1, -1), 1, 1)  # noqa: E731  no state gradient read: placeholders
+    if side is not None:  # queued after the boundary kernel's programs, on the second stream
+        side.wait_event(ready)
+        with torch.cuda.stream(side):
+            dq_launch()
+        torch.cuda.current_stream(q.device).wait_stream(side)  # every buffer it reads is freed after this
+    elif CONCURRENT_DQ:  # off CUDA: in turn
+        dq_launch()
     for part in (5,) if CONCURRENT_DQ else GRAD_PARTS:
         launch(part, dcs, dns, dsc, dms, BK_S, BV_S)
     if has_init:

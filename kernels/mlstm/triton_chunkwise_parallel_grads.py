@@ -143,7 +143,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     w_ds = w * ds  # (L, L)
 
     # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks (PART 3
-    # forms dq alone, PART 4 dk alone)
+    # forms dq alone, PARTs 4 and 5 dk without dq)
     di = tl.zeros((L,), dtype=tl.float32)
     k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
     state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
