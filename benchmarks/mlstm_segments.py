@@ -159,6 +159,8 @@ PARALLEL_VARIANTS = [
                                                                       (_BWD, "NUM_WARPS", 16))),
     ("gradient kernel with dv apart, the rest at 16 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "NUM_WARPS", 16))),
     ("gradient kernel at 8 warps with 1 pipeline stage", ((_BWD, "NUM_WARPS", 8), (_BWD, "NUM_STAGES", 1))),
+    ("gradient kernel at 8 warps with 1 pipeline stage, 128 registers",
+     ((_BWD, "NUM_WARPS", 8), (_BWD, "NUM_STAGES", 1), (_BWD, "GRAD_MAXNREG", 128))),
     ("gradient kernel with dv apart, both at 4 warps", ((_BWD, "GRAD_PARTS", (1, 2)), (_BWD, "DV_NUM_WARPS", 4))),
     ("gradient kernel as dq, dk with gates, dv, all at 4 warps", ((_BWD, "GRAD_PARTS", (3, 4, 2)),
                                                                  (_BWD, "DV_NUM_WARPS", 4))),

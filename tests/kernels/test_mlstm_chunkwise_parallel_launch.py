@@ -117,8 +117,10 @@ def test_gradient_kernel_in_parts(parts, i_mean, dtype, parallel_forward, nan_po
     assert f"_mlstm_chunk_bwd_kernel_tl x{len(parts)}" in launches.summary(), launches.summary()
 
 
-def test_dk_part_register_cap_reaches_that_launch_only(parallel_forward, monkeypatch):
-    """DK_PART_MAXNREG is a launch option of part 4 alone; the parts launch in order, dv at DV_NUM_WARPS."""
+@pytest.mark.parametrize("other_cap", [None, 168], ids=["others-uncapped", "others-capped"])
+def test_dk_part_register_cap_reaches_that_launch_only(other_cap, parallel_forward, monkeypatch):
+    """DK_PART_MAXNREG is a launch option of part 4 alone, GRAD_MAXNREG of every other part; the parts launch in
+    order, dv at DV_NUM_WARPS."""
     from xlstm_ts.kernels._testing_mlstm import check_triton
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
 
@@ -137,10 +139,11 @@ def test_dk_part_register_cap_reaches_that_launch_only(parallel_forward, monkeyp
     monkeypatch.setattr(parallel_bwd, "GRAD_PARTS", (3, 4, 2))
     monkeypatch.setattr(parallel_bwd, "DK_PART_MAXNREG", 128)
     monkeypatch.setattr(parallel_bwd, "DV_NUM_WARPS", 4)
+    monkeypatch.setattr(parallel_bwd, "GRAD_MAXNREG", other_cap)
     torch.manual_seed(43)
     check_triton(1, 1, 37, 24, 40, 0.0, False)
     warps = parallel_bwd.NUM_WARPS
-    assert calls == [(3, None, warps), (4, 128, warps), (2, None, 4)]
+    assert calls == [(3, other_cap, warps), (4, 128, warps), (2, other_cap, 4)]
 
 
 @pytest.mark.gpu
