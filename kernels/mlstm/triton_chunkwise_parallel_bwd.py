@@ -80,6 +80,10 @@ CONCURRENT_DQ = False
 # register cap of part 4 (dk with the gates) in a split launch (None: no cap). Offline sm_90, same heads: 128
 # registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
 DK_PART_MAXNREG: int | None = None
+# a launch forming both dq and dk (GRAD_PARTS 0 or 1) sweeps the DQK blocks twice, dq first, then dk (each sweep
+# loads its own tiles of k and C), instead of forming both in one sweep: fewer (L, BK) tiles are live at once.
+# An A/B knob
+DQ_SWEEP = False
 # register cap of every other launch of the gradient kernel (None: no cap): at 8 warps and 1 pipeline stage, 128
 # registers put two programs on an SM. An A/B knob
 GRAD_MAXNREG: int | None = None
@@ -133,7 +137,7 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
             NH, S, DQK, DHV, NC, dms.shape[0], B * NH, DQK**-0.5, eps, BK_S, BV_S, cdiv(DQK, BK_S), cdiv(DHV, BV_S),
             L=L_seg, BK=BK, BV=BV, LOWP=lowp, QK_LOWP=qk_lowp, OUT_LOWP=out_lowp, STORE_D0=has_init, DETACH=detach,
             STATE_LOWP=out_lowp if STATE_OUT_DOTS else lowp, HD_GIVEN=hd is not None, PART=part,
-            SCALED=scaled, num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS,
+            SCALED=scaled, DQ_SWEEP=DQ_SWEEP, num_warps=DV_NUM_WARPS if part == 2 else NUM_WARPS,
             **reg_cap(DK_PART_MAXNREG if part == 4 else GRAD_MAXNREG),
             **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         )  # fmt: skip

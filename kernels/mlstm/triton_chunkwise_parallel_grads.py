@@ -53,6 +53,58 @@ def _chunk_dv(q_base, k_base, v_base, dh_base, dc_base, sc_base, dv_base, t, mas
 
 
 @triton.jit
+def _dq_dk_sweep(q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row, row0,
+                 t, mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK, DHV,
+                 qk_scale, BK_S, BV_S, NV_S, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, LOWP: tl.constexpr,
+                 OUT_LOWP: tl.constexpr, STATE_LOWP: tl.constexpr, SCALED: tl.constexpr, FORM_DQ: tl.constexpr,
+                 FORM_DK: tl.constexpr):  # fmt: skip
+    """One sweep over the DQK blocks of a chunk: dq (FORM_DQ) and / or dk (FORM_DK), with the entering state's and the
+    leaving-state gradient's terms over DHV blocks. Returns (di, k_e, state_dot) of dk's terms (zeros without
+    FORM_DK): sum_k k_s dk_s and sum_k k_s (dC v_s + dn) (L,) per key s, and <dC, C_in> + <dn, n_in>."""
+    di = tl.zeros((L,), dtype=tl.float32)
+    k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
+    state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
+    for kb in range(0, tl.cdiv(DQK, BK)):
+        offs_k = kb * BK + tl.arange(0, BK)
+        mask_k = offs_k < DQK
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
+        dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
+        v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
+        for vb in range(0, tl.cdiv(DHV, BV)):
+            offs_v = vb * BV + tl.arange(0, BV)
+            mask_v = offs_v < DHV
+            mask_tv = mask_t[:, None] & mask_v[None, :]
+            mask_kv = mask_k[:, None] & mask_v[None, :]
+            C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
+            if FORM_DQ:
+                dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
+                dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
+            if FORM_DK:
+                v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
+                dC = _dc_tile(dc_base, sc_base, offs_k, offs_v, mask_kv, kb * BK, vb * BV, DHV, BK_S, BV_S, NV_S,
+                              SCALED)  # (BK, BV)
+                v_dc += _dot(v, tl.trans(dC), LOWP)
+                state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
+        n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+        out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
+        if FORM_DQ:
+            dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
+            tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
+        if FORM_DK:
+            q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
+            dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
+            state_dot += tl.sum(dn * n_in, axis=0)
+            ek = v_dc + dn[None, :]  # (L, BK)
+            dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
+            k32 = k.to(tl.float32)
+            di += tl.sum(k32 * dk, axis=1)
+            k_e += tl.sum(k32 * ek, axis=1)
+            tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    return di, k_e, state_dot
+
+
+@triton.jit
 def _mlstm_chunk_bwd_kernel_tl(
     q_ptr, k_ptr, v_ptr, i_ptr, f_ptr,  # q, k (B, NH, S, DQK), v (B, NH, S, DHV), i, f (B, NH, S); strides s*_
     cs_ptr, ns_ptr, ms_ptr,  # (BNH * NC, DQK, DHV), (BNH * NC, DQK), (BNH * NC,) entering states, fp32 (C: or bf16)
@@ -89,6 +141,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     HD_GIVEN: tl.constexpr,
     PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv; 3: dq; 4: all but dq and dv; 5: all but dq
     SCALED: tl.constexpr,  # dC stored in fp16 in scaled blocks (`bounds_backward`)
+    DQ_SWEEP: tl.constexpr = False,  # PART 0 / 5 with dq: dq in a sweep over the DQK blocks of its own, then dk
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -142,48 +195,25 @@ def _mlstm_chunk_bwd_kernel_tl(
     ds += dz[:, None]
     w_ds = w * ds  # (L, L)
 
-    # dq, dk per DQK block, with the entering state's and the leaving-state gradient's terms over DHV blocks (PART 3
-    # forms dq alone, PARTs 4 and 5 dk without dq)
-    di = tl.zeros((L,), dtype=tl.float32)
-    k_e = tl.zeros((L,), dtype=tl.float32)  # sum_k k_s (dC v_s + dn) per key s
-    state_dot = tl.zeros((), dtype=tl.float32)  # <dC, C_in> + <dn, n_in>
-    for kb in range(0, tl.cdiv(DQK, BK)):
-        offs_k = kb * BK + tl.arange(0, BK)
-        mask_k = offs_k < DQK
-        mask_tk = mask_t[:, None] & mask_k[None, :]
-        k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_tk)  # (L, BK)
-        dnum_c = tl.zeros((L, BK), dtype=tl.float32)  # dnum C_in^T
-        v_dc = tl.zeros((L, BK), dtype=tl.float32)  # v dC^T
-        for vb in range(0, tl.cdiv(DHV, BV)):
-            offs_v = vb * BV + tl.arange(0, BV)
-            mask_v = offs_v < DHV
-            mask_tv = mask_t[:, None] & mask_v[None, :]
-            mask_kv = mask_k[:, None] & mask_v[None, :]
-            C = _tile(cs_ptr + row * DQK * DHV, offs_k, offs_v, DHV, 1, mask_kv).to(tl.float32)  # (BK, BV)
-            if PART != 4 and PART != 5:
-                dnum = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_tv).to(tl.float32) * inv_den[:, None]  # (L, BV)
-                dnum_c += _dot(dnum, tl.trans(C), STATE_LOWP)
-            if PART != 3:
-                v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_tv)  # (L, BV)
-                dC = _dc_tile(dc_base, sc_base, offs_k, offs_v, mask_kv, kb * BK, vb * BV, DHV, BK_S, BV_S, NV_S,
-                              SCALED)  # (BK, BV)
-                v_dc += _dot(v, tl.trans(dC), LOWP)
-                state_dot += tl.sum(tl.sum(dC * C, axis=1), axis=0)
-        n_in = tl.load(ns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-        out_k = (row0 + t[:, None]) * DQK + offs_k[None, :]  # (L, BK)
-        if PART != 4 and PART != 5:
-            dq = _dot(w_ds, k, OUT_LOWP) + w0[:, None] * (dnum_c + dz[:, None] * n_in[None, :])  # (L, BK)
-            tl.store(dq_ptr + out_k, (dq * qk_scale).to(dq_ptr.dtype.element_ty), mask=mask_tk)
-        if PART != 3:
-            q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_tk)  # (L, BK)
-            dn = tl.load(dns_ptr + row * DQK + offs_k, mask=mask_k, other=0.0)  # (BK,)
-            state_dot += tl.sum(dn * n_in, axis=0)
-            ek = v_dc + dn[None, :]  # (L, BK)
-            dk = _dot(tl.trans(w_ds), q, LOWP) * qk_scale + e[:, None] * ek  # (L, BK)
-            k32 = k.to(tl.float32)
-            di += tl.sum(k32 * dk, axis=1)
-            k_e += tl.sum(k32 * ek, axis=1)
-            tl.store(dk_ptr + out_k, dk.to(dk_ptr.dtype.element_ty), mask=mask_tk)
+    # dq, dk per DQK block (PART 3 forms dq alone, PARTs 4 and 5 dk without dq; DQ_SWEEP: dq in a sweep of its own
+    # first, then dk, so fewer (L, BK) tiles are live at once)
+    FORM_DQ: tl.constexpr = PART != 4 and PART != 5
+    FORM_DK: tl.constexpr = PART != 3
+    if DQ_SWEEP and FORM_DQ and FORM_DK:
+        _dq_dk_sweep(q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row,
+                     row0, t, mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK,
+                     DHV, qk_scale, BK_S, BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, True, False)
+        di, k_e, state_dot = _dq_dk_sweep(
+            q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row, row0, t,
+            mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
+            BK_S, BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, False, True,
+        )  # fmt: skip
+    else:
+        di, k_e, state_dot = _dq_dk_sweep(
+            q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row, row0, t,
+            mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
+            BK_S, BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, FORM_DQ, FORM_DK,
+        )  # fmt: skip
     if PART == 3:
         return
     last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>

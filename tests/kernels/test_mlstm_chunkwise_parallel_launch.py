@@ -117,6 +117,23 @@ def test_gradient_kernel_in_parts(parts, i_mean, dtype, parallel_forward, nan_po
     assert f"_mlstm_chunk_bwd_kernel_tl x{len(parts)}" in launches.summary(), launches.summary()
 
 
+@pytest.mark.parametrize("parts", [(0,), (1, 2)], ids=["one-launch", "dv-apart"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gradient_kernel_with_dq_sweep(parts, i_mean, dtype, parallel_forward, nan_poison, monkeypatch):
+    """DQ_SWEEP: the launch forming dq and dk sweeps the DQK blocks twice (dq, then dk); every gradient, dC0, dn0 and
+    dm0 included, still matches fp64 with NaN-poisoned buffers, DQK 80 in two blocks of the inner loop, DHV 40, a
+    chunk cut short (S 37)."""
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", 1)
+    monkeypatch.setattr(parallel_bwd, "GRAD_PARTS", parts)
+    monkeypatch.setattr(parallel_bwd, "DQ_SWEEP", True)
+    torch.manual_seed(47)
+    check_triton(1, 2, 37, 80, 40, i_mean, True, dtype=dtype, rounded=dtype != torch.float32)
+
+
 @pytest.mark.parametrize("other_cap", [None, 168], ids=["others-uncapped", "others-capped"])
 def test_dk_part_register_cap_reaches_that_launch_only(other_cap, parallel_forward, monkeypatch):
     """DK_PART_MAXNREG is a launch option of part 4 alone, GRAD_MAXNREG of every other part; the parts launch in
@@ -156,6 +173,20 @@ def test_gradient_kernel_in_parts_gpu(parts, with_states, monkeypatch):
 
     monkeypatch.setattr(parallel_bwd, "GRAD_PARTS", parts)
     torch.manual_seed(42)
+    check_triton(1, 2, 1100, 128, 96, 0.0, with_states, dtype=torch.bfloat16, chunk_size=64, rounded=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("warps", [4, 8])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+def test_gradient_kernel_with_dq_sweep_gpu(warps, with_states, monkeypatch):
+    from xlstm_ts.kernels._testing_mlstm import check_triton
+    from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
+
+    monkeypatch.setattr(parallel_bwd, "DQ_SWEEP", True)
+    monkeypatch.setattr(parallel_bwd, "NUM_WARPS", warps)
+    torch.manual_seed(44)
     check_triton(1, 2, 1100, 128, 96, 0.0, with_states, dtype=torch.bfloat16, chunk_size=64, rounded=True)
 
 
