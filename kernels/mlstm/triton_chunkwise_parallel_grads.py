@@ -141,7 +141,7 @@ def _mlstm_chunk_bwd_kernel_tl(
     HD_GIVEN: tl.constexpr,
     PART: tl.constexpr,  # 0: every gradient; 1: all but dv; 2: dv; 3: dq; 4: all but dq and dv; 5: all but dq
     SCALED: tl.constexpr,  # dC stored in fp16 in scaled blocks (`bounds_backward`)
-    DQ_SWEEP: tl.constexpr = False,  # PART 0 / 5 with dq: dq in a sweep over the DQK blocks of its own, then dk
+    DQ_SWEEP: tl.constexpr = False,  # PARTs 0 and 1 (dq and dk): a sweep over the DQK blocks forming dq, then dk
 ):  # fmt: skip
     c = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
