@@ -81,8 +81,11 @@ CONCURRENT_DQ = False
 # registers spill 208 B per thread (two programs per SM), 168 spill 56 B. An A/B knob
 DK_PART_MAXNREG: int | None = None
 # a launch forming both dq and dk (GRAD_PARTS 0 or 1) sweeps the DQK blocks twice, dq first, then dk (each sweep
-# loads its own tiles of k and C), instead of forming both in one sweep: fewer (L, BK) tiles are live at once.
-# An A/B knob
+# loads its own tiles of k and C), instead of forming both in one sweep: fewer (L, BK) tiles are live at once
+# (offline sm_90, 128-wide bf16 heads, 4 warps: 208 B spilled against 488, 74 KB of shared memory against 123, two
+# programs per SM against one; benchmarks/results/mlstm_parallel_sm90.md). H100, bf16 fw+bw at (16, 4, 2048, 128),
+# three alternating rounds of benchmarks/kernels.py's timing in one call (6446267): 0.915 / 0.913 / 0.912 ms against
+# 0.912 / 1.114 / 0.953 with one sweep, 1.000 / 0.996 / 0.996 at 8 warps and 1 stage: a tie at best. Off (A/B)
 DQ_SWEEP = False
 # register cap of every other launch of the gradient kernel (None: no cap): at 8 warps and 1 pipeline stage, 128
 # registers put two programs on an SM. An A/B knob
