@@ -88,7 +88,7 @@ DK_PART_MAXNREG: int | None = None
 # 0.912 / 1.114 / 0.953 with one sweep, 1.000 / 0.996 / 0.996 at 8 warps and 1 stage: a tie at best. Off (A/B)
 DQ_SWEEP = False
 # register cap of every other launch of the gradient kernel (None: no cap): at 8 warps and 1 pipeline stage, 128
-# registers put two programs on an SM. An A/B knob
+# registers put two programs on an SM and spill 496 B per thread (offline sm_90). Not timed yet: an A/B knob
 GRAD_MAXNREG: int | None = None
 
 
