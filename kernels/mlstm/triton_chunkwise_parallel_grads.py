@@ -199,21 +199,16 @@ def _mlstm_chunk_bwd_kernel_tl(
     # first, then dk, so fewer (L, BK) tiles are live at once)
     FORM_DQ: tl.constexpr = PART != 4 and PART != 5
     FORM_DK: tl.constexpr = PART != 3
-    if DQ_SWEEP and FORM_DQ and FORM_DK:
+    SPLIT: tl.constexpr = DQ_SWEEP and FORM_DQ and FORM_DK
+    if SPLIT:
         _dq_dk_sweep(q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row,
                      row0, t, mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK,
                      DHV, qk_scale, BK_S, BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, True, False)
-        di, k_e, state_dot = _dq_dk_sweep(
-            q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row, row0, t,
-            mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
-            BK_S, BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, False, True,
-        )  # fmt: skip
-    else:
-        di, k_e, state_dot = _dq_dk_sweep(
-            q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row, row0, t,
-            mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK, DHV, qk_scale,
-            BK_S, BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, FORM_DQ, FORM_DK,
-        )  # fmt: skip
+    di, k_e, state_dot = _dq_dk_sweep(
+        q_base, k_base, v_base, dh_base, cs_ptr, ns_ptr, dns_ptr, dc_base, sc_base, dq_ptr, dk_ptr, row, row0, t,
+        mask_t, inv_den, w_ds, w0, dz, e, sq_s, sq_d, sk_s, sk_d, sv_s, sv_d, sdh_s, sdh_d, DQK, DHV, qk_scale, BK_S,
+        BV_S, NV_S, L, BK, BV, LOWP, OUT_LOWP, STATE_LOWP, SCALED, FORM_DQ and not SPLIT, FORM_DK,
+    )  # fmt: skip
     if PART == 3:
         return
     last_dot = decay * state_dot + tl.sum(e * k_e, axis=0)  # <dC, C_L> + <dn, n_L>
