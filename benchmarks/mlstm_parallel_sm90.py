@@ -17,32 +17,16 @@ Writes mlstm_parallel_sm90.json (rows merged by kind, device, kernel, shape and 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from mlstm_segments import PARALLEL_VARIANTS, knobs
 
 from variant_report import record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPE = (2, 3, 2048, 128)  # B, NH, S, DH: the programs' tiles are those of (16, 4, 2048, 128); B * NH only sizes grids
 SM_REGS, SM_SMEM, SM_WARPS, SMEM_RESERVED = 65536, 233472, 64, 1024  # per SM of sm_90
-
-
-@contextlib.contextmanager
-def knobs(settings) -> Iterator[None]:
-    """Set each (module, attribute, value) of `settings` (modules under xlstm_ts.kernels.mlstm) within the block."""
-    mods = [importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}") for module, _, _ in settings]
-    before = [getattr(mod, name) for mod, (_, name, _) in zip(mods, settings, strict=True)]
-    try:
-        for mod, (_, name, value) in zip(mods, settings, strict=True):
-            setattr(mod, name, value)
-        yield
-    finally:
-        for mod, (_, name, _), value in zip(mods, settings, before, strict=True):
-            setattr(mod, name, value)
 
 
 def recorded(settings) -> list[tuple]:
@@ -89,11 +73,9 @@ def variant_rows(label: str, settings, default: dict[str, dict] | None) -> list[
 
 def sm90_rows(words: list[str] | None = None) -> list[dict]:
     """The default knobs' rows, then each variant's (those whose label holds one of `words`, if given)."""
-    import mlstm_segments
-
     rows = variant_rows("default knobs", (), None)
     default = {r["direction"]: r for r in rows}
-    for label, settings in mlstm_segments.PARALLEL_VARIANTS:
+    for label, settings in PARALLEL_VARIANTS:
         if words is None or any(w in label for w in words):
             rows += variant_rows(label, settings, default)
     return rows

@@ -23,7 +23,10 @@ Writes mlstm_segments.json (rows merged by shape and layout) and mlstm_segments.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -119,6 +122,20 @@ def time_parallel_forward(shape: tuple[int, int, int, int], warmup: int, reps: i
 _BWD, _PAR, _SEG = "triton_chunkwise_parallel_bwd", "triton_chunkwise_parallel", "triton_chunkwise_segments"
 
 
+@contextlib.contextmanager
+def knobs(settings) -> Iterator[None]:
+    """Set each (module, attribute, value) of `settings` (modules under xlstm_ts.kernels.mlstm) within the block."""
+    mods = [importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}") for module, _, _ in settings]
+    before = [getattr(mod, name) for mod, (_, name, _) in zip(mods, settings, strict=True)]
+    try:
+        for mod, (_, name, value) in zip(mods, settings, strict=True):
+            setattr(mod, name, value)
+        yield
+    finally:
+        for mod, (_, name, _), value in zip(mods, settings, before, strict=True):
+            setattr(mod, name, value)
+
+
 def _one(label: str, module: str, name: str, value) -> tuple[str, tuple[tuple[str, str, object], ...]]:
     """A variant of one knob."""
     return label, ((module, name, value),)
@@ -180,13 +197,10 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     kernel a knob moved. Each variant's row holds `max_err_vs_default`: the largest relative RMS difference of its h
     and q, k, v, i, f gradients from the default knobs' on the same inputs (a check on the device beside the timing;
     the fp64 tests are `pytest -m gpu`)."""
-    import importlib
-
     from triton.testing import do_bench
 
     from xlstm_ts.kernels._testing import err_ratio
     from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
-    from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
     kernel, x, g = _inputs(shape)
     bench = lambda fn: do_bench(fn, warmup=warmup, rep=reps, return_mode="median")  # noqa: E731
@@ -195,20 +209,13 @@ def time_parallel_variants(shape: tuple[int, int, int, int], warmup: int, reps: 
     for label, settings in [("default knobs", ()), *PARALLEL_VARIANTS]:
         if only and settings and not any(word in label for word in only):
             continue
-        mods = [importlib.import_module(f"xlstm_ts.kernels.mlstm.{module}") for module, _, _ in settings]
-        before = [getattr(mod, name) for mod, (_, name, _) in zip(mods, settings, strict=True)]
-        for mod, (_, name, value) in zip(mods, settings, strict=True):
-            setattr(mod, name, value)
-        parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = True, cps
-        try:
+        forced = (("triton_chunkwise_parallel", "PARALLEL_FORWARD", True),
+                  ("triton_chunkwise_segments", "SEGMENT_CHUNKS_OVERRIDE", cps))  # fmt: skip
+        with knobs((*settings, *forced)):
             outputs = _h_and_grads(kernel, g)
             fw_call, fwbw_call = lambda: kernel(*x), lambda: kernel(*g).sum().backward()
             fw, fwbw = bench(fw_call), bench(fwbw_call)
             device = (gpu_time.device_ms_per_call(fw_call), gpu_time.per_call_us(fwbw_call)) if gpu_ms else None
-        finally:
-            for mod, (_, name, _), value in zip(mods, settings, before, strict=True):
-                setattr(mod, name, value)
-            parallel.PARALLEL_FORWARD, segments.SEGMENT_CHUNKS_OVERRIDE = None, None
         row = {"shape": key, "layout": f"chunk-parallel, 64-step segments, {label}", "fw_ms": round(fw, 4),
                "fwbw_ms": round(fwbw, 4)}  # fmt: skip
         if reference is None:
