@@ -54,6 +54,16 @@ def err_ratio(ref: Tensor, out: Tensor) -> float:
     return (rms_diff / (rms_ref + 1e-12)).item()
 
 
+def rounding_floor(ref: Tensor, dtype: torch.dtype) -> float:
+    """Twice the error ratio of `ref` rounded to `dtype`: no kernel that returns `dtype` can be closer than once that.
+
+    A table ratio is relative to rms(ref); where the values are so small that `dtype` holds them as subnormals (fp16
+    below 6.1e-5, e.g. h from a gate of i~ ~ -10 and zero states), rounding alone costs more than the ratio, so a
+    comparison of such an output takes max(ratio, rounding_floor(ref, out.dtype)). For values in the normal range
+    this is 2^-8 (bf16) or 2^-11 (fp16) of rms(ref) at most, below every low-precision ratio of the table."""
+    return 2 * err_ratio(ref, ref.detach().to(dtype))
+
+
 def assert_close(name: str, ref: Tensor, out: Tensor, ratio: float) -> float:
     """Assert that `out` matches `ref` within the relative RMS error `ratio`, and that neither is NaN or inf.
 

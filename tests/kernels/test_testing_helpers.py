@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from xlstm_ts.kernels._testing import TOLERANCES, assert_close, err_ratio, tolerance
+from xlstm_ts.kernels._testing import TOLERANCES, assert_close, err_ratio, rounding_floor, tolerance
 
 
 def test_every_tolerance_has_a_reason():
@@ -22,6 +22,17 @@ def test_err_ratio_is_relative_rms():
     ref = torch.tensor([3.0, 4.0])
     assert err_ratio(ref, ref) == 0.0
     assert err_ratio(ref, ref * 1.01) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_rounding_floor_stays_below_the_table_in_the_normal_range_and_covers_subnormals():
+    torch.manual_seed(0)
+    ref = torch.randn(4096, dtype=torch.float64)
+    assert rounding_floor(ref, torch.float32) < 1e-7
+    assert rounding_floor(ref, torch.float16) < 1e-3 < TOLERANCES["float16"].ratio
+    assert rounding_floor(ref, torch.bfloat16) < 5e-3 < TOLERANCES["bfloat16"].ratio
+    tiny = ref * 1e-6  # fp16 subnormals: a spacing of 6e-8, about 5 % of these values
+    assert rounding_floor(tiny, torch.float16) > TOLERANCES["float16"].ratio
+    assert assert_close("h", tiny, tiny.half(), rounding_floor(tiny, torch.float16)) > 0  # rounding itself passes
 
 
 def test_assert_close_passes_and_returns_ratio():
@@ -68,3 +79,19 @@ def test_slstm_tie_free_moves_input_gates_off_stabilizer_ties():
         assert torch.equal(out[:, :, 1:], wx[:, :, 1:].to(dtype).double())  # only the input-gate parts move
     # no states: m_0 = -inf, the first step has no tie to move
     assert torch.isinf(slstm_stabilizer_margins(wx, r, b, None)[:, 0]).all()
+
+
+def test_products_h_bounds_h_and_equals_it_without_signs():
+    from xlstm_ts.kernels._testing import make_mlstm_inputs, make_mlstm_states
+    from xlstm_ts.kernels._testing_mlstm import naive_mlstm, products_h
+
+    torch.manual_seed(3)
+    q, k, v, i, f = make_mlstm_inputs(2, 1, 9, 5, 4)
+    states = make_mlstm_states(2, 1, 5, 4)
+    h, _, _ = naive_mlstm(q, k, v, i, f, *states)
+    bound = products_h(q, k, v, i, f, *states)
+    assert bound.shape == h.shape and (bound >= h.abs() - 1e-12).all() and (bound > 2 * h.abs()).any()
+    C0, n0, m0 = states
+    positive = [x.abs() for x in (q, k, v)]
+    h_pos, _, _ = naive_mlstm(*positive, i, f, C0.abs(), n0.abs(), m0)
+    assert torch.allclose(products_h(*positive, i, f, C0.abs(), n0.abs(), m0), h_pos, rtol=1e-12, atol=0)
