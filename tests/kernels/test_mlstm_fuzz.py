@@ -129,14 +129,10 @@ def _settings(case: Case):
     """Set the case's layout and knobs on the kernel modules; restore them after."""
     by_name = {_knob_name(key): key for key in KNOBS}
     wanted = dict(LAYOUTS[case.layout]) | {by_name[name]: value for name, value in case.knobs.items()}
-    saved = {key: getattr(*key) for key in wanted}
-    try:
+    with pytest.MonkeyPatch.context() as patch:
         for (module, name), value in wanted.items():
-            setattr(module, name, value)
+            patch.setattr(module, name, value)
         yield
-    finally:
-        for (module, name), value in saved.items():
-            setattr(module, name, value)
 
 
 def _leaves(case: Case) -> list:

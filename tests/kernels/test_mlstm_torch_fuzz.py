@@ -10,6 +10,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,10 +97,9 @@ def check_case(case: Case) -> dict:
         return (h, last) if return_last_states else h
 
     ref = _run(reference, leaves, upstream, case, torch.float64)
-    slices = contextlib.nullcontext()
-    if case.slice_bytes is not None:  # a batch slice per row of the batch (calls without gradients)
-        slices = _attr(chunkwise_torch, "_CPU_SLICE_BYTES", case.slice_bytes)
-    with slices:
+    with pytest.MonkeyPatch.context() as patch:
+        if case.slice_bytes is not None:  # a batch slice per row of the batch (calls without gradients)
+            patch.setattr(chunkwise_torch, "_CPU_SLICE_BYTES", case.slice_bytes)
         out = _run(get_kernel(case.form), leaves, upstream, case, case.dtype)
     assert out[0][0].dtype == case.dtype and out[0][0].shape == (B, NH, S, DHV)
     floors = {}
@@ -110,16 +110,6 @@ def check_case(case: Case) -> dict:
                 floors[name] = YARDSTICK * err_ratio(a, b)
     terms = dm0_terms(leaves, ref[1]) if case.grad else 0.0
     return compare_mlstm(ref, out, *TOL[case.dtype], dm0_terms=terms, floors=floors)
-
-
-@contextlib.contextmanager
-def _attr(module, name, value):
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
 
 
 @settings(max_examples=EXAMPLES or 100, derandomize=not EXAMPLES, deadline=None, database=None,
