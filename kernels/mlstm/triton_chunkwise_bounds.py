@@ -21,6 +21,7 @@ adds itself.
 import triton
 import triton.language as tl
 
+from .triton_chunkwise_bounds_rows import _given_step
 from .triton_chunkwise_common import (
     _carry,
     _chunk_end_m,
@@ -169,6 +170,8 @@ def _mlstm_bounds_bwd_kernel_tl(
     z_ptr,  # (BNH, S) fp32 z_t from the forward
     m_ptr,  # (BNH, S) fp32 m_t from the forward
     hd_ptr,  # (BNH, S) fp32 <dh_t, h_t> over every column (`row_dots`); read instead of h if HD_GIVEN
+    rows_ptr,  # (2, BNH, S) fp32 per-step factors of `bounds_rows`; read if ROWS_GIVEN
+    terms_ptr,  # (N_CHUNK_TERMS, BNH * ceil(S / L)) fp32 per-chunk terms of `bounds_rows`; read if ROWS_GIVEN
     cl_ptr,  # (BNH, DQK, DHV) fp32 last C from the forward; read only if HAS_DC or HAS_DN
     nl_ptr,  # (BNH, DQK) fp32 last n
     dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
@@ -209,6 +212,7 @@ def _mlstm_bounds_bwd_kernel_tl(
     HD_GIVEN: tl.constexpr,
     PREFETCH: tl.constexpr,  # needs HD_GIVEN: each chunk's rows (`_walk_rows`) load while the chunk before is carried
     SCALED: tl.constexpr,  # dcs in fp16, each (BK, BV) block divided by its power-of-two scale in dsc
+    ROWS_GIVEN: tl.constexpr = False,  # each chunk's factors from `bounds_rows` (rows_ptr, terms_ptr)
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -260,44 +264,48 @@ def _mlstm_bounds_bwd_kernel_tl(
         mask_t = t < S
         q = _tile(q_base, t, offs_k, sq_s, sq_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         dh = _tile(dh_base, t, offs_v, sdh_s, sdh_d, mask_t[:, None] & mask_v[None, :]).to(tl.float32)  # (L, BV)
-        if PREFETCH:  # this chunk's rows, loaded during the last one; the next chunk's now
-            z, m_row, hd_all, i_raw, f_raw, m_before, i_after, f_after, m_in, m_end = rows
-            rows = _walk_rows(z_ptr + zm_off, m_ptr + zm_off, hd_ptr + zm_off, i_base, f_base, si_s, sf_s, c * L - L,
-                              S, L)  # fmt: skip
-            inv_den = _inv_den(z, m_row, eps)  # (L,)
-            i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
-        elif HD_GIVEN:
-            z, m_row, inv_den = _den_terms(z_ptr + zm_off, m_ptr + zm_off, t, mask_t, eps)  # (L,) each
-            hd_all = tl.load(hd_ptr + zm_off + t, mask=mask_t, other=0.0)  # (L,)
-        if HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
-            hd = hd_all * z_on
-            dz = _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
+        if ROWS_GIVEN:  # every factor but the carried values from `bounds_rows`
+            dC, dn, m_carry, dm_to_prev = _given_step(rows_ptr + zm_off, terms_ptr, BNH * S, BNH * NC, pid_bh * NC + c,
+                                                      t, mask_t, q, dh, dC, dn, m_carry, dm_last, z_on, LOWP, DETACH)
         else:
-            z, m_row, inv_den, hd, dz = _row_terms(
-                z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
-                eps, BV, MULTI_V, DETACH,
-            )  # fmt: skip
-        if not PREFETCH:
-            m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
-            m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
-            i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
-        w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
-        q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
-        decay = tl.exp(g + m_in - m_end)
-        dC = decay * dC + _dot(tl.trans(q_w), dh * inv_den[:, None], LOWP)  # (BK, BV)
-        dn = decay * dn + tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
-        dm_to_prev = tl.zeros((), dtype=tl.float32)
-        if not DETACH:
-            dm = -eps * hd * inv_den + tl.where(t == S - 1, dm_last, 0.0)  # (L,)
-            if PREFETCH:
-                forget, forget_next = _branches_of(m_before, i_after, f_after, t, S, log_f, i_g, m_row, m_in)
+            if PREFETCH:  # this chunk's rows, loaded during the last one; the next chunk's now
+                z, m_row, hd_all, i_raw, f_raw, m_before, i_after, f_after, m_in, m_end = rows
+                rows = _walk_rows(z_ptr + zm_off, m_ptr + zm_off, hd_ptr + zm_off, i_base, f_base, si_s, sf_s,
+                                  c * L - L, S, L)  # fmt: skip
+                inv_den = _inv_den(z, m_row, eps)  # (L,)
+                i_g, f_g, log_f, b, g = _gate_terms(i_raw, f_raw, mask_t)
+            elif HD_GIVEN:
+                z, m_row, inv_den = _den_terms(z_ptr + zm_off, m_ptr + zm_off, t, mask_t, eps)  # (L,) each
+                hd_all = tl.load(hd_ptr + zm_off + t, mask=mask_t, other=0.0)  # (L,)
+            if HD_GIVEN:  # the whole row's <dh, h>, counted by DHV block 0 (the blocks' shares of dm add up the same)
+                hd = hd_all * z_on
+                dz = _dz(z, m_row, inv_den, hd_all, pid_v, DETACH)
             else:
-                forget, forget_next = _branches(
-                    m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
+                z, m_row, inv_den, hd, dz = _row_terms(
+                    z_ptr + zm_off, m_ptr + zm_off, h_base, dh_base, sdh_s, sdh_d, dh, t, mask_t, offs_v, pid_v, DHV,
+                    eps, BV, MULTI_V, DETACH,
                 )  # fmt: skip
-            reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
-            forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
-            dm_to_prev = forget_first * m_carry  # what reaches m before the chunk
+            if not PREFETCH:
+                m_end = tl.load(m_ptr + zm_off + tl.minimum(c * L + L - 1, S - 1))
+                m_in = tl.load(m_ptr + zm_off + c * L - 1)  # c >= 1
+                i_g, f_g, log_f, b, g = _chunk_gates(i_base, f_base, si_s, sf_s, t, mask_t)
+            w0 = tl.where(mask_t, tl.exp(b + m_in - m_row), 0.0)  # (L,)
+            q_w = q.to(tl.float32) * (w0 * qk_scale)[:, None]  # (L, BK)
+            decay = tl.exp(g + m_in - m_end)
+            dC = decay * dC + _dot(tl.trans(q_w), dh * inv_den[:, None], LOWP)  # (BK, BV)
+            dn = decay * dn + tl.sum(q_w * dz[:, None], axis=0)  # (BK,)
+            dm_to_prev = tl.zeros((), dtype=tl.float32)
+            if not DETACH:
+                dm = -eps * hd * inv_den + tl.where(t == S - 1, dm_last, 0.0)  # (L,)
+                if PREFETCH:
+                    forget, forget_next = _branches_of(m_before, i_after, f_after, t, S, log_f, i_g, m_row, m_in)
+                else:
+                    forget, forget_next = _branches(
+                        m_ptr + zm_off, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row, m_in
+                    )  # fmt: skip
+                reach, m_carry = _route_stabilizer(dm, forget_next, m_carry)
+                forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
+                dm_to_prev = forget_first * m_carry  # what reaches m before the chunk
         if c % CPS == 0:
             row = pid_bh * G + c // CPS - 1
             _store_grad_state(dcs_ptr, dns_ptr, dms_ptr + pid_v * BNH * G, dsc_ptr, row,

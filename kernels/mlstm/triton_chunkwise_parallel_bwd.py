@@ -22,12 +22,13 @@ import torch
 
 from .._fast_launch import fast
 from .._ints import cdiv
+from .triton_chunkwise_bounds_rows import bounds_rows
 from .triton_chunkwise_common import _strides
 from .triton_chunkwise_gates import row_dots
 from .triton_chunkwise_modes import _bwd_lowp, _on_device, _out_lowp, _qk_lowp
 from .triton_chunkwise_parallel import CARRY
 from .triton_chunkwise_parallel_grads import _mlstm_chunk_bwd_kernel_tl
-from .triton_chunkwise_segments import _bounds_blocks, _k_block, bounds_backward
+from .triton_chunkwise_segments import _bounds_blocks, _carry, _k_block, bounds_backward
 from .triton_one_chunk_fwd import reg_cap
 
 # num_warps of the gradient kernel: 4, at every head width. H100 (5d4ee14, bf16 fw+bw at (16, 4, 2048, 128), summed
@@ -53,6 +54,11 @@ STATE_OUT_DOTS = True
 # read that (BNH, S) row instead of the fp32 h: the boundary kernel's programs of DHV block 0 each read whole rows of
 # h and dh for it, one per DQK block, and the gradient kernel reads h once more. False: each reads h (A/B timings)
 ROW_DOTS_FIRST = True
+# with ROW_DOTS_FIRST: that pass also forms every per-chunk factor of the backward boundary walk (the gates, dnum's
+# and dz's row factors, the decay, the stabilizer route's linear terms: `triton_chunkwise_bounds_rows.py`), in
+# parallel over the chunks, so the walk's sequential loop keeps one dot and a few multiply-adds per chunk. False:
+# the walk forms them itself (A/B timings)
+BOUNDS_ROWS_FIRST = False
 # the gradient kernel's launches, each forming some of the gradients (its PART): (0,) one launch forming all; (1, 2)
 # dv in a launch of its own (at DV_NUM_WARPS) after one forming the rest; (3, 4, 2) dq, then dk with the gate
 # gradients, then dv, each launch forming the (L, L) block w * ds it needs itself. Offline sm_90, 64-step segments,
@@ -119,7 +125,10 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     BV, BK = _k_block(DHV)[0], _k_block(DQK)[0]  # blocks of at most 64 columns, as the boundary kernels'
     if dh is None:  # only the last states were used
         dh = torch.zeros(B, NH, S, DHV, dtype=q.dtype, device=q.device)
-    hd = row_dots(h, dh) if ROW_DOTS_FIRST else None  # (B, NH, S) fp32
+    if ROW_DOTS_FIRST and BOUNDS_ROWS_FIRST:  # hd (B, NH, S) fp32 and the boundary walk's factors
+        hd, rows = bounds_rows(h, dh, z, m, i, f, _carry(L, CPS, CARRY)[0], DQK**-0.5, eps, detach)
+    else:
+        hd, rows = (row_dots(h, dh) if ROW_DOTS_FIRST else None), None
     bounds_k, _, bounds_v = _bounds_blocks(DQK, BV)  # each gradient-kernel tile of dC lies in one of theirs
     scaled = SCALED_DC and q.dtype in (torch.bfloat16, torch.float16) and BK <= bounds_k and BV <= bounds_v
     new = lambda x: torch.empty(x.shape, dtype=x.dtype, device=q.device)  # noqa: E731  contiguous, x's dtype
@@ -148,7 +157,8 @@ def parallel_backward(saved: tuple, upstream: tuple, L: int, CPS: int, eps: floa
     side = _side_stream(q.device) if CONCURRENT_DQ and q.is_cuda else None
     ready = torch.cuda.current_stream(q.device).record_event() if side is not None else None  # hd and the inputs
     dcs, dns, dms, scales = bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, NC, CPS, L, BV,
-                                            lowp, eps, detach, CARRY, shares_summed=True, hd=hd, scaled=scaled)
+                                            lowp, eps, detach, CARRY, shares_summed=True, hd=hd, scaled=scaled,
+                                            rows=rows)  # fmt: skip
     dsc, BK_S, BV_S = scales if scaled else (dcs, 1, 1)  # placeholder is never read
     dq_launch = lambda: launch(3, q, z, z, z.view(1, -1), 1, 1)  # noqa: E731  no state gradient read: placeholders
     if side is not None:  # queued after the boundary kernel's programs, on the second stream

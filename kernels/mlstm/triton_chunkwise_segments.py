@@ -163,7 +163,7 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
 
 
 def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CPS, L, BV, lowp, eps, detach,
-                    carry=None, shares_summed=False, hd=None, scaled=False):  # fmt: skip
+                    carry=None, shares_summed=False, hd=None, scaled=False, rows=None):  # fmt: skip
     """Gradients of the state leaving each segment (the caller's for the last one) and the per-DHV-block shares
     of the gradient routed to m there; `carry` as in `bounds_forward`. A caller that sums all the shares itself
     (`shares_summed`) lets `BOUNDS_BLOCKS_OVERRIDE` pick the DHV block; others get one share per block of BV.
@@ -192,14 +192,18 @@ def bounds_backward(q, i, f, h, z, m, last, dh, dC_last, dn_last, dm_last, G, CP
     C_L, n_L = last if last is not None else (dcs, dns)  # placeholders are never read
     upstream = [x if x is not None else dh for x in (dC_last, dn_last, dm_last)]
     L, CPS = _carry(L, CPS, carry)
+    if rows is not None and (hd is None or rows[1].shape[1] != B * NH * cdiv(S, L)):
+        raise ValueError(f"bounds_backward: rows must come with hd and hold {cdiv(S, L)} chunks of {L} steps per "
+                         f"batch * head, got {rows[1].shape[1]} terms for {B * NH}; call bounds_rows with L={L}")
+    rows_ptr, terms_ptr = rows if rows is not None else (dns, dns)  # placeholders are never read
     fast(_mlstm_bounds_bwd_kernel_tl)[(NKB * NV, B * NH)](
-        q, i, f, h, z, m, z if hd is None else hd, C_L, n_L, dh, *upstream, dcs, dsc, dns, dms,
+        q, i, f, h, z, m, z if hd is None else hd, rows_ptr, terms_ptr, C_L, n_L, dh, *upstream, dcs, dsc, dns, dms,
         *q.stride(), *i.stride(), *f.stride(), *dh.stride(),
         *_strides(dC_last, 4), *_strides(dn_last, 3), *_strides(dm_last, 2),
         NH, S, DQK, DHV, B * NH, G, CPS, NV, DQK**-0.5, eps,
         L=L, BK=BK, BV=BV, NKB=NKB, LOWP=lowp,
         HAS_DC=dC_last is not None, HAS_DN=dn_last is not None, HAS_DM=dm_last is not None, MULTI_V=NV > 1,
-        DETACH=detach, HD_GIVEN=hd is not None, PREFETCH=BOUNDS_BWD_PREFETCH and hd is not None, SCALED=scaled,
-        num_warps=BOUNDS_WARPS,
+        DETACH=detach, HD_GIVEN=hd is not None, PREFETCH=BOUNDS_BWD_PREFETCH and hd is not None and rows is None,
+        SCALED=scaled, ROWS_GIVEN=rows is not None, num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return dcs, dns, dms, ((dsc, BK, BV) if scaled else None)

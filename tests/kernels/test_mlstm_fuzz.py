@@ -64,6 +64,7 @@ KNOBS: dict[tuple, list] = {
     (parallel_bwd, "CONCURRENT_DQ"): [True],
     (parallel_bwd, "ROW_DOTS_FIRST"): [False],
     (parallel_bwd, "STATE_OUT_DOTS"): [False],
+    (parallel_bwd, "BOUNDS_ROWS_FIRST"): [True],
     (parallel, "PAIRED_STATES"): [False],
     (parallel, "GRAD_STATES_IN_INPUT_DTYPE"): [False],
     (parallel, "NO_GRAD_STATES_IN_INPUT_DTYPE"): [False],
