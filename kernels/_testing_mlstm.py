@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._testing import TOLERANCES, assert_close, make_mlstm_inputs, make_mlstm_states, rounding_floor
+from ._testing import TOLERANCES, assert_close, err_ratio, make_mlstm_inputs, make_mlstm_states, rounding_floor
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 OUT_NAMES = ["h", "C", "n", "m"]
@@ -159,10 +159,28 @@ class TritonCheck(NamedTuple):
     errors: dict  # error ratios per output and gradient
 
 
+# no fp32 form beats fp32 rounding times the case's condition: an fp32 result may be this many times further from
+# fp64 than the step-by-step recurrence evaluated in fp32 on the same case (`recurrence_floors`). Ill-conditioned
+# cases exist among ordinary ones: at (1, 2, 37, 80, 40), i~ ~ N(-10, 1) from an initial state, the recurrence's
+# df is 3.4e-6 off (against ~1e-7 typically) and the chunk-parallel kernels' 1.0e-5, at the fp32 bound
+YARDSTICK = 4.0
+
+
+def recurrence_floors(leaves, upstream, ref, **kw) -> dict[str, float]:
+    """`compare_mlstm` floors of an fp32 result: YARDSTICK times the error of mlstm_recurrent--torch in fp32 against
+    the fp64 reference `ref` (`run_mlstm`'s), per output and gradient; kw: the call's keywords."""
+    from . import get_kernel
+
+    plain = run_mlstm(get_kernel("mlstm_recurrent--torch"), leaves, upstream, torch.float32, **kw)
+    return {name: YARDSTICK * err_ratio(a, b)
+            for name, a, b in zip(OUT_NAMES + GRAD_NAMES, ref[0] + ref[1], plain[0] + plain[1], strict=True)
+            if a is not None and b is not None and a.abs().max() > 0}  # fmt: skip
+
+
 def check_triton(B, NH, S, DQK, DHV, i_mean, with_states, dtype=torch.float32, chunk_size=16, rounded=False):
     """mlstm_chunkwise--triton in `dtype` against mlstm_chunkwise--torch in fp64 on the same leaves, compared with
-    TOL[dtype] (dm0 against the size of its terms). `rounded`: q, k, v, i, f rounded to `dtype` first, so the
-    reference sees the kernel's inputs. Seed the generator before calling."""
+    TOL[dtype] (dm0 against the size of its terms; fp32 also within `recurrence_floors`). `rounded`: q, k, v, i, f
+    rounded to `dtype` first, so the reference sees the kernel's inputs. Seed the generator before calling."""
     from . import get_kernel
 
     leaves = mlstm_leaves(B, NH, S, DQK, DHV, i_mean, with_states)
@@ -171,7 +189,8 @@ def check_triton(B, NH, S, DQK, DHV, i_mean, with_states, dtype=torch.float32, c
     upstream = mlstm_upstream(B, NH, S, DQK, DHV)
     ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, chunk_size=chunk_size)
     out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, dtype, chunk_size=chunk_size)
-    errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]))
+    floors = recurrence_floors(leaves, upstream, ref) if dtype == torch.float32 else None
+    errors = compare_mlstm(ref, out, *TOL[dtype], dm0_terms=dm0_terms(leaves, ref[1]), floors=floors)
     return TritonCheck(leaves, upstream, ref, out, errors)
 
 
