@@ -33,7 +33,7 @@ def test_variant_rows_list_the_kernels_it_changes_and_restore_the_knobs(load_ben
     rule, before = parallel.auto_parallel, (parallel_bwd.NUM_WARPS, parallel_bwd.GRAD_MAXNREG)
     default = bench.variant_rows("default knobs", (), None)
     kernels = [r["direction"] for r in default]
-    assert kernels == ["_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_row_dots_kernel_tl",
+    assert kernels == ["_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_bounds_rows_kernel_tl",
                        "_mlstm_bounds_bwd_kernel_tl", "_mlstm_chunk_bwd_kernel_tl part 0"]  # fmt: skip
     assert parallel.auto_parallel is rule  # the default rule is back after recording
 

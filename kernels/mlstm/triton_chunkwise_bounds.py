@@ -21,7 +21,7 @@ adds itself.
 import triton
 import triton.language as tl
 
-from .triton_chunkwise_bounds_rows import _given_step
+from .triton_chunkwise_bounds_rows import _given_carry, _given_step
 from .triton_chunkwise_common import (
     _carry,
     _chunk_end_m,
@@ -98,6 +98,8 @@ def _mlstm_bounds_fwd_kernel_tl(
     cl_ptr,  # out (BNH, DQK, DHV) fp32 last C; written only if NEED_LAST
     nl_ptr,  # out (BNH, DQK) fp32
     ml_ptr,  # out (BNH,) fp32
+    ga_ptr,  # (BNH, S) fp32 a_s of `bounds_gates`; read if GATES_GIVEN
+    gt_ptr,  # (N_GATE_TERMS, BNH * ceil(S / L)) fp32 g and max_s a_s of `bounds_gates`; read if GATES_GIVEN
     sk_b, sk_h, sk_s, sk_d,
     sv_b, sv_h, sv_s, sv_d,
     si_b, si_h, si_s,
@@ -119,6 +121,7 @@ def _mlstm_bounds_fwd_kernel_tl(
     HAS_INIT: tl.constexpr,
     NEED_LAST: tl.constexpr,
     PREFETCH: tl.constexpr,
+    GATES_GIVEN: tl.constexpr = False,  # each chunk's gate terms from `bounds_gates` (ga_ptr, gt_ptr)
 ):  # fmt: skip
     pid_k, pid_v, pid_bh, bb, hh, offs_k, offs_v, mask_k, mask_v, mask_kv, mask_n = _program(NV, NH, DQK, DHV, BK, BV)
     offs_l = tl.arange(0, L)
@@ -149,11 +152,17 @@ def _mlstm_bounds_fwd_kernel_tl(
         mask_t = t < S
         k = _tile(k_base, t, offs_k, sk_s, sk_d, mask_t[:, None] & mask_k[None, :])  # (L, BK)
         v = _tile(v_base, t, offs_v, sv_s, sv_d, mask_t[:, None] & mask_v[None, :])  # (L, BV)
-        i_g, f_g, log_f, b, g, i_next, f_next = _walk_gates(i_base, f_base, si_s, sf_s, t, mask_t, S, i_next, f_next,
-                                                            L, PREFETCH)  # fmt: skip
-        m_new = _chunk_end_m(m_prev, i_g, b, g)
-        C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
-        m_prev = m_new
+        if GATES_GIVEN:
+            a_row = tl.load(ga_ptr + pid_bh * S + t, mask=mask_t, other=float("-inf"))  # (L,)
+            crow = pid_bh * NC + c
+            C, n, m_prev = _given_carry(a_row, tl.load(gt_ptr + crow), tl.load(gt_ptr + NC * tl.num_programs(1) + crow),
+                                        m_prev, C, n, k, v, LOWP)  # fmt: skip
+        else:
+            i_g, f_g, log_f, b, g, i_next, f_next = _walk_gates(i_base, f_base, si_s, sf_s, t, mask_t, S, i_next,
+                                                                f_next, L, PREFETCH)  # fmt: skip
+            m_new = _chunk_end_m(m_prev, i_g, b, g)
+            C, n = _carry(C, n, m_prev, m_new, k, v, i_g, b, g, LOWP)
+            m_prev = m_new
     if NEED_LAST:
         _store_state(cl_ptr, nl_ptr, ml_ptr, pid_bh, C, n, m_prev, DQK, DHV, offs_k, offs_v, mask_kv, mask_n, first)
     else:

@@ -14,6 +14,10 @@ and per chunk the scalars of
 where `_route_stabilizer` is linear in its upstream dm and carry: base is what the eps terms of the chunk's steps
 route to its first step (DHV block 0 only), gain what a unit carry from the chunk after does, and last_gain what a
 unit gradient at step S-1 does (zero but in the chunk holding S-1; dm_last is each DHV block's own share).
+
+The forward boundary walk (opt-in, `bounds_gates`) likewise reads each chunk's gate terms from one parallel pass:
+a_s = g - b_s + i~_s (the log weight of key s in the chunk's leaving state, -inf past S), the chunk total g of
+log f and max_s a_s; then m_end = max(g + m_in, max_s a_s) and C <- e^{g + m_in - m_end} C + (k e^{a - m_end})^T v.
 """
 
 import torch
@@ -23,9 +27,10 @@ import triton.language as tl
 from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_common import _chunk_gates, _dot, _tile
-from .triton_chunkwise_gates import _branches, _den_terms, _dz, _route_stabilizer
+from .triton_chunkwise_gates import _branches, _den_terms, _dz
 
 N_CHUNK_TERMS = 5  # decay, gain, base, last_gain, forget_first
+N_GATE_TERMS = 2  # g, max_s a_s
 
 
 @triton.jit
@@ -107,10 +112,12 @@ def _mlstm_bounds_rows_kernel_tl(
     if not DETACH:
         forget, forget_next = _branches(m_ptr + row0, i_base, f_base, si_s, sf_s, t, mask_t, S, log_f, i_g, m_row,
                                         m_in)  # fmt: skip
-        zero = tl.zeros((), dtype=tl.float32)
-        _, gain = _route_stabilizer(tl.zeros((L,), dtype=tl.float32), forget_next, zero + 1.0)
-        _, base = _route_stabilizer(-eps * hd * inv_den, forget_next, zero)
-        _, last_gain = _route_stabilizer(tl.where(t == S - 1, 1.0, 0.0), forget_next, zero)
+        # `_route_stabilizer` sends dm_t to the first step times the product of forget_next over the steps before
+        # t: 0 / 1 factors, so that product is 1 up to the chunk's first 0 (at `stop`) and 0 after it
+        stop = tl.min(tl.where(forget_next == 0.0, offs_l, L), axis=0)
+        gain = tl.where(stop == L, 1.0, 0.0)  # a carry enters after the last step
+        base = tl.sum(tl.where(offs_l <= stop, -eps * hd * inv_den, 0.0), axis=0)
+        last_gain = tl.sum(tl.where((t == S - 1) & (offs_l <= stop), 1.0, 0.0), axis=0)
         forget_first = tl.sum(tl.where(offs_l == 0, forget.to(tl.float32), 0.0), axis=0)
         tl.store(terms_ptr + NT + crow, gain)
         tl.store(terms_ptr + 2 * NT + crow, base)
@@ -142,3 +149,52 @@ def bounds_rows(h: torch.Tensor, dh: torch.Tensor, z: torch.Tensor, m: torch.Ten
         L=L, BV=min(64, max(16, next_power_of_2(DHV))), DETACH=detach, num_warps=4,
     )  # fmt: skip
     return hd, (rows, terms)
+
+
+@triton.jit
+def _given_carry(a_row, g, a_max, m_prev, C, n, k, v, LOWP: tl.constexpr):
+    """The state (C (BK, BV), n (BK,)) and m after one chunk of the forward walk from `bounds_gates`' terms: a_row
+    (L,) its keys' log weights, g and a_max its scalars; k (L, BK), v (L, BV) its tiles."""
+    m_new = tl.maximum(g + m_prev, a_max)
+    decay = tl.exp(g + m_prev - m_new)
+    k_w = k.to(tl.float32) * tl.exp(a_row - m_new)[:, None]  # (L, BK)
+    C = decay * C + _dot(tl.trans(k_w), v, LOWP)  # (BK, BV)
+    n = decay * n + tl.sum(k_w, axis=0)  # (BK,)
+    return C, n, m_new
+
+
+@triton.jit
+def _mlstm_bounds_gates_kernel_tl(
+    i_ptr, f_ptr,  # (B, NH, S) gate pre-activations, strides si_*, sf_*
+    a_ptr,  # out (BNH, S) fp32 a_s = g - b_s + i~_s of each step's chunk (-inf past S)
+    terms_ptr,  # out (N_GATE_TERMS, BNH * NC) fp32 g and max_s a_s per chunk
+    si_b, si_h, si_s,
+    sf_b, sf_h, sf_s,
+    NH, S, BNH, NC,
+    L: tl.constexpr,
+):  # fmt: skip
+    c = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    bb, hh = pid_bh // NH, pid_bh % NH
+    t = c * L + tl.arange(0, L)  # (L,)
+    mask_t = t < S
+    i_g, f_g, log_f, b, g = _chunk_gates(i_ptr + bb * si_b + hh * si_h, f_ptr + bb * sf_b + hh * sf_h, si_s, sf_s, t,
+                                         mask_t)  # fmt: skip
+    a = g - b + i_g  # (L,)
+    tl.store(a_ptr + pid_bh * S + t, a, mask=mask_t)
+    crow = pid_bh * NC + c
+    tl.store(terms_ptr + crow, g)
+    tl.store(terms_ptr + BNH * NC + crow, tl.max(a, axis=0))
+
+
+def bounds_gates(i: torch.Tensor, f: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward boundary walk's gate terms for chunks of L steps (the module docstring): a (B * NH, S) and
+    (g, max_s a_s) (N_GATE_TERMS, B * NH * ceil(S / L)), fp32, from the gate pre-activations i, f (B, NH, S)."""
+    B, NH, S = i.shape
+    NC = cdiv(S, L)
+    a = torch.empty(B * NH, S, dtype=torch.float32, device=i.device)  # (BNH, S)
+    terms = torch.empty(N_GATE_TERMS, B * NH * NC, dtype=torch.float32, device=i.device)
+    fast(_mlstm_bounds_gates_kernel_tl)[(NC, B * NH)](
+        i, f, a, terms, *i.stride(), *f.stride(), NH, S, B * NH, NC, L=L, num_warps=1,
+    )  # fmt: skip
+    return a, terms

@@ -56,9 +56,12 @@ STATE_OUT_DOTS = True
 ROW_DOTS_FIRST = True
 # with ROW_DOTS_FIRST: that pass also forms every per-chunk factor of the backward boundary walk (the gates, dnum's
 # and dz's row factors, the decay, the stabilizer route's linear terms: `triton_chunkwise_bounds_rows.py`), in
-# parallel over the chunks, so the walk's sequential loop keeps one dot and a few multiply-adds per chunk. False:
-# the walk forms them itself (A/B timings)
-BOUNDS_ROWS_FIRST = False
+# parallel over the chunks, so the walk's sequential loop keeps one dot and a few multiply-adds per chunk (offline
+# sm_90, 128-wide bf16 heads: 190 registers against 248, 1424 SASS instructions against 2208). H100, bf16 fw+bw,
+# kernel time per call (torch.profiler, a15ba2d): (16, 4, 2048, 128) 841 against 886 us (the walk 96.7 against
+# 154.4, the pass 38.6 against row_dots' 26.9), (8, 16, 4096, 256) 10.21 against 10.78 ms (do_bench 10.21 against
+# 10.79). False: the walk forms them itself (A/B)
+BOUNDS_ROWS_FIRST = True
 # the gradient kernel's launches, each forming some of the gradients (its PART): (0,) one launch forming all; (1, 2)
 # dv in a launch of its own (at DV_NUM_WARPS) after one forming the rest; (3, 4, 2) dq, then dk with the gate
 # gradients, then dv, each launch forming the (L, L) block w * ds it needs itself. Offline sm_90, 64-step segments,

@@ -22,6 +22,7 @@ import torch
 from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
 from .triton_chunkwise_bounds import _mlstm_bounds_bwd_kernel_tl, _mlstm_bounds_fwd_kernel_tl
+from .triton_chunkwise_bounds_rows import bounds_gates
 from .triton_chunkwise_common import _strides
 
 # chunks per segment for every call (None: `segment_plan` decides); set by tests and the benchmark's sweep
@@ -57,6 +58,10 @@ BOUNDS_GATE_PREFETCH = True
 # branch rows (`_walk_rows`) while it carries the gradient across the chunk after it (the q and dh tiles feed its dot
 # and are pipelined already). Interpreter: the same gradients either way. Not timed yet: an A/B knob
 BOUNDS_BWD_PREFETCH = False
+# the forward boundary kernel reads each chunk's gate terms (the keys' log weights, the chunk's log-forget total and
+# their max: `triton_chunkwise_bounds_rows.bounds_gates`) from one pass over every chunk at once, ahead of its walk,
+# instead of forming them (log-sigmoid, cumulative sum, max) in its sequential loop. Not timed yet: an A/B knob
+BOUNDS_GATES_FIRST = False
 
 # segment only when the plain launch has at most one program per this many SMs, then aim for this many per SM
 _SMS_PER_PROGRAM = 2
@@ -152,11 +157,13 @@ def bounds_forward(k, v, i, f, C0, n0, m0, G: int, CPS: int, L: int, BV: int, lo
     BK, NKB, BV = _bounds_blocks(DQK, BV)
     NV = cdiv(DHV, BV)
     L, CPS = _carry(L, CPS, carry)
+    gates = bounds_gates(i, f, L) if BOUNDS_GATES_FIRST else (ns, ns)  # placeholders are never read
     fast(_mlstm_bounds_fwd_kernel_tl)[(NKB * NV, B * NH)](
-        k, v, i, f, *init, cs, ns, ms, *last,
+        k, v, i, f, *init, cs, ns, ms, *last, *gates,
         *k.stride(), *v.stride(), *i.stride(), *f.stride(), *_strides(C0, 4), *_strides(n0, 3), *_strides(m0, 2),
         NH, S, DQK, DHV, G, CPS, NV,
-        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last, PREFETCH=BOUNDS_GATE_PREFETCH,
+        L=L, BK=BK, BV=BV, LOWP=lowp, HAS_INIT=has_init, NEED_LAST=need_last,
+        PREFETCH=BOUNDS_GATE_PREFETCH and not BOUNDS_GATES_FIRST, GATES_GIVEN=BOUNDS_GATES_FIRST,
         num_warps=BOUNDS_WARPS,
     )  # fmt: skip
     return (cs, ns, ms), (last if need_last else None)

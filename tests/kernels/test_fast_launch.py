@@ -149,7 +149,7 @@ def test_every_chunk_parallel_kernel_launches_through_a_fast_launcher(parallel_f
     fn(q, k, wide_v, i, f, chunk_size=16).sum().backward()
     get_kernel("mlstm_step--triton")(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0], None, None, None)
     names = {getattr(kernel, "__name__", None) or kernel.fn.__name__ for kernel in _fast_launch._LAUNCHERS}
-    wanted = {"_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_row_dots_kernel_tl",
+    wanted = {"_mlstm_bounds_fwd_kernel_tl", "_mlstm_chunk_out_kernel_tl", "_mlstm_bounds_rows_kernel_tl",
               "_mlstm_bounds_bwd_kernel_tl", "_mlstm_chunk_bwd_kernel_tl", "_mlstm_step_fwd_kernel_tl",
               "_mlstm_chunkwise_bwd_sum_kernel_tl"}  # fmt: skip
     assert wanted <= names, names

@@ -1,7 +1,7 @@
-"""BOUNDS_ROWS_FIRST: the backward boundary walk of the chunk-parallel kernels reading each chunk's factors from one
-parallel pass (`triton_chunkwise_bounds_rows.py`) instead of forming them in its sequential loop: every gradient
-against fp64 (both gate regimes, initial states, upstream gradients on the last C, n and m, two DQK and two DHV
-blocks of the walk), and against the walk that forms them itself."""
+"""BOUNDS_ROWS_FIRST / BOUNDS_GATES_FIRST: the backward / forward boundary walks reading each chunk's factors from
+one parallel pass (`triton_chunkwise_bounds_rows.py`) instead of forming them in their sequential loops: every output
+and gradient against fp64 (both gate regimes, initial states, upstream gradients on the last C, n and m, two DQK and
+two DHV blocks of the walks), and against the walks that form them themselves."""
 
 import pytest
 import torch
@@ -84,3 +84,35 @@ def test_stabilizer_route_across_chunks_matches_fp64_reference(spike, eps, first
     ref = run_mlstm(get_kernel("mlstm_chunkwise--torch"), leaves, upstream, torch.float64, **kw)
     out = run_mlstm(get_kernel("mlstm_chunkwise--triton"), leaves, upstream, torch.float32, **kw)
     compare_mlstm(ref, out, *TOL[torch.float32], dm0_terms=dm0_terms(leaves, ref[1]))
+
+
+@pytest.mark.parametrize("cps", [1, 2], ids=["chunk-parallel", "2-chunk-segments"])
+@pytest.mark.parametrize("with_states", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("i_mean", [0.0, -10.0], ids=["i~N(0,1)", "i~N(-10,1)"])
+def test_forward_walk_from_gate_terms_matches_fp64_reference(i_mean, with_states, cps, walk_in_blocks):
+    """BOUNDS_GATES_FIRST: the forward boundary walk reads each chunk's gate terms from one parallel pass; every
+    output, last state and gradient against fp64 (fp32, a sequence ending mid-chunk)."""
+    walk_in_blocks.setattr(segments, "SEGMENT_CHUNKS_OVERRIDE", cps)
+    walk_in_blocks.setattr(segments, "BOUNDS_GATES_FIRST", True)
+    torch.manual_seed(34)
+    with LaunchCounter() as launches:
+        check_triton(1, 2, 70, 24, 40, i_mean, with_states)
+    assert "_mlstm_bounds_gates_kernel_tl" in str(launches.summary())
+
+
+def test_forward_walk_from_gate_terms_equals_the_walk_forming_them(walk_in_blocks):
+    """fp32, the same leaves with and without the pass: outputs, last states and gradients within fp32 rounding."""
+    torch.manual_seed(35)
+    leaves = mlstm_leaves(2, 1, 75, 40, 24, 0.0, True)
+    upstream = mlstm_upstream(2, 1, 75, 40, 24)
+    fn = get_kernel("mlstm_chunkwise--triton")
+    runs = {}
+    for first in (False, True):
+        walk_in_blocks.setattr(segments, "BOUNDS_GATES_FIRST", first)
+        runs[first] = run_mlstm(fn, leaves, upstream, torch.float32, chunk_size=16)
+    tol = TOLERANCES["float32-ieee-grad"].ratio
+    for name, a, b in zip(("h", "C", "n", "m"), runs[False][0], runs[True][0], strict=True):
+        assert_close(name, a, b, tol)
+    for name, a, b in zip(("dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"), runs[False][1], runs[True][1],
+                          strict=True):  # fmt: skip
+        assert_close(name, a, b, tol)

@@ -222,6 +222,7 @@ def test_row_dots_summed_once_ahead_of_the_backward(i_mean, first, parallel_forw
     monkeypatch.setattr(segments, "BOUNDS_BLOCKS_OVERRIDE", (16, 16))
     monkeypatch.setattr(parallel_bwd, "NUM_WARPS", 4)
     monkeypatch.setattr(parallel_bwd, "ROW_DOTS_FIRST", first)
+    monkeypatch.setattr(parallel_bwd, "BOUNDS_ROWS_FIRST", False)  # the pass of the dots alone
     for dtype in (torch.float32, torch.bfloat16):
         torch.manual_seed(29)
         with LaunchCounter() as launches:

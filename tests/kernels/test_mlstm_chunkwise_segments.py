@@ -159,7 +159,7 @@ def test_segmented_launches(DHV, chunks_per_segment):
     assert backward.total == (2 if DHV <= 64 and chunks_per_segment != PARALLEL else 3), backward.summary()
     if chunks_per_segment == PARALLEL:
         assert "_mlstm_chunk_bwd_kernel_tl x1" in backward.summary(), backward.summary()
-        assert "_mlstm_row_dots_kernel_tl x1" in backward.summary(), backward.summary()
+        assert "_mlstm_bounds_rows_kernel_tl x1" in backward.summary(), backward.summary()
 
 
 def test_segment_plan(monkeypatch):

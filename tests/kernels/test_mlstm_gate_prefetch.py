@@ -13,6 +13,7 @@ from xlstm_ts.kernels import get_kernel
 from xlstm_ts.kernels._testing_mlstm import DEVICE, mlstm_leaves, mlstm_upstream, run_mlstm
 from xlstm_ts.kernels.mlstm import triton_chunkwise as chunkwise
 from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel as parallel
+from xlstm_ts.kernels.mlstm import triton_chunkwise_parallel_bwd as parallel_bwd
 from xlstm_ts.kernels.mlstm import triton_chunkwise_segments as segments
 
 pytest.importorskip("triton")
@@ -27,6 +28,7 @@ def _set_prefetch(monkeypatch, on: bool) -> None:
     monkeypatch.setattr(chunkwise, "FWD_GATE_PREFETCH", on)
     monkeypatch.setattr(segments, "BOUNDS_GATE_PREFETCH", on)
     monkeypatch.setattr(segments, "BOUNDS_BWD_PREFETCH", on)
+    monkeypatch.setattr(parallel_bwd, "BOUNDS_ROWS_FIRST", False)  # the walk that loads its rows itself
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -96,6 +98,7 @@ def test_backward_row_prefetch_is_bit_identical_gpu(with_states, monkeypatch):
     grads = []
     for on in (False, True):
         monkeypatch.setattr(segments, "BOUNDS_BWD_PREFETCH", on)
+        monkeypatch.setattr(parallel_bwd, "BOUNDS_ROWS_FIRST", False)
         xs = [x if x is None else x.clone().requires_grad_() for x in leaves]
         TRITON(*xs, chunk_size=64).float().square().sum().backward()
         grads.append([x.grad for x in xs if x is not None])
