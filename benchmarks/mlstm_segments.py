@@ -169,6 +169,7 @@ PARALLEL_VARIANTS = [
     ("boundary backward with the row prefetch",
      ((_SEG, "BOUNDS_BWD_PREFETCH", True), (_BWD, "BOUNDS_ROWS_FIRST", False))),
     _one("boundary backward forming its factors in the walk", _BWD, "BOUNDS_ROWS_FIRST", False),
+    _one("boundary forward from a pass of gate terms", _SEG, "BOUNDS_GATES_FIRST", True),
     _one("state gradients in scaled fp16 blocks", _BWD, "SCALED_DC", True),
     _one("dq launch beside the boundary kernel", _BWD, "CONCURRENT_DQ", True),
     _one("forward boundary kernel with gradients in 64 value columns", _PAR, "GRAD_BOUNDS_VALUE_BLOCK", None),
