@@ -1,4 +1,4 @@
-"""Per-chunk terms of the backward boundary walk, computed for every chunk at once ahead of it (opt-in).
+"""Per-chunk terms of the boundary walks, computed for every chunk at once ahead of them.
 
 The backward boundary kernel (`triton_chunkwise_bounds.py`) carries, chunk by chunk from the last,
     dC <- decay dC + (q^ w0)^T dnum,   dn <- decay dn + (q^ w0)^T dz,   m_carry <- route of dm through the chunk,
@@ -26,8 +26,8 @@ import triton.language as tl
 
 from .._fast_launch import fast
 from .._ints import cdiv, next_power_of_2
-from .triton_chunkwise_common import _chunk_gates, _dot, _tile
-from .triton_chunkwise_gates import _branches, _den_terms, _dz
+from .triton_chunkwise_common import _chunk_gates, _dot
+from .triton_chunkwise_gates import _branches, _den_terms, _dz, _row_dot
 
 N_CHUNK_TERMS = 5  # decay, gain, base, last_gain, forget_first
 N_GATE_TERMS = 2  # g, max_s a_s
@@ -90,12 +90,7 @@ def _mlstm_bounds_rows_kernel_tl(
     i_base = i_ptr + bb * si_b + hh * si_h
     f_base = f_ptr + bb * sf_b + hh * sf_h
 
-    hd = tl.zeros((L,), dtype=tl.float32)  # <dh_t, h_t>
-    for v0 in range(0, DHV, BV):
-        cols = v0 + tl.arange(0, BV)  # (BV,)
-        mask = mask_t[:, None] & (cols < DHV)[None, :]
-        dh = _tile(dh_base, t, cols, sdh_s, sdh_d, mask).to(tl.float32)  # (L, BV)
-        hd += tl.sum(dh * _tile(h_ptr + row0 * DHV, t, cols, DHV, 1, mask), axis=1)
+    hd = _row_dot(h_ptr + row0 * DHV, dh_base, sdh_s, sdh_d, t, mask_t, DHV, BV)  # (L,) <dh_t, h_t>
     tl.store(hd_ptr + row0 + t, hd, mask=mask_t)
 
     z, m_row, inv_den = _den_terms(z_ptr + row0, m_ptr + row0, t, mask_t, eps)  # (L,) each

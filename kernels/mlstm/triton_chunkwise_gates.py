@@ -256,6 +256,19 @@ def sum_shares(dq, dk, di, df, dm0, q, k, i, f, m0, BK: int) -> tuple:
 
 
 @triton.jit
+def _row_dot(h_base, dh_base, sdh_s, sdh_d, t, mask_t, DHV, BV: tl.constexpr):
+    """<dh_t, h_t> (len(t),) fp32 over every column, in blocks of BV: h_base the contiguous fp32 (S, DHV) h of one
+    batch * head, dh_base its dh with strides sdh_s, sdh_d."""
+    hd = tl.zeros(t.shape, dtype=tl.float32)
+    for v0 in range(0, DHV, BV):
+        cols = v0 + tl.arange(0, BV)  # (BV,)
+        mask = mask_t[:, None] & (cols < DHV)[None, :]
+        dh = _tile(dh_base, t, cols, sdh_s, sdh_d, mask).to(tl.float32)  # (len(t), BV)
+        hd += tl.sum(dh * _tile(h_base, t, cols, DHV, 1, mask), axis=1)
+    return hd
+
+
+@triton.jit
 def _mlstm_row_dots_kernel_tl(
     h_ptr,  # (BNH, S, DHV) contiguous fp32 h from the forward
     dh_ptr,  # (B, NH, S, DHV) upstream gradient of h, strides sdh_*
@@ -270,12 +283,7 @@ def _mlstm_row_dots_kernel_tl(
     t = pid_s * BS + tl.arange(0, BS)  # (BS,)
     mask_t = t < S
     dh_base = dh_ptr + (pid_bh // NH) * sdh_b + (pid_bh % NH) * sdh_h
-    hd = tl.zeros((BS,), dtype=tl.float32)
-    for v0 in range(0, DHV, BV):
-        cols = v0 + tl.arange(0, BV)  # (BV,)
-        mask = mask_t[:, None] & (cols < DHV)[None, :]
-        dh = _tile(dh_base, t, cols, sdh_s, sdh_d, mask).to(tl.float32)  # (BS, BV)
-        hd += tl.sum(dh * _tile(h_ptr + pid_bh * S * DHV, t, cols, DHV, 1, mask), axis=1)
+    hd = _row_dot(h_ptr + pid_bh * S * DHV, dh_base, sdh_s, sdh_d, t, mask_t, DHV, BV)  # (BS,)
     tl.store(hd_ptr + pid_bh * S + t, hd, mask=mask_t)
 
 
